@@ -1,0 +1,113 @@
+"""Profiles, device, seeds and paths: everything a run is configured by.
+
+A *profile* fixes the scale of every notebook, so that one notebook runs unchanged from a CPU smoke test
+to the paper-scale experiment:
+
+- ``smoke``: CPU and CI. Width 16, at most 2,000 training images, 2 epochs; offline data (the stand-in
+  when CIFAR-100 is not on disk). Seconds per notebook.
+- ``quick``: a free Colab T4. Full CIFAR-100, 20 epochs of ResNet-18, about 10 minutes of training per
+  regime.
+- ``full``: paper scale on a GPU (Papyan et al. train 350 epochs); resumable after a disconnect.
+
+The profile is chosen by the environment variable ``NCLAB_PROFILE``; without it, ``quick`` on a GPU and
+``smoke`` without one. Paths come from ``NCLAB_DATA`` (data sets) and ``NCLAB_CACHE`` (checkpoints and
+features).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["Profile", "PROFILES", "get_profile", "get_device", "seed_everything", "data_dir", "cache_dir",
+           "describe"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The scale of a run. One frozen instance per profile; printed at the top of every notebook.
+
+    Why these values: ``smoke`` must finish each notebook in seconds on two CPU cores, so the network is
+    a quarter as wide (8·16 = 128 feature dimensions, still ≥ C − 1 for the stand-in's classes) and sees
+    2,000 images twice. ``quick`` fits a Colab T4 session (≈ 30 s per ResNet-18 epoch with AMP).
+    ``full`` is the scale of the papers.
+    """
+
+    name: str
+    width: int                 # channels of the first residual stage (64 = standard ResNet-18)
+    train_size: int | None     # training images used (None = the whole training set), stratified subset
+    test_size: int | None      # test images used (None = the whole test set)
+    epochs: int                # training epochs of each regime
+    batch_size: int            # images per SGD step
+    eval_batch_size: int       # images per forward pass when evaluating / extracting features
+    snapshots: int             # number of log-spaced epochs whose weights are kept for later notebooks
+    download: bool             # let torchvision download missing data sets (needs internet)
+    standin: bool              # use the offline stand-in when the real data set is not on disk
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", width=16, train_size=2_000, test_size=1_000, epochs=2, batch_size=64,
+                     eval_batch_size=500, snapshots=2, download=False, standin=True),
+    "quick": Profile("quick", width=64, train_size=None, test_size=None, epochs=20, batch_size=128,
+                     eval_batch_size=1_000, snapshots=6, download=True, standin=False),
+    "full": Profile("full", width=64, train_size=None, test_size=None, epochs=350, batch_size=128,
+                    eval_batch_size=1_000, snapshots=10, download=True, standin=False),
+}
+
+
+def get_profile(name: str | Profile | None = None) -> Profile:
+    """The profile called ``name``; by default ``$NCLAB_PROFILE``, else ``quick`` on a GPU, ``smoke`` on a CPU."""
+    if isinstance(name, Profile):
+        return name
+    name = name or os.environ.get("NCLAB_PROFILE") or ("quick" if torch.cuda.is_available() else "smoke")
+    try:
+        return PROFILES[name.strip().lower()]
+    except KeyError:
+        raise ValueError(f"Unknown profile {name!r}: set NCLAB_PROFILE to one of {sorted(PROFILES)}.") from None
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else ``$NCLAB_DEVICE``, else CUDA when available, else the CPU."""
+    device = device or os.environ.get("NCLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _env_path(variable: str, default: Path) -> Path:
+    path = Path(os.environ.get(variable) or default).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir() -> Path:
+    """Where checkpoints and features live: ``$NCLAB_CACHE``, else ``~/.cache/nclab``.
+
+    On Colab, point it at Google Drive (``/content/drive/MyDrive/nclab``) to survive a disconnect.
+    """
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return _env_path("NCLAB_CACHE", xdg / "nclab")
+
+
+def data_dir() -> Path:
+    """Where data sets live: ``$NCLAB_DATA``, else ``<cache_dir>/data``."""
+    return _env_path("NCLAB_DATA", cache_dir() / "data")
+
+
+def describe(profile: Profile | str | None = None, device: str | torch.device | None = None) -> str:
+    """A short report of profile, device and versions, printed by every notebook's setup cell."""
+    profile, device = get_profile(profile), get_device(device)
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    fields = ", ".join(f"{k}={v}" for k, v in asdict(profile).items() if k != "name")
+    return (f"nclab profile: {profile.name} [{fields}]\n"
+            f"device: {device}{gpu} | torch {torch.__version__} | data: {data_dir()} | cache: {cache_dir()}")
