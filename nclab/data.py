@@ -250,7 +250,7 @@ def _photo_crops(count: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     crops = []
     for i in range(count):
-        photo = torch.as_tensor(photos[i % len(photos)]).permute(2, 0, 1).float()[None]
+        photo = torch.tensor(photos[i % len(photos)]).permute(2, 0, 1).float()[None]
         side = int(rng.integers(32, min(photo.shape[-2:]) // 2))
         top = int(rng.integers(0, photo.shape[-2] - side + 1))
         left = int(rng.integers(0, photo.shape[-1] - side + 1))

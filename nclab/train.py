@@ -96,6 +96,8 @@ def regime(name: str, profile: Profile | str | None = None, **overrides) -> Trai
                "B": dict(lr=0.01, schedule="cosine", pretrained=profile.width == 64)}
     if name.upper() not in regimes:
         raise ValueError(f"Unknown regime {name!r}: 'A' or 'B' (or build a TrainConfig yourself).")
+    if "epochs" in overrides and "snapshot_epochs" not in overrides:
+        overrides["snapshot_epochs"] = log_spaced_epochs(overrides["epochs"], profile.snapshots)
     return TrainConfig(regime=name.upper(), **{**common, **regimes[name.upper()], **overrides})
 
 
@@ -162,16 +164,17 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint with ``weights_only=True``; a damaged file raises :class:`CheckpointError`."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", keys: tuple[str, ...] = ("model",)) -> dict:
+    """Read a checkpoint with ``weights_only=True``; a damaged file (or one lacking ``keys``) raises
+    :class:`CheckpointError`."""
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         raise CheckpointError(
-            f"Checkpoint {path} is corrupted or truncated ({type(error).__name__}: {error}). It was left "
+            f"Checkpoint {path} is corrupted or truncated (torch.load failed: {type(error).__name__}). It was left "
             f"untouched. Delete it (or its run folder) to train that run again, or restore a good copy.") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or not all(k in state for k in keys):
         raise CheckpointError(f"{path} is not an nclab checkpoint (format {CHECKPOINT_FORMAT}). Delete it to retrain.")
     return state
 

@@ -1,0 +1,37 @@
+# nclab — the two commands of the README:
+#   make book   build the course site into _build/html, executing every notebook (smoke profile by default)
+#   make test   unit tests + nbval on every notebook (smoke profile)
+# Both create .venv from requirements.txt first when it is missing or out of date.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export NCLAB_PROFILE ?= smoke
+export PYTHONUNBUFFERED := 1
+
+.PHONY: all book test venv benchmark clean
+
+all: book
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+book: venv
+	$(BIN)/jupyter-book build . --warningiserror --keep-going --nitpick
+	@echo "Book built: open _build/html/index.html"
+
+test: venv
+	$(BIN)/python -m pytest
+
+benchmark: venv
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,305 @@
+"""Neural-collapse metrics NC1–NC5 (SPEC.md §1), each written as its formula.
+
+Late in training the penultimate features h_i of a classifier *collapse* (Papyan, Han & Donoho, 2020):
+
+- NC1, variability collapse: features of a class shrink onto their class mean μ_c, measured by
+  Tr(Σ_W Σ_B†)/C (``nc1``) and Tr(Σ_W)/Tr(Σ_B) (``nc1_trace_ratio``);
+- NC2, the centred class means μ_c − μ_G (and the classifier rows w_c) become equinorm and equiangular
+  with cosines −1/(C−1): a simplex equiangular tight frame (ETF);
+- NC3, self-duality: the classifier Wᵀ aligns with the centred means M;
+- NC4, the classifier's decision becomes the nearest-class-centre (NCC) decision;
+- NC5 (Ammar et al., 2024), out-of-distribution features become orthogonal to the ID class means.
+
+Conventions (SPEC §1): μ_G is the mean of the class means; Σ_W is divided by the total N; Σ_B = M Mᵀ/C;
+Σ_B† keeps only the top min(C−1, p) eigenpairs (SPEC §9: keeping the null eigenvalue gives NC1 in the
+millions); ``nc1`` is divided by C (the official NC notebook's values are C times ours); every std is the
+unbiased one. Class sums accumulate in float64 and no N×C×p tensor is ever built. Inputs are torch tensors
+or numpy arrays on any device; the work runs on the features' device and plain floats come back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["nc_metrics", "class_means", "centred_means", "within_class_covariance",
+           "between_class_covariance", "gram_of_means", "simplex_etf_gram", "simplex_etf",
+           "per_class_variability", "nc5"]
+
+
+def _rows_per_block(device: torch.device) -> int:
+    """Rows of features processed at once: cache-sized on a CPU, large on a GPU."""
+    return 512 if device.type == "cpu" else 65_536
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch tensor or a numpy array, got {type(x).__name__}")
+    return x.detach()
+
+
+def _features(features, name: str = "features") -> torch.Tensor:
+    H = _as_tensor(features, name)
+    if H.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, p), got shape {tuple(H.shape)}")
+    if H.shape[0] == 0:
+        raise ValueError(f"{name} has no rows")
+    return H if H.is_floating_point() else H.double()
+
+
+def _checked(features, labels, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Validate features (N, p) and labels (N,); return them as tensors on one device, and C."""
+    H = _features(features)
+    y = _as_tensor(labels, "labels").to(H.device)
+    if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"labels must be a 1-D array of integer class indices, got shape {tuple(y.shape)} "
+                         f"and dtype {y.dtype}")
+    if len(y) != len(H):
+        raise ValueError(f"features have {len(H)} rows but labels have {len(y)} entries")
+    y = y.long()
+    if int(y.min()) < 0:
+        raise ValueError(f"labels must be in 0..C-1, found the negative label {int(y.min())}")
+    C = int(y.max()) + 1 if num_classes is None else int(num_classes)
+    if int(y.max()) >= C:
+        raise ValueError(f"labels must be in 0..{C - 1} (num_classes={C}), found label {int(y.max())}")
+    if C < 2:
+        raise ValueError(f"neural-collapse metrics need at least 2 classes, got C = {C}")
+    empty = torch.nonzero(torch.bincount(y, minlength=C) == 0).flatten().tolist()
+    if empty:
+        raise ValueError(f"class(es) {empty[:10]} have no samples (C = {C}); every class needs at least one "
+                         f"feature: remap the labels to 0..C-1 or pass the right num_classes")
+    return H, y, C
+
+
+def class_means(features, labels, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class means μ_c = (1/N_c) Σ_{i: y_i = c} h_i and counts N_c.
+
+    features: (N, p) float; labels: (N,) int in 0..C−1. Returns means (C, p) float64 and counts (C,) int64
+    on the features' device. Class sums are accumulated in float64 with ``index_add_``, a block of rows
+    at a time (no N×C×p tensor, no loop over classes). Raises ValueError on NaN/inf features.
+    """
+    H, y, C = _checked(features, labels, num_classes)
+    return _class_means(H, y, C)
+
+
+def _class_means(H: torch.Tensor, y: torch.Tensor, C: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`class_means` on validated tensors."""
+    sums = torch.zeros(C, H.shape[1], dtype=torch.float64, device=H.device)       # Σ_{i∈c} h_i (C, p)
+    step = _rows_per_block(H.device)
+    for start in range(0, len(H), step):
+        sums.index_add_(0, y[start:start + step], H[start:start + step].double())
+    bad = torch.nonzero(~torch.isfinite(sums).all(dim=1)).flatten().tolist()       # NaN/inf reach the sums
+    if bad:
+        raise ValueError(f"features contain NaN or inf values (in class(es) {bad[:10]})")
+    counts = torch.bincount(y, minlength=C)                                         # N_c (C,)
+    return sums / counts[:, None], counts
+
+
+def centred_means(means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """M = [μ_1 − μ_G, …, μ_C − μ_G] (p, C) and μ_G = (1/C) Σ_c μ_c (p,), the mean of the class means.
+
+    means: (C, p). μ_G is *not* the sample mean on imbalanced data (SPEC §1).
+    """
+    means = _as_tensor(means, "means").double()
+    mu_G = means.mean(dim=0)                                                        # (p,)
+    M = (means - mu_G).T                                                            # (p, C)
+    return M, mu_G
+
+
+def between_class_covariance(means: torch.Tensor) -> torch.Tensor:
+    """Σ_B = M Mᵀ / C (p, p), from class means (C, p). Its rank is at most C − 1."""
+    M, _ = centred_means(means)                                                     # (p, C)
+    return M @ M.T / M.shape[1]
+
+
+def within_class_covariance(features, labels, means: torch.Tensor) -> torch.Tensor:
+    """Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ (p, p) float64, divided by the total N.
+
+    features: (N, p); labels: (N,); means: (C, p) from :func:`class_means`. Computed from centred
+    features in float64, a block of rows at a time. ``nc_metrics`` never forms this p×p matrix: it only
+    needs traces of it (see :func:`nc_metrics`).
+    """
+    H, y, _ = _checked(features, labels, len(means))
+    mu = _as_tensor(means, "means").to(device=H.device, dtype=torch.float64)        # (C, p)
+    Sigma_W = torch.zeros(H.shape[1], H.shape[1], dtype=torch.float64, device=H.device)
+    step = _rows_per_block(H.device)
+    for start in range(0, len(H), step):
+        Z = H[start:start + step].double() - mu[y[start:start + step]]              # h_i − μ_{y_i} (b, p)
+        Sigma_W += Z.T @ Z
+    return Sigma_W / len(H)
+
+
+def _centred_sq_norms(H: torch.Tensor, y: torch.Tensor, means: torch.Tensor,
+                      P: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """d_i = ‖h_i − μ_{y_i}‖² and q_i = ‖Pᵀ(h_i − μ_{y_i})‖² (N,) float64, one block of rows at a time.
+
+    Runs in the features' precision (row sums of ≤ p terms, then float64), so float32 features stay fast.
+    """
+    mu, P = means.to(H.dtype), (None if P is None else P.to(H.dtype))
+    d, q = [], []
+    step = _rows_per_block(H.device)
+    for start in range(0, len(H), step):
+        Z = mu[y[start:start + step]].sub_(H[start:start + step])                   # μ_{y_i} − h_i (b, p)
+        d.append((Z * Z).sum(dim=1).double())
+        if P is not None:
+            ZP = Z @ P                                                               # (b, k)
+            q.append((ZP * ZP).sum(dim=1).double())
+    return torch.cat(d), (torch.cat(q) if P is not None else None)
+
+
+def per_class_variability(features, labels, means: torch.Tensor) -> torch.Tensor:
+    """v_c = Tr(Σ_W,c) / Tr(Σ_B) (C,) float64: which classes collapse last.
+
+    Σ_W,c = (1/N_c) Σ_{i: y_i = c} (h_i − μ_c)(h_i − μ_c)ᵀ, so Tr(Σ_W,c) is the mean squared distance of
+    class c's features to μ_c. Weighted by N_c/N the v_c add up to ``nc1_trace_ratio``.
+    features: (N, p); labels: (N,); means: (C, p) from :func:`class_means`.
+    """
+    H, y, C = _checked(features, labels, len(means))
+    mu = _as_tensor(means, "means").to(device=H.device, dtype=torch.float64)        # (C, p)
+    d, _ = _centred_sq_norms(H, y, mu)                                              # ‖h_i − μ_{y_i}‖² (N,)
+    tr_Sigma_W_c = torch.zeros(C, dtype=torch.float64, device=H.device).index_add_(0, y, d)
+    tr_Sigma_W_c /= torch.bincount(y, minlength=C)                                  # (C,)
+    return tr_Sigma_W_c / torch.trace(between_class_covariance(mu))
+
+
+def _cosine_gram(X: torch.Tensor) -> torch.Tensor:
+    """G_cc' = cos(x_c, x_c') (C, C) for the rows x_c of X (C, p)."""
+    norms = torch.linalg.vector_norm(X, dim=1)                                       # (C,)
+    if bool((norms == 0).any()):
+        raise ValueError(f"row(s) {torch.nonzero(norms == 0).flatten().tolist()[:10]} have zero norm: "
+                         "their angles (and the NC2 cosines) are undefined")
+    X_hat = X / norms[:, None]                                                      # (C, p)
+    return X_hat @ X_hat.T
+
+
+def gram_of_means(means: torch.Tensor) -> torch.Tensor:
+    """G = M̂ᵀ M̂ (C, C): cosines cos(μ_c − μ_G, μ_c' − μ_G) of the centred class means; means: (C, p)."""
+    M, _ = centred_means(means)                                                     # (p, C)
+    return _cosine_gram(M.T)
+
+
+def simplex_etf_gram(C: int) -> torch.Tensor:
+    """(I − 11ᵀ/C) · C/(C−1) (C, C) float64: the cosine Gram of a simplex ETF (1 on, −1/(C−1) off the diagonal)."""
+    return (torch.eye(C, dtype=torch.float64) - 1.0 / C) * C / (C - 1)
+
+
+def simplex_etf(C: int, p: int, seed: int = 0) -> torch.Tensor:
+    """A (C, p) float64 matrix whose rows are the unit vertices of an exact simplex ETF in R^p.
+
+    M = √(C/(C−1)) U (I − 11ᵀ/C), U (p, C) with orthonormal columns from the QR of a seeded Gaussian
+    matrix (SPEC §4), so MᵀM = simplex_etf_gram(C). When p = C − 1 there is no room for C orthonormal
+    columns; U is then R Qᵀ, R (p, C−1) orthonormal and Q (C, C−1) an orthonormal basis of 1^⊥, with
+    the same Gram. Raises ValueError when p < C − 1: a C-class simplex does not fit in R^p (SPEC §9).
+    """
+    if C < 2 or p < C - 1:
+        raise ValueError(f"a simplex ETF of C = {C} classes needs C >= 2 and p >= C - 1 = {C - 1} "
+                         f"dimensions, got p = {p}")
+    generator = torch.Generator().manual_seed(seed)
+    centring = torch.eye(C, dtype=torch.float64) - 1.0 / C                          # I − 11ᵀ/C (C, C)
+    if p >= C:
+        U, _ = torch.linalg.qr(torch.randn(p, C, dtype=torch.float64, generator=generator))
+    else:
+        R, _ = torch.linalg.qr(torch.randn(p, C - 1, dtype=torch.float64, generator=generator))
+        Q, _ = torch.linalg.qr(centring[:, :C - 1])                                 # basis of 1^⊥ (C, C−1)
+        U = R @ Q.T                                                                 # (p, C)
+    M = math.sqrt(C / (C - 1)) * U @ centring                                       # (p, C)
+    return M.T.contiguous()
+
+
+def _pair_stats(G: torch.Tensor) -> tuple[float, float]:
+    """Unbiased std of the C(C−1)/2 cosines G_cc' (c < c') and mean of |G_cc' + 1/(C−1)|.
+
+    With C = 2 the single pair is trivially equiangular: its std is reported as 0.
+    """
+    C = G.shape[0]
+    rows, cols = torch.triu_indices(C, C, offset=1, device=G.device)
+    cosines = G[rows, cols]                                                         # (C(C−1)/2,)
+    std = cosines.std().item() if len(cosines) > 1 else 0.0
+    return std, (cosines + 1.0 / (C - 1)).abs().mean().item()
+
+
+def _top_eigenpairs(Sigma_B: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top k eigenpairs (λ (k,), V (p, k)) of the symmetric Σ_B, eigenvalues that are zero to
+    float64 precision (λ ≤ λ_max · p · eps, e.g. two identical class means) left out as by a pinv."""
+    lam, V = torch.linalg.eigh(Sigma_B)                                             # ascending
+    lam, V = lam[-k:], V[:, -k:]
+    keep = lam > lam[-1] * Sigma_B.shape[0] * torch.finfo(torch.float64).eps
+    return lam[keep], V[:, keep]
+
+
+def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None = None) -> dict[str, float]:
+    """NC1–NC4 of SPEC §1 as a dict of plain floats (ideal value 0 for every key).
+
+    features: (N, p) float; labels: (N,) int; weight W: (C, p) and bias b: (C,) of the linear head
+    (bias optional, zeros without it). Keys: ``nc1``, ``nc1_trace_ratio``, ``nc2_equinorm_means``,
+    ``nc2_equiangular_means``, ``nc2_maxangle_means``; with a weight also ``nc2_*_weights``,
+    ``nc2_etf_distance``, ``nc3`` and ``nc4_ncc_mismatch``.
+
+    nc1 = Tr(Σ_W Σ_B†)/C (divided by C). With Σ_B† = V Λ⁻¹ Vᵀ from the top min(C−1, p) eigenpairs of Σ_B,
+    Tr(Σ_W Σ_B†) = (1/N) Σ_i ‖Λ^{-1/2} Vᵀ(h_i − μ_{y_i})‖², one (N×p)(p×(C−1)) product instead of
+    the p×p matrix Σ_W. Raises ValueError when p < C − 1 (no simplex ETF fits in R^p, SPEC §9).
+    Papyan, Han & Donoho (2020), PNAS; book chapter "Neural collapse".
+    """
+    H, y, C = _checked(features, labels, num_classes)
+    N, p = H.shape
+    if p < C - 1:
+        raise ValueError(f"features have p = {p} dimensions, fewer than C - 1 = {C - 1}: a {C}-class "
+                         "simplex ETF cannot exist in R^p, so the NC2 ETF quantities are undefined")
+    means, counts = _class_means(H, y, C)                                           # μ_c (C, p), N_c (C,)
+    M, mu_G = centred_means(means)                                                  # (p, C), (p,)
+    Sigma_B = between_class_covariance(means)                                       # M Mᵀ / C (p, p)
+    lam, V = _top_eigenpairs(Sigma_B, min(C - 1, p))                                # Λ (k,), V (p, k)
+    d, q = _centred_sq_norms(H, y, means, V / lam.sqrt())                           # (N,), (N,)
+    tr_Sigma_W = d.sum() / N                                                        # Tr(Σ_W)
+    out = {"nc1": (q.sum() / N / C).item(),                                         # Tr(Σ_W Σ_B†)/C
+           "nc1_trace_ratio": (tr_Sigma_W / torch.trace(Sigma_B)).item()}
+    norms = torch.linalg.vector_norm(M, dim=0)                                      # ‖μ_c − μ_G‖ (C,)
+    out["nc2_equinorm_means"] = (norms.std() / norms.mean()).item()
+    out["nc2_equiangular_means"], out["nc2_maxangle_means"] = _pair_stats(_cosine_gram(M.T))
+    if weight is None:
+        return out
+
+    W = _as_tensor(weight, "weight").to(device=H.device, dtype=torch.float64)       # (C, p)
+    b = torch.zeros(C, dtype=torch.float64, device=H.device) if bias is None else \
+        _as_tensor(bias, "bias").to(device=H.device, dtype=torch.float64)           # (C,)
+    if W.shape != (C, p):
+        raise ValueError(f"weight must have shape (C, p) = ({C}, {p}), got {tuple(W.shape)}")
+    if b.shape != (C,):
+        raise ValueError(f"bias must have shape (C,) = ({C},), got {tuple(b.shape)}")
+    if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
+        raise ValueError("weight or bias contains NaN or inf values")
+    w_norms = torch.linalg.vector_norm(W, dim=1)                                    # ‖w_c‖ (C,)
+    out["nc2_equinorm_weights"] = (w_norms.std() / w_norms.mean()).item()
+    out["nc2_equiangular_weights"], out["nc2_maxangle_weights"] = _pair_stats(_cosine_gram(W))
+    WWt = W @ W.T                                                                   # (C, C)
+    etf = (torch.eye(C, dtype=torch.float64, device=H.device) - 1.0 / C) / math.sqrt(C - 1)
+    out["nc2_etf_distance"] = torch.linalg.matrix_norm(WWt / torch.linalg.matrix_norm(WWt) - etf).item()
+    out["nc3"] = (torch.linalg.matrix_norm(W.T / torch.linalg.matrix_norm(W) - M / torch.linalg.matrix_norm(M))
+                  ** 2).item()
+    logits = H @ W.T.to(H.dtype) + b.to(H.dtype)                                    # l = W h + b (N, C)
+    mu = means.to(H.dtype)                                                          # (C, p)
+    ncc_scores = H @ mu.T - 0.5 * (mu * mu).sum(dim=1)                              # −½‖h − μ_c‖² + ½‖h‖²
+    out["nc4_ncc_mismatch"] = (logits.argmax(dim=1) != ncc_scores.argmax(dim=1)).double().mean().item()
+    return out
+
+
+def nc5(id_features, id_labels, ood_features) -> float:
+    """NC5 = (1/C) Σ_c |cos(μ_c, μ_OOD)| (0 = OOD orthogonal to every class mean, the ideal).
+
+    μ_c are the *uncentred* ID class means, μ_OOD the mean OOD feature. id_features: (N, p);
+    id_labels: (N,); ood_features: (N_ood, p). Ammar et al. (2024), "NECO: Neural Collapse based OOD
+    detection"; book chapter "Collapse and OOD detection".
+    """
+    means, _ = class_means(id_features, id_labels)                                  # μ_c (C, p)
+    O = _features(ood_features, "ood_features").to(means.device)
+    if O.shape[1] != means.shape[1]:
+        raise ValueError(f"ood_features have {O.shape[1]} dimensions, ID features {means.shape[1]}")
+    mu_OOD = O.sum(dim=0, dtype=torch.float64) / len(O)                             # (p,)
+    if not bool(torch.isfinite(mu_OOD).all()):
+        raise ValueError("ood_features contain NaN or inf values")
+    cosines = _cosine_gram(torch.cat([means, mu_OOD[None]]))[:-1, -1]              # cos(μ_c, μ_OOD) (C,)
+    return cosines.abs().mean().item()

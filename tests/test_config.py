@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from nclab import config
+
+
+def test_profile_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("NCLAB_PROFILE", "quick")
+    assert config.get_profile().name == "quick"
+    monkeypatch.setenv("NCLAB_PROFILE", "FULL")
+    assert config.get_profile().name == "full"
+
+
+def test_default_profile_without_gpu_is_smoke(monkeypatch):
+    monkeypatch.delenv("NCLAB_PROFILE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert config.get_profile().name == "smoke"
+    assert config.get_device().type == "cpu"
+
+
+def test_unknown_profile_names_the_choices():
+    with pytest.raises(ValueError, match="full.*quick.*smoke"):
+        config.get_profile("huge")
+
+
+def test_profiles_respect_the_course_limits():
+    smoke = config.PROFILES["smoke"]
+    assert smoke.width == 16 and smoke.train_size <= 2_000 and 1 <= smoke.epochs <= 2
+    assert not smoke.download and smoke.standin
+    for profile in config.PROFILES.values():
+        assert 8 * profile.width >= 100 - 1, "a CIFAR-100 simplex ETF needs p >= C - 1"
+    assert config.PROFILES["full"].epochs >= 350 and config.PROFILES["full"].width == 64
+
+
+def test_profiles_are_frozen():
+    with pytest.raises(Exception):
+        config.PROFILES["smoke"].epochs = 100
+
+
+def test_paths_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("NCLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("NCLAB_DATA", raising=False)
+    assert config.cache_dir() == tmp_path / "cache" and config.cache_dir().is_dir()
+    assert config.data_dir() == tmp_path / "cache" / "data"
+    monkeypatch.setenv("NCLAB_DATA", str(tmp_path / "elsewhere"))
+    assert config.data_dir() == tmp_path / "elsewhere"
+
+
+def test_seed_everything_makes_torch_repeatable():
+    config.seed_everything(3)
+    a = torch.rand(4)
+    config.seed_everything(3)
+    assert torch.equal(a, torch.rand(4))
+
+
+def test_describe_names_profile_and_device():
+    text = config.describe("smoke", "cpu")
+    assert "nclab profile: smoke" in text and "device: cpu" in text and "width=16" in text

@@ -1,0 +1,184 @@
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+
+from nclab import data
+
+
+def _constant_images(values):
+    """One 3×32×32 image per value, every pixel equal to it: its label can be read from any pixel."""
+    values = torch.as_tensor(values, dtype=torch.uint8)
+    return values.view(-1, 1, 1, 1).expand(-1, 3, 32, 32).contiguous()
+
+
+def _denormalise(x):
+    mean = torch.tensor(data.CIFAR100_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(data.CIFAR100_STD).view(1, 3, 1, 1)
+    return (x * std + mean) * 255
+
+
+# --- augmentation as tensor ops -----------------------------------------------------------------------
+
+def test_random_crop_matches_torchvision_pad_then_crop():
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    shifts = torch.tensor([[0, 0], [8, 8], [4, 4], [0, 8], [3, 5], [7, 1]])
+    crops = data.random_crop(images, shifts)
+    assert crops.shape == images.shape and crops.dtype == torch.uint8
+    for image, crop, (top, left) in zip(images, crops, shifts.tolist()):
+        expected = TF.crop(F.pad(image, (4, 4, 4, 4)), top, left, 32, 32)
+        assert torch.equal(crop, expected)
+
+
+def test_random_crop_centre_shift_is_identity_and_corner_shift_brings_zeros():
+    images = torch.randint(1, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert torch.equal(data.random_crop(images, torch.tensor([[4, 4], [4, 4]])), images)
+    corner = data.random_crop(images, torch.tensor([[0, 0], [0, 0]]))
+    assert torch.equal(corner[:, :, 4:, 4:], images[:, :, :28, :28])
+    assert (corner[:, :, :4, :] == 0).all() and (corner[:, :, :, :4] == 0).all()
+
+
+def test_random_flip_mirrors_only_the_chosen_images():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    flips = torch.tensor([True, False, True, False])
+    out = data.random_flip(images, flips)
+    assert torch.equal(out[0], images[0].flip(-1)) and torch.equal(out[1], images[1])
+    assert torch.equal(data.random_flip(out, flips), images)
+
+
+# --- the loader -------------------------------------------------------------------------------------
+
+def _labelled_set(n=50, classes=5):
+    labels = torch.arange(n) % classes
+    return data.ImageSet(_constant_images(labels * 40 + 10), labels, [str(c) for c in range(classes)], "toy/train")
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_loader_keeps_images_and_labels_aligned(augment):
+    loader = data.GpuLoader(_labelled_set(), 8, shuffle=True, augment=augment, drop_last=False, device="cpu")
+    seen = []
+    for x, y in loader:
+        centre = _denormalise(x)[:, 0, 16, 16].round()               # crops move ≤ 4 px: the centre stays
+        assert torch.equal(centre, (y * 40 + 10).float())
+        seen.append(y)
+    assert len(torch.cat(seen)) == 50
+
+
+def test_loader_last_batch_policy_is_explicit():
+    toy = _labelled_set(n=10)
+    keep = data.GpuLoader(toy, 4, shuffle=True, augment=False, drop_last=False, device="cpu")
+    drop = data.GpuLoader(toy, 4, shuffle=True, augment=False, drop_last=True, device="cpu")
+    assert [len(y) for _, y in keep] == [4, 4, 2] and len(keep) == 3
+    assert [len(y) for _, y in drop] == [4, 4] and len(drop) == 2
+    with pytest.raises(TypeError):
+        data.GpuLoader(toy, 4, shuffle=True, augment=False)         # drop_last has no default
+    with pytest.raises(ValueError, match="batch_size"):
+        data.GpuLoader(toy, 11, shuffle=True, augment=False, drop_last=True)
+
+
+def test_loader_visits_every_image_once_per_epoch():
+    toy = data.ImageSet(_constant_images(torch.arange(40)), torch.arange(40), [str(i) for i in range(40)], "toy/train")
+    loader = data.GpuLoader(toy, 8, shuffle=True, augment=False, drop_last=False, device="cpu")
+    order = torch.cat([y for _, y in loader])
+    assert sorted(order.tolist()) == list(range(40)) and order.tolist() != list(range(40))
+
+
+def test_loader_is_deterministic_per_seed_and_epoch(small_train):
+    def batches(seed, epoch):
+        loader = data.GpuLoader(small_train, 32, shuffle=True, augment=True, drop_last=True, device="cpu", seed=seed)
+        loader.set_epoch(epoch)
+        return [(x.clone(), y.clone()) for x, y in loader]
+
+    first, again = batches(0, 1), batches(0, 1)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert not torch.equal(first[0][0], batches(0, 2)[0][0])           # a new epoch, a new order
+    assert not torch.equal(first[0][0], batches(1, 1)[0][0])           # another seed, another order
+
+
+def test_loader_without_augmentation_returns_the_normalised_images(small_train):
+    loader = data.GpuLoader(small_train, 64, shuffle=False, augment=False, drop_last=False, device="cpu")
+    x, y = next(iter(loader))
+    assert torch.allclose(_denormalise(x), small_train.images[:64].float(), atol=1e-3)
+    assert torch.equal(y, small_train.labels[:64])
+
+
+def test_loader_channels_last_option(small_train):
+    loader = data.GpuLoader(small_train, 8, shuffle=False, augment=True, drop_last=True, device="cpu", channels_last=True)
+    x, _ = next(iter(loader))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+# --- data sets and the offline stand-in ---------------------------------------------------------------
+
+def test_standin_replaces_cifar100_in_cifar_format(standin_train, standin_test):
+    assert standin_train.standin and "STAND-IN" in repr(standin_train)
+    assert standin_train.images.dtype == torch.uint8 and standin_train.images.shape[1:] == (3, 32, 32)
+    assert standin_train.classes == ["zero", "one", "two", "three", "four", "five", "six", "seven"]
+    assert len(standin_train) > 3_000 and len(standin_test) > 700
+    assert set(standin_train.labels.tolist()) == set(range(8))
+    assert standin_train.images.float().std() > 30                      # real pixels, not a blank image
+
+
+def test_standin_is_written_in_the_real_pickle_format():
+    folder = data.data_dir() / "nclab-standin" / "cifar100" / "cifar-100-python"
+    with open(folder / "test", "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    assert entry["data"].shape[1] == 3 * 32 * 32 and len(entry["fine_labels"]) == len(entry["data"])
+
+
+def test_ood_standins_hold_other_content():
+    near = data.load("cifar10", "test", standin=True)
+    far = data.load("svhn", "test", standin=True)
+    assert near.classes == ["eight", "nine"] and near.standin
+    assert far.standin and len(far) == 1_000 and far.images.shape[1:] == (3, 32, 32)
+
+
+def test_damaged_standin_file_is_rebuilt(standin_test):
+    path = data.data_dir() / "nclab-standin" / "cifar100" / "cifar-100-python" / "test"
+    path.write_bytes(path.read_bytes()[:1000])
+    again = data.load("cifar100", "test", standin=True)
+    assert torch.equal(again.images, standin_test.images)
+
+
+def test_missing_data_gives_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nclab.data.download\('cifar100'\).*NCLAB_DATA.*smoke"):
+        data.load("cifar100", "train", root=tmp_path, standin=False)
+
+
+def test_failed_download_gives_one_clear_error(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", offline)
+    with pytest.raises(FileNotFoundError, match="could not be downloaded.*internet"):
+        data.load("cifar100", "train", root=tmp_path, download=True)
+
+
+def test_bad_names_are_refused():
+    with pytest.raises(ValueError, match="knows"):
+        data.load("imagenet")
+    with pytest.raises(ValueError, match="split"):
+        data.load("cifar100", "validation")
+
+
+def test_subset_is_stratified_and_deterministic(standin_train):
+    part = standin_train.subset(400, seed=0)
+    assert len(part) == 400 and torch.bincount(part.labels).tolist() == [50] * 8
+    assert torch.equal(part.images, standin_train.subset(400, seed=0).images)
+    assert not torch.equal(part.labels, standin_train.subset(400, seed=1).labels) or \
+        not torch.equal(part.images, standin_train.subset(400, seed=1).images)
+    assert standin_train.subset(None) is standin_train
+
+
+def test_profile_sizes_apply():
+    train_set, test_set = data.for_profile("cifar100", "smoke")
+    assert len(train_set) == 2_000 and len(test_set) <= 1_000 and train_set.standin
+
+
+def test_imageset_checks_its_input():
+    with pytest.raises(ValueError, match="uint8"):
+        data.ImageSet(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long), ["a"], "x")
+    with pytest.raises(ValueError, match="labels"):
+        data.ImageSet(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), ["a"], "x")

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from nclab import data, features, models
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return models.resnet18(8, width=4).eval()
+
+
+def _eval_loader(dataset, batch_size=100):
+    return data.GpuLoader(dataset, batch_size, shuffle=False, augment=False, drop_last=False, device="cpu")
+
+
+def test_features_logits_and_labels_line_up(tiny_model, small_train):
+    result = features.extract_features(tiny_model, _eval_loader(small_train))
+    assert result.features.shape == (256, 32) and result.logits.shape == (256, 8) and len(result) == 256
+    assert torch.equal(result.labels, small_train.labels)                  # data order kept, last batch kept
+    W, b = tiny_model.fc.weight.detach(), tiny_model.fc.bias.detach()
+    assert torch.allclose(result.logits, result.features @ W.T + b, atol=1e-5)
+    x, _ = next(iter(_eval_loader(small_train, 10)))
+    with torch.no_grad():
+        assert torch.allclose(result.features[:10], tiny_model.features(x), atol=1e-5)
+    assert result.accuracy == pytest.approx((result.logits.argmax(1) == result.labels).float().mean().item())
+
+
+def test_stage_outputs_are_extracted_on_request(tiny_model, small_train):
+    result = features.extract_features(tiny_model, _eval_loader(small_train), stages=True)
+    assert list(result.stages) == list(models.STAGES)
+    assert torch.allclose(result.stages["layer4"], result.features)
+    assert result.stages["layer2"].shape == (256, 8)
+
+
+def test_augmenting_loader_is_refused(tiny_model, small_train):
+    loader = data.GpuLoader(small_train, 32, shuffle=False, augment=True, drop_last=False, device="cpu")
+    with pytest.raises(ValueError, match="augment"):
+        features.extract_features(tiny_model, loader)
+
+
+def test_extraction_leaves_the_model_in_its_mode(tiny_model, small_train):
+    tiny_model.train()
+    features.extract_features(tiny_model, _eval_loader(small_train))
+    assert tiny_model.training
+    tiny_model.eval()
+
+
+def test_features_are_cached_on_disk(tiny_model, small_train, tmp_path, monkeypatch):
+    first = features.cached_features(tiny_model, small_train, tmp_path)
+    files = list((tmp_path / "features").iterdir())
+    assert len(files) == 1
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("features should come from the cache")
+
+    monkeypatch.setattr(features, "extract_features", must_not_run)
+    again = features.cached_features(tiny_model, small_train, tmp_path)
+    assert torch.equal(first.features, again.features) and torch.equal(first.labels, again.labels)
+
+
+def test_new_weights_never_read_stale_features(small_train, tmp_path):
+    torch.manual_seed(1)
+    a = models.resnet18(8, width=4).eval()
+    torch.manual_seed(2)
+    b = models.resnet18(8, width=4).eval()
+    fa = features.cached_features(a, small_train, tmp_path)
+    fb = features.cached_features(b, small_train, tmp_path)
+    assert not torch.allclose(fa.features, fb.features)
+    assert len(list((tmp_path / "features").iterdir())) == 2
+
+
+def test_damaged_cache_file_is_recomputed(tiny_model, small_train, tmp_path):
+    first = features.cached_features(tiny_model, small_train, tmp_path)
+    (cache_file,) = (tmp_path / "features").iterdir()
+    cache_file.write_bytes(b"garbage")
+    again = features.cached_features(tiny_model, small_train, tmp_path)
+    assert torch.equal(first.features, again.features)
