@@ -1,9 +1,10 @@
 """Time every OOD detector of nclab.ood on random features, and Mahalanobis against a naive version.
 
-    python benchmarks/ood_speed.py [--n 50000 --m 10000 --p 512 --classes 100 --device cpu]
+    python benchmarks/ood_speed.py [--n 50000 --m 10000 --p 512 --classes 100 --device cpu --repeat 3]
 
 Fits all six detectors on n random training features (p dimensions, `classes` classes, seed 0) and
-scores m test features; the target is ≤ 2 s in total on a 2-core CPU. Then times a naive Mahalanobis
+scores m test features; the target is ≤ 2 s in total on a 2-core CPU (fastest of --repeat runs, after a
+warm-up, since a shared CPU makes single runs noisy). Then times a naive Mahalanobis
 that broadcasts (M, C, p) differences (in chunks of rows) against nclab's expanded quadratic form and
 checks the two agree. Not a test: it prints numbers.
 """
@@ -55,25 +56,32 @@ def main():
     parser.add_argument("--p", type=int, default=512, help="feature dimension")
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the fastest is reported")
     args = parser.parse_args()
     train, labels, weight, bias, test = synthetic(args.n, args.m, args.p, args.classes, args.device)
     print(f"n = {args.n:,} train, m = {args.m:,} test, p = {args.p}, C = {args.classes}, "
           f"device = {args.device}, torch threads = {torch.get_num_threads()}")
 
-    DETECTORS["msp"]().fit(train[:100], labels[:100], weight, bias).score(test[:100])  # warm-up
-    total, fitted = 0.0, {}
-    for name, Detector in DETECTORS.items():
-        sync(args.device)
-        start = time.perf_counter()
-        fitted[name] = Detector().fit(train, labels, weight, bias)
-        sync(args.device)
-        middle = time.perf_counter()
-        fitted[name].score(test)
-        sync(args.device)
-        fit_s, score_s = middle - start, time.perf_counter() - middle
-        total += fit_s + score_s
+    for Detector in DETECTORS.values():  # warm-up: one-time library and thread-pool start-up
+        Detector().fit(train[:2000], labels[:2000], weight, bias).score(test[:100])
+    runs = []  # the CPU may be shared: repeat and keep the fastest run, as timeit does
+    for _ in range(args.repeat):
+        times, fitted = {}, {}
+        for name, Detector in DETECTORS.items():
+            sync(args.device)
+            start = time.perf_counter()
+            fitted[name] = Detector().fit(train, labels, weight, bias)
+            sync(args.device)
+            middle = time.perf_counter()
+            fitted[name].score(test)
+            sync(args.device)
+            times[name] = (middle - start, time.perf_counter() - middle)
+        runs.append((sum(map(sum, times.values())), times))
+    total, times = min(runs, key=lambda run: run[0])
+    for name, (fit_s, score_s) in times.items():
         print(f"{name:12s} fit {fit_s:6.3f} s   score {score_s:6.3f} s")
-    print(f"{'total':12s} {total:.3f} s   (target ≤ 2 s on a 2-core CPU: {'met' if total <= 2 else 'MISSED'})")
+    print(f"{'total':12s} {total:.3f} s   (target ≤ 2 s on a 2-core CPU: {'met' if total <= 2 else 'MISSED'}; "
+          f"fastest of {args.repeat} runs: " + ", ".join(f"{run[0]:.2f}" for run in runs) + " s)")
 
     det = fitted["mahalanobis"]
     start = time.perf_counter()

@@ -123,32 +123,28 @@ def within_class_covariance(features, labels, means: torch.Tensor) -> torch.Tens
     features in float64, a block of rows at a time. ``nc_metrics`` never forms this p×p matrix: it only
     needs traces of it (see :func:`nc_metrics`).
     """
-    H, y, _ = _checked(features, labels, len(means))
-    mu = _as_tensor(means, "means").to(device=H.device, dtype=torch.float64)        # (C, p)
+    H, y, mu = _checked_with_means(features, labels, means)
     Sigma_W = torch.zeros(H.shape[1], H.shape[1], dtype=torch.float64, device=H.device)
-    step = _rows_per_block(H.device)
-    for start in range(0, len(H), step):
-        Z = H[start:start + step].double() - mu[y[start:start + step]]              # h_i − μ_{y_i} (b, p)
+    for _, Z in _centred_blocks(H, y, mu):                                          # h_i − μ_{y_i} (b, p)
         Sigma_W += Z.T @ Z
     return Sigma_W / len(H)
 
 
-def _centred_sq_norms(H: torch.Tensor, y: torch.Tensor, means: torch.Tensor,
-                      P: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """d_i = ‖h_i − μ_{y_i}‖² and q_i = ‖Pᵀ(h_i − μ_{y_i})‖² (N,) float64, one block of rows at a time.
+def _checked_with_means(features, labels, means) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    mu = _as_tensor(means, "means")
+    H, y, C = _checked(features, labels, len(mu))
+    if mu.shape != (C, H.shape[1]):
+        raise ValueError(f"means must have shape (C, p) = ({C}, {H.shape[1]}), got {tuple(mu.shape)}")
+    return H, y, mu.to(device=H.device, dtype=torch.float64)
 
-    Runs in the features' precision (row sums of ≤ p terms, then float64), so float32 features stay fast.
-    """
-    mu, P = means.to(H.dtype), (None if P is None else P.to(H.dtype))
-    d, q = [], []
+
+def _centred_blocks(H: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, dtype=torch.float64):
+    """Yield (labels (b,), h_i − μ_{y_i} (b, p) in ``dtype``) for consecutive blocks of rows."""
+    mu = mu.to(dtype)                                                                # (C, p)
     step = _rows_per_block(H.device)
     for start in range(0, len(H), step):
-        Z = mu[y[start:start + step]].sub_(H[start:start + step])                   # μ_{y_i} − h_i (b, p)
-        d.append((Z * Z).sum(dim=1).double())
-        if P is not None:
-            ZP = Z @ P                                                               # (b, k)
-            q.append((ZP * ZP).sum(dim=1).double())
-    return torch.cat(d), (torch.cat(q) if P is not None else None)
+        y_block = y[start:start + step]
+        yield y_block, H[start:start + step].to(dtype) - mu[y_block]
 
 
 def per_class_variability(features, labels, means: torch.Tensor) -> torch.Tensor:
@@ -158,11 +154,11 @@ def per_class_variability(features, labels, means: torch.Tensor) -> torch.Tensor
     class c's features to μ_c. Weighted by N_c/N the v_c add up to ``nc1_trace_ratio``.
     features: (N, p); labels: (N,); means: (C, p) from :func:`class_means`.
     """
-    H, y, C = _checked(features, labels, len(means))
-    mu = _as_tensor(means, "means").to(device=H.device, dtype=torch.float64)        # (C, p)
-    d, _ = _centred_sq_norms(H, y, mu)                                              # ‖h_i − μ_{y_i}‖² (N,)
-    tr_Sigma_W_c = torch.zeros(C, dtype=torch.float64, device=H.device).index_add_(0, y, d)
-    tr_Sigma_W_c /= torch.bincount(y, minlength=C)                                  # (C,)
+    H, y, mu = _checked_with_means(features, labels, means)
+    tr_Sigma_W_c = torch.zeros(len(mu), dtype=torch.float64, device=H.device)      # (C,)
+    for y_block, Z in _centred_blocks(H, y, mu):                                    # h_i − μ_{y_i} (b, p)
+        tr_Sigma_W_c.index_add_(0, y_block, (Z * Z).sum(dim=1))
+    tr_Sigma_W_c /= torch.bincount(y, minlength=len(mu))
     return tr_Sigma_W_c / torch.trace(between_class_covariance(mu))
 
 
@@ -222,13 +218,20 @@ def _pair_stats(G: torch.Tensor) -> tuple[float, float]:
     return std, (cosines + 1.0 / (C - 1)).abs().mean().item()
 
 
-def _top_eigenpairs(Sigma_B: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top k eigenpairs (λ (k,), V (p, k)) of the symmetric Σ_B, eigenvalues that are zero to
-    float64 precision (λ ≤ λ_max · p · eps, e.g. two identical class means) left out as by a pinv."""
-    lam, V = torch.linalg.eigh(Sigma_B)                                             # ascending
-    lam, V = lam[-k:], V[:, -k:]
-    keep = lam > lam[-1] * Sigma_B.shape[0] * torch.finfo(torch.float64).eps
-    return lam[keep], V[:, keep]
+def _top_eigenpairs(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top k eigenpairs (λ (k,), V (p, k)) of Σ_B = M Mᵀ/C, M: (p, C) float64.
+
+    Found with eigh of the C×C matrix MᵀM/C, which has the same nonzero eigenvalues, with eigenvectors
+    v = M u / √(Cλ): the eigenpairs of Σ_B for the cost of a C×C (not p×p) eigh. Eigenvalues that are
+    zero to float64 precision (λ ≤ λ_max·C·1e-13, e.g. two identical class means) are left out too, as
+    a pinv would.
+    """
+    C = M.shape[1]
+    lam, U = torch.linalg.eigh(M.T @ M / C)                                          # ascending (C,), (C, C)
+    lam, U = lam[-k:], U[:, -k:]
+    keep = lam > lam[-1] * C * 1e-13
+    lam, U = lam[keep], U[:, keep]
+    return lam, M @ U / torch.sqrt(C * lam)                                         # (k,), (p, k)
 
 
 def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None = None) -> dict[str, float]:
@@ -239,9 +242,10 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
     ``nc2_equiangular_means``, ``nc2_maxangle_means``; with a weight also ``nc2_*_weights``,
     ``nc2_etf_distance``, ``nc3`` and ``nc4_ncc_mismatch``.
 
-    nc1 = Tr(Σ_W Σ_B†)/C (divided by C). With Σ_B† = V Λ⁻¹ Vᵀ from the top min(C−1, p) eigenpairs of Σ_B,
-    Tr(Σ_W Σ_B†) = (1/N) Σ_i ‖Λ^{-1/2} Vᵀ(h_i − μ_{y_i})‖², one (N×p)(p×(C−1)) product instead of
-    the p×p matrix Σ_W. Raises ValueError when p < C − 1 (no simplex ETF fits in R^p, SPEC §9).
+    nc1 = Tr(Σ_W Σ_B†)/C (divided by C). With Σ_B† = P Pᵀ, P = V Λ^{-1/2} from the top min(C−1, p)
+    eigenpairs of Σ_B, Tr(Σ_W Σ_B†) = (1/N) Σ_i ‖Pᵀ(h_i − μ_{y_i})‖²: one (N×p)(p×(C−1)) product in the
+    features' precision (float32 stays float32: centring first keeps it accurate) instead of the p×p
+    matrix Σ_W. Raises ValueError when p < C − 1 (no simplex ETF fits in R^p, SPEC §9).
     Papyan, Han & Donoho (2020), PNAS; book chapter "Neural collapse".
     """
     H, y, C = _checked(features, labels, num_classes)
@@ -251,12 +255,14 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
                          "simplex ETF cannot exist in R^p, so the NC2 ETF quantities are undefined")
     means, counts = _class_means(H, y, C)                                           # μ_c (C, p), N_c (C,)
     M, mu_G = centred_means(means)                                                  # (p, C), (p,)
-    Sigma_B = between_class_covariance(means)                                       # M Mᵀ / C (p, p)
-    lam, V = _top_eigenpairs(Sigma_B, min(C - 1, p))                                # Λ (k,), V (p, k)
-    d, q = _centred_sq_norms(H, y, means, V / lam.sqrt())                           # (N,), (N,)
-    tr_Sigma_W = d.sum() / N                                                        # Tr(Σ_W)
-    out = {"nc1": (q.sum() / N / C).item(),                                         # Tr(Σ_W Σ_B†)/C
-           "nc1_trace_ratio": (tr_Sigma_W / torch.trace(Sigma_B)).item()}
+    lam, V = _top_eigenpairs(M, min(C - 1, p))                                      # Λ (k,), V (p, k)
+    P = (V / lam.sqrt()).to(H.dtype)                                                # Σ_B† = P Pᵀ (p, k)
+    tr_Sigma_W = tr_Sigma_W_pinv = 0.0                                              # Tr(Σ_W), Tr(Σ_W Σ_B†)
+    for _, Z in _centred_blocks(H, y, means, H.dtype):                             # h_i − μ_{y_i} (b, p)
+        tr_Sigma_W += (torch.linalg.vector_norm(Z, dim=1).double() ** 2).sum() / N
+        tr_Sigma_W_pinv += (torch.linalg.vector_norm(Z @ P, dim=1).double() ** 2).sum() / N
+    tr_Sigma_B = (M * M).sum() / C                                                  # Tr(M Mᵀ/C)
+    out = {"nc1": (tr_Sigma_W_pinv / C).item(), "nc1_trace_ratio": (tr_Sigma_W / tr_Sigma_B).item()}
     norms = torch.linalg.vector_norm(M, dim=0)                                      # ‖μ_c − μ_G‖ (C,)
     out["nc2_equinorm_means"] = (norms.std() / norms.mean()).item()
     out["nc2_equiangular_means"], out["nc2_maxangle_means"] = _pair_stats(_cosine_gram(M.T))

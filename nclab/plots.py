@@ -52,11 +52,12 @@ def show_images(images: ImageSet | torch.Tensor, labels=None, classes=None, coun
                 normalized: bool = False, title: str | None = None) -> plt.Figure:
     """A grid of ``count`` images with their class names.
 
-    ``images`` is an ImageSet, or a (B, 3, H, W) tensor: uint8, or normalised floats from a GpuLoader
-    (``normalized=True`` undoes the CIFAR-100 normalisation).
+    ``images`` is an ImageSet (a fixed random sample of it is shown), or a (B, 3, H, W) tensor: uint8, or
+    normalised floats from a GpuLoader (``normalized=True`` undoes the CIFAR-100 normalisation).
     """
     if isinstance(images, ImageSet):
-        images, labels, classes = images.images, images.labels, images.classes
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:count]
+        images, labels, classes = images.images[pick], images.labels[pick], images.classes
     images = images[:count].detach().float().cpu()
     if normalized:
         images = images * torch.tensor(CIFAR100_STD).view(1, 3, 1, 1) + torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)

@@ -28,7 +28,7 @@ from .config import Profile, cache_dir, get_device, get_profile
 from .data import GpuLoader, ImageSet
 from .models import CifarResNet, PretrainedWeightsUnavailable, resnet18
 
-__all__ = ["TrainConfig", "regime", "log_spaced_epochs", "fit", "evaluate", "lr_factor", "Run",
+__all__ = ["TrainConfig", "regime", "log_spaced_epochs", "fit", "evaluate", "lr_factor", "amp_dtype", "Run",
            "load_or_train", "run_directory", "save_checkpoint", "load_checkpoint", "CheckpointError"]
 
 CHECKPOINT_FORMAT = 1
@@ -120,7 +120,7 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int):
     return factor
 
 
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """bf16 where the GPU supports it, else fp16 (T4, with a GradScaler); None (off) on the CPU."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
@@ -219,8 +219,8 @@ def fit(model: CifarResNet, config: TrainConfig, train_loader: GpuLoader, test_l
     optimizer = (torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum) if config.optimizer == "sgd"
                  else torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(train_loader)))
-    amp_dtype = _amp_dtype(config.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    autocast_dtype = amp_dtype(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     step = torch.compile(model) if config.compile else model
 
     history, start = [], 1
@@ -246,7 +246,7 @@ def fit(model: CifarResNet, config: TrainConfig, train_loader: GpuLoader, test_l
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         for x, y in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not progress):
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 logits = step(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)

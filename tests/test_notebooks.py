@@ -1,0 +1,70 @@
+"""Static checks of the course files: every notebook is in the book, opens with prose and a Colab badge
+pointing at itself, installs nclab on Colab only, and is committed without outputs."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+REPOSITORY = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def _toc_files():
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                yield node["file"]
+            for value in node.values():
+                yield from walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+
+    return set(walk(yaml.safe_load((ROOT / "_toc.yml").read_text())))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_in_the_book(path):
+    assert f"notebooks/{path.stem}" in _toc_files()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opens_with_title_and_its_own_colab_badge(path):
+    first = _cells(path)[0]
+    text = "".join(first["source"])
+    assert first["cell_type"] == "markdown" and text.startswith("# ")
+    repo = REPOSITORY.removeprefix("https://github.com/")
+    assert f"colab.research.google.com/github/{repo}/blob/main/notebooks/{path.name}" in text
+    assert "Learning goals" in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_installs_only_on_colab(path):
+    install = "".join(_cells(path)[1]["source"])
+    assert '"google.colab" in sys.modules' in install and REPOSITORY.removeprefix("https://") in install
+    assert re.search(r"^if .google\.colab. in sys\.modules:\n(    .*\n|\s*\n)*", install, re.M)
+    assert not re.search(r"^(%|!)pip", install, re.M), "pip must run inside the Colab-only branch"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_without_outputs(path):
+    for cell in _cells(path):
+        if cell["cell_type"] == "code":
+            assert not cell["outputs"] and cell["execution_count"] is None
+
+
+def test_book_chapters_exist():
+    for file in _toc_files():
+        assert any((ROOT / f"{file}{suffix}").exists() for suffix in (".md", ".ipynb")), file

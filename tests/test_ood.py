@@ -1,0 +1,326 @@
+"""Tests of nclab.ood: every score formula against a direct computation, metrics against scikit-learn."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from sklearn.metrics import auc, precision_recall_curve, roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
+from sklearn.preprocessing import StandardScaler
+
+from nclab import ood
+from nclab.ood import DETECTORS, MSP, NECO, Energy, Mahalanobis, MaxLogit, ViM, evaluate, roc_curve
+
+
+def gaussian_classes(n=600, p=8, C=5, seed=0, spread=3.0, noise=0.5, dtype=torch.float64):
+    """Training features around C random class means, labels, a head (W, b) and test features."""
+    g = torch.Generator().manual_seed(seed)
+    means = spread * torch.randn(C, p, generator=g, dtype=dtype)
+    y = torch.arange(n) % C
+    h = means[y] + noise * torch.randn(n, p, generator=g, dtype=dtype)
+    W, b = torch.randn(C, p, generator=g, dtype=dtype), torch.randn(C, generator=g, dtype=dtype)
+    test = spread * torch.randn(50, p, generator=g, dtype=dtype)
+    return h, y, W, b, test
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------------
+
+def test_identical_scores_give_auroc_one_half():
+    scores = np.arange(20.0)
+    m = evaluate(scores, scores)
+    assert m["auroc"] == pytest.approx(0.5, abs=1e-12)
+    assert evaluate(np.ones(7), np.ones(3))["auroc"] == pytest.approx(0.5, abs=1e-12)
+    # 20 ID scores 0..19: keeping ⌈0.95·20⌉ = 19 needs τ = 1, which accepts OOD 1..19 = 19/20
+    assert m["fpr95"] == pytest.approx(0.95)
+
+
+def test_perfectly_separated_scores():
+    m = evaluate(np.arange(10.0, 20.0), np.arange(10.0))
+    expected = {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0, "fpr95_oodpos": 0.0}
+    assert m == pytest.approx(expected, abs=1e-12)
+    flipped = evaluate(np.arange(10.0), np.arange(10.0, 20.0))  # a flipped sign
+    assert flipped["auroc"] == 0.0 and flipped["fpr95"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("tied", [True, False])
+def test_auroc_and_aupr_match_scikit_learn(seed, tied):
+    rng = np.random.default_rng(seed)
+    n, m = rng.integers(1, 300, size=2)
+    ind = rng.integers(0, 6, n) + (rng.random() < 0.5) if tied else rng.normal(1, 1, n)
+    out = rng.integers(0, 6, m).astype(float) if tied else rng.normal(0, 1, m)
+    y, s = np.r_[np.ones(n), np.zeros(m)], np.r_[ind, out]
+    result = evaluate(torch.as_tensor(ind), out)
+    assert abs(result["auroc"] - roc_auc_score(y, s)) <= 1e-9
+    precision, recall, _ = precision_recall_curve(y, s)
+    assert abs(result["aupr_in"] - auc(recall, precision)) <= 1e-9
+    precision, recall, _ = precision_recall_curve(1 - y, -s)
+    assert abs(result["aupr_out"] - auc(recall, precision)) <= 1e-9
+    for ours, theirs in zip(roc_curve(ind, out), sk_roc_curve(y, s)):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+    # fpr95 is the OpenOOD/ViM reading of the full ROC curve: FPR at the first point with TPR ≥ 0.95
+    fpr, tpr, _ = sk_roc_curve(y, s, drop_intermediate=False)
+    assert result["fpr95"] == pytest.approx(fpr[np.searchsorted(tpr, 0.95)], abs=1e-12)
+    fpr, tpr, _ = sk_roc_curve(1 - y, -s, drop_intermediate=False)
+    assert result["fpr95_oodpos"] == pytest.approx(fpr[np.searchsorted(tpr, 0.95)], abs=1e-12)
+
+
+def test_fpr95_by_hand():
+    ind, out = np.arange(1.0, 21.0), np.array([0.0, 1.5, 2.0, 3.0])
+    m = evaluate(ind, out)
+    # keep 95 % of ID: ⌈0.95·20⌉ = 19 scores ≥ τ → τ = 2; OOD accepted (≥ 2): 2.0 and 3.0 → 2/4
+    assert m["fpr95"] == 0.5
+    # flag 95 % of OOD: ⌈0.95·4⌉ = 4 scores ≤ τ → τ = 3; ID rejected (≤ 3): 1, 2, 3 → 3/20
+    assert m["fpr95_oodpos"] == pytest.approx(0.15)
+    # ties: all 20 ID at 5 → τ = 5 keeps all of them and accepts the OOD 5 but not the 4 → 1/2;
+    # the OOD [5, 4] are all flagged at τ = 5, which rejects all 20 ID → 1
+    m = evaluate(np.full(20, 5.0), np.array([5.0, 4.0]))
+    assert m["fpr95"] == 0.5 and m["fpr95_oodpos"] == 1.0
+    # 10 ID 0..9: ⌈9.5⌉ = 10 must be kept → τ = 0; OOD [-1, 0, 0.5] accepted: 0 and 0.5 → 2/3
+    assert evaluate(np.arange(10.0), np.array([-1.0, 0.0, 0.5]))["fpr95"] == pytest.approx(2 / 3)
+
+
+def test_metric_input_errors():
+    with pytest.raises(ValueError, match="ood_scores"):
+        evaluate([1.0, 2.0], [])
+    with pytest.raises(ValueError, match="id_scores"):
+        evaluate(np.array([]), [1.0])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        evaluate([1.0, float("nan")], [0.0])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        roc_curve([1.0], [float("inf")])
+    with pytest.raises(ValueError, match="1-D"):
+        evaluate(np.ones((2, 2)), [0.0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Score formulas against direct computations
+# ---------------------------------------------------------------------------------------------------
+
+def test_logit_scores_match_their_formulas():
+    h, y, W, b, test = gaussian_classes()
+    logits = test @ W.T + b
+    torch.testing.assert_close(MSP().fit(h, y, W, b).score(test), torch.softmax(logits, 1).max(1).values)
+    torch.testing.assert_close(MaxLogit().fit(h, y, W, b).score(test), logits.max(1).values)
+    torch.testing.assert_close(Energy().fit(h, y, W, b).score(test), torch.logsumexp(logits, 1))
+    torch.testing.assert_close(Energy(temperature=2.5).fit(h, None, W, b).score(test),
+                               2.5 * torch.logsumexp(logits / 2.5, 1))
+    torch.testing.assert_close(MaxLogit().fit(h, weight=W).score(test), (test @ W.T).max(1).values)
+
+
+def test_mahalanobis_recovers_known_gaussians_and_matches_the_naive_distance():
+    g = torch.Generator().manual_seed(1)
+    p, C, n = 4, 3, 30_000
+    mu = torch.tensor([[0.0, 0, 0, 0], [4, 0, 0, 0], [0, 4, 1, 0]], dtype=torch.float64)
+    A = torch.randn(p, p, generator=g, dtype=torch.float64)
+    Sigma = A @ A.T / p + 0.1 * torch.eye(p, dtype=torch.float64)                 # true shared covariance
+    y = torch.randint(C, (n,), generator=g)
+    h = mu[y] + torch.randn(n, p, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(Sigma).T
+    det = Mahalanobis().fit(h, y)
+    torch.testing.assert_close(det.means_, mu, atol=0.05, rtol=0)
+    torch.testing.assert_close(det.covariance_, Sigma, atol=0.05, rtol=0)        # within-class, not total
+    test = 3 * torch.randn(40, p, generator=g, dtype=torch.float64)
+    P = torch.linalg.pinv(det.covariance_)
+    naive = torch.stack([((test - m) @ P * (test - m)).sum(1) for m in det.means_], 1)  # (M, C)
+    torch.testing.assert_close(det.score(test), -naive.min(1).values)
+    assert det.score(det.means_)[1] == pytest.approx(0.0, abs=1e-9)              # a class mean: distance 0
+
+
+def test_mahalanobis_pools_within_class_scatter_over_N_and_uses_the_labels_given():
+    h = torch.tensor([[0.0, 0], [2, 0], [10, 1], [10, 3]], dtype=torch.float64)
+    y = np.array([7, 7, 3, 3])                                                     # any integer labels
+    det = Mahalanobis().fit(h, y)
+    assert det.classes_.tolist() == [3, 7]
+    torch.testing.assert_close(det.means_, torch.tensor([[10.0, 2], [1, 0]], dtype=torch.float64))
+    # deviations (−1, 0), (1, 0), (0, −1), (0, 1): scatter diag(2, 2), divided by N = 4
+    torch.testing.assert_close(det.covariance_, 0.5 * torch.eye(2, dtype=torch.float64))
+    assert det.score(torch.tensor([[1.0, 1]]))[0].item() == pytest.approx(-2.0)    # (0,1)·2·(0,1)
+
+
+def test_mahalanobis_pseudo_inverse_drops_the_null_space():
+    g = torch.Generator().manual_seed(2)
+    basis = torch.linalg.qr(torch.randn(6, 3, generator=g, dtype=torch.float64)).Q  # features span 3 of 6 dims
+    y = torch.arange(200) % 4
+    h = (torch.randn(4, 3, generator=g, dtype=torch.float64)[y] + torch.randn(200, 3, generator=g,
+                                                                                dtype=torch.float64)) @ basis.T
+    det = Mahalanobis().fit(h, y)
+    torch.testing.assert_close(det.precision_, torch.linalg.pinv(det.covariance_, hermitian=True))
+    assert torch.linalg.matrix_rank(det.precision_).item() == 3
+
+
+@pytest.mark.parametrize("C, p", [(4, 8), (6, 6)])
+def test_vim_origin_zeroes_every_logit_when_W_has_full_row_rank(C, p):
+    h, y, W, b, _ = gaussian_classes(p=p, C=C)
+    det = ViM(dim=p // 2).fit(h, y, W, b)
+    torch.testing.assert_close(W @ det.origin_ + b, torch.zeros(C, dtype=torch.float64))
+
+
+def test_vim_origin_is_the_least_squares_solution_when_C_exceeds_p():
+    h, y, W, b, _ = gaussian_classes(p=4, C=10)            # W o + b = 0 has no exact solution here
+    det = ViM(dim=2).fit(h, y, W, b)
+    torch.testing.assert_close(det.origin_, torch.linalg.lstsq(W, -b[:, None]).solution[:, 0])
+    torch.testing.assert_close(W.T @ (W @ det.origin_ + b), torch.zeros(4, dtype=torch.float64))
+
+
+def test_vim_residual_basis_and_score_match_their_definitions():
+    h, y, W, b, test = gaussian_classes(p=8, C=5)
+    det = ViM(dim=3).fit(h, y, W, b)
+    x = h - det.origin_
+    lam, V = torch.linalg.eigh(x.T @ x / len(h))             # uncentred about o, divided by N
+    R, top = det.residual_basis_, V[:, -3:]
+    assert R.shape == (8, 5)
+    torch.testing.assert_close(R.T @ R, torch.eye(5, dtype=torch.float64))
+    torch.testing.assert_close(R.T @ top, torch.zeros(5, 3, dtype=torch.float64))   # ⊥ top-dim subspace
+    alpha = (h @ W.T + b).max(1).values.mean() / (x @ R).norm(dim=1).mean()
+    assert det.alpha_ == pytest.approx(alpha.item())
+    expected = torch.logsumexp(test @ W.T + b, 1) - alpha * ((test - det.origin_) @ R).norm(dim=1)
+    torch.testing.assert_close(det.score(test), expected)
+    assert ViM().fit(h, y, W, b).residual_basis_.shape == (8, 4)                    # default dim p // 2
+
+
+def test_neco_matches_the_authors_scaler_and_pca_pipeline():
+    h, y, W, b, test = gaussian_classes(p=8, C=5)
+    det = NECO().fit(h, y, W, b)
+    assert det.dim_ == 4                                      # default C − 1
+    scaler = StandardScaler().fit(h.numpy())
+    pca = PCA(n_components=4).fit(scaler.transform(h.numpy()))
+    s = scaler.transform(test.numpy())
+    expected = np.linalg.norm(pca.transform(s), axis=1) / np.linalg.norm(s, axis=1)
+    np.testing.assert_allclose(det.score(test).numpy(), expected, rtol=1e-7)
+    np.testing.assert_allclose(det.std_.numpy(), h.numpy().std(0))                  # population std
+    maxlogit = (test @ W.T + b).max(1).values
+    torch.testing.assert_close(NECO(times_maxlogit=True).fit(h, y, W, b).score(test),
+                               det.score(test) * maxlogit)
+
+
+def test_neco_is_one_inside_the_principal_subspace_and_smaller_outside():
+    h, y, W, b, test = gaussian_classes(p=8, C=5)
+    det = NECO(dim=3).fit(h, y)                               # dim given: no head needed
+    scores = det.score(test)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    inside = det.mean_ + det.std_ * (2 * det.components_[0] - det.components_[2])     # s in span P_d
+    lam, V = torch.linalg.eigh(torch.cov(((h - det.mean_) / det.std_).T, correction=0))
+    outside = det.mean_ + det.std_ * V[:, 0]                  # s = the least principal axis ⊥ P_d
+    assert det.score(inside[None])[0].item() == pytest.approx(1.0)
+    assert det.score(outside[None])[0].item() == pytest.approx(0.0, abs=1e-6)
+    raw = NECO(dim=3, standardize=False).fit(h, y)            # s = h, axes of the covariance of h
+    _, V = torch.linalg.eigh(torch.cov(h.T, correction=0))
+    torch.testing.assert_close(raw.score(test), (test @ V[:, -3:]).norm(dim=1) / test.norm(dim=1))
+    assert NECO(dim=2).fit(h).dim_ == 2 and NECO().fit(h, y).dim_ == 4             # C from the labels
+
+
+# ---------------------------------------------------------------------------------------------------
+# One API for every detector
+# ---------------------------------------------------------------------------------------------------
+
+def test_detector_registry():
+    assert list(DETECTORS) == ["msp", "maxlogit", "energy", "mahalanobis", "vim", "neco"]
+    assert DETECTORS["vim"] is ViM and DETECTORS["neco"] is NECO
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_every_detector_has_the_same_fit_and_score(name):
+    h, y, W, b, test = gaussian_classes(dtype=torch.float32)
+    det = DETECTORS[name]()
+    assert det.fit(h, y, W, b) is det
+    scores = det.score(test)
+    assert scores.shape == (50,) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
+    assert det.n_features_ == 8 and "(" in repr(det)
+    # numpy in, same scores out
+    scores_np = DETECTORS[name]().fit(h.numpy(), y.numpy(), W.numpy(), b.numpy()).score(test.numpy())
+    torch.testing.assert_close(scores_np, scores)
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_score_before_fit_says_to_call_fit(name):
+    with pytest.raises(RuntimeError, match=r"not fitted yet: call \.fit\("):
+        DETECTORS[name]().score(torch.zeros(3, 8))
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_bad_features_raise(name):
+    h, y, W, b, test = gaussian_classes()
+    with pytest.raises(ValueError, match="p = 7"):
+        DETECTORS[name]().fit(h[:, :7], y, W, b)                               # p ≠ the weight's p
+    det = DETECTORS[name]().fit(h, y, W, b)
+    with pytest.raises(ValueError, match="p = 7"):
+        det.score(test[:, :7])
+    bad = test.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="features contains NaN or inf"):
+        det.score(bad)
+    bad[3, 2] = float("inf")
+    with pytest.raises(ValueError, match="train_features contains NaN or inf"):
+        DETECTORS[name]().fit(torch.cat([h, bad]), torch.cat([y, y[:50]]), W, b)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        DETECTORS[name]().fit(h, y, W, b[:-1])
+    with pytest.raises(ValueError, match="2-D"):
+        det.score(test[0])
+
+
+def test_missing_inputs_raise():
+    h, y, W, b, _ = gaussian_classes()
+    for detector in (MSP(), MaxLogit(), Energy(), ViM(), NECO(times_maxlogit=True)):
+        with pytest.raises(ValueError, match="needs the training head"):
+            detector.fit(h, y)
+    with pytest.raises(ValueError, match="needs the training labels"):
+        Mahalanobis().fit(h, None, W, b)
+    with pytest.raises(ValueError, match="default dim is C − 1"):
+        NECO().fit(h)
+    with pytest.raises(ValueError, match="integer labels"):
+        Mahalanobis().fit(h, y[:-1])
+
+
+def test_out_of_range_hyperparameters_raise():
+    h, y, W, b, _ = gaussian_classes(p=8, C=5)
+    for dim in (8, 9):
+        with pytest.raises(ValueError, match="1 ≤ dim < p = 8"):
+            ViM(dim=dim).fit(h, y, W, b)
+    with pytest.raises(ValueError, match="1 ≤ dim ≤ p = 8"):
+        NECO(dim=9).fit(h, y, W, b)
+    assert NECO(dim=8).fit(h, y, W, b).dim_ == 8
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="ViM dim"):
+            ViM(dim=bad)
+        with pytest.raises(ValueError, match="NECO dim"):
+            NECO(dim=bad)
+    for T in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            Energy(temperature=T)
+    with pytest.raises(ValueError, match="1 ≤ dim ≤ p = 3"):                    # default C − 1 = 4 > p
+        NECO().fit(h[:, :3], y, W[:, :3], b)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A learning-free end-to-end check
+# ---------------------------------------------------------------------------------------------------
+
+def test_feature_based_detectors_separate_far_ood():
+    g = torch.Generator().manual_seed(3)
+    C, p, n = 10, 32, 2000
+    means = 3 * torch.randn(C, p, generator=g)
+    y = torch.arange(n) % C
+    train = means[y] + 0.3 * torch.randn(n, p, generator=g)
+    test_id = means[torch.arange(500) % C] + 0.3 * torch.randn(500, p, generator=g)
+    test_ood = 3 * torch.randn(500, p, generator=g)           # far from every class mean
+    W, b = means / means.norm(dim=1, keepdim=True), torch.zeros(C)
+    for Detector in (Mahalanobis, ViM, NECO):
+        det = Detector().fit(train, y, W, b)
+        result = evaluate(det.score(test_id), det.score(test_ood))
+        assert result["auroc"] > 0.9, (Detector.__name__, result)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_gpu_scores_match_cpu(name):
+    h, y, W, b, test = gaussian_classes()
+    cpu = DETECTORS[name]().fit(h, y, W, b).score(test)
+    det = DETECTORS[name]().fit(h.cuda(), y.cuda(), W, b)    # the head follows the features' device
+    gpu = det.score(test.cuda())
+    assert gpu.is_cuda
+    torch.testing.assert_close(gpu.cpu(), cpu)
+    assert math.isfinite(evaluate(gpu, cpu)["auroc"])
