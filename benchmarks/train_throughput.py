@@ -6,7 +6,7 @@ textbook recipe: a Dataset that turns each image into a PIL image, RandomCrop(32
 RandomHorizontalFlip, ToTensor, Normalize, and a DataLoader with worker processes.
 
     python benchmarks/train_throughput.py                 # GPU: width 64, 50,000 images (the real scale)
-    python benchmarks/train_throughput.py --width 8 --images 2048   # CPU: tiny, just to keep it working
+    python benchmarks/train_throughput.py --width 16 --images 2048  # CPU: tiny, just to keep it working
 
 Prints images/s and seconds per epoch of both and their ratio; writes a JSON record to
 benchmarks/results/ (named after the device). Targets on a GPU: ratio ≥ 3, and ≤ 1.5 s per ResNet-18
@@ -78,7 +78,7 @@ def baseline_epochs(model, images, labels, cfg, device, workers, epochs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     gpu = torch.cuda.is_available()
-    parser.add_argument("--width", type=int, default=64 if gpu else 8)
+    parser.add_argument("--width", type=int, default=64 if gpu else 16)
     parser.add_argument("--images", type=int, default=50_000 if gpu else 2_048)
     parser.add_argument("--batch-size", type=int, default=512 if gpu else 128)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up epoch)")

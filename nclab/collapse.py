@@ -48,7 +48,9 @@ def _features(features, name: str = "features") -> torch.Tensor:
         raise ValueError(f"{name} must be 2-D (N, p), got shape {tuple(H.shape)}")
     if H.shape[0] == 0:
         raise ValueError(f"{name} has no rows")
-    return H if H.is_floating_point() else H.double()
+    if H.dtype in (torch.float32, torch.float64):
+        return H
+    return H.float() if H.is_floating_point() else H.double()                     # half → float32, int → 64
 
 
 def _checked(features, labels, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -179,7 +181,10 @@ def gram_of_means(means: torch.Tensor) -> torch.Tensor:
 
 
 def simplex_etf_gram(C: int) -> torch.Tensor:
-    """(I − 11ᵀ/C) · C/(C−1) (C, C) float64: the cosine Gram of a simplex ETF (1 on, −1/(C−1) off the diagonal)."""
+    """(I − 11ᵀ/C) · C/(C−1) (C, C) float64: the cosine Gram of a simplex ETF.
+
+    1 on the diagonal, −1/(C−1) off it: C unit vectors as far apart as C vectors can be.
+    """
     return (torch.eye(C, dtype=torch.float64) - 1.0 / C) * C / (C - 1)
 
 
@@ -228,6 +233,9 @@ def _top_eigenpairs(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     """
     C = M.shape[1]
     lam, U = torch.linalg.eigh(M.T @ M / C)                                          # ascending (C,), (C, C)
+    if lam[-1] <= 0:
+        raise ValueError("all class means coincide (Σ_B = 0): the features carry no class information, "
+                         "so the NC metrics are undefined")
     lam, U = lam[-k:], U[:, -k:]
     keep = lam > lam[-1] * C * 1e-13
     lam, U = lam[keep], U[:, keep]
@@ -307,5 +315,7 @@ def nc5(id_features, id_labels, ood_features) -> float:
     mu_OOD = O.sum(dim=0, dtype=torch.float64) / len(O)                             # (p,)
     if not bool(torch.isfinite(mu_OOD).all()):
         raise ValueError("ood_features contain NaN or inf values")
+    if not bool(mu_OOD.any()):
+        raise ValueError("the mean OOD feature is zero: its cosine with the class means is undefined")
     cosines = _cosine_gram(torch.cat([means, mu_OOD[None]]))[:-1, -1]              # cos(μ_c, μ_OOD) (C,)
     return cosines.abs().mean().item()

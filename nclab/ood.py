@@ -1,19 +1,15 @@
 """Post-hoc OOD detectors on penultimate features, and the metrics that compare them (SPEC §2).
 
-Every detector has scikit-learn's shape::
+Every detector has scikit-learn's shape: ``ViM(dim=256).fit(train_features, train_labels, weight, bias)``
+returns the detector, ``.score(features)`` a (M,) tensor, **higher = more in-distribution** (pytorch-ood's
+scores are "higher = OOD": flip the sign to compare). ``fit`` takes the same four arguments everywhere and
+ignores those a detector does not use, so the six of :data:`DETECTORS` are interchangeable. Fitted state
+lives in ``name_`` attributes. :func:`evaluate` treats ID as the positive class.
 
-    det = ViM(dim=256).fit(train_features, train_labels, weight, bias)   # returns det
-    s = det.score(features)                                             # (M,), higher = in-distribution
-
-``fit`` always takes the same four arguments and ignores those a detector does not use, so the six are
-interchangeable in a loop over :data:`DETECTORS`. Fitted state lives in ``name_`` attributes.
-Sign convention: **higher score = more in-distribution**, for every detector (pytorch-ood's scores are
-"higher = OOD": flip the sign before comparing). :func:`evaluate` treats ID as the positive class.
-
-Numerics: every p × p matrix (covariance, precision, eigenvectors) is float64, decomposed with
-``torch.linalg.eigh``; the (N × p) products run in the features' own dtype over row blocks whose results
-are summed in float64 (float32 features: float32 BLAS, 2× faster on a CPU; pass float64 features for
-float64 throughout). Everything runs on the features' device; no (N, C, p) tensor is ever built.
+Numerics: p × p matrices (covariances, precision, eigenvectors) are float64, decomposed with eigh; (N × p)
+products run in the features' dtype over row blocks summed in float64 (float32 BLAS is 2× faster on a
+CPU; pass float64 features for float64 throughout). Everything runs on the features' device, and no
+(N, C, p) tensor is ever built.
 """
 
 from __future__ import annotations
@@ -21,24 +17,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["MSP", "MaxLogit", "Energy", "Mahalanobis", "ViM", "NECO", "DETECTORS", "evaluate",
-           "roc_curve"]
+__all__ = ["MSP", "MaxLogit", "Energy", "Mahalanobis", "ViM", "NECO", "DETECTORS", "evaluate", "roc_curve"]
 
-_BLOCK = 8192  # rows per block when accumulating a p × p scatter matrix
+_BLOCK = 8192  # rows per block when accumulating sums over the training set
 
 
-# ---------------------------------------------------------------------------------------------------
-# Input checks and float64 statistics
-# ---------------------------------------------------------------------------------------------------
+# Input checks and statistics -------------------------------------------------------------------------
 
 def _tensor(x, name: str, ndim: int, device=None) -> torch.Tensor:
-    """`x` (tensor or array) as a detached floating tensor of `ndim` dimensions with finite entries."""
+    """`x` (tensor or array) as a detached float32/float64 tensor of `ndim` dimensions, finite entries."""
     x = torch.as_tensor(x).detach()
     x = x if device is None else x.to(device)
     if x.dim() != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
-    if x.dtype not in (torch.float32, torch.float64):
-        x = x.float()
+    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
     if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():  # the sum: a 10× cheaper first test
         raise ValueError(f"{name} contains NaN or inf")
     return x
@@ -62,7 +54,7 @@ def _class_sums(h: torch.Tensor, y: torch.Tensor, C: int) -> torch.Tensor:
 
 
 def _scatter(h: torch.Tensor, center: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Σ_i (h_i − c_i)(h_i − c_i)ᵀ, (p, p) float64; c_i = center (p,), or center[labels[i]] for (C, p)."""
+    """Σ_i (h_i − c_i)(h_i − c_i)ᵀ: (p, p) float64; c_i = center (p,), or center[labels[i]] (C, p)."""
     S = torch.zeros(h.shape[1], h.shape[1], dtype=torch.float64, device=h.device)
     center = center.to(h.dtype)  # differences and products in the features' dtype, block sums in float64
     for rows in _row_blocks(len(h)):
@@ -72,8 +64,8 @@ def _scatter(h: torch.Tensor, center: torch.Tensor, labels: torch.Tensor | None 
 
 
 def _lapack(decomposition, A: torch.Tensor):
-    """`decomposition(A)` (eigh, pinv); on a CPU with one thread: as fast for matrices of a few hundred
-    rows, while MKL's threaded eigh/SVD stalls for seconds (0.05 s → 7 s) when the cores are shared."""
+    """`decomposition(A)` (eigh, pinv), on one CPU thread: as fast for a few hundred rows, while MKL's
+    threaded eigh/SVD stalls for seconds (0.05 s → 7 s for p = 512) when the cores are shared."""
     if A.device.type != "cpu":
         return decomposition(A)
     threads = torch.get_num_threads()
@@ -85,7 +77,7 @@ def _lapack(decomposition, A: torch.Tensor):
 
 
 def _pinv_psd(Sigma: torch.Tensor, rtol: float) -> torch.Tensor:
-    """Σ⁺ of a symmetric PSD matrix from eigh, dropping eigenvalues ≤ rtol · λ_max: (p, p) → (p, p)."""
+    """Σ⁺ of a symmetric PSD (p, p) matrix from eigh, dropping eigenvalues ≤ rtol · λ_max."""
     lam, V = _lapack(torch.linalg.eigh, Sigma)
     if lam.max() <= 0:
         raise ValueError("the within-class covariance is zero: every training feature equals its class mean")
@@ -93,23 +85,33 @@ def _pinv_psd(Sigma: torch.Tensor, rtol: float) -> torch.Tensor:
     return (V[:, keep] / lam[keep]) @ V[:, keep].T
 
 
-# ---------------------------------------------------------------------------------------------------
-# Detectors
-# ---------------------------------------------------------------------------------------------------
+def _check_dim(dim, detector: str, default: str):
+    """An integer hyperparameter ≥ 1, or None for its default; anything else raises."""
+    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
+        raise ValueError(f"{detector} dim must be an integer ≥ 1 (or None for {default}), got {dim!r}")
+    return dim
+
+
+# Detectors -------------------------------------------------------------------------------------------
 
 class _Detector:
     """Shared plumbing: input checks, the linear head l = W h + b, the fitted-or-not guard."""
 
-    _needs = ()  # which of "features", "labels", "head" this detector's fit uses
+    _needs = ()  # which of train_features, train_labels, weight this detector's fit uses
 
     def fit(self, train_features, train_labels=None, weight=None, bias=None):
-        """Fit on h (N, p) training features, y (N,) labels, W (C, p), b (C,) head; returns self."""
+        """Fit on training features h (N, p), labels y (N,) and the head W (C, p), b (C,); returns self."""
         name = type(self).__name__
-        hint = f"{name}.fit(train_features, train_labels, weight=model.fc.weight, bias=model.fc.bias)"
-        for arg, value in (("features", train_features), ("labels", train_labels), ("head", weight)):
+        given = {"train_features": train_features, "train_labels": train_labels, "weight": weight}
+        for arg, value in given.items():
             if arg in self._needs and value is None:
-                raise ValueError(f"{name} needs the training {arg}: call {hint}")
+                raise ValueError(f"{name} needs {arg}: call {name}().fit(train_features, train_labels, "
+                                 f"weight=model.fc.weight, bias=model.fc.bias)")
+        for fitted in [key for key in vars(self) if key.endswith("_")]:  # a refit starts afresh
+            delattr(self, fitted)
         h = None if train_features is None else _tensor(train_features, "train_features", 2)
+        if h is not None and len(h) == 0:
+            raise ValueError("train_features is empty")
         device = None if h is None else h.device
         if weight is not None:
             W = _tensor(weight, "weight", 2, device)
@@ -118,18 +120,14 @@ class _Detector:
                                  f"p = {W.shape[1]} (weight must be (C, p))")
             b = torch.zeros_like(W[:, 0]) if bias is None else _tensor(bias, "bias", 1, device)
             if b.shape != (W.shape[0],):
-                raise ValueError(f"bias must have shape ({W.shape[0]},) to match weight "
-                                 f"{tuple(W.shape)}, got {tuple(b.shape)}")
+                raise ValueError(f"bias must have shape ({W.shape[0]},) to match weight {tuple(W.shape)}, "
+                                 f"got {tuple(b.shape)}")
             self.weight_, self.bias_ = W, b
-        y = None
-        if train_labels is not None and h is not None:
-            y = torch.as_tensor(train_labels, device=h.device)
-            if y.shape != (len(h),) or y.is_floating_point() or y.is_complex():
-                raise ValueError(f"train_labels must be {len(h)} integer labels, "
-                                 f"got {y.dtype} of shape {tuple(y.shape)}")
-            y = y.long()
-        self.n_features_ = h.shape[1] if h is not None else self.weight_.shape[1]
-        self._fit(h, y)
+        y = None if train_labels is None or h is None else torch.as_tensor(train_labels, device=device)
+        if y is not None and (y.shape != (len(h),) or y.is_floating_point() or y.is_complex()):
+            raise ValueError(f"train_labels must be {len(h)} integer labels, got {y.dtype} {tuple(y.shape)}")
+        self._fit(h, None if y is None else y.long())
+        self.n_features_ = h.shape[1] if h is not None else self.weight_.shape[1]  # marks it fitted
         return self
 
     def _fit(self, h, y):
@@ -156,14 +154,13 @@ class _Detector:
 
 
 class MSP(_Detector):
-    """Maximum softmax probability: score = max_c softmax(l)_c, l = W h + b.
+    """Maximum softmax probability: score = max_c softmax(l)_c, l = W h + b; in [1/C, 1].
 
-    Higher = in-distribution; the score lies in [1/C, 1]. Uses only the head W (C, p), b (C,)
-    (zeros if None); training features and labels are ignored. features (M, p) → (M,).
+    Higher = in-distribution. Uses only the head W (C, p), b (C,) (zeros if None). (M, p) → (M,).
     Hendrycks & Gimpel, "A baseline for detecting misclassified and OOD examples", ICLR 2017.
     """
 
-    _needs = ("head",)
+    _needs = ("weight",)
 
     def _score(self, h):
         return torch.softmax(self._logits(h), dim=1).amax(dim=1)
@@ -172,11 +169,11 @@ class MSP(_Detector):
 class MaxLogit(_Detector):
     """Maximum logit: score = max_c l_c, l = W h + b.
 
-    Higher = in-distribution. Uses only the head W (C, p), b (C,). features (M, p) → (M,).
+    Higher = in-distribution. Uses only the head W (C, p), b (C,). (M, p) → (M,).
     Hendrycks et al., "Scaling out-of-distribution detection for real-world settings", ICML 2022.
     """
 
-    _needs = ("head",)
+    _needs = ("weight",)
 
     def _score(self, h):
         return self._logits(h).amax(dim=1)
@@ -185,12 +182,12 @@ class MaxLogit(_Detector):
 class Energy(_Detector):
     """Negative free energy: score = T · logsumexp(l / T), l = W h + b, temperature T > 0 (default 1).
 
-    Higher = in-distribution (the score is −E(h; T); a flipped sign gives AUROC below 0.5).
-    Uses only the head W (C, p), b (C,). features (M, p) → (M,).
+    Higher = in-distribution: the score is −E(h; T) (with the sign of E, AUROC falls below 0.5).
+    Uses only the head W (C, p), b (C,). (M, p) → (M,).
     Liu et al., "Energy-based out-of-distribution detection", NeurIPS 2020.
     """
 
-    _needs = ("head",)
+    _needs = ("weight",)
 
     def __init__(self, temperature: float = 1.0):
         if not 0 < float(temperature) < float("inf"):
@@ -205,28 +202,27 @@ class Energy(_Detector):
 class Mahalanobis(_Detector):
     """Minimum Mahalanobis distance to a class mean: score = −min_c (h − μ_c)ᵀ Σ⁺ (h − μ_c).
 
-    μ_c = class means from the true training labels, Σ = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ the
-    ONE shared, pooled within-class covariance (not the total covariance, not its diagonal, no ½ factor),
-    Σ⁺ its eigh pseudo-inverse (eigenvalues ≤ p · ε · λ_max dropped, ε the features' machine epsilon,
-    as torch.linalg.pinv does). Higher = in-distribution. Fit on un-augmented training features.
-    Fitted: classes_ (C,), means_ (C, p), covariance_ (p, p), precision_ (p, p), all float64.
-    features (M, p) → (M,). Lee et al., "A simple unified framework for detecting OOD samples and
+    μ_c = class means from the true training labels; Σ = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,
+    ONE shared pooled within-class covariance (not the total covariance, not its diagonal, no ½
+    factor); Σ⁺ its eigh pseudo-inverse, eigenvalues ≤ p·ε·λ_max dropped (ε of the features' dtype:
+    torch.linalg.pinv's default). Higher = in-distribution. (M, p) → (M,). Fit it on un-augmented
+    training features. Fitted (float64): classes_ (C,) labels present, means_ (C, p), covariance_ (p, p),
+    precision_ (p, p). Lee et al., "A simple unified framework for detecting OOD samples and
     adversarial attacks", NeurIPS 2018.
     """
 
-    _needs = ("features", "labels")
+    _needs = ("train_features", "train_labels")
 
     def _fit(self, h, y):
         if y.min() < 0:
             raise ValueError(f"train_labels must be class indices ≥ 0, got {y.min().item()}")
         counts = torch.bincount(y)
-        self.classes_ = torch.nonzero(counts).squeeze(1)                         # classes present: (C,)
-        index = torch.cumsum(counts > 0, 0) - 1                                   # label → 0..C−1
-        y, N_c = index[y], counts[self.classes_]                                  # (N,), (C,)
-        self.means_ = _class_sums(h, y, len(N_c)) / N_c[:, None]                 # μ_c: (C, p)
-        self.covariance_ = _scatter(h, self.means_, y) / len(h)                   # Σ: (p, p)
-        rtol = h.shape[1] * torch.finfo(h.dtype).eps
-        self.precision_ = _pinv_psd(self.covariance_, rtol)                       # Σ⁺: (p, p)
+        self.classes_ = torch.nonzero(counts).squeeze(1)                          # classes present: (C,)
+        y = (torch.cumsum(counts > 0, 0) - 1)[y]                                   # label → 0..C−1: (N,)
+        N_c = counts[self.classes_]                                                # (C,)
+        self.means_ = _class_sums(h, y, len(N_c)) / N_c[:, None]                  # μ_c: (C, p)
+        self.covariance_ = _scatter(h, self.means_, y) / len(h)                    # Σ: (p, p)
+        self.precision_ = _pinv_psd(self.covariance_, h.shape[1] * torch.finfo(h.dtype).eps)  # Σ⁺
 
     def _score(self, h):
         P, mu = self.precision_.to(h.device), self.means_.to(h.device)
@@ -241,31 +237,27 @@ class Mahalanobis(_Detector):
 class ViM(_Detector):
     """Virtual-logit matching: score = logsumexp(l) − α ‖Rᵀ (h − o)‖, l = W h + b.
 
-    o = −W⁺ b (the point where every logit is 0; least-squares when C > p); R (p, p − dim) = the
-    eigenvectors of the uncentred-about-o covariance (1/N) Σ_i (h_i − o)(h_i − o)ᵀ beyond the top `dim`
-    ones; α = mean_train max_c l_c / mean_train ‖Rᵀ(h − o)‖. Higher = in-distribution.
+    o = −W⁺ b (where every logit is 0; the least-squares point when C > p); R (p, p − dim) = the
+    eigenvectors of the uncentred-about-o covariance (1/N) Σ_i (h_i − o)(h_i − o)ᵀ beyond the top
+    `dim`; α = mean_train max_c l_c / mean_train ‖Rᵀ(h − o)‖. Higher = in-distribution. (M, p) → (M,).
     dim: principal dimension, 1 ≤ dim < p; default p // 2 (256 for p = 512).
-    Fitted: origin_ (p,), residual_basis_ (p, p − dim), alpha_ (float), dim_. features (M, p) → (M,).
+    Fitted: origin_ (p,), residual_basis_ (p, p − dim), alpha_ (float), dim_.
     Wang et al., "ViM: Out-of-distribution with virtual-logit matching", CVPR 2022.
     """
 
-    _needs = ("features", "head")
+    _needs = ("train_features", "weight")
 
     def __init__(self, dim: int | None = None):
-        if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
-            raise ValueError(f"ViM dim must be an integer ≥ 1 (or None for p // 2), got {dim!r}")
-        self.dim = dim
+        self.dim = _check_dim(dim, "ViM", "p // 2")
 
     def _fit(self, h, y):
         p = h.shape[1]
         dim = p // 2 if self.dim is None else self.dim
         if not 1 <= dim < p:
             raise ValueError(f"ViM dim must satisfy 1 ≤ dim < p = {p}, got {dim}")
-        W, b = self.weight_.double(), self.bias_.double()
-        self.origin_ = -_lapack(torch.linalg.pinv, W) @ b                                 # o: (p,)
+        self.origin_ = -_lapack(torch.linalg.pinv, self.weight_.double()) @ self.bias_.double()   # o
         lam, V = _lapack(torch.linalg.eigh, _scatter(h, self.origin_) / len(h))  # ascending eigenvalues
-        self.residual_basis_ = V[:, : p - dim]                                    # R: (p, p − dim)
-        self.dim_ = dim
+        self.residual_basis_, self.dim_ = V[:, : p - dim], dim                    # R: (p, p − dim)
         alpha = self._logits(h).amax(1).double().mean() / self._residual(h).double().mean()
         if not torch.isfinite(alpha):
             raise ValueError(f"the training features have no component outside the top {dim} principal "
@@ -274,56 +266,50 @@ class ViM(_Detector):
 
     def _residual(self, h):
         """‖Rᵀ(h − o)‖: (M, p) → (M,)."""
-        o, R = self.origin_.to(h), self.residual_basis_.to(h)
-        return ((h - o) @ R).norm(dim=1)
+        return ((h - self.origin_.to(h)) @ self.residual_basis_.to(h)).norm(dim=1)
 
     def _score(self, h):
         return torch.logsumexp(self._logits(h), dim=1) - self.alpha_ * self._residual(h)
 
 
 class NECO(_Detector):
-    """Neural-collapse-inspired OOD score: score = ‖P_d s‖ / ‖s‖ (× max_c l_c if times_maxlogit).
+    """Neural-collapse OOD score: score = ‖P_d s‖ / ‖s‖ (× max_c l_c if times_maxlogit).
 
     s = (h − mean) / std with the training mean and population (1/N) std (a constant training dimension
     keeps std 1, as scikit-learn's StandardScaler does); standardize=False uses s = h. P_d (d, p) = the
     first d principal axes of a PCA of the standardised training features (centred covariance, eigh).
-    Higher = in-distribution; the plain score lies in [0, 1]. dim: d, 1 ≤ d ≤ p, default C − 1
-    (C from weight, else from the labels). times_maxlogit needs the head (the authors use it for ViTs).
+    Higher = in-distribution; the plain score lies in [0, 1]. (M, p) → (M,).
+    dim: d, 1 ≤ d ≤ p, default C − 1 (C from weight, else from the labels). times_maxlogit needs the
+    head; the NECO authors use it for ViTs, not ResNets.
     Fitted: mean_ (p,), std_ (p,), components_ (d, p), explained_variance_ (d,), dim_.
-    features (M, p) → (M,). Ben Ammar et al., "NECO: NEural Collapse based Out-of-distribution
-    detection", ICLR 2024.
+    Ben Ammar et al., "NECO: NEural Collapse based Out-of-distribution detection", ICLR 2024.
     """
 
-    _needs = ("features",)
-
     def __init__(self, dim: int | None = None, standardize: bool = True, times_maxlogit: bool = False):
-        if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
-            raise ValueError(f"NECO dim must be an integer ≥ 1 (or None for C − 1), got {dim!r}")
-        self.dim, self.standardize, self.times_maxlogit = dim, bool(standardize), bool(times_maxlogit)
-        self._needs = ("features", "head") if times_maxlogit else ("features",)
+        self.dim, self.standardize = _check_dim(dim, "NECO", "C − 1"), bool(standardize)
+        self.times_maxlogit = bool(times_maxlogit)
+        self._needs = ("train_features", "weight") if times_maxlogit else ("train_features",)
 
     def _fit(self, h, y):
         N, p = h.shape
-        dim = self.dim
-        if dim is None:
-            if not hasattr(self, "weight_") and y is None:
-                raise ValueError("NECO's default dim is C − 1: pass weight or train_labels, or set dim")
-            dim = (self.weight_.shape[0] if hasattr(self, "weight_") else len(torch.unique(y))) - 1
+        C = self.weight_.shape[0] if hasattr(self, "weight_") else None if y is None else len(y.unique())
+        if self.dim is None and C is None:
+            raise ValueError("NECO's default dim is C − 1: pass weight or train_labels, or set dim")
+        dim = C - 1 if self.dim is None else self.dim
         if not 1 <= dim <= p:
             raise ValueError(f"NECO dim must satisfy 1 ≤ dim ≤ p = {p}, got {dim}")
-        self.mean_ = _mean(h)                                                     # (p,)
-        Sigma = _scatter(h, self.mean_) / N                                       # covariance of h
-        self.std_ = Sigma.diagonal().sqrt() if self.standardize else torch.ones_like(self.mean_)
-        self.std_ = torch.where(self.std_ > 0, self.std_, torch.ones_like(self.std_))
-        Sigma = Sigma / torch.outer(self.std_, self.std_)                         # covariance of s
-        lam, V = _lapack(torch.linalg.eigh, Sigma)                                # ascending
-        self.components_ = V.flip(1)[:, :dim].T                                  # P_d: (d, p)
-        self.explained_variance_ = lam.flip(0)[:dim]
-        self.dim_ = dim
+        self.mean_ = _mean(h)                                                      # (p,)
+        Sigma = _scatter(h, self.mean_) / N                                        # covariance of h
+        std = Sigma.diagonal().sqrt() if self.standardize else torch.ones_like(self.mean_)
+        self.std_ = torch.where(std > 0, std, torch.ones_like(std))
+        lam, V = _lapack(torch.linalg.eigh, Sigma / torch.outer(self.std_, self.std_))  # covariance of s
+        self.components_ = V.flip(1)[:, :dim].T                                   # P_d: (d, p)
+        self.explained_variance_, self.dim_ = lam.flip(0)[:dim], dim
 
     def _score(self, h):
-        s = (h.double() - self.mean_.to(h.device)) / self.std_.to(h.device) if self.standardize \
-            else h.double()                                                       # (M, p)
+        s = h.double()                                                             # (M, p)
+        if self.standardize:
+            s = (s - self.mean_.to(h.device)) / self.std_.to(h.device)
         norm_s = s.norm(dim=1).clamp_min(torch.finfo(s.dtype).tiny)
         score = ((s @ self.components_.to(h.device).T).norm(dim=1) / norm_s).to(h.dtype)
         return score * self._logits(h).amax(dim=1) if self.times_maxlogit else score
@@ -333,24 +319,20 @@ DETECTORS = {"msp": MSP, "maxlogit": MaxLogit, "energy": Energy, "mahalanobis": 
              "vim": ViM, "neco": NECO}
 
 
-# ---------------------------------------------------------------------------------------------------
-# Metrics: ID is the positive class
-# ---------------------------------------------------------------------------------------------------
+# Metrics: ID is the positive class -------------------------------------------------------------------
 
 def _scores(x, name: str) -> np.ndarray:
     x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array of scores, got shape {x.shape}")
-    x = x.astype(np.float64)
     if not np.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf")
-    return x
+    return x.astype(np.float64)
 
 
 def _counts(pos: np.ndarray, neg: np.ndarray):
     """False/true positive counts at each distinct threshold, highest first (as scikit-learn)."""
-    scores = np.concatenate([pos, neg])
-    is_pos = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    scores, is_pos = np.concatenate([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     order = np.argsort(scores, kind="mergesort")[::-1]
     scores, is_pos = scores[order], is_pos[order]
     last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]   # last index of every tie group
@@ -360,14 +342,6 @@ def _counts(pos: np.ndarray, neg: np.ndarray):
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
-
-
-def _roc(pos, neg):
-    fps, tps, thresholds = _counts(pos, neg)
-    if len(fps) > 2:  # drop points collinear with their neighbours, as scikit-learn does
-        corner = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
-        fps, tps, thresholds = fps[corner], tps[corner], thresholds[corner]
-    return np.r_[0.0, fps] / fps[-1], np.r_[0.0, tps] / tps[-1], np.r_[np.inf, thresholds]
 
 
 def _aupr(pos, neg) -> float:
@@ -388,9 +362,13 @@ def _fpr_at_95(pos, neg) -> float:
 def roc_curve(id_scores, ood_scores):
     """ROC curve with ID positive: (fpr, tpr, thresholds), identical to sklearn.metrics.roc_curve.
 
-    fpr = fraction of OOD with score ≥ threshold, tpr = same for ID; thresholds decrease from +inf.
+    fpr = fraction of OOD with score ≥ threshold, tpr = the same for ID; thresholds decrease from +inf.
     """
-    return _roc(_scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores"))
+    fps, tps, thresholds = _counts(_scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores"))
+    if len(fps) > 2:  # drop points collinear with their neighbours, as scikit-learn does
+        corner = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        fps, tps, thresholds = fps[corner], tps[corner], thresholds[corner]
+    return np.r_[0.0, fps] / fps[-1], np.r_[0.0, tps] / tps[-1], np.r_[np.inf, thresholds]
 
 
 def evaluate(id_scores, ood_scores) -> dict[str, float]:
@@ -403,9 +381,6 @@ def evaluate(id_scores, ood_scores) -> dict[str, float]:
     at the threshold that flags 95 % of OOD (OpenOOD, pytorch-ood). id_scores (n,), ood_scores (m,).
     """
     ind, ood = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
-    fpr, tpr, _ = _roc(ind, ood)
-    return {"auroc": _trapezoid(tpr, fpr),
-            "aupr_in": _aupr(ind, ood),
-            "aupr_out": _aupr(-ood, -ind),
-            "fpr95": _fpr_at_95(ind, ood),
-            "fpr95_oodpos": _fpr_at_95(-ood, -ind)}
+    fpr, tpr, _ = roc_curve(ind, ood)
+    return {"auroc": _trapezoid(tpr, fpr), "aupr_in": _aupr(ind, ood), "aupr_out": _aupr(-ood, -ind),
+            "fpr95": _fpr_at_95(ind, ood), "fpr95_oodpos": _fpr_at_95(-ood, -ind)}

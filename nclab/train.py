@@ -28,7 +28,7 @@ from .config import Profile, cache_dir, get_device, get_profile
 from .data import GpuLoader, ImageSet
 from .models import CifarResNet, PretrainedWeightsUnavailable, resnet18
 
-__all__ = ["TrainConfig", "regime", "log_spaced_epochs", "fit", "evaluate", "lr_factor", "amp_dtype", "Run",
+__all__ = ["TrainConfig", "regime", "log_spaced_epochs", "fit", "evaluate", "lr_factor", "amp_dtype", "make_optimizer", "Run",
            "load_or_train", "run_directory", "save_checkpoint", "load_checkpoint", "CheckpointError"]
 
 CHECKPOINT_FORMAT = 1
@@ -120,12 +120,23 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int):
     return factor
 
 
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW; weight decay on weights only (not on BatchNorm parameters or biases)."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
+
+
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """bf16 where the GPU supports it, else fp16 (T4, with a GradScaler); None (off) on the CPU."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        native_bf16 = torch.cuda.get_device_capability(device)[0] >= 8  # Ampere+; a T4 (7.5) only emulates it
+        return torch.bfloat16 if native_bf16 else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
@@ -213,11 +224,7 @@ def fit(model: CifarResNet, config: TrainConfig, train_loader: GpuLoader, test_l
     model.to(device)
     if config.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    decay = [p for p in model.parameters() if p.ndim > 1]           # no weight decay on BN and biases
-    rest = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    optimizer = (torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum) if config.optimizer == "sgd"
-                 else torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999)))
+    optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(train_loader)))
     autocast_dtype = amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
@@ -226,7 +233,7 @@ def fit(model: CifarResNet, config: TrainConfig, train_loader: GpuLoader, test_l
     history, start = [], 1
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     if last is not None and last.exists():
-        state = load_checkpoint(last, map_location=device)
+        state = load_checkpoint(last)                      # on the CPU, where torch.set_rng_state wants it
         if state["config"] != config.key():
             raise CheckpointError(f"{last} was written by another configuration; use another run_dir.")
         model.load_state_dict(state["model"])
@@ -246,7 +253,7 @@ def fit(model: CifarResNet, config: TrainConfig, train_loader: GpuLoader, test_l
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         for x, y in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not progress):
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            with torch.autocast(device.type, autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 logits = step(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)

@@ -15,6 +15,10 @@ WEIGHT_KEYS = {"nc2_equinorm_weights", "nc2_equiangular_weights", "nc2_maxangle_
                "nc3", "nc4_ncc_mismatch"}
 
 
+def f64(values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
 def etf_features(C=5, p=8, per_class=4, dtype=torch.float64):
     """Every sample sits exactly on its class's simplex-ETF vertex."""
     E = simplex_etf(C, p)                                                    # (C, p), rows = vertices
@@ -109,15 +113,14 @@ def test_hand_built_case_pieces():
     M, mu_G = centred_means(means)                                           # μ_G = 0, so M = μᵀ
     assert mu_G.tolist() == [0, 0] and M.tolist() == [[2, 0, -2], [0, 2, -2]]
     # Σ_B = (1/3)[(4,0;0,0) + (0,0;0,4) + (4,4;4,4)] = (1/3)(8,4;4,8)
-    assert torch.allclose(between_class_covariance(means), torch.tensor([[8., 4], [4, 8]], dtype=torch.float64) / 3)
+    assert torch.allclose(between_class_covariance(means), f64([[8, 4], [4, 8]]) / 3)
     # Σ_W = (1/6)[(1+1+1+1, 0; 0, 2.25+2.25)] = (2/3, 0; 0, 3/4)
-    assert torch.allclose(within_class_covariance(H, y, means), torch.tensor([[2 / 3, 0], [0, 3 / 4]], dtype=torch.float64))
+    assert torch.allclose(within_class_covariance(H, y, means), f64([[2 / 3, 0], [0, 3 / 4]]))
     # Tr Σ_W,c = mean squared distance to μ_c = 1, 2.25, 1; Tr Σ_B = 16/3
-    assert torch.allclose(per_class_variability(H, y, means), torch.tensor([3 / 16, 27 / 64, 3 / 16], dtype=torch.float64))
+    assert torch.allclose(per_class_variability(H, y, means), f64([3 / 16, 27 / 64, 3 / 16]))
     # cosines of (2,0), (0,2), (−2,−2): 0, −1/√2, −1/√2
     a = -1 / math.sqrt(2)
-    expected_G = torch.tensor([[1, 0, a], [0, 1, a], [a, a, 1]], dtype=torch.float64)
-    assert torch.allclose(gram_of_means(means), expected_G)
+    assert torch.allclose(gram_of_means(means), f64([[1, 0, a], [0, 1, a], [a, a, 1]]))
 
 
 def test_hand_built_case_metrics():
@@ -129,7 +132,8 @@ def test_hand_built_case_metrics():
     # Tr Σ_W / Tr Σ_B = (17/12) / (16/3) = 17/64
     assert out["nc1_trace_ratio"] == pytest.approx(17 / 64, rel=1e-12)
     # norms 2, 2, 2√2: std = (2√2 − 2)/√3, mean = (4 + 2√2)/3
-    assert out["nc2_equinorm_means"] == pytest.approx(((2 * math.sqrt(2) - 2) / math.sqrt(3)) / ((4 + 2 * math.sqrt(2)) / 3))
+    std, mean = (2 * math.sqrt(2) - 2) / math.sqrt(3), (4 + 2 * math.sqrt(2)) / 3
+    assert out["nc2_equinorm_means"] == pytest.approx(std / mean)
     # cosines 0, −1/√2, −1/√2: unbiased std = 1/√6; mean |cos + 1/2| = (1/2 + 2(1/√2 − 1/2))/3 = (√2 − 1/2)/3
     assert out["nc2_equiangular_means"] == pytest.approx(1 / math.sqrt(6))
     assert out["nc2_maxangle_means"] == pytest.approx((math.sqrt(2) - 0.5) / 3)
@@ -217,14 +221,15 @@ def test_nc1_drops_eigenvalues_that_are_zero_when_two_class_means_coincide():
     assert out["nc1_trace_ratio"] == pytest.approx(2 / 2, rel=1e-9)            # Tr Σ_W = 2, Tr Σ_B = 2
 
 
-def test_float32_features_with_a_large_offset_stay_accurate():
-    # post-ReLU-like features: a common offset 20× the within-class spread
+@pytest.mark.parametrize("offset", [0, 20, 200])
+def test_float32_features_with_a_large_offset_stay_accurate(offset):
+    # post-ReLU-like features: a common offset up to 200× the largest coordinate (float32 centres before
+    # it multiplies; multiplying first would lose ~4 digits at offset 200)
     H, y = random_features(C=10, p=64)
-    H = H + 20 * H.abs().max()
-    exact = nc_metrics(H, y)                                                 # float64 throughout
-    single = nc_metrics(H.float(), y)
-    for key in ("nc1", "nc1_trace_ratio"):
-        assert single[key] == pytest.approx(exact[key], rel=1e-4), key
+    H32 = (H + offset * H.abs().max()).float()
+    exact, single = nc_metrics(H32.double(), y), nc_metrics(H32, y)          # the same numbers, float64 vs 32
+    for key in exact:
+        assert single[key] == pytest.approx(exact[key], rel=1e-6), key
 
 
 def test_class_means_torch_and_numpy_agree():
@@ -298,6 +303,21 @@ def test_bad_weight_bias_and_dimension_raise():
 
 # ---- NC5 and the simplex ETF ----------------------------------------------------------------------------
 
+def test_identical_class_means_and_zero_ood_mean_raise():
+    H = torch.tensor([[1., 0], [-1, 0], [0, 1], [0, -1]])                   # both class means are 0
+    with pytest.raises(ValueError, match="all class means coincide"):
+        nc_metrics(H, torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="mean OOD feature is zero"):
+        nc5(H + 1, torch.tensor([0, 0, 1, 1]), H)
+
+
+def test_half_precision_and_integer_features_are_upcast():
+    H, y = hand_case()
+    expected = nc_metrics(H, y)
+    assert nc_metrics(H.half(), y) == pytest.approx(expected, rel=1e-6)      # the hand case is exact in fp16
+    assert nc_metrics((2 * H).long(), y) == pytest.approx(expected, rel=1e-12)   # integers: 2H is integral
+
+
 def test_nc5_orthogonal_parallel_and_in_between():
     H = torch.tensor([[1., 0, 0], [3, 0, 0], [0, 2, 0], [0, 4, 0]])          # μ_0 = 2e_0, μ_1 = 3e_1
     y = torch.tensor([0, 0, 1, 1])
@@ -319,6 +339,6 @@ def test_simplex_etf_rows_have_the_etf_gram(C, p):
 
 
 def test_simplex_etf_gram_by_hand_and_too_few_dimensions():
-    assert torch.allclose(simplex_etf_gram(3), torch.tensor([[1, -.5, -.5], [-.5, 1, -.5], [-.5, -.5, 1]], dtype=torch.float64))
+    assert torch.allclose(simplex_etf_gram(3), f64([[1, -.5, -.5], [-.5, 1, -.5], [-.5, -.5, 1]]))
     with pytest.raises(ValueError, match="p >= C - 1"):
         simplex_etf(10, 8)

@@ -203,3 +203,13 @@ def test_pretrained_regime_falls_back_with_a_reason(small_train, tmp_path, capsy
 def test_dataset_mismatch_is_refused(small_train, tmp_path):
     with pytest.raises(ValueError, match="dataset"):
         train.load_or_train(_tiny_config(dataset="svhn"), small_train, root=tmp_path, progress=False)
+
+
+def test_mixed_precision_choice(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert train.amp_dtype("auto", cpu) is None and train.amp_dtype("off", gpu) is None
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))    # T4
+    assert train.amp_dtype("auto", gpu) == torch.float16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))    # H100
+    assert train.amp_dtype("auto", gpu) == torch.bfloat16
+    assert train.amp_dtype("fp16", gpu) == torch.float16
