@@ -239,7 +239,8 @@ class ViM(_Detector):
 
     o = −W⁺ b (where every logit is 0; the least-squares point when C > p); R (p, p − dim) = the
     eigenvectors of the uncentred-about-o covariance (1/N) Σ_i (h_i − o)(h_i − o)ᵀ beyond the top
-    `dim`; α = mean_train max_c l_c / mean_train ‖Rᵀ(h − o)‖. Higher = in-distribution. (M, p) → (M,).
+    `dim`; α = mean_train max_c l_c / mean_train ‖Rᵀ(h − o)‖. Higher = in-distribution.
+    (M, p) → (M,).
     dim: principal dimension, 1 ≤ dim < p; default p // 2 (256 for p = 512).
     Fitted: origin_ (p,), residual_basis_ (p, p − dim), alpha_ (float), dim_.
     Wang et al., "ViM: Out-of-distribution with virtual-logit matching", CVPR 2022.
@@ -322,7 +323,7 @@ DETECTORS = {"msp": MSP, "maxlogit": MaxLogit, "energy": Energy, "mahalanobis": 
 # Metrics: ID is the positive class -------------------------------------------------------------------
 
 def _scores(x, name: str) -> np.ndarray:
-    x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+    x = x.detach().cpu().double().numpy() if torch.is_tensor(x) else np.asarray(x)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array of scores, got shape {x.shape}")
     if not np.isfinite(x).all():

@@ -59,8 +59,9 @@ def naive_nc1(Sigma_W, Sigma_B, C):
 # ---- a perfect simplex ETF: every metric at its ideal 0 -------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_features_on_a_simplex_etf_are_fully_collapsed(dtype):
-    H, y, E = etf_features(dtype=dtype)
+@pytest.mark.parametrize("p", [8, 4])                                        # p = C − 1 = 4: the tightest fit
+def test_features_on_a_simplex_etf_are_fully_collapsed(dtype, p):
+    H, y, E = etf_features(C=5, p=p, dtype=dtype)
     out = nc_metrics(H, y, weight=E.to(dtype))                              # W = Mᵀ: rows = centred means
     assert set(out) == NC_KEYS | WEIGHT_KEYS and all(type(v) is float for v in out.values())
     for key, value in out.items():
