@@ -30,7 +30,7 @@ import torchvision
 
 from .config import Profile, data_dir, get_device, get_profile
 
-__all__ = ["ImageSet", "load", "for_profile", "download", "write_standin", "GpuLoader", "random_crop",
+__all__ = ["ImageSet", "load", "for_profile", "ood_sets", "noise_images", "download", "write_standin", "GpuLoader", "random_crop",
            "random_flip", "CIFAR100_MEAN", "CIFAR100_STD", "DATASETS"]
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)  # per-channel mean of the CIFAR-100 training images
@@ -168,6 +168,31 @@ def for_profile(name: str, profile: Profile | str | None = None) -> tuple[ImageS
     options = dict(download=profile.download, standin=profile.standin)
     return (load(name, "train", size=profile.train_size, **options),
             load(name, "test", size=profile.test_size, **options))
+
+
+def noise_images(kind: str, count: int, seed: int = 0) -> ImageSet:
+    """``count`` images of pure noise, a far-OOD sanity check: ``gaussian`` (pixels ~ N(0.5, 0.25²),
+    clipped to [0, 1]) or ``uniform`` (pixels ~ U[0, 1]), each channel independent."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (count, 3, 32, 32)
+    if kind == "gaussian":
+        pixels = (0.5 + 0.25 * torch.randn(shape, generator=generator)).clamp(0, 1)
+    elif kind == "uniform":
+        pixels = torch.rand(shape, generator=generator)
+    else:
+        raise ValueError(f"kind must be 'gaussian' or 'uniform', not {kind!r}.")
+    return ImageSet((pixels * 255).round().to(torch.uint8), torch.zeros(count, dtype=torch.int64), ["noise"],
+                    f"{kind}-noise/test")
+
+
+def ood_sets(profile: Profile | str | None = None) -> dict[str, ImageSet]:
+    """The OOD test sets of the course at the scale of ``profile``: CIFAR-10 (near OOD), SVHN (far OOD),
+    Gaussian and uniform noise. Offline, the smoke profile uses the stand-ins (held-out digits, photos)."""
+    profile = get_profile(profile)
+    options = dict(size=profile.test_size, download=profile.download, standin=profile.standin)
+    count = profile.test_size or 10_000
+    return {"cifar10": load("cifar10", "test", **options), "svhn": load("svhn", "test", **options),
+            "gaussian": noise_images("gaussian", count, seed=1), "uniform": noise_images("uniform", count, seed=2)}
 
 
 # ----------------------------------------------------------------------------------------------------

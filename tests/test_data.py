@@ -182,3 +182,21 @@ def test_imageset_checks_its_input():
         data.ImageSet(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long), ["a"], "x")
     with pytest.raises(ValueError, match="labels"):
         data.ImageSet(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), ["a"], "x")
+
+
+def test_noise_images_have_the_stated_distribution():
+    gaussian = data.noise_images("gaussian", 200, seed=0)
+    uniform = data.noise_images("uniform", 200, seed=0)
+    assert gaussian.images.shape == (200, 3, 32, 32) and gaussian.name == "gaussian-noise/test"
+    assert abs(gaussian.images.float().mean().item() / 255 - 0.5) < 0.01
+    assert 0.23 < gaussian.images.float().std().item() / 255 < 0.25               # clipping at ±2σ trims a little
+    assert abs(uniform.images.float().std().item() / 255 - 12 ** -0.5) < 0.01
+    assert torch.equal(data.noise_images("uniform", 5, seed=3).images, data.noise_images("uniform", 5, seed=3).images)
+    with pytest.raises(ValueError, match="gaussian"):
+        data.noise_images("pink", 3)
+
+
+def test_ood_sets_of_the_smoke_profile_are_offline():
+    sets = data.ood_sets("smoke")
+    assert list(sets) == ["cifar10", "svhn", "gaussian", "uniform"]
+    assert sets["cifar10"].standin and sets["svhn"].standin and len(sets["gaussian"]) == 1_000
