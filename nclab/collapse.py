@@ -26,7 +26,8 @@ import torch
 
 __all__ = ["nc_metrics", "class_means", "centred_means", "within_class_covariance",
            "between_class_covariance", "gram_of_means", "simplex_etf_gram", "simplex_etf",
-           "per_class_variability", "nc5"]
+           "per_class_variability", "nc5", "ncc_predictions", "variability_metrics", "report_metrics",
+           "over_training"]
 
 
 def _rows_per_block(device: torch.device) -> int:
@@ -242,6 +243,37 @@ def _top_eigenpairs(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return lam, M @ U / torch.sqrt(C * lam)                                         # (k,), (p, k)
 
 
+def _variability(H: torch.Tensor, y: torch.Tensor, means: torch.Tensor, M: torch.Tensor) -> dict[str, float]:
+    """nc1 = Tr(Σ_W Σ_B†)/C and nc1_trace_ratio = Tr(Σ_W)/Tr(Σ_B), from centred blocks of rows."""
+    (N, p), C = H.shape, M.shape[1]
+    lam, V = _top_eigenpairs(M, min(C - 1, p))                                      # Λ (k,), V (p, k)
+    P = (V / lam.sqrt()).to(H.dtype)                                                # Σ_B† = P Pᵀ (p, k)
+    tr_Sigma_W = tr_Sigma_W_pinv = 0.0                                              # Tr(Σ_W), Tr(Σ_W Σ_B†)
+    for _, Z in _centred_blocks(H, y, means, H.dtype):                             # h_i − μ_{y_i} (b, p)
+        tr_Sigma_W += (torch.linalg.vector_norm(Z, dim=1).double() ** 2).sum() / N
+        tr_Sigma_W_pinv += (torch.linalg.vector_norm(Z @ P, dim=1).double() ** 2).sum() / N
+    tr_Sigma_B = (M * M).sum() / C                                                  # Tr(M Mᵀ/C)
+    return {"nc1": (tr_Sigma_W_pinv / C).item(), "nc1_trace_ratio": (tr_Sigma_W / tr_Sigma_B).item()}
+
+
+def ncc_predictions(features, means) -> torch.Tensor:
+    """The nearest-class-centre classifier: argmin_c ‖h − μ_c‖ for each row of features (N, p) → (N,)."""
+    H = _features(features)
+    mu = _as_tensor(means, "means").to(device=H.device, dtype=H.dtype)              # (C, p)
+    return (H @ mu.T - 0.5 * (mu * mu).sum(dim=1)).argmax(dim=1)                    # −½‖h − μ_c‖² + ½‖h‖²
+
+
+def variability_metrics(features, labels, num_classes: int | None = None) -> dict[str, float]:
+    """NC1 at any feature dimension (a residual stage may have p < C − 1): ``nc1``, ``nc1_trace_ratio``
+    and ``ncc_accuracy``, the training accuracy of the nearest-class-centre classifier on these features."""
+    H, y, C = _checked(features, labels, num_classes)
+    means, _ = _class_means(H, y, C)
+    M, _ = centred_means(means)
+    out = _variability(H, y, means, M)
+    out["ncc_accuracy"] = (ncc_predictions(H, means) == y).double().mean().item()
+    return out
+
+
 def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None = None) -> dict[str, float]:
     """NC1–NC4 of SPEC §1 as a dict of plain floats (ideal value 0 for every key).
 
@@ -260,17 +292,11 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
     N, p = H.shape
     if p < C - 1:
         raise ValueError(f"features have p = {p} dimensions, fewer than C - 1 = {C - 1}: a {C}-class "
-                         "simplex ETF cannot exist in R^p, so the NC2 ETF quantities are undefined")
+                         "simplex ETF cannot exist in R^p, so the NC2 ETF quantities are undefined "
+                         "(variability_metrics gives NC1 at any p)")
     means, counts = _class_means(H, y, C)                                           # μ_c (C, p), N_c (C,)
     M, mu_G = centred_means(means)                                                  # (p, C), (p,)
-    lam, V = _top_eigenpairs(M, min(C - 1, p))                                      # Λ (k,), V (p, k)
-    P = (V / lam.sqrt()).to(H.dtype)                                                # Σ_B† = P Pᵀ (p, k)
-    tr_Sigma_W = tr_Sigma_W_pinv = 0.0                                              # Tr(Σ_W), Tr(Σ_W Σ_B†)
-    for _, Z in _centred_blocks(H, y, means, H.dtype):                             # h_i − μ_{y_i} (b, p)
-        tr_Sigma_W += (torch.linalg.vector_norm(Z, dim=1).double() ** 2).sum() / N
-        tr_Sigma_W_pinv += (torch.linalg.vector_norm(Z @ P, dim=1).double() ** 2).sum() / N
-    tr_Sigma_B = (M * M).sum() / C                                                  # Tr(M Mᵀ/C)
-    out = {"nc1": (tr_Sigma_W_pinv / C).item(), "nc1_trace_ratio": (tr_Sigma_W / tr_Sigma_B).item()}
+    out = _variability(H, y, means, M)
     norms = torch.linalg.vector_norm(M, dim=0)                                      # ‖μ_c − μ_G‖ (C,)
     out["nc2_equinorm_means"] = (norms.std() / norms.mean()).item()
     out["nc2_equiangular_means"], out["nc2_maxangle_means"] = _pair_stats(_cosine_gram(M.T))
@@ -295,9 +321,7 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
     out["nc3"] = (torch.linalg.matrix_norm(W.T / torch.linalg.matrix_norm(W) - M / torch.linalg.matrix_norm(M))
                   ** 2).item()
     logits = H @ W.T.to(H.dtype) + b.to(H.dtype)                                    # l = W h + b (N, C)
-    mu = means.to(H.dtype)                                                          # (C, p)
-    ncc_scores = H @ mu.T - 0.5 * (mu * mu).sum(dim=1)                              # −½‖h − μ_c‖² + ½‖h‖²
-    out["nc4_ncc_mismatch"] = (logits.argmax(dim=1) != ncc_scores.argmax(dim=1)).double().mean().item()
+    out["nc4_ncc_mismatch"] = (logits.argmax(dim=1) != ncc_predictions(H, means)).double().mean().item()
     return out
 
 
@@ -319,3 +343,65 @@ def nc5(id_features, id_labels, ood_features) -> float:
         raise ValueError("the mean OOD feature is zero: its cosine with the class means is undefined")
     cosines = _cosine_gram(torch.cat([means, mu_OOD[None]]))[:-1, -1]              # cos(μ_c, μ_OOD) (C,)
     return cosines.abs().mean().item()
+
+
+def report_metrics(features, labels, weight, bias=None) -> dict[str, float]:
+    """The quantities of the practical-work report's NC table (seed 002), each derived from SPEC §1.
+
+    ``tr(S_W)/tr(S_B)`` (= nc1_trace_ratio), ``||S_W||_F/||S_B||_F``, ``equinorm CoV`` (= nc2_equinorm_means),
+    ``||G - G_etf||_F/||G_etf||_F`` (G the cosine Gram of the centred means), the ``mean``/``std`` of its
+    off-diagonal cosines (ideal −1/(C−1) and 0), ``||W^T/||W|| - M/||M||||_F`` (the square root of nc3),
+    the ``mean``/``min`` of cos(w_c, μ_c − μ_G) (ideal 1), the ``NCC agreement`` (1 − nc4) and the
+    training accuracy of the network and of the NCC classifier.
+    """
+    H, y, C = _checked(features, labels)
+    metrics = nc_metrics(H, y, weight, bias)
+    means, _ = _class_means(H, y, C)
+    M, _ = centred_means(means)                                                     # (p, C)
+    Sigma_W = within_class_covariance(H, y, means)                                  # (p, p)
+    Sigma_B = between_class_covariance(means)                                       # (p, p)
+    G, G_etf = gram_of_means(means), simplex_etf_gram(C).to(H.device)              # (C, C)
+    off_diagonal = G[~torch.eye(C, dtype=torch.bool, device=G.device)]
+    W = _as_tensor(weight, "weight").to(device=H.device, dtype=torch.float64)       # (C, p)
+    b = torch.zeros(C) if bias is None else _as_tensor(bias, "bias")
+    cos_w_mu = torch.nn.functional.cosine_similarity(W, M.T, dim=1)                 # cos(w_c, μ_c − μ_G) (C,)
+    logits = H @ W.T.to(H.dtype) + b.to(device=H.device, dtype=H.dtype)
+    return {"tr(S_W)/tr(S_B)": metrics["nc1_trace_ratio"],
+            "||S_W||_F/||S_B||_F": (torch.linalg.matrix_norm(Sigma_W) / torch.linalg.matrix_norm(Sigma_B)).item(),
+            "equinorm CoV": metrics["nc2_equinorm_means"],
+            "||G - G_etf||_F/||G_etf||_F": (torch.linalg.matrix_norm(G - G_etf) / torch.linalg.matrix_norm(G_etf)).item(),
+            "off-diagonal cosine mean": off_diagonal.mean().item(),
+            "off-diagonal cosine std": off_diagonal.std().item(),
+            "||W^T/||W|| - M/||M||||_F": math.sqrt(metrics["nc3"]),
+            "cos(w_c, mu_c - mu_G) mean": cos_w_mu.mean().item(),
+            "cos(w_c, mu_c - mu_G) min": cos_w_mu.min().item(),
+            "NCC agreement": 1 - metrics["nc4_ncc_mismatch"],
+            "train accuracy (network)": (logits.argmax(1) == y).double().mean().item(),
+            "train accuracy (NCC)": (ncc_predictions(H, means) == y).double().mean().item()}
+
+
+def over_training(runs: dict, datasets: dict, stages: bool = False):
+    """NC metrics of every saved epoch of every run: a long pandas DataFrame.
+
+    runs: {"A": Run, …} from ``nclab.train.load_or_train``; datasets: {"train": ImageSet, "test": …}.
+    One row per (run, epoch, split) with the accuracy and every ``nc_metrics`` key (weights = the head
+    at that epoch; the class means of *that split*). With ``stages``, one row per residual stage too
+    (column ``stage``; "layer4" are the penultimate features) with ``variability_metrics``.
+    Features are extracted once per snapshot and cached in the run's folder.
+    """
+    import pandas as pd
+
+    from .features import cached_features
+
+    rows = []
+    for name, run in runs.items():
+        for epoch in sorted(run.snapshots):
+            model = run.load_snapshot(epoch)
+            W, b = model.fc.weight.detach(), model.fc.bias.detach()
+            for split, data in datasets.items():
+                fs = cached_features(model, data, run.run_dir, stages=stages)
+                row = {"run": name, "epoch": epoch, "split": split, "accuracy": fs.accuracy}
+                rows.append({**row, "stage": "output", **nc_metrics(fs.features, fs.labels, W, b)})
+                for stage, H in fs.stages.items():
+                    rows.append({**row, "stage": stage, **variability_metrics(H, fs.labels)})
+    return pd.DataFrame(rows)

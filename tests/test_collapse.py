@@ -343,3 +343,50 @@ def test_simplex_etf_gram_by_hand_and_too_few_dimensions():
     assert torch.allclose(simplex_etf_gram(3), f64([[1, -.5, -.5], [-.5, 1, -.5], [-.5, -.5, 1]]))
     with pytest.raises(ValueError, match="p >= C - 1"):
         simplex_etf(10, 8)
+
+
+# --- layer-wise NC1, the report's table, NC over training -----------------------------------------------
+
+def test_ncc_predictions_by_hand():
+    means = f64([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    h = f64([[0.5, 0.5], [3.0, 1.0], [1.0, 3.5], [2.1, 0.0]])
+    from nclab.collapse import ncc_predictions
+    assert ncc_predictions(h, means).tolist() == [0, 1, 2, 1]
+
+
+def test_variability_metrics_work_below_c_minus_1_dimensions():
+    from nclab.collapse import variability_metrics
+    features, labels = random_features(C=6, p=3)                              # p = 3 < C − 1 = 5
+    with pytest.raises(ValueError, match="variability_metrics"):
+        nc_metrics(features, labels)
+    out = variability_metrics(features, labels)
+    Sigma_W, Sigma_B, _ = naive_pieces(features, labels)
+    assert out["nc1_trace_ratio"] == pytest.approx(np.trace(Sigma_W) / np.trace(Sigma_B), rel=1e-9)
+    assert out["nc1"] == pytest.approx(naive_nc1(Sigma_W, Sigma_B, 6), rel=1e-6)
+    assert 0 < out["ncc_accuracy"] <= 1
+    collapsed = variability_metrics(*etf_features(C=5, p=8)[:2])
+    assert collapsed["nc1"] == pytest.approx(0, abs=1e-12) and collapsed["ncc_accuracy"] == 1
+
+
+def test_report_metrics_on_a_perfect_simplex_etf():
+    from nclab.collapse import report_metrics
+    features, labels, E = etf_features(C=5, p=8)
+    M, _ = centred_means(class_means(features, labels)[0])
+    table = report_metrics(features, labels, 3 * M.T)                          # W ∝ Mᵀ: self-dual
+    assert table["tr(S_W)/tr(S_B)"] == pytest.approx(0, abs=1e-12)
+    assert table["||S_W||_F/||S_B||_F"] == pytest.approx(0, abs=1e-12)
+    assert table["||G - G_etf||_F/||G_etf||_F"] == pytest.approx(0, abs=1e-9)
+    assert table["off-diagonal cosine mean"] == pytest.approx(-1 / 4) and table["off-diagonal cosine std"] < 1e-9
+    assert table["||W^T/||W|| - M/||M||||_F"] == pytest.approx(0, abs=1e-7)
+    assert table["cos(w_c, mu_c - mu_G) min"] == pytest.approx(1)
+    assert table["NCC agreement"] == 1 and table["train accuracy (network)"] == 1
+    assert table["train accuracy (NCC)"] == 1
+
+
+def test_report_frobenius_ratio_by_naive_formula():
+    from nclab.collapse import report_metrics
+    features, labels = random_features(C=4, p=6)
+    W = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    Sigma_W, Sigma_B, _ = naive_pieces(features, labels)
+    ratio = report_metrics(features, labels, W)["||S_W||_F/||S_B||_F"]
+    assert ratio == pytest.approx(np.linalg.norm(Sigma_W) / np.linalg.norm(Sigma_B), rel=1e-9)
