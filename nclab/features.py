@@ -91,12 +91,14 @@ def cached_features(model: CifarResNet, data: ImageSet, cache: str | Path, *, ba
     """
     tag = f"{data.name.replace('/', '-')}-{'standin' if data.standin else 'real'}-{len(data)}"
     path = Path(cache) / "features" / f"{tag}-{_weights_digest(model)}{'-stages' if stages else ''}.pt"
-    if path.exists():
-        try:
-            state = load_checkpoint(path, keys=FIELDS)
-            return FeatureSet(*(state[key] for key in FIELDS))
-        except CheckpointError as error:
-            print(f"{error}\n→ recomputing the features (a cache file is safe to replace).")
+    with_stages = path.with_name(path.stem.removesuffix("-stages") + "-stages.pt")  # a superset: serves both
+    for candidate in dict.fromkeys([path, with_stages]):
+        if candidate.exists():
+            try:
+                state = load_checkpoint(candidate, keys=FIELDS)
+                return FeatureSet(*(state[key] for key in FIELDS[:3]), state["stages"] if stages else {})
+            except CheckpointError as error:
+                print(f"{error}\n→ recomputing the features (a cache file is safe to replace).")
     device = next(model.parameters()).device
     loader = GpuLoader(data, batch_size, shuffle=False, augment=False, drop_last=False, device=device)
     result = extract_features(model, loader, stages=stages)

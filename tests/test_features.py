@@ -76,3 +76,10 @@ def test_damaged_cache_file_is_recomputed(tiny_model, small_train, tmp_path):
     cache_file.write_bytes(b"garbage")
     again = features.cached_features(tiny_model, small_train, tmp_path)
     assert torch.equal(first.features, again.features)
+
+
+def test_features_cached_with_stages_serve_a_request_without(tiny_model, small_train, tmp_path, monkeypatch):
+    full = features.cached_features(tiny_model, small_train, tmp_path, stages=True)
+    monkeypatch.setattr(features, "extract_features", lambda *a, **k: pytest.fail("should come from the cache"))
+    plain = features.cached_features(tiny_model, small_train, tmp_path)
+    assert torch.equal(plain.features, full.features) and plain.stages == {}
