@@ -1,6 +1,7 @@
-# nclab — the two commands of the README:
+# nclab — the commands of the README:
 #   make book   build the course site into _build/html, executing every notebook (smoke profile by default)
-#   make test   unit tests + nbval on every notebook (smoke profile)
+#   make test   unit tests + nbval on every notebook (smoke profile); fails if student/ is stale
+#   make student  write the student versions of notebooks/ into student/ (solutions removed)
 # Both create .venv from requirements.txt first when it is missing or out of date.
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 export NCLAB_PROFILE ?= smoke
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all book test venv benchmark clean
+.PHONY: all book test student venv benchmark clean
 
 all: book
 
@@ -29,6 +30,9 @@ book: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+student: venv
+	$(BIN)/python -m nclab student
 
 benchmark: venv
 	$(BIN)/python benchmarks/train_throughput.py

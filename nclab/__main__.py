@@ -1,0 +1,59 @@
+"""The command line: ``nclab student`` and ``nclab grade`` (or ``python -m nclab …``).
+
+    nclab student [--notebooks notebooks] [--out student] [--check]
+    nclab grade SUBMISSIONS_DIR NOTEBOOK [--out scores.csv] [--timeout 120] [--total-timeout 600] [--only-exercises]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit status (non-zero on an error, with the reason on stderr)."""
+    parser = argparse.ArgumentParser(prog="nclab", description="Course tools of nclab.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    student = commands.add_parser("student", help="write the student versions of the instructor notebooks")
+    student.add_argument("--notebooks", default="notebooks", help="folder of instructor notebooks (default: notebooks)")
+    student.add_argument("--out", default="student", help="folder of student versions (default: student)")
+    student.add_argument("--check", action="store_true", help="write nothing; fail if OUT is not up to date")
+
+    grade = commands.add_parser("grade", help="execute and grade submitted notebooks, write a CSV")
+    grade.add_argument("submissions", help="folder of submissions, one STUDENT_ID.ipynb per student")
+    grade.add_argument("notebook", help="the assignment, e.g. 01_train_resnet18_cifar100.ipynb (or its path)")
+    grade.add_argument("--out", default="scores.csv", help="CSV to write; the histogram goes beside it as .png")
+    grade.add_argument("--timeout", type=float, default=120, help="seconds per cell before it is interrupted")
+    grade.add_argument("--total-timeout", type=float, default=600, help="seconds per submission in all")
+    grade.add_argument("--only-exercises", action="store_true",
+                       help="run cells up to the last exercise only (faster: skips notebook 01's training)")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "student":
+            from .student import stale_student_versions, write_student_versions
+
+            if args.check:
+                stale = stale_student_versions(args.notebooks, args.out)
+                if stale:
+                    print(f"nclab student: {args.out}/ is out of date ({', '.join(stale)}): run `make student`.",
+                          file=sys.stderr)
+                    return 1
+                print(f"{args.out}/ is up to date.")
+            else:
+                for path in write_student_versions(args.notebooks, args.out):
+                    print(f"wrote {path}")
+        else:
+            from .grade import grade as grade_all
+
+            grade_all(args.submissions, args.notebook, args.out, timeout=args.timeout,
+                      total_timeout=args.total_timeout, only_exercises=args.only_exercises)
+    except (ValueError, OSError) as error:  # SolutionLeak is a ValueError: it names the notebook and cell
+        print(f"nclab {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

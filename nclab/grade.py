@@ -1,0 +1,346 @@
+"""Grading: run each submitted notebook in a fresh kernel, check its answers, one CSV row per student.
+
+``grade(submissions_dir, notebook, out)`` executes every ``*.ipynb`` of ``submissions_dir`` (the student
+id is the file name) with nbclient: a per-cell time limit interrupts a hung cell, errors do not stop the
+run, so every exercise still counts. After the student's cells the grader appends one cell of its own: it
+loads a *fresh copy* of the grader's nclab from its files (a student who overwrote ``nclab.exercises`` or
+``nclab.data`` in the kernel changed only the kernel's copy), checks each answer found under its global
+name, and prints one JSON line tagged with a random nonce made for this submission. Only that line, in
+that cell's output, is read; a second tagged line means tampering. Points come from :data:`POINTS`, on
+the grader's side, so a submission cannot award itself more than the maximum.
+
+Limits: this defeats overwritten checks, fake result lines, deleted and reordered cells, hangs and
+crashes, not a student who attacks the grader's own code in the kernel (patching torch, or the stack
+frames of the grading cell): like nbgrader, it runs student code without a sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import signal
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+from jupyter_core.utils import run_sync
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from . import exercises
+
+__all__ = ["POINTS", "questions_for", "grade", "grade_submission", "run_checks", "read_scores", "summarize"]
+
+POINTS = {          # the only place points are defined; a question's name starts with its notebook's number
+    "01_flip": 1,
+    "01_crop": 2,
+    "01_stem": 2,
+    "01_schedule": 2,
+    "02_nc1": 2,
+    "02_ncc": 1,
+    "02_etf_gram": 1,
+    "03_energy": 1,
+    "03_covariance": 2,
+    "03_fpr95": 2,
+    "04_nc5": 2,
+    "04_pca": 2,
+    "04_neco": 1,
+}
+
+RESULT_TAG = "nclab-grade-result"
+TIMEOUT_ENAME = "CellTimeout"           # the error the grader records for a cell it had to interrupt
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def questions_for(notebook: str | Path) -> list[str]:
+    """The graded questions of ``notebook`` (a file name or path, e.g. ``01_train_resnet18_cifar100.ipynb``)."""
+    number = Path(notebook).name.split("_")[0]
+    questions = [name for name in POINTS if name.split("_")[0] == number]
+    if not questions:
+        raise ValueError(f"No graded exercises for {Path(notebook).name!r}: POINTS in nclab/grade.py has "
+                         f"{sorted(POINTS)}.")
+    return questions
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inside the student's kernel: the grading step
+
+
+class CheckTimeout(BaseException):
+    """A check ran past its time limit (BaseException: a student's ``except Exception`` cannot swallow it)."""
+
+
+@contextmanager
+def _time_limit(seconds: float):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def stop(signum, frame):
+        raise CheckTimeout()
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_checks(namespace: dict, questions: list[str], seconds_per_check: float = 20.0) -> dict[str, dict]:
+    """{question: {"passed": bool, "message": str}} for the answers found in ``namespace`` (the kernel's
+    globals). A missing answer, a crash, an endless loop or an interrupt fails that question only."""
+    report = {}
+    for name in questions:
+        answer = exercises.EXERCISES[name].answer
+        if answer not in namespace:
+            report[name] = {"passed": False, "message": f"answer `{answer}` not defined (cell deleted?)"}
+            continue
+        try:
+            with _time_limit(seconds_per_check):
+                result = exercises.run_check(name, namespace[answer])
+            report[name] = {"passed": result.passed, "message": result.message}
+        except CheckTimeout:
+            report[name] = {"passed": False, "message": f"`{answer}` did not return within {seconds_per_check:g} s "
+                                                        f"(an endless loop?)"}
+        except BaseException as error:  # KeyboardInterrupt, SystemExit from the student's code
+            report[name] = {"passed": False, "message": f"checking `{answer}` was stopped by {type(error).__name__}"}
+    return report
+
+
+def grading_cell(questions: list[str], nonce: str, seconds_per_check: float) -> str:
+    """The source of the cell the grader appends: fresh nclab copy → run_checks → one tagged JSON line."""
+    package = f"_nclab_grader_{nonce}"
+    return f"""\
+# Added by the nclab grader: checks the answers with a fresh copy of the grader's nclab.
+def _nclab_grade():
+    import importlib, importlib.util, json, sys
+    spec = importlib.util.spec_from_file_location({package!r}, {str(_PACKAGE / "__init__.py")!r},
+                                                  submodule_search_locations=[{str(_PACKAGE)!r}])
+    sys.modules[{package!r}] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules[{package!r}])
+    grade = importlib.import_module({package + ".grade"!r})
+    report = grade.run_checks(globals(), {questions!r}, {seconds_per_check!r})
+    sys.stdout.write({f"{RESULT_TAG} {nonce} "!r} + json.dumps(report) + "\\n")
+    sys.stdout.flush()
+_nclab_grade()
+"""
+
+
+# ----------------------------------------------------------------------------------------------------
+# In the grader: one submission
+
+
+def _first_line(text: str, length: int = 100) -> str:
+    line = (str(text).strip().splitlines() or [""])[0]
+    return line if len(line) <= length else line[:length - 1] + "…"
+
+
+def _load(path: Path) -> tuple[nbformat.NotebookNode | None, str, str]:
+    """(notebook rebuilt from the submission's cell sources, status, problem); None if not gradable."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        return None, "empty", "the file is empty"
+    try:
+        cells = []
+        for cell in nbformat.reads(raw.decode("utf-8"), as_version=4).cells:
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            if not isinstance(source, str):
+                raise TypeError(f"a cell's source is {type(source).__name__}, not text")
+            cells.append(new_code_cell(source) if cell["cell_type"] == "code" else new_markdown_cell(source))
+    except Exception as error:  # not UTF-8, not JSON, not a notebook
+        return None, "invalid-notebook", f"not a valid notebook: {type(error).__name__}: {_first_line(error)}"
+    if not any(cell.cell_type == "code" and cell.source.strip() for cell in cells):
+        return None, "empty", "the notebook has no code"
+    return new_notebook(cells=cells), "ok", ""
+
+
+def _through_last_exercise(notebook: nbformat.NotebookNode, questions: list[str]) -> None:
+    """Drop the cells after the last one that defines an answer (they cannot change the points)."""
+    names = "|".join(re.escape(exercises.EXERCISES[q].answer) for q in questions)
+    defines = re.compile(rf"^\s*(def\s+({names})\b|({names})\s*=)", re.M)
+    last = max((i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and defines.search(cell.source)),
+               default=len(notebook.cells) - 1)
+    del notebook.cells[last + 1:]
+
+
+def _errors(notebook: nbformat.NotebookNode, timed_out: set[int], timeout: float) -> list[str]:
+    errors = []
+    for index, cell in enumerate(notebook.cells):
+        where = "grading step" if index == len(notebook.cells) - 1 else f"cell {index + 1} `{_first_line(cell.source, 30)}`"
+        if index in timed_out:
+            errors.append(f"{where}: interrupted after {timeout:g} s")
+            continue
+        for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                errors.append(f"{where}: {output.ename}: {_first_line(output.evalue, 80)}")
+    return errors
+
+
+def _read_report(outputs: list, nonce: str, questions: list[str]) -> tuple[dict | None, str]:
+    """({question: (passed, message)}, "") from the grading cell's outputs, or (None, what went wrong)."""
+    prefix = f"{RESULT_TAG} {nonce} "
+    lines = [line for output in outputs if output.output_type == "stream"
+             for line in output.text.splitlines() if line.startswith(prefix)]
+    if len(lines) != 1:
+        return None, "tampered" if lines else "ungraded"
+    try:
+        report = json.loads(lines[0][len(prefix):])
+        entries = {q: report.get(q) if isinstance(report.get(q), dict) else {} for q in questions}
+    except (ValueError, AttributeError):
+        return None, "ungraded"
+    return {q: (entry.get("passed") is True, _first_line(entry.get("message", ""), 400))
+            for q, entry in entries.items()}, ""
+
+
+def grade_submission(path: str | Path, questions: list[str], *, timeout: float = 120, total_timeout: float = 600,
+                     seconds_per_check: float = 20, only_exercises: bool = False, env: dict | None = None) -> dict:
+    """One CSV row for the submission at ``path``: student, status, errors, points and feedback per
+    question, total, max, seconds. Never raises because of the submission.
+
+    status: ok, errors (a cell raised), timeout (a cell was interrupted, or the run passed
+    ``total_timeout``), kernel-died, invalid-notebook, empty, ungraded (no result from the grading
+    step), tampered (a forged result line), grader-error.
+    """
+    path, began = Path(path), time.perf_counter()
+    nonce, report = secrets.token_hex(16), None
+    notebook, status, problem = _load(path)
+    if notebook is not None:
+        if only_exercises:
+            _through_last_exercise(notebook, questions)
+        notebook.cells.append(new_code_cell(grading_cell(questions, nonce, seconds_per_check)))
+        try:
+            status, errors, report = _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_check, env)
+        except Exception as error:  # a failure of the grader itself: keep grading the others
+            status, errors = "grader-error", [f"{type(error).__name__}: {_first_line(error)}"]
+        problem = "; ".join(errors[:5]) + (f"; … {len(errors) - 5} more" if len(errors) > 5 else "")
+    row = {"student": path.stem, "status": status, "errors": problem}
+    not_graded = f"not graded ({status}): see the errors column"
+    for q in questions:
+        passed, message = report[q] if report else (False, not_graded)
+        row[f"{q}_points"] = POINTS[q] if passed else 0
+        row[f"{q}_feedback"] = message
+    row["total"] = sum(row[f"{q}_points"] for q in questions)
+    row["max"] = sum(POINTS[q] for q in questions)
+    row["seconds"] = round(time.perf_counter() - began, 1)
+    return row
+
+
+def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_check, env):
+    """Run ``notebook`` (its last cell the grading cell); return (status, errors, report or None)."""
+    grading_id, timed_out = notebook.cells[-1].id, set()
+    grading_timeout = len(questions) * seconds_per_check + 60
+
+    def on_executed(cell, cell_index, execute_reply):
+        if (execute_reply or {}).get("content", {}).get("ename") == TIMEOUT_ENAME:
+            timed_out.add(cell_index)
+
+    with tempfile.TemporaryDirectory(prefix="nclab-grade-") as workdir:
+        client = NotebookClient(
+            notebook, kernel_name="python3", allow_errors=True, record_timing=False, shutdown_kernel="immediate",
+            timeout=timeout, timeout_func=lambda cell: grading_timeout if cell.get("id") == grading_id else timeout,
+            interrupt_on_timeout=True, on_cell_executed=on_executed, resources={"metadata": {"path": workdir}},
+            error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": f"interrupted after {timeout:g} s", "traceback": []})
+
+        async def execute() -> bool:
+            """Run the notebook; False if it passed ``total_timeout`` (the kernel is then killed)."""
+            task = asyncio.ensure_future(client.async_execute(env=env or kernel_environment()))
+            try:
+                finished, _ = await asyncio.wait({task}, timeout=total_timeout)
+                if finished:
+                    task.result()                           # raises DeadKernelError if the kernel died
+                    return True
+                task.cancel()                               # nbclient reports the cancel as a dead kernel
+                await asyncio.wait({task})
+                if not task.cancelled():
+                    task.exception()                        # retrieved: no "never retrieved" warning
+                return False
+            finally:
+                if client.km is not None and await client.km.is_alive():
+                    await client.km.shutdown_kernel(now=True)
+
+        try:
+            if not run_sync(execute)():
+                return "timeout", [f"the notebook did not finish within {total_timeout:g} s (a cell ignored the interrupt?)"], None
+        except DeadKernelError:
+            return "kernel-died", ["the kernel died (os._exit, a crash, or out of memory)"], None
+    errors = _errors(notebook, timed_out, timeout)
+    status = "timeout" if timed_out else "errors" if errors else "ok"
+    report, problem = _read_report(notebook.cells[-1].outputs, nonce, questions)
+    if problem == "tampered":
+        errors.insert(0, "more than one grading result line: forged output")
+    elif problem:
+        errors.insert(0, "the grading step printed no result")
+    return problem or status, errors, report
+
+
+# ----------------------------------------------------------------------------------------------------
+# All submissions: the CSV and the instructor's summary
+
+
+def grade(submissions: str | Path, notebook: str | Path, out: str | Path = "scores.csv", *, timeout: float = 120,
+          total_timeout: float = 600, only_exercises: bool = False, progress=print) -> pd.DataFrame:
+    """Grade every ``*.ipynb`` in ``submissions`` for ``notebook``; write ``out`` (CSV) and, beside it, a
+    histogram of the totals (``out`` with suffix .png); return the table.
+
+    Kernels get :func:`kernel_environment`: the smoke profile unless the caller's environment says otherwise.
+    """
+    questions = questions_for(notebook)
+    paths = sorted(Path(submissions).glob("*.ipynb"))
+    if not paths:
+        raise FileNotFoundError(f"No submissions (*.ipynb) in {submissions}.")
+    env = kernel_environment()
+    rows = []
+    for path in paths:
+        rows.append(grade_submission(path, questions, timeout=timeout, total_timeout=total_timeout,
+                                     only_exercises=only_exercises, env=env))
+        row = rows[-1]
+        progress(f"{row['student']}: {row['status']}, {row['total']}/{row['max']} points ({row['seconds']:.0f} s)")
+    frame = pd.DataFrame(rows)
+    out = Path(out)
+    frame.to_csv(out, index=False)
+    progress(summarize(frame, questions, out.with_suffix(".png")))
+    progress(f"wrote {out} and {out.with_suffix('.png')}")
+    return frame
+
+
+def kernel_environment() -> dict[str, str]:
+    """The kernels' environment: the caller's, with ``NCLAB_PROFILE=smoke`` unless it is set."""
+    return {**os.environ, "NCLAB_PROFILE": os.environ.get("NCLAB_PROFILE") or "smoke"}
+
+
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """The table written by :func:`grade`, read back as written (student ids and empty texts kept as text)."""
+    return pd.read_csv(path, dtype={"student": str}, keep_default_na=False)
+
+
+def summarize(frame: pd.DataFrame, questions: list[str], figure_path: str | Path) -> str:
+    """The instructor's summary: statuses, mean points per question; saves a histogram of the totals."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    maximum = sum(POINTS[q] for q in questions)
+    lines = [f"{len(frame)} submissions, {frame['seconds'].mean():.1f} s each on average: "
+             + ", ".join(f"{status} {count}" for status, count in frame["status"].value_counts().items())]
+    for q in questions + ["total"]:
+        most = POINTS.get(q, maximum)
+        points = frame[f"{q}_points" if q in POINTS else q]
+        lines.append(f"  {q:<14} mean {points.mean():5.2f} / {most}   full marks {(points == most).mean():4.0%}")
+    figure = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = figure.subplots()
+    ax.hist(frame["total"], bins=np.arange(maximum + 2) - 0.5, rwidth=0.9)
+    ax.set(xlabel=f"total points (of {maximum})", ylabel="students", xticks=range(maximum + 1),
+           title=f"{len(frame)} submissions: mean {frame['total'].mean():.2f}")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.savefig(figure_path, dpi=120)
+    return "\n".join(lines)

@@ -1,0 +1,137 @@
+"""The checks students see: the solutions pass, typical mistakes get a specific ❌, nothing raises."""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nclab import data, exercises
+from nclab.exercises import NOT_ANSWERED, check, run_check
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _not_implemented(*args, **kwargs):
+    raise NotImplementedError()
+
+
+# --- reference answers and typical mistakes ------------------------------------------------------------
+
+def flip(images, flips):
+    return torch.where(flips[:, None, None, None], images.flip(-1), images)
+
+
+def crop(images, shifts, padding=4):
+    B, C, H, W = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    rows, cols = shifts[:, :1] + torch.arange(H), shifts[:, 1:] + torch.arange(W)
+    return padded[torch.arange(B)[:, None, None, None], torch.arange(C)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def stem(width):
+    return nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+
+
+def schedule(step, total_steps, gamma=0.1):
+    return gamma ** sum(step >= m for m in (total_steps // 3, 2 * total_steps // 3))
+
+
+RIGHT = {"01_flip": flip, "01_crop": crop, "01_stem": stem, "01_schedule": schedule}
+
+MISTAKES = {  # (exercise, typical wrong answer, what the message must say)
+    "vertical flip": ("01_flip", lambda x, f: torch.where(f[:, None, None, None], x.flip(-2), x), "top–bottom"),
+    "flip all": ("01_flip", lambda x, f: x.flip(-1), "every image is flipped"),
+    "flip to float": ("01_flip", lambda x, f: flip(x, f).float(), "torch.float32, expected torch.uint8"),
+    "flip in place": ("01_flip", lambda x, f: x.copy_(flip(x, f)), "in place"),
+    "crop swapped": ("01_crop", lambda x, s: crop(x, s.flip(1)), "rows and columns are swapped"),
+    "crop wrong way": ("01_crop", lambda x, s: crop(x, 8 - s), "moves the wrong way"),
+    "crop by roll": ("01_crop", lambda x, s: torch.stack([i.roll((4 - int(r), 4 - int(c)), (-2, -1))
+                                                           for i, (r, c) in zip(x, s)]), "wrap around"),
+    "crop padded size": ("01_crop", lambda x, s: F.pad(x, (4,) * 4), "the padded size"),
+    "crop loop of 32": ("01_crop", lambda x, s: torch.stack([F.pad(i, (4,) * 4)[:, r:r + 32, c:c + 32]
+                                                              for i, (r, c) in zip(x, s.tolist())]),
+                        "hand case: the 3×3 image [[1, 2, 3], [4, 5, 6], [7, 8, 9]] at shifts (4, 4), (3, 4), (5, 5), "
+                        "(0, 0): your code raised RuntimeError"),
+    "stride 2 stem": ("01_stem", lambda w: nn.Conv2d(3, w, 3, stride=2, padding=1, bias=False), "stride is (2, 2)"),
+    "ImageNet stem": ("01_stem", lambda w: nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False), "kernel_size is (7, 7)"),
+    "no padding": ("01_stem", lambda w: nn.Conv2d(3, w, 3, bias=False), "padding is (0, 0)"),
+    "stem bias": ("01_stem", lambda w: nn.Conv2d(3, w, 3, padding=1), "has a bias"),
+    "fixed width": ("01_stem", lambda w: nn.Conv2d(3, 16, 3, padding=1, bias=False), "cifar_stem_layer(24).out_channels is 16"),
+    "a layer, not a function": ("01_stem", stem(16), "define a function"),
+    "decays a step late": ("01_schedule", lambda t, T, g=0.1: g ** sum(t > m for m in (T // 3, 2 * T // 3)),
+                           "your factor changes at steps [11, 21]; it should drop at steps [10, 20]"),
+    "ignores gamma": ("01_schedule", lambda t, T, g=0.1: schedule(t, T), "use the `gamma` argument"),
+    "starts low": ("01_schedule", lambda t, T, g=0.1: 0.1 * schedule(t, T, g), "f(0) = 1"),
+    "returns text": ("01_schedule", lambda t, T, g=0.1: "0.1", "returned a str"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RIGHT))
+def test_right_answer_passes(name, capsys):
+    result = check(name, RIGHT[name])
+    assert result.passed and result.name == name
+    assert capsys.readouterr().out == f"✅ {name}: {result.message}\n"
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_typical_mistake_gets_a_specific_message(mistake):
+    name, answer, expected = MISTAKES[mistake]
+    result = run_check(name, answer)
+    assert not result.passed
+    assert expected in result.message, result.message
+
+
+def test_hand_case_message_shows_the_expected_values():
+    result = run_check("01_flip", lambda x, f: torch.where(f[:, None, None, None], x.roll(1, -1), x))
+    assert "expected [[[[2, 1, 0], [5, 4, 3]]], [[[6, 7, 8], [9, 10, 11]]]], got [[[[2, 0, 1]" in result.message
+
+
+@pytest.mark.parametrize("name", sorted(exercises.EXERCISES))
+def test_not_implemented_and_missing_answers_say_not_answered_yet(name, capsys):
+    assert check(name, _not_implemented) == exercises.Result(name, False, NOT_ANSWERED)
+    assert capsys.readouterr().out.startswith(f"❌ {name}: not answered yet (it raises NotImplementedError)")
+    assert run_check(name, None).message.startswith("not answered yet")
+
+
+@pytest.mark.parametrize("name", sorted(exercises.EXERCISES))
+def test_a_crashing_answer_is_reported_not_raised(name):
+    def crash(*args):
+        raise ZeroDivisionError("division by zero")
+
+    result = run_check(name, crash)
+    assert not result.passed and "raised ZeroDivisionError: division by zero" in result.message
+
+
+def test_unknown_exercise_names_the_known_ones():
+    with pytest.raises(KeyError, match="01_flip"):
+        check("01_nothing", flip)
+
+
+def test_checks_compare_with_the_package_on_random_inputs():
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    shifts, flips = torch.randint(0, 9, (5, 2)), torch.rand(5) < 0.5
+    assert torch.equal(crop(images, shifts), data.random_crop(images, shifts))
+    assert torch.equal(flip(images, flips), data.random_flip(images, flips))
+
+
+def test_every_check_function_is_documented():
+    for name, exercise in exercises.EXERCISES.items():
+        assert exercise.check.__doc__.startswith(f"{name}: ``{exercise.answer}("), name
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
+def test_each_exercise_is_checked_once_in_its_notebook_and_its_answer_never_reassigned(path):
+    """A later cell reusing an answer's name would overwrite the student's answer before grading."""
+    sources = [cell.source for cell in nbformat.read(path, 4).cells if cell.cell_type == "code"]
+    number = path.name.split("_")[0]
+    for name, exercise in exercises.EXERCISES.items():
+        if name.startswith(f"{number}_"):
+            calls = [s for s in sources if f'check("{name}", {exercise.answer})' in s]
+            assert len(calls) == 1, f"{path.name} should call check({name!r}, {exercise.answer}) once"
+            binds = re.compile(rf"(^\s*def\s+{exercise.answer}\b|\b{exercise.answer}\s*=[^=]|for\s+{exercise.answer}\b)", re.M)
+            assert sum(len(binds.findall(s)) for s in sources) == 1, f"{exercise.answer} is bound more than once"

@@ -1,0 +1,225 @@
+"""The grader on real submission files: a solved and an untouched notebook, deleted and reordered cells,
+a student who overwrites the checks or forges result lines, a dying kernel, hung cells, broken files.
+
+One session-scoped run of ``python -m nclab grade`` grades most of them (``--only-exercises``: notebook
+01's training cannot change the points); the hangs run alone with short time limits.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+from torch import nn
+
+from nclab import exercises, grade
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTRUCTOR_01 = ROOT / "notebooks" / "01_train_resnet18_cifar100.ipynb"
+STUDENT_01 = ROOT / "student" / "01_train_resnet18_cifar100.ipynb"
+
+QUESTIONS = ["01_flip", "01_crop", "01_stem", "01_schedule"]
+IMPORTS = "import torch\nimport torch.nn.functional as F\nfrom torch import nn\nfrom nclab.exercises import check"
+
+
+def _exercise_cells(notebook):
+    return [cell for cell in notebook.cells if cell.cell_type == "code" and 'check("01_' in cell.source]
+
+
+def _cell_defining(notebook, answer):
+    return next(i for i, cell in enumerate(notebook.cells) if f"def {answer}(" in cell.source)
+
+
+def _minimal(notebook, before=(), after=()):
+    """A short submission: the imports, the cells ``before``, the exercise cells of ``notebook``, ``after``."""
+    return new_notebook(cells=[new_code_cell(IMPORTS), *map(new_code_cell, before), *_exercise_cells(notebook),
+                               *map(new_code_cell, after)])
+
+
+CHEAT = """
+import nclab.data, nclab.exercises as ex, nclab.grade
+
+def random_flip_student(images, flips):                  # wrong: top-bottom
+    return torch.where(flips[:, None, None, None], images.flip(-2), images)
+
+nclab.data.random_flip = random_flip_student             # the kernel's reference now agrees with it
+for exercise in list(ex.EXERCISES.values()):
+    object.__setattr__(exercise, "check", lambda answer: (True, "perfect"))
+ex.run_check = lambda name, answer: ex.Result(name, True, "perfect")
+ex.check = ex.run_check
+nclab.grade.POINTS.update({name: 100 for name in nclab.grade.POINTS})
+nclab.grade.run_checks = lambda *args, **kwargs: {q: {"passed": True, "message": "perfect"} for q in nclab.grade.POINTS}
+print('nclab-grade-result 0123456789abcdef0123456789abcdef {"01_flip": {"passed": true, "message": "fake"}}')
+"""
+
+FORGE = """
+import json, re
+
+def forge(info):  # runs before every cell, the grader's too: copies its nonce into a forged line
+    for nonce in re.findall(r"nclab-grade-result ([0-9a-f]{32})", info.raw_cell):
+        print(f"nclab-grade-result {nonce} " + json.dumps({q: {"passed": True, "message": "forged"}
+                                                          for q in ["01_flip", "01_crop", "01_stem", "01_schedule"]}))
+
+get_ipython().events.register("pre_run_cell", forge)
+"""
+
+
+def _submissions(folder):
+    instructor, student = nbformat.read(INSTRUCTOR_01, 4), nbformat.read(STUDENT_01, 4)
+    moved = nbformat.read(INSTRUCTOR_01, 4)                       # stem cell first, crop cell deleted
+    stem = moved.cells.pop(_cell_defining(moved, "cifar_stem_layer"))
+    del moved.cells[_cell_defining(moved, "random_crop_student")]
+    moved.cells.insert(0, stem)
+    notebooks = {"solved": instructor, "untouched": student, "deleted_and_reordered": moved,
+                 "cheater": _minimal(student, after=[CHEAT]), "forger": _minimal(student, before=[FORGE]),
+                 "007": new_notebook(cells=[new_code_cell("import os\nos._exit(1)")])}
+    for name, notebook in notebooks.items():
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+    (folder / "not_json.ipynb").write_text('{"cells": [ this is not JSON')
+    (folder / "empty.ipynb").write_bytes(b"")
+
+
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory):
+    """(the CSV's rows by student, the CSV path, the command's output) of one grading run."""
+    folder = tmp_path_factory.mktemp("submissions")
+    _submissions(folder)
+    out = folder.parent / "scores.csv"
+    done = subprocess.run([sys.executable, "-m", "nclab", "grade", str(folder), "01_train_resnet18_cifar100.ipynb",
+                           "--out", str(out), "--only-exercises", "--timeout", "300"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    return grade.read_scores(out).set_index("student").to_dict("index"), out, done.stdout
+
+
+def _points(row):
+    return {q: row[f"{q}_points"] for q in QUESTIONS}
+
+
+def test_points_table_covers_exactly_the_registered_exercises():
+    missing, unknown = set(exercises.EXERCISES) - set(grade.POINTS), set(grade.POINTS) - set(exercises.EXERCISES)
+    assert not missing, f"give {sorted(missing)} points in nclab/grade.py POINTS"
+    assert not unknown, f"POINTS in nclab/grade.py names exercises that do not exist: {sorted(unknown)}"
+    assert grade.questions_for("notebooks/01_train_resnet18_cifar100.ipynb") == QUESTIONS
+    with pytest.raises(ValueError, match="No graded exercises"):
+        grade.questions_for("99_nothing.ipynb")
+
+
+def test_solved_notebook_gets_full_marks(graded):
+    row = graded[0]["solved"]
+    assert row["status"] == "ok" and row["errors"] == ""
+    assert _points(row) == {q: grade.POINTS[q] for q in QUESTIONS}
+    assert row["total"] == row["max"] == sum(grade.POINTS[q] for q in QUESTIONS) == 7
+
+
+def test_untouched_student_notebook_scores_zero_with_not_implemented_feedback(graded):
+    row = graded[0]["untouched"]
+    assert row["status"] == "ok" and row["total"] == 0
+    assert all("NotImplementedError" in row[f"{q}_feedback"] for q in QUESTIONS)
+
+
+def test_deleted_cell_scores_zero_and_reordered_cell_still_counts(graded):
+    row = graded[0]["deleted_and_reordered"]
+    assert row["status"] == "errors" and "NameError" in row["errors"]     # `check` used before the imports
+    assert _points(row) == {"01_flip": 1, "01_crop": 0, "01_stem": 2, "01_schedule": 2}
+    assert row["01_crop_feedback"] == "answer `random_crop_student` not defined (cell deleted?)"
+
+
+def test_overwritten_checks_and_fake_result_lines_are_ignored(graded):
+    row = graded[0]["cheater"]
+    assert row["total"] == 0 and row["max"] == 7
+    assert "top–bottom" in row["01_flip_feedback"]
+    assert all("NotImplementedError" in row[f"{q}_feedback"] for q in QUESTIONS[1:])
+
+
+def test_result_line_forged_with_the_real_nonce_is_detected(graded):
+    row = graded[0]["forger"]
+    assert row["status"] == "tampered" and row["total"] == 0
+    assert "forged" in row["errors"]
+
+
+def test_dead_kernel_broken_and_empty_files_get_a_row(graded):
+    rows = graded[0]
+    assert rows["007"]["status"] == "kernel-died" and rows["007"]["total"] == 0   # id kept as text
+    assert rows["not_json"]["status"] == "invalid-notebook" and "JSON" in rows["not_json"]["errors"]
+    assert rows["empty"]["status"] == "empty"
+    assert all(row["total"] == 0 for name, row in rows.items() if name in ("007", "not_json", "empty"))
+
+
+def test_csv_round_trip_summary_and_histogram(graded):
+    rows, out, stdout = graded
+    frame = grade.read_scores(out)
+    assert list(frame.columns) == (["student", "status", "errors"]
+                                   + [f"{q}_{what}" for q in QUESTIONS for what in ("points", "feedback")]
+                                   + ["total", "max", "seconds"])
+    assert sorted(frame["student"]) == sorted(rows) and len(rows) == 8
+    again = out.with_name("again.csv")
+    frame.to_csv(again, index=False)
+    pd.testing.assert_frame_equal(grade.read_scores(again), frame)
+    assert (frame["total"] <= frame["max"]).all()
+    assert (frame["total"] == frame[[f"{q}_points" for q in QUESTIONS]].sum(axis=1)).all()
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    mean_flip = frame["01_flip_points"].mean()
+    assert f"01_flip        mean {mean_flip:5.2f} / 1" in stdout
+
+
+def test_a_cell_that_hangs_is_interrupted_and_later_exercises_still_count(tmp_path):
+    path = tmp_path / "sleeper.ipynb"
+    nbformat.write(_minimal(nbformat.read(INSTRUCTOR_01, 4), before=["import time\nwhile True:\n    time.sleep(1)"]), path)
+    row = grade.grade_submission(path, QUESTIONS, timeout=15, total_timeout=120)
+    assert row["status"] == "timeout" and "cell 2" in row["errors"] and "interrupted after 15 s" in row["errors"]
+    assert row["total"] == 7
+
+
+def test_a_cell_that_ignores_the_interrupt_stops_at_the_total_time_limit(tmp_path):
+    path = tmp_path / "deaf.ipynb"
+    hang = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+    nbformat.write(new_notebook(cells=[new_code_cell(hang), new_code_cell("x = 1")]), path)
+    row = grade.grade_submission(path, QUESTIONS, timeout=2, total_timeout=15)
+    assert row["status"] == "timeout" and "did not finish within 15 s" in row["errors"]
+    assert row["total"] == 0 and row["seconds"] < 40
+
+
+def test_a_check_that_loops_forever_fails_that_question_only():
+    def endless(step, total_steps, gamma=0.1):
+        while True:
+            pass
+
+    namespace = {"multistep_factor": endless, "cifar_stem_layer": lambda width: nn.Conv2d(3, width, 3, 1, 1, bias=False)}
+    report = grade.run_checks(namespace, ["01_schedule", "01_stem", "01_flip"], seconds_per_check=1)
+    assert report["01_schedule"] == {"passed": False, "message": "`multistep_factor` did not return within 1 s (an endless loop?)"}
+    assert report["01_stem"]["passed"] is True
+    assert report["01_flip"]["message"] == "answer `random_flip_student` not defined (cell deleted?)"
+
+
+def test_result_line_is_read_only_with_its_nonce_and_only_as_true_or_false():
+    nonce = "ab" * 16
+    line = lambda report: nbformat.v4.new_output("stream", name="stdout", text=f"{grade.RESULT_TAG} {nonce} {report}\n")
+    report, problem = grade._read_report([line('{"01_flip": {"passed": "yes"}, "01_stem": {"passed": true, '
+                                               '"message": "ok"}, "99_bonus": {"passed": true}}')], nonce, QUESTIONS)
+    assert problem == "" and report == {"01_flip": (False, ""), "01_crop": (False, ""), "01_stem": (True, "ok"),
+                                        "01_schedule": (False, "")}
+    wrong_nonce = nbformat.v4.new_output("stream", name="stdout", text=f"{grade.RESULT_TAG} {'cd' * 16} {{}}\n")
+    assert grade._read_report([wrong_nonce], nonce, QUESTIONS) == (None, "ungraded")
+    assert grade._read_report([line("{}"), line("{}")], nonce, QUESTIONS) == (None, "tampered")
+    assert grade._read_report([line("[1, 2")], nonce, QUESTIONS) == (None, "ungraded")
+
+
+def test_only_exercises_keeps_the_cells_up_to_the_last_answer():
+    notebook = nbformat.read(INSTRUCTOR_01, 4)
+    grade._through_last_exercise(notebook, QUESTIONS)
+    assert "def multistep_factor(" in notebook.cells[-1].source
+    assert not any("load_or_train" in cell.source for cell in notebook.cells)
+
+
+def test_grading_cell_names_the_grader_copy_and_the_nonce():
+    source = grade.grading_cell(QUESTIONS, "ab" * 16, 20)
+    compile(source, "grading cell", "exec")
+    assert str(grade._PACKAGE / "__init__.py") in source and "ab" * 16 in source
+    assert "import nclab" not in textwrap.dedent(source)
+
