@@ -37,7 +37,7 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)  # per-channel mean of the CIFAR-100 tr
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)   # per-channel std of the CIFAR-100 training images
 
 DATASETS = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "svhn": "SVHN"}
-STANDIN_VERSION = 2  # bump when the stand-in's recipe changes: it is then rebuilt
+STANDIN_VERSION = 3  # bump when the stand-in's recipe changes: it is then rebuilt
 
 
 @dataclass
@@ -275,11 +275,12 @@ def _photo_crops(count: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     crops = []
     for i in range(count):
-        photo = torch.tensor(photos[i % len(photos)]).permute(2, 0, 1).float()[None]
-        side = int(rng.integers(32, min(photo.shape[-2:]) // 2))
-        top = int(rng.integers(0, photo.shape[-2] - side + 1))
-        left = int(rng.integers(0, photo.shape[-1] - side + 1))
-        crop = F.interpolate(photo[..., top:top + side, left:left + side], size=(32, 32), mode="area")
+        photo = photos[i % len(photos)]                                       # (H, W, 3) uint8
+        side = int(rng.integers(32, min(photo.shape[:2]) // 2))
+        top = int(rng.integers(0, photo.shape[0] - side + 1))
+        left = int(rng.integers(0, photo.shape[1] - side + 1))
+        window = torch.tensor(photo[top:top + side, left:left + side]).permute(2, 0, 1).float()[None]
+        crop = F.interpolate(window, size=(32, 32), mode="area")             # slice first: 5× faster
         crops.append(crop[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
     return np.stack(crops)
 
@@ -315,7 +316,7 @@ def write_standin(name: str, folder: str | Path | None = None) -> dict:
         images, labels = _tinted_digits(digits, seed=len(digits))
         shuffle = np.random.default_rng(0).permutation(len(labels))          # CIFAR files are not sorted
         images, labels = images[shuffle], labels[shuffle]
-        is_test = _split_per_class(labels, 0.2, seed=0)
+        is_test = _split_per_class(labels, 0.2 if name == "cifar100" else 0.8, seed=0)  # near OOD: test-heavy
         classes = [_DIGIT_NAMES[d] for d in digits]
         fmt = {"cifar100": ("cifar-100-python", "train", "test", "meta", "fine_label_names", "fine_labels"),
                "cifar10": ("cifar-10-batches-py", "data_batch_1", "test_batch", "batches.meta", "label_names",
