@@ -1,8 +1,6 @@
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-import torch
 
 from nclab import data, plots
 

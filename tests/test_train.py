@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nclab import config, data, models, train
+from nclab import data, models, train
 
 
 def _tiny_config(**overrides):
