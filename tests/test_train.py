@@ -213,3 +213,12 @@ def test_mixed_precision_choice(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))    # H100
     assert train.amp_dtype("auto", gpu) == torch.bfloat16
     assert train.amp_dtype("fp16", gpu) == torch.float16
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_paths_train(small_train, amp):
+    """The GPU's autocast (+ GradScaler for fp16) path, exercised on the CPU, with channels-last batches."""
+    loader = data.GpuLoader(small_train.subset(64), 32, shuffle=True, augment=True, drop_last=True, device="cpu",
+                            channels_last=True)
+    history = train.fit(_fresh_model(), _tiny_config(amp=amp, epochs=1, snapshot_epochs=()), loader, progress=False)
+    assert math.isfinite(history[0]["train_loss"]) and 0 <= history[0]["train_acc"] <= 1
