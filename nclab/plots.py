@@ -111,7 +111,9 @@ def plot_collapse(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
     for ax, (panel, columns, log) in zip(axes.flat, _COLLAPSE_PANELS):
         long = frame.melt(id_vars=["run", "epoch", "split"], value_vars=[c for c in columns.values() if c in frame],
                           var_name="metric", value_name="value")
+        long = long[~(long["metric"].str.endswith("_weights") & (long["split"] != "train"))]  # W: one per epoch
         long["curve"] = long["split"] + long["metric"].map({v: f" {k}" if k else "" for k, v in columns.items()})
+        long.loc[long["metric"].str.endswith("_weights"), "curve"] = "weights"
         sns.lineplot(long, x="epoch", y="value", hue="run", style="curve", marker="o", ax=ax)
         ax.set(title=panel, ylabel="", xscale="log" if frame["epoch"].max() > 20 else "linear")
         if log and (long["value"] > 0).all():
@@ -141,9 +143,9 @@ def plot_geometry(features: torch.Tensor, labels: torch.Tensor, classes: list[st
     basis, _ = torch.linalg.qr((means[chosen[1:]] - means[chosen[0]]).T)          # (p, 2) orthonormal
     for c in shown:
         points = (features[labels == c].double() - centre) @ basis                 # (N_c, 2)
-        ax_proj.scatter(points[:, 0], points[:, 1], s=6, alpha=0.4, label=classes[c])
+        dots = ax_proj.scatter(points[:, 0], points[:, 1], s=6, alpha=0.4, label=classes[c])
         mean = (means[c] - centre) @ basis
-        ax_proj.scatter(mean[0], mean[1], s=120, marker="*", edgecolor="k")
+        ax_proj.scatter(mean[0], mean[1], s=160, marker="*", color=dots.get_facecolor()[0][:3], edgecolor="k")
     ax_proj.set(title="features of three classes, on the plane of their means", aspect="equal")
     ax_proj.legend(fontsize=8, markerscale=2)
     if title:
