@@ -104,17 +104,19 @@ def _compare(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, to
     return f"{case}: first wrong value at index {list(index)}: got {got[index].item()}, expected {expected[index].item()}."
 
 
-def _call_on_copy(function: Callable, case: str, images: torch.Tensor, *args) -> Any:
-    """``function(images, *args)``; fails with ``case`` named if it crashes or changes ``images`` in place."""
-    original = images.clone()
+def _call(function: Callable, case: str, *args) -> Any:
+    """``function(*args)`` on copies of the tensor arguments; fails with ``case`` named if it crashes or
+    changes an argument in place."""
+    copies = [arg.clone() if isinstance(arg, torch.Tensor) else arg for arg in args]
     try:
-        output = function(images, *args)
+        output = function(*copies)
     except NotImplementedError:
         raise
     except Exception as error:
         raise Wrong(f"{case}: your code raised {type(error).__name__}: {error}") from None
-    if not torch.equal(images, original):
-        raise Wrong(f"{case}: your function changed its input `images` in place; return a new tensor.")
+    for arg, copy in zip(args, copies):
+        if isinstance(arg, torch.Tensor) and not torch.equal(arg, copy):
+            raise Wrong(f"{case}: your function changed one of its inputs in place; work on a copy.")
     return output
 
 
@@ -177,22 +179,6 @@ def _compare_close(got: Any, expected: torch.Tensor, case: str, mistakes: dict[s
     index = int((got - expected).abs().flatten().argmax())
     return (f"{case}: largest difference at flat index {index}: got {got.flatten()[index].item():.6g}, "
             f"expected {expected.flatten()[index].item():.6g} (tolerance {rtol:g} relative).")
-
-
-def _call(function: Callable, case: str, *args) -> Any:
-    """``function(*args)`` on copies of the tensor arguments; fails with ``case`` named if it crashes or
-    changes an argument in place."""
-    copies = [arg.clone() if isinstance(arg, torch.Tensor) else arg for arg in args]
-    try:
-        output = function(*copies)
-    except NotImplementedError:
-        raise
-    except Exception as error:
-        raise Wrong(f"{case}: your code raised {type(error).__name__}: {error}") from None
-    for arg, copy in zip(args, copies):
-        if isinstance(arg, torch.Tensor) and not torch.equal(arg, copy):
-            raise Wrong(f"{case}: your function changed one of its inputs in place; work on a copy.")
-    return output
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from . import data, models, train
-from .exercises import Exercise, _show, _compare, _call_on_copy, _as_number, _random_images
+from .exercises import Exercise, _as_number, _call, _compare, _random_images, _show
 
 
 def check_flip(random_flip_student: Callable) -> tuple[bool, str]:
@@ -41,7 +41,7 @@ def check_flip(random_flip_student: Callable) -> tuple[bool, str]:
             "you flipped the images whose flag is False and kept the flagged ones.":
                 torch.where(~where, images.flip(-1), images),
         }
-        wrong = _compare(_call_on_copy(random_flip_student, case, images, flips), data.random_flip(images, flips),
+        wrong = _compare(_call(random_flip_student, case, images, flips), data.random_flip(images, flips),
                          case, mistakes)
         if wrong:
             return False, wrong
@@ -75,7 +75,7 @@ def check_crop(random_crop_student: Callable) -> tuple[bool, str]:
             "pixels wrap around to the other side (torch.roll?): where the window leaves the image it must "
             "show the zero padding.": rolled,
         }
-        got = _call_on_copy(random_crop_student, case, images, shifts)
+        got = _call(random_crop_student, case, images, shifts)
         if isinstance(got, torch.Tensor) and got.shape[-2:] == (images.shape[-2] + 8, images.shape[-1] + 8):
             return False, (f"{case}: your output has shape {tuple(got.shape)}, the padded size: cut a window of "
                            f"the input's size H × W = {tuple(images.shape[-2:])}.")
