@@ -1,9 +1,9 @@
 """nclab: a hands-on course on Neural Collapse.
 
 The package follows the course's data flow, one module per step:
-config → data → models → train → features → collapse → ood → plots → widgets → exercises,
-and the course's tools: ``student`` (student versions of the notebooks) and ``grade`` (the grader), both
-run as ``nclab student`` / ``nclab grade``.
+config → data/ → models, heads, etf → losses → checkpoints, train → features → stats, collapse → ood →
+tables → methods/ → plots → widgets → exercises/, and the course's tools: ``student`` (student versions
+of the notebooks) and ``grade`` (the grader), both run as ``nclab student`` / ``nclab grade``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -13,59 +13,34 @@ Late in training the penultimate features h_i of a classifier *collapse* (Papyan
 Conventions (SPEC §1): μ_G is the mean of the class means; Σ_W is divided by the total N; Σ_B = M Mᵀ/C;
 Σ_B† keeps only the top min(C−1, p) eigenpairs (SPEC §9: keeping the null eigenvalue gives NC1 in the
 millions); ``nc1`` is divided by C (the official NC notebook's values are C times ours); every std is the
-unbiased one. Class sums accumulate in float64 and no N×C×p tensor is ever built. Inputs are torch tensors
-or numpy arrays on any device; the work runs on the features' device and plain floats come back.
+unbiased one. Class sums accumulate in float64 and no N×C×p tensor is ever built (``nclab.stats``).
+Inputs are torch tensors or numpy arrays on any device; the work runs on the features' device and plain
+floats come back. This module is pure: it imports no model, data or training code (the metrics over
+training snapshots are ``nclab.tables.nc_over_training``).
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-__all__ = ["nc_metrics", "class_means", "centred_means", "within_class_covariance",
-           "between_class_covariance", "gram_of_means", "simplex_etf_gram", "simplex_etf",
-           "per_class_variability", "nc5", "ncc_predictions", "variability_metrics", "report_metrics",
-           "over_training"]
+from . import stats
+from .etf import simplex_etf_gram
 
-
-def _rows_per_block(device: torch.device) -> int:
-    """Rows of features processed at once: cache-sized on a CPU, large on a GPU."""
-    return 1024 if device.type == "cpu" else 65_536
-
-
-def _as_tensor(x, name: str) -> torch.Tensor:
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch tensor or a numpy array, got {type(x).__name__}")
-    return x.detach()
-
-
-def _features(features, name: str = "features") -> torch.Tensor:
-    H = _as_tensor(features, name)
-    if H.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, p), got shape {tuple(H.shape)}")
-    if H.shape[0] == 0:
-        raise ValueError(f"{name} has no rows")
-    if H.dtype in (torch.float32, torch.float64):
-        return H
-    return H.float() if H.is_floating_point() else H.double()                     # half → float32, int → 64
+__all__ = ["nc_metrics", "class_means", "centred_means", "within_class_covariance", "between_class_covariance",
+           "gram_of_means", "per_class_variability", "nc5", "ncc_predictions", "variability_metrics",
+           "practical_work_metrics"]
 
 
 def _checked(features, labels, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Validate features (N, p) and labels (N,); return them as tensors on one device, and C."""
-    H = _features(features)
-    y = _as_tensor(labels, "labels").to(H.device)
-    if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"labels must be a 1-D array of integer class indices, got shape {tuple(y.shape)} "
-                         f"and dtype {y.dtype}")
-    if len(y) != len(H):
-        raise ValueError(f"features have {len(H)} rows but labels have {len(y)} entries")
-    y = y.long()
-    if int(y.min()) < 0:
-        raise ValueError(f"labels must be in 0..C-1, found the negative label {int(y.min())}")
+    """Validate features (N, p) and labels (N,); return them as tensors on one device, and C.
+
+    Every class 0..C−1 must have a sample (C = max label + 1 unless ``num_classes`` says otherwise).
+    NaN/inf features are caught later, where they reach the class sums.
+    """
+    H = stats.as_matrix(features, "features", check_finite=False)
+    y = stats.as_labels(labels, len(H), device=H.device)
     C = int(y.max()) + 1 if num_classes is None else int(num_classes)
     if int(y.max()) >= C:
         raise ValueError(f"labels must be in 0..{C - 1} (num_classes={C}), found label {int(y.max())}")
@@ -86,20 +61,7 @@ def class_means(features, labels, num_classes: int | None = None) -> tuple[torch
     at a time (no N×C×p tensor, no loop over classes). Raises ValueError on NaN/inf features.
     """
     H, y, C = _checked(features, labels, num_classes)
-    return _class_means(H, y, C)
-
-
-def _class_means(H: torch.Tensor, y: torch.Tensor, C: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`class_means` on validated tensors."""
-    sums = torch.zeros(C, H.shape[1], dtype=torch.float64, device=H.device)       # Σ_{i∈c} h_i (C, p)
-    step = _rows_per_block(H.device)
-    for start in range(0, len(H), step):
-        sums.index_add_(0, y[start:start + step], H[start:start + step].double())
-    bad = torch.nonzero(~torch.isfinite(sums).all(dim=1)).flatten().tolist()       # NaN/inf reach the sums
-    if bad:
-        raise ValueError(f"features contain NaN or inf values (in class(es) {bad[:10]})")
-    counts = torch.bincount(y, minlength=C)                                         # N_c (C,)
-    return sums / counts[:, None], counts
+    return stats.class_means(H, y, C)
 
 
 def centred_means(means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +69,7 @@ def centred_means(means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     means: (C, p). μ_G is *not* the sample mean on imbalanced data (SPEC §1).
     """
-    means = _as_tensor(means, "means").double()
+    means = stats.as_tensor(means, "means").double()
     mu_G = means.mean(dim=0)                                                        # (p,)
     M = (means - mu_G).T                                                            # (p, C)
     return M, mu_G
@@ -127,27 +89,15 @@ def within_class_covariance(features, labels, means: torch.Tensor) -> torch.Tens
     needs traces of it (see :func:`nc_metrics`).
     """
     H, y, mu = _checked_with_means(features, labels, means)
-    Sigma_W = torch.zeros(H.shape[1], H.shape[1], dtype=torch.float64, device=H.device)
-    for _, Z in _centred_blocks(H, y, mu):                                          # h_i − μ_{y_i} (b, p)
-        Sigma_W += Z.T @ Z
-    return Sigma_W / len(H)
+    return stats.scatter(H, mu, y, dtype=torch.float64) / len(H)                    # (1/N) Σ_i z_i z_iᵀ
 
 
 def _checked_with_means(features, labels, means) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    mu = _as_tensor(means, "means")
+    mu = stats.as_tensor(means, "means")
     H, y, C = _checked(features, labels, len(mu))
     if mu.shape != (C, H.shape[1]):
         raise ValueError(f"means must have shape (C, p) = ({C}, {H.shape[1]}), got {tuple(mu.shape)}")
     return H, y, mu.to(device=H.device, dtype=torch.float64)
-
-
-def _centred_blocks(H: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, dtype=torch.float64):
-    """Yield (labels (b,), h_i − μ_{y_i} (b, p) in ``dtype``) for consecutive blocks of rows."""
-    mu = mu.to(dtype)                                                                # (C, p)
-    step = _rows_per_block(H.device)
-    for start in range(0, len(H), step):
-        y_block = y[start:start + step]
-        yield y_block, H[start:start + step].to(dtype) - mu[y_block]
 
 
 def per_class_variability(features, labels, means: torch.Tensor) -> torch.Tensor:
@@ -159,7 +109,7 @@ def per_class_variability(features, labels, means: torch.Tensor) -> torch.Tensor
     """
     H, y, mu = _checked_with_means(features, labels, means)
     tr_Sigma_W_c = torch.zeros(len(mu), dtype=torch.float64, device=H.device)      # (C,)
-    for y_block, Z in _centred_blocks(H, y, mu):                                    # h_i − μ_{y_i} (b, p)
+    for y_block, Z in stats.centred_blocks(H, y, mu):                                    # h_i − μ_{y_i} (b, p)
         tr_Sigma_W_c.index_add_(0, y_block, (Z * Z).sum(dim=1))
     tr_Sigma_W_c /= torch.bincount(y, minlength=len(mu))
     return tr_Sigma_W_c / torch.trace(between_class_covariance(mu))
@@ -179,37 +129,6 @@ def gram_of_means(means: torch.Tensor) -> torch.Tensor:
     """G = M̂ᵀ M̂ (C, C): cosines cos(μ_c − μ_G, μ_c' − μ_G) of the centred class means; means: (C, p)."""
     M, _ = centred_means(means)                                                     # (p, C)
     return _cosine_gram(M.T)
-
-
-def simplex_etf_gram(C: int) -> torch.Tensor:
-    """(I − 11ᵀ/C) · C/(C−1) (C, C) float64: the cosine Gram of a simplex ETF.
-
-    1 on the diagonal, −1/(C−1) off it: C unit vectors as far apart as C vectors can be.
-    """
-    return (torch.eye(C, dtype=torch.float64) - 1.0 / C) * C / (C - 1)
-
-
-def simplex_etf(C: int, p: int, seed: int = 0) -> torch.Tensor:
-    """A (C, p) float64 matrix whose rows are the unit vertices of an exact simplex ETF in R^p.
-
-    M = √(C/(C−1)) U (I − 11ᵀ/C), U (p, C) with orthonormal columns from the QR of a seeded Gaussian
-    matrix (SPEC §4), so MᵀM = simplex_etf_gram(C). When p = C − 1 there is no room for C orthonormal
-    columns; U is then R Qᵀ, R (p, C−1) orthonormal and Q (C, C−1) an orthonormal basis of 1^⊥, with
-    the same Gram. Raises ValueError when p < C − 1: a C-class simplex does not fit in R^p (SPEC §9).
-    """
-    if C < 2 or p < C - 1:
-        raise ValueError(f"a simplex ETF of C = {C} classes needs C >= 2 and p >= C - 1 = {C - 1} "
-                         f"dimensions, got p = {p}")
-    generator = torch.Generator().manual_seed(seed)
-    centring = torch.eye(C, dtype=torch.float64) - 1.0 / C                          # I − 11ᵀ/C (C, C)
-    if p >= C:
-        U, _ = torch.linalg.qr(torch.randn(p, C, dtype=torch.float64, generator=generator))
-    else:
-        R, _ = torch.linalg.qr(torch.randn(p, C - 1, dtype=torch.float64, generator=generator))
-        Q, _ = torch.linalg.qr(centring[:, :C - 1])                                 # basis of 1^⊥ (C, C−1)
-        U = R @ Q.T                                                                 # (p, C)
-    M = math.sqrt(C / (C - 1)) * U @ centring                                       # (p, C)
-    return M.T.contiguous()
 
 
 def _pair_stats(G: torch.Tensor) -> tuple[float, float]:
@@ -249,7 +168,7 @@ def _variability(H: torch.Tensor, y: torch.Tensor, means: torch.Tensor, M: torch
     lam, V = _top_eigenpairs(M, min(C - 1, p))                                      # Λ (k,), V (p, k)
     P = (V / lam.sqrt()).to(H.dtype)                                                # Σ_B† = P Pᵀ (p, k)
     tr_Sigma_W = tr_Sigma_W_pinv = 0.0                                              # Tr(Σ_W), Tr(Σ_W Σ_B†)
-    for _, Z in _centred_blocks(H, y, means, H.dtype):                             # h_i − μ_{y_i} (b, p)
+    for _, Z in stats.centred_blocks(H, y, means, H.dtype):                             # h_i − μ_{y_i} (b, p)
         tr_Sigma_W += (torch.linalg.vector_norm(Z, dim=1).double() ** 2).sum() / N
         tr_Sigma_W_pinv += (torch.linalg.vector_norm(Z @ P, dim=1).double() ** 2).sum() / N
     tr_Sigma_B = (M * M).sum() / C                                                  # Tr(M Mᵀ/C)
@@ -258,8 +177,8 @@ def _variability(H: torch.Tensor, y: torch.Tensor, means: torch.Tensor, M: torch
 
 def ncc_predictions(features, means) -> torch.Tensor:
     """The nearest-class-centre classifier: argmin_c ‖h − μ_c‖ for each row of features (N, p) → (N,)."""
-    H = _features(features)
-    mu = _as_tensor(means, "means").to(device=H.device, dtype=H.dtype)              # (C, p)
+    H = stats.as_matrix(features, "features", check_finite=False)
+    mu = stats.as_tensor(means, "means").to(device=H.device, dtype=H.dtype)              # (C, p)
     return (H @ mu.T - 0.5 * (mu * mu).sum(dim=1)).argmax(dim=1)                    # −½‖h − μ_c‖² + ½‖h‖²
 
 
@@ -267,7 +186,7 @@ def variability_metrics(features, labels, num_classes: int | None = None) -> dic
     """NC1 at any feature dimension (a residual stage may have p < C − 1): ``nc1``, ``nc1_trace_ratio``
     and ``ncc_accuracy``, the training accuracy of the nearest-class-centre classifier on these features."""
     H, y, C = _checked(features, labels, num_classes)
-    means, _ = _class_means(H, y, C)
+    means, _ = stats.class_means(H, y, C)
     M, _ = centred_means(means)
     out = _variability(H, y, means, M)
     out["ncc_accuracy"] = (ncc_predictions(H, means) == y).double().mean().item()
@@ -294,7 +213,7 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
         raise ValueError(f"features have p = {p} dimensions, fewer than C - 1 = {C - 1}: a {C}-class "
                          "simplex ETF cannot exist in R^p, so the NC2 ETF quantities are undefined "
                          "(variability_metrics gives NC1 at any p)")
-    means, counts = _class_means(H, y, C)                                           # μ_c (C, p), N_c (C,)
+    means, counts = stats.class_means(H, y, C)                                           # μ_c (C, p), N_c (C,)
     M, mu_G = centred_means(means)                                                  # (p, C), (p,)
     out = _variability(H, y, means, M)
     norms = torch.linalg.vector_norm(M, dim=0)                                      # ‖μ_c − μ_G‖ (C,)
@@ -303,9 +222,9 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
     if weight is None:
         return out
 
-    W = _as_tensor(weight, "weight").to(device=H.device, dtype=torch.float64)       # (C, p)
+    W = stats.as_tensor(weight, "weight").to(device=H.device, dtype=torch.float64)       # (C, p)
     b = torch.zeros(C, dtype=torch.float64, device=H.device) if bias is None else \
-        _as_tensor(bias, "bias").to(device=H.device, dtype=torch.float64)           # (C,)
+        stats.as_tensor(bias, "bias").to(device=H.device, dtype=torch.float64)           # (C,)
     if W.shape != (C, p):
         raise ValueError(f"weight must have shape (C, p) = ({C}, {p}), got {tuple(W.shape)}")
     if b.shape != (C,):
@@ -316,7 +235,8 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
     out["nc2_equinorm_weights"] = (w_norms.std() / w_norms.mean()).item()
     out["nc2_equiangular_weights"], out["nc2_maxangle_weights"] = _pair_stats(_cosine_gram(W))
     WWt = W @ W.T                                                                   # (C, C)
-    etf = (torch.eye(C, dtype=torch.float64, device=H.device) - 1.0 / C) / math.sqrt(C - 1)
+    G_etf = simplex_etf_gram(C).to(H.device)                                        # (C, C)
+    etf = G_etf / torch.linalg.matrix_norm(G_etf)                                   # (I − 11ᵀ/C)/√(C−1)
     out["nc2_etf_distance"] = torch.linalg.matrix_norm(WWt / torch.linalg.matrix_norm(WWt) - etf).item()
     out["nc3"] = (torch.linalg.matrix_norm(W.T / torch.linalg.matrix_norm(W) - M / torch.linalg.matrix_norm(M))
                   ** 2).item()
@@ -333,7 +253,7 @@ def nc5(id_features, id_labels, ood_features) -> float:
     detection"; book chapter "Collapse and OOD detection".
     """
     means, _ = class_means(id_features, id_labels)                                  # μ_c (C, p)
-    O = _features(ood_features, "ood_features").to(means.device)
+    O = stats.as_matrix(ood_features, "ood_features", check_finite=False).to(means.device)
     if O.shape[1] != means.shape[1]:
         raise ValueError(f"ood_features have {O.shape[1]} dimensions, ID features {means.shape[1]}")
     mu_OOD = O.sum(dim=0, dtype=torch.float64) / len(O)                             # (p,)
@@ -345,7 +265,7 @@ def nc5(id_features, id_labels, ood_features) -> float:
     return cosines.abs().mean().item()
 
 
-def report_metrics(features, labels, weight, bias=None) -> dict[str, float]:
+def practical_work_metrics(features, labels, weight, bias=None) -> dict[str, float]:
     """The quantities of the practical-work report's NC table (seed 002), each derived from SPEC §1.
 
     ``tr(S_W)/tr(S_B)`` (= nc1_trace_ratio), ``||S_W||_F/||S_B||_F``, ``equinorm CoV`` (= nc2_equinorm_means),
@@ -356,14 +276,14 @@ def report_metrics(features, labels, weight, bias=None) -> dict[str, float]:
     """
     H, y, C = _checked(features, labels)
     metrics = nc_metrics(H, y, weight, bias)
-    means, _ = _class_means(H, y, C)
+    means, _ = stats.class_means(H, y, C)
     M, _ = centred_means(means)                                                     # (p, C)
     Sigma_W = within_class_covariance(H, y, means)                                  # (p, p)
     Sigma_B = between_class_covariance(means)                                       # (p, p)
     G, G_etf = gram_of_means(means), simplex_etf_gram(C).to(H.device)              # (C, C)
     off_diagonal = G[~torch.eye(C, dtype=torch.bool, device=G.device)]
-    W = _as_tensor(weight, "weight").to(device=H.device, dtype=torch.float64)       # (C, p)
-    b = torch.zeros(C) if bias is None else _as_tensor(bias, "bias")
+    W = stats.as_tensor(weight, "weight").to(device=H.device, dtype=torch.float64)       # (C, p)
+    b = torch.zeros(C) if bias is None else stats.as_tensor(bias, "bias")
     cos_w_mu = torch.nn.functional.cosine_similarity(W, M.T, dim=1)                 # cos(w_c, μ_c − μ_G) (C,)
     logits = H @ W.T.to(H.dtype) + b.to(device=H.device, dtype=H.dtype)
     return {"tr(S_W)/tr(S_B)": metrics["nc1_trace_ratio"],
@@ -378,30 +298,3 @@ def report_metrics(features, labels, weight, bias=None) -> dict[str, float]:
             "NCC agreement": 1 - metrics["nc4_ncc_mismatch"],
             "train accuracy (network)": (logits.argmax(1) == y).double().mean().item(),
             "train accuracy (NCC)": (ncc_predictions(H, means) == y).double().mean().item()}
-
-
-def over_training(runs: dict, datasets: dict, stages: bool = False):
-    """NC metrics of every saved epoch of every run: a long pandas DataFrame.
-
-    runs: {"A": Run, …} from ``nclab.train.load_or_train``; datasets: {"train": ImageSet, "test": …}.
-    One row per (run, epoch, split) with the accuracy and every ``nc_metrics`` key (weights = the head
-    at that epoch; the class means of *that split*). With ``stages``, one row per residual stage too
-    (column ``stage``; "layer4" are the penultimate features) with ``variability_metrics``.
-    Features are extracted once per snapshot and cached in the run's folder.
-    """
-    import pandas as pd
-
-    from .features import cached_features
-
-    rows = []
-    for name, run in runs.items():
-        for epoch in sorted(run.snapshots):
-            model = run.load_snapshot(epoch)
-            W, b = model.fc.weight.detach(), model.fc.bias.detach()
-            for split, data in datasets.items():
-                fs = cached_features(model, data, run.run_dir, stages=stages)
-                row = {"run": name, "epoch": epoch, "split": split, "accuracy": fs.accuracy}
-                rows.append({**row, "stage": "output", **nc_metrics(fs.features, fs.labels, W, b)})
-                for stage, H in fs.stages.items():
-                    rows.append({**row, "stage": stage, **variability_metrics(H, fs.labels)})
-    return pd.DataFrame(rows)

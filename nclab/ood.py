@@ -4,7 +4,7 @@ Every detector has scikit-learn's shape: ``ViM(dim=256).fit(train_features, trai
 returns the detector, ``.score(features)`` a (M,) tensor, **higher = more in-distribution** (pytorch-ood's
 scores are "higher = OOD": flip the sign to compare). ``fit`` takes the same four arguments everywhere and
 ignores those a detector does not use, so the six of :data:`DETECTORS` are interchangeable. Fitted state
-lives in ``name_`` attributes. :func:`evaluate` treats ID as the positive class.
+lives in ``name_`` attributes. :func:`detection_metrics` treats ID as the positive class.
 
 Numerics: p × p matrices (covariances, precision, eigenvectors) are float64, decomposed with eigh; (N × p)
 products run in the features' dtype over row blocks summed in float64 (float32 BLAS is 2× faster on a
@@ -14,75 +14,25 @@ CPU; pass float64 features for float64 throughout). Everything runs on the featu
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-__all__ = ["MSP", "MaxLogit", "Energy", "Mahalanobis", "ViM", "NECO", "DETECTORS", "evaluate", "roc_curve"]
+from . import stats
 
-_BLOCK = 8192  # rows per block when accumulating sums over the training set
+__all__ = ["MSP", "MaxLogit", "Energy", "Mahalanobis", "ViM", "NECO", "DETECTORS", "detection_metrics",
+           "threshold_at_tpr", "roc_curve"]
 
-
-# Input checks and statistics -------------------------------------------------------------------------
 
 def _tensor(x, name: str, ndim: int, device=None) -> torch.Tensor:
     """`x` (tensor or array) as a detached float32/float64 tensor of `ndim` dimensions, finite entries."""
-    x = torch.as_tensor(x).detach()
-    x = x if device is None else x.to(device)
-    if x.dim() != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
-    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():  # the sum: a 10× cheaper first test
-        raise ValueError(f"{name} contains NaN or inf")
-    return x
-
-
-def _row_blocks(n: int):
-    return (slice(start, start + _BLOCK) for start in range(0, n, _BLOCK))
+    return stats.as_matrix(torch.as_tensor(x), name, ndim, device)
 
 
 def _mean(h: torch.Tensor) -> torch.Tensor:
-    """(1/N) Σ_i h_i: (N, p) → (p,) float64, block sums added in float64."""
-    return sum(h[rows].sum(0).double() for rows in _row_blocks(len(h))) / len(h)
-
-
-def _class_sums(h: torch.Tensor, y: torch.Tensor, C: int) -> torch.Tensor:
-    """Σ_{y_i = c} h_i: (N, p), labels (N,) in 0..C−1 → (C, p) float64, block sums added in float64."""
-    sums = torch.zeros(C, h.shape[1], dtype=torch.float64, device=h.device)
-    for rows in _row_blocks(len(h)):
-        sums += torch.zeros_like(sums, dtype=h.dtype).index_add_(0, y[rows], h[rows]).double()
-    return sums
-
-
-def _scatter(h: torch.Tensor, center: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Σ_i (h_i − c_i)(h_i − c_i)ᵀ: (p, p) float64; c_i = center (p,), or center[labels[i]] (C, p)."""
-    S = torch.zeros(h.shape[1], h.shape[1], dtype=torch.float64, device=h.device)
-    center = center.to(h.dtype)  # differences and products in the features' dtype, block sums in float64
-    for rows in _row_blocks(len(h)):
-        x = h[rows] - (center if labels is None else center[labels[rows]])
-        S += (x.T @ x).double()
-    return S
-
-
-def _lapack(decomposition, A: torch.Tensor):
-    """`decomposition(A)` (eigh, pinv), on one CPU thread: as fast for a few hundred rows, while MKL's
-    threaded eigh/SVD stalls for seconds (0.05 s → 7 s for p = 512) when the cores are shared."""
-    if A.device.type != "cpu":
-        return decomposition(A)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return decomposition(A)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _pinv_psd(Sigma: torch.Tensor, rtol: float) -> torch.Tensor:
-    """Σ⁺ of a symmetric PSD (p, p) matrix from eigh, dropping eigenvalues ≤ rtol · λ_max."""
-    lam, V = _lapack(torch.linalg.eigh, Sigma)
-    if lam.max() <= 0:
-        raise ValueError("the within-class covariance is zero: every training feature equals its class mean")
-    keep = lam > rtol * lam.max()
-    return (V[:, keep] / lam[keep]) @ V[:, keep].T
+    """(1/N) Σ_i h_i: (N, p) → (p,) float64 (the one class sum of all rows)."""
+    return stats.class_sums(h, torch.zeros(len(h), dtype=torch.long, device=h.device), 1)[0] / len(h)
 
 
 def _check_dim(dim, detector: str, default: str):
@@ -204,11 +154,13 @@ class Mahalanobis(_Detector):
 
     μ_c = class means from the true training labels; Σ = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,
     ONE shared pooled within-class covariance (not the total covariance, not its diagonal, no ½
-    factor); Σ⁺ its eigh pseudo-inverse, eigenvalues ≤ p·ε·λ_max dropped (ε of the features' dtype:
-    torch.linalg.pinv's default). Higher = in-distribution. (M, p) → (M,). Fit it on un-augmented
-    training features. Fitted (float64): classes_ (C,) labels present, means_ (C, p), covariance_ (p, p),
-    precision_ (p, p). Lee et al., "A simple unified framework for detecting OOD samples and
-    adversarial attacks", NeurIPS 2018.
+    factor), accumulated in float64; Σ⁺ its pseudo-inverse with the cut-off of scikit-learn's ``pinvh``,
+    which the reference code (Lee et al.; OpenOOD, through ``EmpiricalCovariance``) uses: eigenvalues
+    with |λ| ≤ p·ε·max|λ|, ε = 2.2e-16 of float64, are dropped, so a within-class spectrum spanning many
+    decades keeps its small directions (where OOD features often stand out). Higher = in-distribution.
+    (M, p) → (M,). Fit it on un-augmented training features. Fitted (float64): classes_ (C,) labels
+    present, means_ (C, p), covariance_ (p, p), precision_ (p, p). Lee et al., "A simple unified framework
+    for detecting OOD samples and adversarial attacks", NeurIPS 2018.
     """
 
     _needs = ("train_features", "train_labels")
@@ -220,17 +172,18 @@ class Mahalanobis(_Detector):
         self.classes_ = torch.nonzero(counts).squeeze(1)                          # classes present: (C,)
         y = (torch.cumsum(counts > 0, 0) - 1)[y]                                   # label → 0..C−1: (N,)
         N_c = counts[self.classes_]                                                # (C,)
-        self.means_ = _class_sums(h, y, len(N_c)) / N_c[:, None]                  # μ_c: (C, p)
-        self.covariance_ = _scatter(h, self.means_, y) / len(h)                    # Σ: (p, p)
-        self.precision_ = _pinv_psd(self.covariance_, h.shape[1] * torch.finfo(h.dtype).eps)  # Σ⁺
+        self.means_ = stats.class_sums(h, y, len(N_c)) / N_c[:, None]             # μ_c: (C, p)
+        self.covariance_ = stats.scatter(h, self.means_, y, dtype=torch.float64) / len(h)   # Σ: (p, p)
+        eps = torch.finfo(torch.float64).eps
+        self.precision_ = stats.pinv_psd(self.covariance_, rtol=h.shape[1] * eps)  # Σ⁺ as pinvh
 
     def _score(self, h):
-        P, mu = self.precision_.to(h.device), self.means_.to(h.device)
+        precision, mu = self.precision_.to(h.device), self.means_.to(h.device)
         mu_G = mu.mean(0)                          # centring first keeps the expansion well-conditioned
         x, m = h.double() - mu_G, mu - mu_G        # (M, p), (C, p)
-        xP = x @ P                                 # (M, p)
-        # (h − μ_c)ᵀ P (h − μ_c) = hᵀPh − 2 hᵀPμ_c + μ_cᵀPμ_c, with no (M, C, p) tensor
-        d = (xP * x).sum(1, keepdim=True) - 2 * xP @ m.T + ((m @ P) * m).sum(1)    # (M, C)
+        xP = x @ precision                         # (M, p)
+        # (h − μ_c)ᵀ Σ⁺ (h − μ_c) = hᵀΣ⁺h − 2 hᵀΣ⁺μ_c + μ_cᵀΣ⁺μ_c, with no (M, C, p) tensor
+        d = (xP * x).sum(1, keepdim=True) - 2 * xP @ m.T + ((m @ precision) * m).sum(1)    # (M, C)
         return -d.amin(dim=1).to(h.dtype)
 
 
@@ -256,8 +209,8 @@ class ViM(_Detector):
         dim = p // 2 if self.dim is None else self.dim
         if not 1 <= dim < p:
             raise ValueError(f"ViM dim must satisfy 1 ≤ dim < p = {p}, got {dim}")
-        self.origin_ = -_lapack(torch.linalg.pinv, self.weight_.double()) @ self.bias_.double()   # o
-        lam, V = _lapack(torch.linalg.eigh, _scatter(h, self.origin_) / len(h))  # ascending eigenvalues
+        self.origin_ = -stats.decompose(torch.linalg.pinv, self.weight_.double()) @ self.bias_.double()   # o
+        lam, V = stats.eigh(stats.scatter(h, self.origin_) / len(h))  # ascending eigenvalues
         self.residual_basis_, self.dim_ = V[:, : p - dim], dim                    # R: (p, p − dim)
         alpha = self._logits(h).amax(1).double().mean() / self._residual(h).double().mean()
         if not torch.isfinite(alpha):
@@ -300,10 +253,10 @@ class NECO(_Detector):
         if not 1 <= dim <= p:
             raise ValueError(f"NECO dim must satisfy 1 ≤ dim ≤ p = {p}, got {dim}")
         self.mean_ = _mean(h)                                                      # (p,)
-        Sigma = _scatter(h, self.mean_) / N                                        # covariance of h
+        Sigma = stats.scatter(h, self.mean_) / N                                        # covariance of h
         std = Sigma.diagonal().sqrt() if self.standardize else torch.ones_like(self.mean_)
         self.std_ = torch.where(std > 0, std, torch.ones_like(std))
-        lam, V = _lapack(torch.linalg.eigh, Sigma / torch.outer(self.std_, self.std_))  # covariance of s
+        lam, V = stats.eigh(Sigma / torch.outer(self.std_, self.std_))  # covariance of s
         self.components_ = V.flip(1)[:, :dim].T                                   # P_d: (d, p)
         self.explained_variance_, self.dim_ = lam.flip(0)[:dim], dim
 
@@ -353,11 +306,23 @@ def _aupr(pos, neg) -> float:
     return -_trapezoid(precision, recall)
 
 
+def threshold_at_tpr(id_scores, tpr: float = 0.95) -> float:
+    """τ = the ⌈tpr · n⌉-th largest of the n ID scores: the highest threshold that keeps at least the
+    fraction ``tpr`` of ID (an input is accepted as ID when its score ≥ τ).
+
+    The threshold of ``fpr95`` (tpr = 0.95). It is an ID score itself, not an interpolated quantile
+    (``torch.quantile`` between two scores keeps fewer than 95 % of ID when they are far apart).
+    """
+    scores = _scores(id_scores, "id_scores")
+    if not 0 < tpr <= 1:
+        raise ValueError(f"tpr is the fraction of ID to keep, in (0, 1], got {tpr!r}")
+    k = math.ceil(round(tpr * len(scores), 6))                # ⌈tpr · n⌉ ID scores to keep
+    return float(np.sort(scores)[len(scores) - k])           # the k-th largest
+
+
 def _fpr_at_95(pos, neg) -> float:
     """Fraction of negatives with score ≥ τ, τ the highest threshold keeping ≥ 95 % of positives."""
-    k = -(-95 * len(pos) // 100)                              # ⌈0.95 n⌉ positives to keep
-    tau = np.sort(pos)[len(pos) - k]                          # k-th largest positive score
-    return float(np.mean(neg >= tau))
+    return float(np.mean(neg >= threshold_at_tpr(pos, 0.95)))
 
 
 def roc_curve(id_scores, ood_scores):
@@ -372,7 +337,7 @@ def roc_curve(id_scores, ood_scores):
     return np.r_[0.0, fps] / fps[-1], np.r_[0.0, tps] / tps[-1], np.r_[np.inf, thresholds]
 
 
-def evaluate(id_scores, ood_scores) -> dict[str, float]:
+def detection_metrics(id_scores, ood_scores) -> dict[str, float]:
     """OOD metrics of scores where higher = in-distribution; ID is the positive class.
 
     auroc: area under the ROC curve (equals sklearn's roc_auc_score, ties included; 0.5 = chance,

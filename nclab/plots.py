@@ -8,9 +8,10 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .collapse import class_means, gram_of_means, simplex_etf_gram
-from .data import CIFAR100_MEAN, CIFAR100_STD, ImageSet
-from .ood import evaluate, roc_curve
+from .collapse import class_means, gram_of_means
+from .data import ImageSet
+from .etf import simplex_etf_gram
+from .ood import detection_metrics, roc_curve
 
 __all__ = ["history_frame", "plot_history", "show_images", "plot_collapse", "plot_geometry", "plot_stages",
            "plot_class_variability", "plot_score_histograms", "plot_roc_curves", "plot_threshold",
@@ -54,20 +55,17 @@ def plot_history(histories: dict[str, list[dict]], title: str | None = None) -> 
 
 
 def show_images(images: ImageSet | torch.Tensor, labels=None, classes=None, count: int = 16,
-                normalized: bool = False, title: str | None = None) -> plt.Figure:
+                title: str | None = None) -> plt.Figure:
     """A grid of ``count`` images with their class names.
 
-    ``images`` is an ImageSet (a fixed random sample of it is shown), or a (B, 3, H, W) tensor: uint8, or
-    normalised floats from a GpuLoader (``normalized=True`` undoes the CIFAR-100 normalisation).
+    ``images`` is an ImageSet (a fixed random sample of it is shown), or a (B, 3, H, W) tensor: uint8
+    (0–255), or floats in [0, 1] as a GpuLoader yields them.
     """
     if isinstance(images, ImageSet):
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:count]
         images, labels, classes = images.images[pick], images.labels[pick], images.classes
-    images = images[:count].detach().float().cpu()
-    if normalized:
-        images = images * torch.tensor(CIFAR100_STD).view(1, 3, 1, 1) + torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)
-    else:
-        images = images / 255
+    images = images[:count].detach().cpu()
+    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
     columns = min(8, len(images))
     rows = -(-len(images) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
@@ -103,7 +101,7 @@ _COLLAPSE_PANELS = [  # (title, columns: {label: key}, log scale)
 def plot_collapse(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
     """NC1–NC4 and accuracy against the epoch, in the style of Papyan et al. (2020), Figs. 2–7.
 
-    ``frame``: the output of ``nclab.collapse.over_training`` (rows with stage "output"). Colour = run,
+    ``frame``: the output of ``nclab.tables.nc_over_training`` (rows with stage "output"). Colour = run,
     line style = split (or means/weights for NC2). Every metric's ideal value is 0 (accuracy: 1).
     """
     frame = frame[frame.get("stage", "output") == "output"] if "stage" in frame else frame
@@ -206,7 +204,7 @@ def plot_score_histograms(scores: dict[str, dict], id_name: str = "ID") -> plt.F
     for row, detector in zip(axes, detectors):
         for ax, name in zip(row, sets):
             _score_densities(ax, scores[detector][id_name], scores[detector][name], name, id_name)
-            auroc = evaluate(scores[detector][id_name], scores[detector][name])["auroc"]
+            auroc = detection_metrics(scores[detector][id_name], scores[detector][name])["auroc"]
             ax.set_title(f"{detector} · {name}: AUROC {auroc:.3f}", fontsize=9)
             ax.set(xlabel="", ylabel=detector if ax is row[0] else "")
             if ax.get_legend() is not None and detector != detectors[0]:
@@ -227,7 +225,7 @@ def plot_roc_curves(scores: dict[str, dict], id_name: str = "ID") -> plt.Figure:
     for ax, name in zip(axes[0], sets):
         for detector in detectors:
             fpr, tpr, _ = roc_curve(scores[detector][id_name], scores[detector][name])
-            auroc = evaluate(scores[detector][id_name], scores[detector][name])["auroc"]
+            auroc = detection_metrics(scores[detector][id_name], scores[detector][name])["auroc"]
             ax.plot(fpr, tpr, label=f"{detector} ({auroc:.2f})")
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
         ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)

@@ -1,10 +1,15 @@
-"""One readable training loop, with checkpoints that survive a Colab disconnect.
+"""One readable training loop that every method plugs into, and the run cache.
 
-:class:`TrainConfig` holds every hyperparameter of a run; :func:`regime` gives the two regimes of the
-practical-work report. :func:`fit` trains, checkpointing every epoch atomically (model, optimiser,
-schedule, gradient scaler, RNG states, history); calling it again resumes where it stopped.
-:func:`load_or_train` keys the checkpoint folder by the config and the data, so a later notebook reuses
-the run of notebook 01, or trains it, and says which.
+:class:`TrainConfig` holds every hyperparameter of a run, its :class:`Method` included (a name, its own
+hyperparameters, and what it brings to the loop: a model builder, a loss, hooks); :func:`regime` gives the
+two regimes of the practical-work report. :func:`fit` trains, checkpointing every epoch atomically (model,
+optimiser, schedule, gradient scaler, hook states, RNG states, history); calling it again resumes where
+it stopped. :func:`load_or_train` keys the checkpoint folder by the config and the data, so a later
+notebook reuses the run of notebook 01, or trains it, and says which.
+
+A method never forks the loop: it brings a head (through its model builder), a loss ``(out, y) → scalar``
+(``nclab.losses``) and/or :class:`Hook` objects that act after ``backward``, after the optimiser step and
+at the end of an epoch, with a state that is checkpointed.
 """
 
 from __future__ import annotations
@@ -12,69 +17,180 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, models
+from .checkpoints import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Profile, cache_dir, get_device, get_profile
 from .data import GpuLoader, ImageSet
-from .models import CifarResNet, PretrainedWeightsUnavailable, resnet18
+from .losses import BatchOutput, CrossEntropy
 
-__all__ = ["TrainConfig", "regime", "log_spaced_epochs", "fit", "evaluate", "lr_factor", "amp_dtype", "make_optimizer", "Run",
-           "load_or_train", "run_directory", "save_checkpoint", "load_checkpoint", "CheckpointError"]
+__all__ = ["Method", "ERM", "Hook", "TrainConfig", "regime", "log_spaced_epochs", "lr_factor", "make_optimizer",
+           "amp_dtype", "loss_and_accuracy", "fit", "Run", "run_directory", "load_or_train"]
 
-CHECKPOINT_FORMAT = 1
+
+# ----------------------------------------------------------------------------------------------------
+# Methods and hooks: what plugs into the loop
+
+
+def standard_model(config: TrainConfig, train_set: ImageSet) -> nn.Module:
+    """ResNet-18 (CIFAR stem, ``config.width``) with a trained linear head, normalising its inputs with
+    the training set's mean and std."""
+    return models.resnet18(train_set.num_classes, config.width, normalization=train_set.normalization)
+
+
+def standard_loss(config: TrainConfig) -> CrossEntropy:
+    """Cross-entropy with ``config.label_smoothing``."""
+    return CrossEntropy(config.label_smoothing)
+
+
+def no_hooks(config: TrainConfig) -> list[Hook]:
+    return []
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method: its name and hyperparameters (both part of the run key) and what it brings.
+
+    ``build_model(config, train_set)`` → a model (``model.features``, ``model.head``; see ``nclab.models``);
+    ``loss(config)`` → a callable ``(out, y) → scalar`` (``nclab.losses``); ``hooks(config)`` → a list of
+    :class:`Hook`. ``params`` (a dict of JSON-able values) names the run: two methods with one name and
+    equal params must be the same method. Empirical risk minimisation, :data:`ERM`, is the default.
+    """
+
+    name: str = "erm"
+    params: Mapping = ()
+    build_model: Callable[[TrainConfig, ImageSet], nn.Module] = standard_model
+    loss: Callable[[TrainConfig], Callable] = standard_loss
+    hooks: Callable[[TrainConfig], list] = no_hooks
+
+    def __post_init__(self):
+        if not self.name or not all(ch.isalnum() or ch in "-_." for ch in self.name):
+            raise ValueError(f"a method's name is a short word (letters, digits, - _ .), got {self.name!r}")
+        params = tuple(sorted(dict(self.params).items()))
+        try:
+            json.dumps(params)
+            hash(params)
+        except TypeError:
+            raise ValueError(f"method {self.name!r}: params must be numbers, strings, booleans or tuples of "
+                             f"them (they name the run's folder), got {dict(params)}") from None
+        object.__setattr__(self, "params", params)
+
+    @property
+    def hparams(self) -> dict:
+        """The method's hyperparameters as a dict."""
+        return dict(self.params)
+
+    def __repr__(self) -> str:
+        return f"Method({self.name!r}, {self.hparams})"
+
+
+ERM = Method("erm")  # plain cross-entropy on a ResNet-18 with a linear head
+
+
+class Hook:
+    """Code a method runs inside :func:`fit`, with a state that survives an interrupted run.
+
+    ``out`` is the batch's :class:`nclab.losses.BatchOutput` (the same the loss saw; its tensors are part
+    of the autograd graph: use ``.detach()``), ``y`` its labels.
+
+    - ``after_backward(out, y)``: the gradients are in ``.grad``, unscaled when a GradScaler is active, and
+      the optimiser has not stepped: change them here (a gradient projection);
+    - ``after_step(out, y)``: the optimiser step is done: move weights, update running statistics;
+    - ``end_epoch(epoch, model)`` → dict or None: what it returns is added to the epoch's history record;
+    - ``state_dict()`` / ``load_state_dict(state)``: saved in ``last.pt`` every epoch, restored on resume
+      (tensors, numbers, strings, lists and dicts of them).
+    """
+
+    def after_backward(self, out: BatchOutput, y: torch.Tensor) -> None:
+        pass
+
+    def after_step(self, out: BatchOutput, y: torch.Tensor) -> None:
+        pass
+
+    def end_epoch(self, epoch: int, model: nn.Module) -> dict | None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every hyperparameter of a training run. Its hash (less the speed-only fields) names the run."""
+    """Every hyperparameter of a training run. Its key (all fields but the speed-only ones, the method's
+    name and hyperparameters included) names the run's checkpoint folder.
+
+    Weight decay applies to every parameter by default, BatchNorm's and the biases included, as in the
+    source setups (Papyan et al.; the practical-work report); ``decay_norm_and_bias=False`` spares them.
+    """
 
     regime: str = "A"                          # a label: "A", "B" (seed report 002) or your own
     dataset: str = "cifar100"                  # training data set (nclab.data.DATASETS)
+    method: Method = ERM                       # what the run trains: model builder, loss, hooks, hyperparameters
     width: int = 64                            # ResNet-18 width: 64 standard, 16 in the smoke profile
     pretrained: bool = False                   # start from torchvision's ImageNet weights (width 64 only)
     epochs: int = 350                          # passes over the training set
     batch_size: int = 128                      # images per SGD step
+    augment: bool = True                       # random crop (padding 4) and horizontal flip of training batches
     optimizer: str = "sgd"                     # "sgd" (momentum, Nesterov off) or "adamw"
     lr: float = 0.1                            # peak learning rate
     momentum: float = 0.9                      # SGD momentum (AdamW: beta1)
     weight_decay: float = 5e-4                 # L2 for SGD, decoupled for AdamW
+    decay_norm_and_bias: bool = True           # weight decay on BatchNorm parameters and biases too (the sources)
     schedule: str = "multistep"                # "multistep" or "cosine" (per step, after the warm-up)
     milestones: tuple[float, ...] = (1 / 3, 2 / 3)  # multistep: fractions of training where lr ×= gamma
     gamma: float = 0.1                         # multistep decay factor
     warmup_epochs: float = 0.0                 # linear warm-up from ~0 to lr, in epochs
-    label_smoothing: float = 0.0               # cross-entropy label smoothing
+    label_smoothing: float = 0.0               # cross-entropy label smoothing (the default loss)
     snapshot_epochs: tuple[int, ...] = ()      # epochs whose weights are kept for later notebooks
     seed: int = 0                              # model initialisation and data order
     amp: str = "auto"                          # "auto" (bf16 / fp16+GradScaler on GPU, off on CPU), "bf16", "fp16", "off"
     channels_last: bool = True                 # NHWC memory format on the GPU (ignored on the CPU)
-    compile: bool = False                      # torch.compile the model (GPU; first epoch slower)
+    compile: bool = False                      # torch.compile the forward pass (GPU; first epoch slower)
 
     SPEED_ONLY = ("amp", "channels_last", "compile")  # fields that do not change what is learned (much)
 
     def __post_init__(self):
-        checks = [(self.optimizer in ("sgd", "adamw"), f"optimizer must be 'sgd' or 'adamw', not {self.optimizer!r}"),
+        checks = [(isinstance(self.method, Method), f"method must be an nclab.train.Method, not {self.method!r}"),
+                  (self.optimizer in ("sgd", "adamw"), f"optimizer must be 'sgd' or 'adamw', not {self.optimizer!r}"),
                   (self.schedule in ("multistep", "cosine"), f"schedule must be 'multistep' or 'cosine', not {self.schedule!r}"),
                   (self.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto/bf16/fp16/off, not {self.amp!r}"),
                   (self.epochs >= 1 and self.batch_size >= 1 and self.lr > 0, "epochs, batch_size and lr must be positive"),
                   (all(0 < m < 1 for m in self.milestones), "milestones are fractions of training, in (0, 1)"),
+                  (0 <= self.label_smoothing < 1, "label_smoothing must lie in [0, 1)"),
                   (all(1 <= e <= self.epochs for e in self.snapshot_epochs), "snapshot_epochs must lie in 1..epochs")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
 
     def key(self) -> dict:
-        """The fields that define what is learned (everything but the speed-only ones)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.SPEED_ONLY}
+        """The fields that define what is learned (all but the speed-only ones), as plain values; the
+        method as its name plus one ``method.<hyperparameter>`` entry per hyperparameter."""
+        key = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "method":
+                key["method"] = value.name
+                key.update({f"method.{name}": param for name, param in value.params})
+            elif f.name not in self.SPEED_ONLY:
+                key[f.name] = value
+        return key
 
 
 def log_spaced_epochs(epochs: int, count: int) -> tuple[int, ...]:
@@ -87,7 +203,7 @@ def regime(name: str, profile: Profile | str | None = None, **overrides) -> Trai
 
     A (Papyan et al.): SGD lr 0.1, momentum 0.9, weight decay 5e-4, lr × 0.1 at 1/3 and 2/3 of training.
     B: SGD lr 0.01, cosine schedule, from ImageNet weights (only width 64 has them: the smoke profile
-    trains B from scratch). ``overrides`` replace any field.
+    trains B from scratch). ``overrides`` replace any field (``method=…`` included).
     """
     profile = get_profile(profile)
     common = dict(width=profile.width, epochs=profile.epochs, batch_size=profile.batch_size,
@@ -102,7 +218,7 @@ def regime(name: str, profile: Profile | str | None = None, **overrides) -> Trai
 
 
 # ----------------------------------------------------------------------------------------------------
-# Schedule, precision, evaluation
+# Schedule, optimiser, precision, evaluation
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int):
@@ -120,11 +236,18 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int):
     return factor
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW; weight decay on weights only (not on BatchNorm parameters or biases)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    rest = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over the trainable parameters (frozen ones are left out).
+
+    Weight decay on every parameter (``decay_norm_and_bias=True``, the sources' setting), or on the
+    weight matrices and convolution kernels only (not on BatchNorm parameters or biases).
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if config.decay_norm_and_bias:
+        groups = [{"params": trainable, "weight_decay": config.weight_decay}]
+    else:
+        groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
+                  {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
@@ -141,12 +264,12 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, loader: GpuLoader) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` over ``loader``, in eval mode."""
+def loss_and_accuracy(model: nn.Module, loader: GpuLoader) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` over ``loader``, in eval mode (the test metrics of a run)."""
     was_training = model.training
     model.eval()
     loss, correct, count = 0.0, 0, 0
-    for x, y in loader:
+    for x, y, _ in loader:
         logits = model(x).float()
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -156,95 +279,45 @@ def evaluate(model: torch.nn.Module, loader: GpuLoader) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: corrupted, truncated, or from another run."""
-
-
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: a crash mid-write leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", keys: tuple[str, ...] = ("model",)) -> dict:
-    """Read a checkpoint with ``weights_only=True``; a damaged file (or one lacking ``keys``) raises
-    :class:`CheckpointError`."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise CheckpointError(
-            f"Checkpoint {path} is corrupted or truncated (torch.load failed: {type(error).__name__}). It was left "
-            f"untouched. Delete it (or its run folder) to train that run again, or restore a good copy.") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or not all(k in state for k in keys):
-        raise CheckpointError(f"{path} is not an nclab checkpoint (format {CHECKPOINT_FORMAT}). Delete it to retrain.")
-    return state
-
-
-def _rng_state() -> dict:
-    numpy_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]),
-            "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-# ----------------------------------------------------------------------------------------------------
 # The loop
 
 
-def fit(model: CifarResNet, config: TrainConfig, train_loader: GpuLoader, test_loader: GpuLoader | None = None,
-        run_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
+def _forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features h, logits) of one batch: the encoder once, then the head."""
+    h = model.features(x)
+    return h, model.head(h)
+
+
+def fit(model: nn.Module, config: TrainConfig, train_loader: GpuLoader, test_loader: GpuLoader | None = None,
+        run_dir: str | Path | None = None, *, loss: Callable | None = None, hooks: list[Hook] | None = None,
+        progress: bool = True) -> list[dict]:
     """Train ``model`` as ``config`` says; return the history (one dict of metrics per epoch).
 
-    With ``run_dir``, every epoch ends with an atomic checkpoint ``last.pt`` (and ``epoch_XXXX.pt``
-    weights at the snapshot epochs); if ``last.pt`` is there when ``fit`` starts, training resumes
-    after its epoch, giving the same weights as an uninterrupted run.
+    ``loss`` and ``hooks`` default to the config's method (``config.method.loss(config)``, ``.hooks(config)``);
+    pass them only to experiment, since their hyperparameters are not in the run key otherwise. With
+    ``run_dir``, every epoch ends with an atomic checkpoint ``last.pt`` (and ``epoch_XXXX.pt`` weights at
+    the snapshot epochs); if ``last.pt`` is there when ``fit`` starts, training resumes after its epoch,
+    hooks' states included, giving the same weights as an uninterrupted run.
     """
     device = train_loader.device
     model.to(device)
     if config.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    loss = config.method.loss(config) if loss is None else loss
+    hooks = list(config.method.hooks(config) if hooks is None else hooks)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(train_loader)))
     autocast_dtype = amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-    step = torch.compile(model) if config.compile else model
+    forward = torch.compile(_forward) if config.compile else _forward
 
     history, start = [], 1
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     if last is not None and last.exists():
-        state = load_checkpoint(last)                      # on the CPU, where torch.set_rng_state wants it
-        if state["config"] != config.key():
-            raise CheckpointError(f"{last} was written by another configuration; use another run_dir.")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        history, start = state["history"], state["epoch"] + 1
+        history, start = _resume(last, config, model, optimizer, scheduler, scaler, hooks)
 
-    epochs = tqdm(range(start, config.epochs + 1), desc=f"regime {config.regime}", disable=not progress,
-                  initial=start - 1, total=config.epochs, unit="epoch")
+    epochs = tqdm(range(start, config.epochs + 1), desc=f"{config.method.name} {config.regime}",
+                  disable=not progress, initial=start - 1, total=config.epochs, unit="epoch")
     for epoch in epochs:
         model.train()
         train_loader.set_epoch(epoch)
@@ -252,63 +325,91 @@ def fit(model: CifarResNet, config: TrainConfig, train_loader: GpuLoader, test_l
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        for x, y in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not progress):
+        for x, y, extras in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not progress):
             with torch.autocast(device.type, autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                logits = step(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                h, logits = forward(model, x)
+                out = BatchOutput(h, logits, extras, model)
+                value = loss(out, y)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(value).backward()
+            if hooks:
+                scaler.unscale_(optimizer)                      # hooks see (and change) the true gradients
+                for hook in hooks:
+                    hook.after_backward(out, y)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            loss_sum += loss.detach() * len(y)                     # stays on the device: no sync per step
+            for hook in hooks:
+                hook.after_step(out, y)
+            loss_sum += value.detach() * len(y)                 # stays on the device: no sync per step
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
         seconds = time.perf_counter() - began
         record = {"epoch": epoch, "lr": lr, "train_loss": loss_sum.item() / seen,
                   "train_acc": correct.item() / seen, "seconds": seconds, "images_per_s": seen / seconds}
+        for hook in hooks:
+            record.update(hook.end_epoch(epoch, model) or {})
         if test_loader is not None:
-            record["test_loss"], record["test_acc"] = evaluate(model, test_loader)
+            record["test_loss"], record["test_acc"] = loss_and_accuracy(model, test_loader)
         history.append(record)
         epochs.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}",
                            test=f"{record.get('test_acc', float('nan')):.3f}", lr=f"{record['lr']:.3g}")
         if last is not None:
+            weights = {"format": FORMAT, "config": config.key(), "epoch": epoch, "model": model.state_dict()}
             if epoch in config.snapshot_epochs:
-                save_checkpoint({"format": CHECKPOINT_FORMAT, "config": config.key(), "epoch": epoch,
-                                 "model": model.state_dict()}, last.with_name(f"epoch_{epoch:04d}.pt"))
-            save_checkpoint({"format": CHECKPOINT_FORMAT, "config": config.key(), "epoch": epoch,
-                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                             "rng": _rng_state(), "history": history}, last)
+                save_checkpoint(weights, last.with_name(f"epoch_{epoch:04d}.pt"))
+            save_checkpoint({**weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "scaler": scaler.state_dict(), "hooks": [hook.state_dict() for hook in hooks],
+                             "rng": rng_state(), "history": history}, last)
     return history
+
+
+def _resume(last: Path, config, model, optimizer, scheduler, scaler, hooks) -> tuple[list[dict], int]:
+    """Restore everything ``fit`` saved in ``last``; return (history, first epoch still to train)."""
+    state = load_checkpoint(last)                          # on the CPU, where torch.set_rng_state wants it
+    if state["config"] != config.key():
+        raise CheckpointError(f"{last} was written by another configuration; use another run_dir.")
+    if len(state["hooks"]) != len(hooks):
+        raise CheckpointError(f"{last} was written with {len(state['hooks'])} hook(s), this run has {len(hooks)}: "
+                              f"use another run_dir.")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"] or not scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
+    else:  # written with AMP off or bf16, resumed with fp16 (a Colab session back on another GPU)
+        print(f"Note: {last.name} was written without fp16 loss scaling; resuming with fp16, so the gradient "
+              f"scaler starts afresh.")
+    for hook, hook_state in zip(hooks, state["hooks"]):
+        hook.load_state_dict(hook_state)
+    set_rng_state(state["rng"])
+    return state["history"], state["epoch"] + 1
 
 
 # ----------------------------------------------------------------------------------------------------
 # The run cache
 
 
-def _data_fingerprint(data: ImageSet) -> str:
-    digest = hashlib.sha1(data.images.cpu().numpy().tobytes())
-    digest.update(data.labels.cpu().numpy().tobytes())
-    return f"{data.name}:{len(data)}:{'standin' if data.standin else 'real'}:{digest.hexdigest()[:16]}"
-
-
 def run_directory(config: TrainConfig, train_set: ImageSet, root: str | Path | None = None) -> Path:
-    """The folder of the run defined by ``config`` on ``train_set``: ``<cache>/runs/<regime>-<hash>``."""
-    key = json.dumps({"config": config.key(), "data": _data_fingerprint(train_set), "nclab": __version__},
-                     sort_keys=True)
+    """The folder of the run defined by ``config`` on ``train_set``:
+    ``<cache>/runs/<dataset>-<method>-<regime>-w<width>-<hash of the config key, the data and nclab's version>``."""
+    data = {"name": train_set.name, "size": len(train_set), "standin": train_set.standin,
+            "content": train_set.fingerprint}
+    key = json.dumps({"config": config.key(), "data": data, "nclab": __version__}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    return Path(root or cache_dir() / "runs") / f"{config.dataset}-{config.regime}-w{config.width}-{digest}"
+    name = f"{config.dataset}-{config.method.name}-{config.regime}-w{config.width}-{digest}"
+    return Path(root or cache_dir() / "runs") / name
 
 
 @dataclass
 class Run:
-    """A trained (or resumed) run: its config, final model, history and snapshot files."""
+    """A trained (or resumed) run: its config, final model, history, data and snapshot files."""
 
     config: TrainConfig
-    model: CifarResNet
+    model: nn.Module
     history: list[dict]
     run_dir: Path
+    train_set: ImageSet
     snapshots: dict[int, Path] = field(default_factory=dict)  # epoch → weights file
 
     @property
@@ -316,54 +417,68 @@ class Run:
         """The last epoch's metrics."""
         return self.history[-1]
 
-    def load_snapshot(self, epoch: int) -> CifarResNet:
-        """A copy of the model with the weights saved at ``epoch`` (one of ``snapshots``)."""
+    def load_snapshot(self, epoch: int) -> nn.Module:
+        """A copy of the model with the weights saved at ``epoch`` (one of ``snapshots``), built by the
+        run's own method."""
         if epoch not in self.snapshots:
             raise KeyError(f"No snapshot at epoch {epoch}; this run kept {sorted(self.snapshots)}.")
-        model = resnet18(self.model.num_classes, self.config.width)
+        model = self.config.method.build_model(self.config, self.train_set)
         model.load_state_dict(load_checkpoint(self.snapshots[epoch])["model"])
         return model.to(next(self.model.parameters()).device).eval()
 
 
+def _epochs_done(run_dir: Path) -> int:
+    last = run_dir / "last.pt"
+    return load_checkpoint(last)["epoch"] if last.exists() else 0
+
+
 def load_or_train(config: TrainConfig, train_set: ImageSet, test_set: ImageSet | None = None, *,
                   device: str | torch.device | None = None, root: str | Path | None = None,
-                  progress: bool = True) -> Run:
+                  eval_batch_size: int | None = None, progress: bool = True) -> Run:
     """The run ``config`` on ``train_set``: loaded from its checkpoint folder, resumed, or trained.
 
-    Says which of the three it does. Regime B's ImageNet weights fall back to training from scratch,
-    with the reason printed, when they cannot be fetched (offline, or a narrow network).
+    Says which of the three it does. The model is built by ``config.method.build_model`` after seeding
+    with ``config.seed``. Regime B's ImageNet weights are fetched only when there is no checkpoint to
+    resume; when they cannot be fetched (offline, or a narrow network), the run trains from scratch under
+    its own key, with the reason printed. Test metrics use batches of ``eval_batch_size`` images (default:
+    the profile's).
     """
     device = get_device(device)
     if config.dataset != train_set.name.split("/")[0]:
         raise ValueError(f"config.dataset is {config.dataset!r} but train_set is {train_set.name!r}.")
-    model = None
-    if config.pretrained:
+    run_dir = run_directory(config, train_set, root)
+    done, weights = _epochs_done(run_dir), None
+    if config.pretrained and not done:
         try:
-            model = resnet18(train_set.num_classes, config.width, pretrained=True)
-        except PretrainedWeightsUnavailable as reason:
+            weights = models.imagenet_weights(config.width)
+        except models.PretrainedWeightsUnavailable as reason:
             print(f"Regime {config.regime}: {reason}\n→ training regime {config.regime} from scratch instead.")
             config = replace(config, pretrained=False)
-    if model is None:
-        torch.manual_seed(config.seed)
-        model = resnet18(train_set.num_classes, config.width)
-    run_dir = run_directory(config, train_set, root)
+            run_dir = run_directory(config, train_set, root)
+            done = _epochs_done(run_dir)
+    torch.manual_seed(config.seed)
+    model = config.method.build_model(config, train_set)
+    if weights is not None:
+        models.load_imagenet_weights(model, weights)
+
     last = run_dir / "last.pt"
-    done = load_checkpoint(last)["epoch"] if last.exists() else 0
     images = f"{config.epochs} epochs × {len(train_set):,} images on {device}"
     if done >= config.epochs:
         print(f"Found checkpoint {last} (epoch {done}): loading, no training needed.")
     elif done:
         print(f"Found checkpoint {last} at epoch {done}/{config.epochs}: resuming ({images}).")
     else:
-        print(f"No checkpoint for regime {config.regime} in {run_dir}: training {images}. "
+        print(f"No checkpoint for {config.method.name} regime {config.regime} in {run_dir}: training {images}. "
               f"The progress bar shows the time left; rerunning this cell resumes after a disconnect.")
     options = dict(channels_last=config.channels_last and device.type == "cuda", device=device)
-    train_loader = GpuLoader(train_set, config.batch_size, shuffle=True, augment=True, drop_last=True,
+    train_loader = GpuLoader(train_set, config.batch_size, shuffle=True, augment=config.augment, drop_last=True,
                              seed=config.seed, **options)
-    test_loader = (GpuLoader(test_set, 1_000, shuffle=False, augment=False, drop_last=False, **options)
-                   if test_set is not None else None)
+    test_loader = None
+    if test_set is not None:
+        batch_size = eval_batch_size or get_profile().eval_batch_size
+        test_loader = GpuLoader(test_set, batch_size, shuffle=False, augment=False, drop_last=False, **options)
     history = fit(model, config, train_loader, test_loader, run_dir=run_dir, progress=progress)
     model.eval()
     snapshots = {e: run_dir / f"epoch_{e:04d}.pt" for e in config.snapshot_epochs
                  if (run_dir / f"epoch_{e:04d}.pt").exists()}
-    return Run(config, model, history, run_dir, snapshots)
+    return Run(config, model, history, run_dir, train_set, snapshots)

