@@ -6,8 +6,9 @@ run, so every exercise still counts. After the student's cells the grader append
 loads a *fresh copy* of the grader's nclab from its files (a student who overwrote ``nclab.exercises`` or
 ``nclab.data`` in the kernel changed only the kernel's copy), checks each answer found under its global
 name, and prints one JSON line tagged with a random nonce made for this submission. Only that line, in
-that cell's output, is read; a second tagged line means tampering. Points come from :data:`POINTS`, on
-the grader's side, so a submission cannot award itself more than the maximum.
+that cell's output, is read; a second tagged line means tampering. Points come from the exercise tables
+(``nclab.exercises.EXERCISES``) on the grader's side, so a submission cannot award itself more than the
+maximum.
 
 Limits: this defeats overwritten checks, fake result lines, deleted and reordered cells, hangs and
 crashes, not a student who attacks the grader's own code in the kernel (patching torch, or the stack
@@ -38,23 +39,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from . import exercises
 
-__all__ = ["POINTS", "questions_for", "grade", "grade_submission", "run_checks", "read_scores", "summarize"]
-
-POINTS = {          # the only place points are defined; a question's name starts with its notebook's number
-    "01_flip": 1,
-    "01_crop": 2,
-    "01_stem": 2,
-    "01_schedule": 2,
-    "02_nc1": 2,
-    "02_ncc": 1,
-    "02_etf_gram": 1,
-    "03_energy": 1,
-    "03_covariance": 2,
-    "03_fpr95": 2,
-    "04_nc5": 2,
-    "04_pca": 2,
-    "04_neco": 1,
-}
+__all__ = ["questions_for", "grade", "grade_submission", "run_checks", "read_scores", "summarize"]
 
 RESULT_TAG = "nclab-grade-result"
 TIMEOUT_ENAME = "CellTimeout"           # the error the grader records for a cell it had to interrupt
@@ -64,10 +49,10 @@ _PACKAGE = Path(__file__).resolve().parent
 def questions_for(notebook: str | Path) -> list[str]:
     """The graded questions of ``notebook`` (a file name or path, e.g. ``01_train_resnet18_cifar100.ipynb``)."""
     number = Path(notebook).name.split("_")[0]
-    questions = [name for name in POINTS if name.split("_")[0] == number]
+    questions = [name for name in exercises.EXERCISES if name.split("_")[0] == number]
     if not questions:
-        raise ValueError(f"No graded exercises for {Path(notebook).name!r}: POINTS in nclab/grade.py has "
-                         f"{sorted(POINTS)}.")
+        raise ValueError(f"No graded exercises for {Path(notebook).name!r}: nclab.exercises has "
+                         f"{sorted(exercises.EXERCISES)}.")
     return questions
 
 
@@ -228,10 +213,10 @@ def grade_submission(path: str | Path, questions: list[str], *, timeout: float =
     not_graded = f"not graded ({status}): see the errors column"
     for q in questions:
         passed, message = report[q] if report else (False, not_graded)
-        row[f"{q}_points"] = POINTS[q] if passed else 0
+        row[f"{q}_points"] = exercises.points(q) if passed else 0
         row[f"{q}_feedback"] = message
     row["total"] = sum(row[f"{q}_points"] for q in questions)
-    row["max"] = sum(POINTS[q] for q in questions)
+    row["max"] = sum(exercises.points(q) for q in questions)
     row["seconds"] = round(time.perf_counter() - began, 1)
     return row
 
@@ -329,12 +314,12 @@ def summarize(frame: pd.DataFrame, questions: list[str], figure_path: str | Path
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    maximum = sum(POINTS[q] for q in questions)
+    maximum = sum(exercises.points(q) for q in questions)
     lines = [f"{len(frame)} submissions, {frame['seconds'].mean():.1f} s each on average: "
              + ", ".join(f"{status} {count}" for status, count in frame["status"].value_counts().items())]
     for q in questions + ["total"]:
-        most = POINTS.get(q, maximum)
-        points = frame[f"{q}_points" if q in POINTS else q]
+        most = maximum if q == "total" else exercises.points(q)
+        points = frame[q if q == "total" else f"{q}_points"]
         lines.append(f"  {q:<14} mean {points.mean():5.2f} / {most}   full marks {(points == most).mean():4.0%}")
     figure = Figure(figsize=(6, 3.5), layout="constrained")
     ax = figure.subplots()

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from nclab import data
+from nclab import config, data
 
 
 def _constant_images(values):
@@ -14,10 +14,9 @@ def _constant_images(values):
     return values.view(-1, 1, 1, 1).expand(-1, 3, 32, 32).contiguous()
 
 
-def _denormalise(x):
-    mean = torch.tensor(data.CIFAR100_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(data.CIFAR100_STD).view(1, 3, 1, 1)
-    return (x * std + mean) * 255
+def _pixels(x):
+    """Loader floats in [0, 1] back to 0..255."""
+    return x * 255
 
 
 # --- augmentation as tensor ops -----------------------------------------------------------------------
@@ -59,8 +58,8 @@ def _labelled_set(n=50, classes=5):
 def test_loader_keeps_images_and_labels_aligned(augment):
     loader = data.GpuLoader(_labelled_set(), 8, shuffle=True, augment=augment, drop_last=False, device="cpu")
     seen = []
-    for x, y in loader:
-        centre = _denormalise(x)[:, 0, 16, 16].round()               # crops move ≤ 4 px: the centre stays
+    for x, y, _ in loader:
+        centre = _pixels(x)[:, 0, 16, 16].round()               # crops move ≤ 4 px: the centre stays
         assert torch.equal(centre, (y * 40 + 10).float())
         seen.append(y)
     assert len(torch.cat(seen)) == 50
@@ -70,8 +69,8 @@ def test_loader_last_batch_policy_is_explicit():
     toy = _labelled_set(n=10)
     keep = data.GpuLoader(toy, 4, shuffle=True, augment=False, drop_last=False, device="cpu")
     drop = data.GpuLoader(toy, 4, shuffle=True, augment=False, drop_last=True, device="cpu")
-    assert [len(y) for _, y in keep] == [4, 4, 2] and len(keep) == 3
-    assert [len(y) for _, y in drop] == [4, 4] and len(drop) == 2
+    assert [len(y) for _, y, _ in keep] == [4, 4, 2] and len(keep) == 3
+    assert [len(y) for _, y, _ in drop] == [4, 4] and len(drop) == 2
     with pytest.raises(TypeError):
         data.GpuLoader(toy, 4, shuffle=True, augment=False)         # drop_last has no default
     with pytest.raises(ValueError, match="batch_size"):
@@ -81,7 +80,7 @@ def test_loader_last_batch_policy_is_explicit():
 def test_loader_visits_every_image_once_per_epoch():
     toy = data.ImageSet(_constant_images(torch.arange(40)), torch.arange(40), [str(i) for i in range(40)], "toy/train")
     loader = data.GpuLoader(toy, 8, shuffle=True, augment=False, drop_last=False, device="cpu")
-    order = torch.cat([y for _, y in loader])
+    order = torch.cat([y for _, y, _ in loader])
     assert sorted(order.tolist()) == list(range(40)) and order.tolist() != list(range(40))
 
 
@@ -89,7 +88,7 @@ def test_loader_is_deterministic_per_seed_and_epoch(small_train):
     def batches(seed, epoch):
         loader = data.GpuLoader(small_train, 32, shuffle=True, augment=True, drop_last=True, device="cpu", seed=seed)
         loader.set_epoch(epoch)
-        return [(x.clone(), y.clone()) for x, y in loader]
+        return [(x.clone(), y.clone()) for x, y, _ in loader]
 
     first, again = batches(0, 1), batches(0, 1)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
@@ -97,16 +96,18 @@ def test_loader_is_deterministic_per_seed_and_epoch(small_train):
     assert not torch.equal(first[0][0], batches(1, 1)[0][0])           # another seed, another order
 
 
-def test_loader_without_augmentation_returns_the_normalised_images(small_train):
+def test_loader_without_augmentation_returns_the_images_in_0_1(small_train):
     loader = data.GpuLoader(small_train, 64, shuffle=False, augment=False, drop_last=False, device="cpu")
-    x, y = next(iter(loader))
-    assert torch.allclose(_denormalise(x), small_train.images[:64].float(), atol=1e-3)
+    x, y, extras = next(iter(loader))
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert torch.equal(extras["index"], torch.arange(64))
+    assert torch.allclose(_pixels(x), small_train.images[:64].float(), atol=1e-3)
     assert torch.equal(y, small_train.labels[:64])
 
 
 def test_loader_channels_last_option(small_train):
     loader = data.GpuLoader(small_train, 8, shuffle=False, augment=True, drop_last=True, device="cpu", channels_last=True)
-    x, _ = next(iter(loader))
+    x, _, _ = next(iter(loader))
     assert x.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -122,7 +123,7 @@ def test_standin_replaces_cifar100_in_cifar_format(standin_train, standin_test):
 
 
 def test_standin_is_written_in_the_real_pickle_format():
-    folder = data.data_dir() / "nclab-standin" / "cifar100" / "cifar-100-python"
+    folder = config.data_dir() / "nclab-standin" / "cifar100" / "cifar-100-python"
     with open(folder / "test", "rb") as f:
         entry = pickle.load(f, encoding="latin1")
     assert entry["data"].shape[1] == 3 * 32 * 32 and len(entry["fine_labels"]) == len(entry["data"])
@@ -136,7 +137,7 @@ def test_ood_standins_hold_other_content():
 
 
 def test_damaged_standin_file_is_rebuilt(standin_test):
-    path = data.data_dir() / "nclab-standin" / "cifar100" / "cifar-100-python" / "test"
+    path = config.data_dir() / "nclab-standin" / "cifar100" / "cifar-100-python" / "test"
     path.write_bytes(path.read_bytes()[:1000])
     again = data.load("cifar100", "test", standin=True)
     assert torch.equal(again.images, standin_test.images)
@@ -173,7 +174,7 @@ def test_subset_is_stratified_and_deterministic(standin_train):
 
 
 def test_profile_sizes_apply():
-    train_set, test_set = data.for_profile("cifar100", "smoke")
+    train_set, test_set = data.train_test_sets("cifar100", "smoke")
     assert len(train_set) == 2_000 and len(test_set) <= 1_000 and train_set.standin
 
 
@@ -200,3 +201,94 @@ def test_ood_sets_of_the_smoke_profile_are_offline():
     sets = data.ood_sets("smoke")
     assert list(sets) == ["cifar10", "svhn", "gaussian", "uniform"]
     assert sets["cifar10"].standin and sets["svhn"].standin and len(sets["gaussian"]) == 1_000
+
+
+# --- per-sample extras, padding, normalisation, content fingerprint ------------------------------------
+
+def _set_with_extras(n=60, classes=6):
+    labels = torch.arange(n) % classes
+    extras = {"env": labels * 7 + 1, "color": (labels % 2).bool()}
+    return data.ImageSet(_constant_images(labels * 40 + 10), labels, [str(c) for c in range(classes)], "toy/train",
+                         extras=extras)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_loader_extras_stay_aligned_with_labels_through_shuffling(augment):
+    toy = _set_with_extras()
+    loader = data.GpuLoader(toy, 8, shuffle=True, augment=augment, drop_last=False, device="cpu", seed=3)
+    loader.set_epoch(2)
+    indices = []
+    for x, y, extras in loader:
+        assert set(extras) == {"index", "env", "color"}
+        assert torch.equal(extras["env"], y * 7 + 1) and torch.equal(extras["color"], (y % 2).bool())
+        assert torch.equal(toy.labels[extras["index"]], y)                  # index points at the sample itself
+        indices.append(extras["index"])
+    order = torch.cat(indices)
+    assert sorted(order.tolist()) == list(range(60)) and order.tolist() != list(range(60))
+
+
+def test_subset_and_select_carry_the_extras():
+    toy = _set_with_extras()
+    part = toy.subset(30, seed=1)
+    assert torch.equal(part.extras["env"], part.labels * 7 + 1) and len(part.extras["color"]) == 30
+    picked = toy.select(torch.tensor([5, 0, 7]))
+    assert picked.labels.tolist() == [5, 0, 1] and picked.extras["env"].tolist() == [36, 1, 8]
+
+
+def test_extras_are_checked():
+    images, labels = _constant_images([1, 2, 3]), torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="extra 'env' has 2 entries"):
+        data.ImageSet(images, labels, ["a", "b", "c"], "x", extras={"env": torch.zeros(2)})
+    with pytest.raises(ValueError, match="reserved"):
+        data.ImageSet(images, labels, ["a", "b", "c"], "x", extras={"index": torch.zeros(3)})
+
+
+@pytest.mark.parametrize("padding", [0, 2, 4])
+def test_crop_offsets_follow_the_padding(padding):
+    white = data.ImageSet(torch.full((64, 3, 8, 8), 255, dtype=torch.uint8), torch.zeros(64, dtype=torch.long),
+                          ["white"], "white/train")
+    loader = data.GpuLoader(white, 64, shuffle=False, augment=True, drop_last=True, device="cpu", padding=padding)
+    x, _, _ = next(iter(loader))
+    dark_rows = (x[:, 0].amax(dim=2) == 0).sum(dim=1)                       # zero-padding rows in each crop
+    dark_cols = (x[:, 0].amax(dim=1) == 0).sum(dim=1)
+    assert dark_rows.max() == padding and dark_cols.max() == padding        # offsets reach 0 and 2·padding …
+    assert dark_rows.min() == 0                                             # … and the centre
+
+
+def test_normalisation_belongs_to_the_data_set(standin_train, standin_test):
+    mean, std = data.channel_statistics(standin_train.images)
+    assert torch.allclose(torch.tensor(standin_train.normalization), torch.tensor((mean, std)), atol=1e-6)
+    assert standin_test.normalization == standin_train.normalization        # the training split's statistics
+    assert abs(standin_train.normalization[0][0] - data.CIFAR100_MEAN[0]) > 0.1      # the stand-in's, not CIFAR-100's
+    assert data.NORMALIZATION["cifar100"] == (data.CIFAR100_MEAN, data.CIFAR100_STD)
+    assert data.NORMALIZATION["svhn"] != data.NORMALIZATION["cifar10"]
+    near = data.load("cifar10", "test", standin=True)
+    assert near.normalization != standin_train.normalization
+    plain = data.ImageSet(_constant_images([0, 255]), torch.tensor([0, 1]), ["a", "b"], "x")
+    assert torch.allclose(torch.tensor(plain.normalization), torch.full((2, 3), 0.5))   # computed when not given
+    with pytest.raises(ValueError, match="normalization"):
+        data.ImageSet(_constant_images([0, 255]), torch.tensor([0, 1]), ["a", "b"], "x",
+                      normalization=((0.5,) * 3, (0.0,) * 3))
+
+
+def test_fingerprint_follows_the_content(standin_train):
+    a, b = standin_train.subset(200, seed=0), standin_train.subset(200, seed=1)
+    assert a.fingerprint == standin_train.subset(200, seed=0).fingerprint
+    assert a.fingerprint != b.fingerprint and a.name == b.name and len(a) == len(b)
+    relabelled = data.ImageSet(a.images, a.labels.flip(0), a.classes, a.name)
+    assert relabelled.fingerprint != a.fingerprint
+    g1, g2 = data.noise_images("gaussian", 50, seed=1), data.noise_images("gaussian", 50, seed=2)
+    assert g1.fingerprint != g2.fingerprint
+
+
+def test_overview_lists_sets_and_their_source(standin_test):
+    table = data.overview({"ID": standin_test, "noise": data.noise_images("uniform", 10)})
+    assert table.loc["ID", "source"] == "OFFLINE STAND-IN" and table.loc["noise", "source"] == "real data"
+    assert table.loc["noise", "images"] == 10 and table.loc["ID", "classes"] == 8
+
+
+def test_the_standin_note_is_printed_once_per_data_set(capsys, tmp_path):
+    data.sets._ANNOUNCED.discard("svhn")
+    data.load("svhn", "test", standin=True, root=tmp_path)
+    data.load("svhn", "train", standin=True, root=tmp_path)
+    assert capsys.readouterr().out.count("OFFLINE STAND-IN") == 1

@@ -1,6 +1,10 @@
-"""The checks students see: the solutions pass, typical mistakes get a specific ❌, nothing raises."""
+"""The checks students see: the solutions pass, typical mistakes get a specific ❌, nothing raises; and the
+package's layout: one table per notebook carrying the points, merged without duplicates or import circles."""
 
+import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -10,9 +14,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nclab import data, exercises
-from nclab.exercises import NOT_ANSWERED, check, run_check
+from nclab.exercises import NOT_ANSWERED, check, core, notebook01, notebook02, notebook03, notebook04, run_check
 
 ROOT = Path(__file__).resolve().parents[1]
+TABLES = {"01": notebook01.EXERCISES, "02": notebook02.EXERCISES, "03": notebook03.EXERCISES,
+          "04": notebook04.EXERCISES}
 
 
 def _not_implemented(*args, **kwargs):
@@ -58,10 +64,12 @@ MISTAKES = {  # (exercise, typical wrong answer, what the message must say)
                         "hand case: the 3×3 image [[1, 2, 3], [4, 5, 6], [7, 8, 9]] at shifts (4, 4), (3, 4), (5, 5), "
                         "(0, 0): your code raised RuntimeError"),
     "stride 2 stem": ("01_stem", lambda w: nn.Conv2d(3, w, 3, stride=2, padding=1, bias=False), "stride is (2, 2)"),
-    "ImageNet stem": ("01_stem", lambda w: nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False), "kernel_size is (7, 7)"),
+    "ImageNet stem": ("01_stem", lambda w: nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False),
+                      "kernel_size is (7, 7)"),
     "no padding": ("01_stem", lambda w: nn.Conv2d(3, w, 3, bias=False), "padding is (0, 0)"),
     "stem bias": ("01_stem", lambda w: nn.Conv2d(3, w, 3, padding=1), "has a bias"),
-    "fixed width": ("01_stem", lambda w: nn.Conv2d(3, 16, 3, padding=1, bias=False), "cifar_stem_layer(24).out_channels is 16"),
+    "fixed width": ("01_stem", lambda w: nn.Conv2d(3, 16, 3, padding=1, bias=False),
+                    "cifar_stem_layer(24).out_channels is 16"),
     "a layer, not a function": ("01_stem", stem(16), "define a function"),
     "decays a step late": ("01_schedule", lambda t, T, g=0.1: g ** sum(t > m for m in (T // 3, 2 * T // 3)),
                            "your factor changes at steps [11, 21]; it should drop at steps [10, 20]"),
@@ -133,5 +141,71 @@ def test_each_exercise_is_checked_once_in_its_notebook_and_its_answer_never_reas
         if name.startswith(f"{number}_"):
             calls = [s for s in sources if f'check("{name}", {exercise.answer})' in s]
             assert len(calls) == 1, f"{path.name} should call check({name!r}, {exercise.answer}) once"
-            binds = re.compile(rf"(^\s*def\s+{exercise.answer}\b|\b{exercise.answer}\s*=[^=]|for\s+{exercise.answer}\b)", re.M)
+            binds = re.compile(rf"(^\s*def\s+{exercise.answer}\b|\b{exercise.answer}\s*=[^=]"
+                               rf"|for\s+{exercise.answer}\b)", re.M)
             assert sum(len(binds.findall(s)) for s in sources) == 1, f"{exercise.answer} is bound more than once"
+
+
+# --- the package: one table per notebook, with the points -------------------------------------------------
+
+def test_every_question_has_positive_int_points_and_its_notebook_number():
+    for number, table in TABLES.items():
+        for name, exercise in table.items():
+            assert name.startswith(f"{number}_"), f"{name} sits in notebook{number}.py's table"
+            assert type(exercise.points) is int and exercise.points > 0, name
+            assert exercises.points(name) == exercise.points and exercises.EXERCISES[name] is exercise
+    assert {number: sum(e.points for e in table.values()) for number, table in TABLES.items()} == \
+        {"01": 7, "02": 4, "03": 5, "04": 5}
+    assert list(exercises.EXERCISES) == [name for table in TABLES.values() for name in table]
+
+
+@pytest.mark.parametrize("points", [0, -1, 1.5, True, "2", None])
+def test_points_must_be_a_positive_int(points):
+    with pytest.raises(ValueError, match="must be a positive int"):
+        exercises.Exercise("random_flip_student", notebook01.check_flip, points)
+
+
+def test_points_of_an_unknown_question_name_the_known_ones():
+    assert exercises.points("01_crop") == 2 and exercises.points("04_neco") == 1
+    with pytest.raises(KeyError, match="01_flip"):
+        exercises.points("01_nothing")
+
+
+def test_a_question_in_two_tables_raises():
+    with pytest.raises(ValueError, match="'01_flip' is defined in two notebooks"):
+        core.merge_tables(notebook01.EXERCISES, {"01_flip": notebook02.EXERCISES["02_nc1"]})
+    assert core.merge_tables({"01_a": exercises.EXERCISES["01_flip"]}, {"02_b": exercises.EXERCISES["02_nc1"]}) == \
+        {"01_a": exercises.EXERCISES["01_flip"], "02_b": exercises.EXERCISES["02_nc1"]}
+
+
+def test_a_question_in_two_notebooks_stops_the_import():
+    code = ("import importlib, nclab.exercises as ex\n"
+            "ex.notebook02.EXERCISES['01_flip'] = ex.notebook02.EXERCISES['02_nc1']\n"
+            "importlib.reload(ex)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "ValueError: exercise '01_flip' is defined in two notebooks" in done.stderr
+
+
+@pytest.mark.parametrize("module", ["core", "notebook01", "notebook02", "notebook03", "notebook04"])
+def test_each_module_imports_first_in_a_fresh_interpreter(module):
+    code = (f"import nclab.exercises.{module}, nclab.exercises as ex\n"
+            f"assert len(ex.EXERCISES) == 13 and ex.check is not None\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("module", ["core", "notebook01", "notebook02", "notebook03", "notebook04"])
+def test_checks_import_only_core_and_the_computing_modules_relatively(module):
+    """No circle through the package's __init__, and no absolute ``nclab`` import: the grader's fresh copy
+    of the package must check with its own modules, never with the kernel's (possibly overwritten) ones."""
+    tree = ast.parse((ROOT / "nclab" / "exercises" / f"{module}.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            assert not any(alias.name.split(".")[0] == "nclab" for alias in node.names), ast.unparse(node)
+        if isinstance(node, ast.ImportFrom):
+            assert node.module != "nclab" and not (node.module or "").startswith("nclab."), ast.unparse(node)
+            if node.level == 1:
+                assert module != "core" and node.module == "core", ast.unparse(node)
+            if node.level >= 2:
+                assert module != "core" and node.level == 2 and node.module is None, ast.unparse(node)
+                assert not {alias.name for alias in node.names} & {"exercises", "grade"}, ast.unparse(node)

@@ -50,10 +50,11 @@ def random_flip_student(images, flips):                  # wrong: top-bottom
 nclab.data.random_flip = random_flip_student             # the kernel's reference now agrees with it
 for exercise in list(ex.EXERCISES.values()):
     object.__setattr__(exercise, "check", lambda answer: (True, "perfect"))
+    object.__setattr__(exercise, "points", 100)
 ex.run_check = lambda name, answer: ex.Result(name, True, "perfect")
 ex.check = ex.run_check
-nclab.grade.POINTS.update({name: 100 for name in nclab.grade.POINTS})
-nclab.grade.run_checks = lambda *args, **kwargs: {q: {"passed": True, "message": "perfect"} for q in nclab.grade.POINTS}
+ex.points = lambda name: 100
+nclab.grade.run_checks = lambda *args, **kwargs: {q: {"passed": True, "message": "perfect"} for q in ex.EXERCISES}
 print('nclab-grade-result 0123456789abcdef0123456789abcdef {"01_flip": {"passed": true, "message": "fake"}}')
 """
 
@@ -101,20 +102,30 @@ def _points(row):
     return {q: row[f"{q}_points"] for q in QUESTIONS}
 
 
-def test_points_table_covers_exactly_the_registered_exercises():
-    missing, unknown = set(exercises.EXERCISES) - set(grade.POINTS), set(grade.POINTS) - set(exercises.EXERCISES)
-    assert not missing, f"give {sorted(missing)} points in nclab/grade.py POINTS"
-    assert not unknown, f"POINTS in nclab/grade.py names exercises that do not exist: {sorted(unknown)}"
+def test_questions_of_a_notebook_are_those_of_its_table():
     assert grade.questions_for("notebooks/01_train_resnet18_cifar100.ipynb") == QUESTIONS
     with pytest.raises(ValueError, match="No graded exercises"):
         grade.questions_for("99_nothing.ipynb")
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
+def test_the_graders_maximum_is_the_sum_of_the_notebooks_table(path, tmp_path):
+    table = getattr(exercises, f"notebook{path.name[:2]}").EXERCISES
+    questions = grade.questions_for(path)
+    assert questions == list(table)
+    empty = tmp_path / "empty.ipynb"                       # graded without a kernel: every question 0 points
+    empty.write_bytes(b"")
+    row = grade.grade_submission(empty, questions)
+    assert row["max"] == sum(exercise.points for exercise in table.values())
+    assert row["total"] == 0 and all(row[f"{q}_points"] == 0 for q in questions)
+
+
 def test_solved_notebook_gets_full_marks(graded):
     row = graded[0]["solved"]
     assert row["status"] == "ok" and row["errors"] == ""
-    assert _points(row) == {q: grade.POINTS[q] for q in QUESTIONS}
-    assert row["total"] == row["max"] == sum(grade.POINTS[q] for q in QUESTIONS) == 7
+    assert _points(row) == {q: exercises.points(q) for q in QUESTIONS} == {"01_flip": 1, "01_crop": 2, "01_stem": 2,
+                                                                          "01_schedule": 2}
+    assert row["total"] == row["max"] == 7
 
 
 def test_untouched_student_notebook_scores_zero_with_not_implemented_feedback(graded):
@@ -170,7 +181,8 @@ def test_csv_round_trip_summary_and_histogram(graded):
 
 def test_a_cell_that_hangs_is_interrupted_and_later_exercises_still_count(tmp_path):
     path = tmp_path / "sleeper.ipynb"
-    nbformat.write(_minimal(nbformat.read(INSTRUCTOR_01, 4), before=["import time\nwhile True:\n    time.sleep(1)"]), path)
+    hang = "import time\nwhile True:\n    time.sleep(1)"
+    nbformat.write(_minimal(nbformat.read(INSTRUCTOR_01, 4), before=[hang]), path)
     row = grade.grade_submission(path, QUESTIONS, timeout=15, total_timeout=120)
     assert row["status"] == "timeout" and "cell 2" in row["errors"] and "interrupted after 15 s" in row["errors"]
     assert row["total"] == 7
@@ -190,9 +202,11 @@ def test_a_check_that_loops_forever_fails_that_question_only():
         while True:
             pass
 
-    namespace = {"multistep_factor": endless, "cifar_stem_layer": lambda width: nn.Conv2d(3, width, 3, 1, 1, bias=False)}
+    namespace = {"multistep_factor": endless,
+                 "cifar_stem_layer": lambda width: nn.Conv2d(3, width, 3, 1, 1, bias=False)}
     report = grade.run_checks(namespace, ["01_schedule", "01_stem", "01_flip"], seconds_per_check=1)
-    assert report["01_schedule"] == {"passed": False, "message": "`multistep_factor` did not return within 1 s (an endless loop?)"}
+    assert report["01_schedule"] == {"passed": False,
+                                     "message": "`multistep_factor` did not return within 1 s (an endless loop?)"}
     assert report["01_stem"]["passed"] is True
     assert report["01_flip"]["message"] == "answer `random_flip_student` not defined (cell deleted?)"
 

@@ -80,7 +80,7 @@ CASES = {  # case: (exercise, answer, PASS or what the failure message must say)
     "unweighted classes": ("03_covariance", lambda h, y: torch.stack(
         [torch.cov(h[y == c].T, correction=0) for c in range(int(y.max()) + 1)]).mean(0), "equal weights"),
     "diagonal": ("03_covariance", lambda h, y: torch.diag(torch.diagonal(covariance(h, y))), "only the diagonal"),
-    "OOD-positive convention": ("03_fpr95", lambda i, o: ood.evaluate(i, o)["fpr95_oodpos"], "`fpr95_oodpos`"),
+    "OOD-positive convention": ("03_fpr95", lambda i, o: ood.detection_metrics(i, o)["fpr95_oodpos"], "`fpr95_oodpos`"),
     "strict threshold": ("03_fpr95", lambda i, o: (o > i.sort(descending=True).values[math.ceil(0.95 * len(i)) - 1])
                          .double().mean(), "not > τ"),
     "interpolated quantile": ("03_fpr95", lambda i, o: (o >= torch.quantile(i, 0.05)).double().mean(), "interpolated"),
@@ -140,7 +140,7 @@ def test_histogram_grid_has_one_panel_per_detector_and_set_with_its_auroc():
     fig = plots.plot_score_histograms(scores)
     assert len(fig.axes) == 2 * 2
     titles = [ax.get_title() for ax in fig.axes]
-    auroc = ood.evaluate(scores["flipped"]["ID"], scores["flipped"]["far"])["auroc"]
+    auroc = ood.detection_metrics(scores["flipped"]["ID"], scores["flipped"]["far"])["auroc"]
     assert titles[3] == f"flipped · far: AUROC {auroc:.3f}" and titles[0].startswith("good · near")
     plt.close(fig)
 
@@ -203,7 +203,7 @@ def test_threshold_widget_starts_at_the_fpr95_threshold_and_follows_the_detector
     detector, ood_set = list(_find(box, ipywidgets.Dropdown))
     ind, near = scores["good"]["ID"], scores["good"]["near"]
     assert slider.value == pytest.approx(ind.sort(descending=True).values[math.ceil(0.95 * len(ind)) - 1].item())
-    assert (near >= slider.value).double().mean().item() == pytest.approx(ood.evaluate(ind, near)["fpr95"])
+    assert (near >= slider.value).double().mean().item() == pytest.approx(ood.detection_metrics(ind, near)["fpr95"])
     detector.value = "flipped"
     both = torch.cat([scores["flipped"]["ID"], scores["flipped"]["near"]])
     assert slider.min == pytest.approx(both.min().item()) and slider.max == pytest.approx(both.max().item())

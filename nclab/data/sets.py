@@ -37,9 +37,13 @@ Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 
 
 def channel_statistics(images: torch.Tensor) -> Normalization:
-    """(mean, std) of every channel of uint8 images (N, C, H, W), in [0, 1], as tuples of floats."""
+    """(mean, std) of every channel of uint8 images (N, C, H, W), in [0, 1], as tuples of floats.
+
+    A constant channel gets std 1 (as scikit-learn's StandardScaler does): nothing to scale there.
+    """
     pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255        # (C, N·H·W)
-    return tuple(pixels.mean(1).tolist()), tuple(pixels.std(1, correction=0).tolist())
+    std = pixels.std(1, correction=0)
+    return tuple(pixels.mean(1).tolist()), tuple(torch.where(std > 0, std, 1.0).tolist())
 
 
 @dataclass

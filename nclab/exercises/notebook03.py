@@ -1,17 +1,17 @@
 """Checks of notebook 03's exercises (OOD detection): answer → (passed, message).
 
-Registered in :data:`nclab.exercises.EXERCISES`; points in :data:`nclab.grade.POINTS`.
+Its table ``EXERCISES`` (question → answer name, check, points) is merged into
+:data:`nclab.exercises.EXERCISES`.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 
-from . import ood
-from .exercises import Exercise, _compare_close, _call
+from .. import ood
+from .core import Exercise, call, compare_close
 
 
 def check_energy(energy_score: Callable) -> tuple[bool, str]:
@@ -37,14 +37,14 @@ def check_energy(energy_score: Callable) -> tuple[bool, str]:
                 torch.logsumexp(l, 1) / T,
             "the logits must be divided by T inside the log-sum-exp: T · logsumexp(l / T).": T * torch.logsumexp(l, 1),
         }
-        got = _call(energy_score, case, l, T) if T != 1.0 else _call(energy_score, case, l)
+        got = call(energy_score, case, l, T) if T != 1.0 else call(energy_score, case, l)
         if isinstance(got, torch.Tensor) and got.shape == (l.shape[1],):
             return False, (f"{case}: your output has shape {tuple(got.shape)}: sum over the classes (dim=1), one "
                            f"score per sample.")
         if isinstance(got, torch.Tensor) and l.abs().max() >= 1000 and not torch.isfinite(got).all():
             return False, (f"{case}: your output is {got.tolist()}: exp(1000) overflows. Use torch.logsumexp, "
                            f"which subtracts the largest logit before exponentiating.")
-        wrong = _compare_close(got, expected, case, mistakes, rtol=1e-5, atol=1e-4)
+        wrong = compare_close(got, expected, case, mistakes, rtol=1e-5, atol=1e-4)
         if wrong:
             return False, wrong
     return True, "T · logsumexp(l / T): higher = in-distribution, finite even for logits of 1000."
@@ -91,8 +91,8 @@ def check_covariance(shared_covariance: Callable) -> tuple[bool, str]:
              ("unbalanced random classes (5, 20, 40 samples, p = 4)", h, y)]
     for case, features, labels in cases:
         expected = ood.Mahalanobis().fit(features, labels).covariance_
-        got = _call(shared_covariance, case, features, labels)
-        wrong = _compare_close(got, expected, case, _pooled_covariance_mistakes(features, labels), rtol=1e-6, atol=1e-9)
+        got = call(shared_covariance, case, features, labels)
+        wrong = compare_close(got, expected, case, _pooled_covariance_mistakes(features, labels), rtol=1e-6, atol=1e-9)
         if wrong:
             return False, wrong
     return True, "the pooled within-class covariance, divided by the total N: Σ_W of notebook 02."
@@ -101,10 +101,10 @@ def check_covariance(shared_covariance: Callable) -> tuple[bool, str]:
 def check_fpr95(fpr_at_95_tpr: Callable) -> tuple[bool, str]:
     """03_fpr95: ``fpr_at_95_tpr(id_scores, ood_scores)`` = (1/m) #{OOD ≥ τ}, τ the ⌈0.95 n⌉-th largest ID.
 
-    Compared with ``nclab.ood.evaluate(...)["fpr95"]`` on a hand case (ID scores 1…20, so τ = 2; OOD scores
-    with values equal to τ and just below it) and on shuffled distinct ID scores (n = 30, so ⌈28.5⌉ = 29)
-    with OOD scores tied to them; recognises the other convention (``fpr95_oodpos``), a strict > at the
-    threshold, an interpolated quantile, ⌊0.95 n⌋ instead of ⌈0.95 n⌉, the TPR, and 1 − FPR.
+    Compared with ``nclab.ood.detection_metrics(...)["fpr95"]`` on a hand case (ID scores 1…20, so τ = 2;
+    OOD scores with values equal to τ and just below it) and on shuffled distinct ID scores (n = 30, so
+    ⌈28.5⌉ = 29) with OOD scores tied to them; recognises the other convention (``fpr95_oodpos``), a
+    strict > at the threshold, an interpolated quantile, ⌊0.95 n⌋ instead of ⌈0.95 n⌉, the TPR, and 1 − FPR.
     """
     generator = torch.Generator().manual_seed(6)
     cases = [("hand case: ID scores 1, 2, …, 20 (τ = 2) and OOD scores [0, 1, 2, 2, 3, 10, 25, -5, 1.5, 2.5, 1.97]",
@@ -114,10 +114,10 @@ def check_fpr95(fpr_at_95_tpr: Callable) -> tuple[bool, str]:
               "to ID scores", torch.randperm(30, generator=generator).double(),
               torch.tensor([-3, 0, 1, 1, 2, 5, 9, 12, 29, 30, -1, 7, 1, 3, 0.5, 1.5, 8], dtype=torch.float64))]
     for case, ind, out in cases:
-        metrics = ood.evaluate(ind, out)
+        metrics = ood.detection_metrics(ind, out)
         expected = torch.tensor(metrics["fpr95"], dtype=torch.float64)
         floor_tau = ind.sort(descending=True).values[int(0.95 * len(ind)) - 1]
-        ceil_tau = ind.sort(descending=True).values[math.ceil(95 * len(ind) / 100) - 1]
+        ceil_tau = ood.threshold_at_tpr(ind, 0.95)                       # the ⌈0.95 n⌉-th largest ID score
         mistakes = {
             "that is the other convention (fraction of ID rejected at 95 % OOD recall, `fpr95_oodpos`): here ID "
             "is positive, count the OOD scores ≥ τ where τ keeps 95 % of ID.":
@@ -133,14 +133,14 @@ def check_fpr95(fpr_at_95_tpr: Callable) -> tuple[bool, str]:
             "that is 1 − FPR, the fraction of OOD rejected: count the OOD scores ≥ τ (accepted).":
                 1 - (out >= ceil_tau).double().mean(),
         }
-        wrong = _compare_close(_call(fpr_at_95_tpr, case, ind, out), expected, case, mistakes, rtol=0, atol=1e-6)
+        wrong = compare_close(call(fpr_at_95_tpr, case, ind, out), expected, case, mistakes, rtol=0, atol=1e-6)
         if wrong:
             return False, wrong
     return True, "FPR@95 with ID positive: the fraction of OOD accepted at the threshold that keeps 95 % of ID."
 
 
-NOTEBOOK_03 = {
-    "03_energy": Exercise("energy_score", check_energy),
-    "03_covariance": Exercise("shared_covariance", check_covariance),
-    "03_fpr95": Exercise("fpr_at_95_tpr", check_fpr95),
+EXERCISES = {
+    "03_energy": Exercise("energy_score", check_energy, points=1),
+    "03_covariance": Exercise("shared_covariance", check_covariance, points=2),
+    "03_fpr95": Exercise("fpr_at_95_tpr", check_fpr95, points=2),
 }

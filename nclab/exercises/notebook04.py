@@ -1,6 +1,7 @@
 """Checks of notebook 04's exercises (NECO and NC5): answer → (passed, message).
 
-Registered in :data:`nclab.exercises.EXERCISES`; points in :data:`nclab.grade.POINTS`.
+Its table ``EXERCISES`` (question → answer name, check, points) is merged into
+:data:`nclab.exercises.EXERCISES`.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from typing import Callable
 
 import torch
 
-from . import collapse, ood
-from .exercises import Exercise, Wrong, _as_float_tensor, _compare_close, _call
+from .. import collapse, ood
+from .core import Exercise, Wrong, as_float_tensor, call, compare_close
 
 
 def check_nc5(nc5_score: Callable) -> tuple[bool, str]:
@@ -47,7 +48,7 @@ def check_nc5(nc5_score: Callable) -> tuple[bool, str]:
             "average over the classes (1/C) Σ_c, not the maximum.": cos.abs().max(),
         }
         expected = torch.tensor(collapse.nc5(features, labels, ood_features), dtype=torch.float64)
-        wrong = _compare_close(_call(nc5_score, case, features, labels, ood_features), expected, case, mistakes,
+        wrong = compare_close(call(nc5_score, case, features, labels, ood_features), expected, case, mistakes,
                                rtol=1e-6, atol=1e-9)
         if wrong:
             return False, wrong
@@ -73,13 +74,13 @@ def check_pca(principal_axes: Callable) -> tuple[bool, str]:
              ("random (200, 6) data with a mean offset, d = 3", S, 3)]
     for case, data_, d in cases:
         reference = ood.NECO(dim=d, standardize=False).fit(data_).components_                 # (d, p)
-        got = _call(principal_axes, case, data_, d)
+        got = call(principal_axes, case, data_, d)
         p = data_.shape[1]
         if isinstance(got, torch.Tensor) and got.shape == (p, d) and d != p:
             return False, (f"{case}: your output has shape {tuple(got.shape)}: return the axes as rows, (d, p) "
                            f"— e.g. V[:, idx].T.")
         try:
-            got = _as_float_tensor(got, case, reference)
+            got = as_float_tensor(got, case, reference)
         except Wrong as wrong:
             return False, str(wrong)
         if not torch.allclose(got @ got.T, torch.eye(d, dtype=torch.float64), atol=1e-6):
@@ -93,7 +94,7 @@ def check_pca(principal_axes: Callable) -> tuple[bool, str]:
             "centre the data first (subtract the mean of each coordinate): without it the first axis points "
             "at the mean instead of along the largest variance.": uncentred.T @ uncentred,
         }
-        wrong = _compare_close(got.T @ got, reference.T @ reference, f"{case} (compared as the projector P_dᵀ P_d)",
+        wrong = compare_close(got.T @ got, reference.T @ reference, f"{case} (compared as the projector P_dᵀ P_d)",
                                mistakes, rtol=1e-5, atol=1e-6)
         if wrong:
             return False, wrong
@@ -129,18 +130,18 @@ def check_neco(neco_ratio: Callable) -> tuple[bool, str]:
             "‖P s‖.":
                 outside / norm,
         }
-        got = _call(neco_ratio, case, S, P)
+        got = call(neco_ratio, case, S, P)
         if isinstance(got, torch.Tensor) and got.shape in ((P.shape[0],), (S.shape[1],)) and got.shape != (len(S),):
             return False, (f"{case}: your output has shape {tuple(got.shape)}: take the norms of the rows (dim=1), "
                            f"one score per sample.")
-        wrong = _compare_close(got, expected, case, mistakes, rtol=1e-5, atol=1e-7)
+        wrong = compare_close(got, expected, case, mistakes, rtol=1e-5, atol=1e-7)
         if wrong:
             return False, wrong
     return True, "‖P_d s‖ / ‖s‖: the share of each standardised feature inside the principal subspace."
 
 
-NOTEBOOK_04 = {
-    "04_nc5": Exercise("nc5_score", check_nc5),
-    "04_pca": Exercise("principal_axes", check_pca),
-    "04_neco": Exercise("neco_ratio", check_neco),
+EXERCISES = {
+    "04_nc5": Exercise("nc5_score", check_nc5, points=2),
+    "04_pca": Exercise("principal_axes", check_pca, points=2),
+    "04_neco": Exercise("neco_ratio", check_neco, points=1),
 }

@@ -1,24 +1,21 @@
-"""Exercises with instant feedback: ``check(name, answer)`` says ✅ or ❌ and, when ❌, what is wrong.
+"""The machinery of the exercises: results, the exercise record, running one check, comparing answers.
 
-Every exercise of a notebook asks for one global name (a function, usually): the notebook cell defines it
-and calls ``check``; the grader (:mod:`nclab.grade`) finds the same name in a submission and runs the same
-check. ``EXERCISES`` maps each exercise to that name and to its check function. A check function takes the
-student's answer and returns ``(passed, message)``; it compares the answer with nclab's own implementation
-on a tiny hand case and on random inputs, and names the typical mistakes it recognises. Points are not
-here: they live in one table, :data:`nclab.grade.POINTS`.
-
-This module holds the machinery and the comparison helpers; the checks of notebook NN live in
-``exercises_NN.py``, each ending with its dict (``NOTEBOOK_NN``) merged into ``EXERCISES`` below.
+A check function takes the student's answer and returns ``(passed, message)``; it compares the answer with
+nclab's own implementation on a tiny hand case and on random inputs, and names the typical mistakes it
+recognises. The helpers below do the comparing and the naming; :func:`run_check` turns whatever the
+student's code does (a wrong value, a crash, ``NotImplementedError``) into a :class:`Result`, never an
+exception. The checks themselves live in ``notebookNN.py``, one module per notebook.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
-__all__ = ["check", "run_check", "Result", "Exercise", "Wrong", "EXERCISES"]
+__all__ = ["Result", "Exercise", "Wrong", "NOT_ANSWERED", "run_check", "merge_tables", "show", "compare", "call",
+           "as_number", "random_images", "as_float_tensor", "compare_close"]
 
 
 @dataclass(frozen=True)
@@ -35,10 +32,15 @@ class Result:
 
 @dataclass(frozen=True)
 class Exercise:
-    """An exercise: the global name its answer is defined under, and the function that checks it."""
+    """An exercise: the global name its answer is defined under, the function that checks it, its points."""
 
     answer: str                                        # e.g. "cifar_stem_layer": what the grader looks up
     check: Callable[[Any], tuple[bool, str]]           # answer → (passed, message)
+    points: int                                        # awarded when the check passes; a positive int
+
+    def __post_init__(self):
+        if isinstance(self.points, bool) or not isinstance(self.points, int) or self.points < 1:
+            raise ValueError(f"the points of exercise `{self.answer}` must be a positive int, got {self.points!r}")
 
 
 class Wrong(Exception):
@@ -49,14 +51,14 @@ NOT_ANSWERED = ("not answered yet (it raises NotImplementedError): replace `# YO
                 "`raise NotImplementedError()` with your code, then rerun the cell.")
 
 
-def run_check(name: str, answer: Any) -> Result:
-    """Check ``answer`` for exercise ``name`` without printing. Never raises because of the answer."""
-    if name not in EXERCISES:
-        raise KeyError(f"No exercise {name!r}; nclab knows {sorted(EXERCISES)}.")
+def run_check(exercises: Mapping[str, Exercise], name: str, answer: Any) -> Result:
+    """Check ``answer`` for exercise ``name`` of ``exercises``, without printing; never raises because of it."""
+    if name not in exercises:
+        raise KeyError(f"No exercise {name!r}; nclab knows {sorted(exercises)}.")
     if answer is None or answer is Ellipsis:
-        return Result(name, False, f"not answered yet: `{EXERCISES[name].answer}` is {answer!r}.")
+        return Result(name, False, f"not answered yet: `{exercises[name].answer}` is {answer!r}.")
     try:
-        passed, message = EXERCISES[name].check(answer)
+        passed, message = exercises[name].check(answer)
     except NotImplementedError:
         return Result(name, False, NOT_ANSWERED)
     except Wrong as wrong:
@@ -66,28 +68,36 @@ def run_check(name: str, answer: Any) -> Result:
     return Result(name, bool(passed), message)
 
 
-def check(name: str, answer: Any) -> Result:
-    """Check ``answer`` for exercise ``name``, print ✅/❌ with what is wrong, and return the Result."""
-    result = run_check(name, answer)
-    print(result)
-    return result
+def merge_tables(*tables: Mapping[str, Exercise]) -> dict[str, Exercise]:
+    """The notebooks' exercise tables as one; ValueError when two of them define the same question."""
+    merged: dict[str, Exercise] = {}
+    for table in tables:
+        for name, exercise in table.items():
+            if name in merged:
+                raise ValueError(f"exercise {name!r} is defined in two notebooks' EXERCISES tables: rename one.")
+            merged[name] = exercise
+    return merged
 
 
 # ----------------------------------------------------------------------------------------------------
 # Comparing tensors, naming the mistake
 
 
-def _show(x: Any) -> str:
+def show(x: Any) -> str:
+    """What ``x`` is, in words for a message: "a (2, 3) uint8 tensor", "a list"."""
     if isinstance(x, torch.Tensor):
         return f"a {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')} tensor"
     return f"a {type(x).__name__}"
 
 
-def _compare(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, torch.Tensor]) -> str | None:
-    """None when ``got`` equals ``expected``; else what differs: type, shape, dtype, a known mistake, or
-    the first wrong value (the whole tensors when they are small enough to read)."""
+def compare(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, torch.Tensor]) -> str | None:
+    """None when ``got`` equals ``expected`` exactly; else a message saying what differs.
+
+    In this order: type, shape, dtype, one of the known ``mistakes`` (message → the wrong tensor it
+    produces), or the first wrong value (the whole tensors when they are small enough to read).
+    """
     if not isinstance(got, torch.Tensor):
-        return f"{case}: expected {_show(expected)}, got {_show(got)}."
+        return f"{case}: expected {show(expected)}, got {show(got)}."
     if got.shape != expected.shape:
         return f"{case}: your output has shape {tuple(got.shape)}, expected {tuple(expected.shape)}."
     if got.dtype != expected.dtype:
@@ -101,12 +111,13 @@ def _compare(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, to
     if expected.numel() <= 36:
         return f"{case}: expected {expected.tolist()}, got {got.tolist()}."
     index = tuple(int(i) for i in (got != expected).nonzero()[0])
-    return f"{case}: first wrong value at index {list(index)}: got {got[index].item()}, expected {expected[index].item()}."
+    return (f"{case}: first wrong value at index {list(index)}: got {got[index].item()}, "
+            f"expected {expected[index].item()}.")
 
 
-def _call(function: Callable, case: str, *args) -> Any:
-    """``function(*args)`` on copies of the tensor arguments; fails with ``case`` named if it crashes or
-    changes an argument in place."""
+def call(function: Callable, case: str, *args) -> Any:
+    """``function(*args)`` on copies of the tensor arguments; Wrong, naming ``case``, if it crashes or
+    changes an argument in place (NotImplementedError passes through: "not answered yet")."""
     copies = [arg.clone() if isinstance(arg, torch.Tensor) else arg for arg in args]
     try:
         output = function(*copies)
@@ -120,7 +131,7 @@ def _call(function: Callable, case: str, *args) -> Any:
     return output
 
 
-def _as_number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     """``float(value)`` for a number or a one-element tensor; None for anything else, text included."""
     if isinstance(value, (str, bytes)):
         return None
@@ -130,7 +141,8 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
-def _random_images(batch: int, size: int, seed: int) -> torch.Tensor:
+def random_images(batch: int, size: int, seed: int) -> torch.Tensor:
+    """A seeded random batch of uint8 images: (batch, 3, size, size), values 0 … 255."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
 
@@ -139,15 +151,15 @@ def _random_images(batch: int, size: int, seed: int) -> torch.Tensor:
 # Comparing float results, naming the mistake (notebooks 03 and 04)
 
 
-def _as_float_tensor(got: Any, case: str, expected: torch.Tensor) -> torch.Tensor:
+def as_float_tensor(got: Any, case: str, expected: torch.Tensor) -> torch.Tensor:
     """``got`` as a float64 tensor of ``expected``'s shape (a number for a 0-d ``expected``); else Wrong."""
     if expected.dim() == 0 and not isinstance(got, torch.Tensor):
         try:
             return torch.tensor(float(got), dtype=torch.float64)
         except (TypeError, ValueError):
-            raise Wrong(f"{case}: expected a number, got {_show(got)}.") from None
+            raise Wrong(f"{case}: expected a number, got {show(got)}.") from None
     if not isinstance(got, torch.Tensor):
-        raise Wrong(f"{case}: expected {_show(expected)}, got {_show(got)}: return a torch tensor.")
+        raise Wrong(f"{case}: expected {show(expected)}, got {show(got)}: return a torch tensor.")
     if got.numel() == 1 and expected.dim() == 0:
         return got.detach().reshape(()).double()
     if got.shape != expected.shape:
@@ -157,12 +169,15 @@ def _as_float_tensor(got: Any, case: str, expected: torch.Tensor) -> torch.Tenso
     return got.detach().double()
 
 
-def _compare_close(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, torch.Tensor],
-                   rtol: float = 1e-5, atol: float = 1e-7) -> str | None:
-    """None when ``got`` ≈ ``expected`` (float64, tolerances rtol/atol); else what differs: shape, NaN/inf,
-    a known mistake, or the values (the whole tensors when they are small enough to read)."""
+def compare_close(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, torch.Tensor],
+                  rtol: float = 1e-5, atol: float = 1e-7) -> str | None:
+    """None when ``got`` ≈ ``expected`` (in float64, within rtol/atol); else a message saying what differs.
+
+    In this order: type or shape, NaN/inf, one of the known ``mistakes`` (message → the wrong tensor it
+    produces), or the values (the whole tensors when they are small enough to read).
+    """
     try:
-        got = _as_float_tensor(got, case, expected)
+        got = as_float_tensor(got, case, expected)
     except Wrong as wrong:
         return str(wrong)
     expected = expected.double()
@@ -179,14 +194,3 @@ def _compare_close(got: Any, expected: torch.Tensor, case: str, mistakes: dict[s
     index = int((got - expected).abs().flatten().argmax())
     return (f"{case}: largest difference at flat index {index}: got {got.flatten()[index].item():.6g}, "
             f"expected {expected.flatten()[index].item():.6g} (tolerance {rtol:g} relative).")
-
-
-# ----------------------------------------------------------------------------------------------------
-# The registry: one module of checks per notebook (imported last, they use the helpers above)
-
-from .exercises_01 import NOTEBOOK_01  # noqa: E402
-from .exercises_02 import NOTEBOOK_02  # noqa: E402
-from .exercises_03 import NOTEBOOK_03  # noqa: E402
-from .exercises_04 import NOTEBOOK_04  # noqa: E402
-
-EXERCISES: dict[str, Exercise] = {**NOTEBOOK_01, **NOTEBOOK_02, **NOTEBOOK_03, **NOTEBOOK_04}

@@ -1,6 +1,7 @@
 """Checks of notebook 02's exercises (measuring neural collapse): answer → (passed, message).
 
-Registered in :data:`nclab.exercises.EXERCISES`; points in :data:`nclab.grade.POINTS`.
+Its table ``EXERCISES`` (question → answer name, check, points) is merged into
+:data:`nclab.exercises.EXERCISES`.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from typing import Callable
 
 import torch
 
-from . import collapse
-from .exercises import Exercise, _compare, _compare_close, _call
+from .. import collapse, etf
+from .core import Exercise, call, compare, compare_close
 
 
 def _collapse_case(C: int = 4, p: int = 6, per_class: int = 5, seed: int = 0):
@@ -42,13 +43,13 @@ def check_nc1(nc1_from_covariances: Callable) -> tuple[bool, str]:
         mistakes = {"you forgot to divide by C: NC1 = Tr(Σ_W Σ_B†) / C.": nc1 * C,
                     "that is Tr(Σ_W)/Tr(Σ_B), the trace ratio; NC1 uses the pseudo-inverse: Tr(Σ_W Σ_B†)/C.":
                         torch.trace(S_W) / torch.trace(S_B)}
-        got = _call(nc1_from_covariances, case, S_W, S_B, C)
+        got = call(nc1_from_covariances, case, S_W, S_B, C)
         if isinstance(got, (torch.Tensor, float)) and getattr(got, "numel", lambda: 1)() == 1 and \
                 abs(float(got)) > 1e3 * float(nc1):
             return False, (f"{case}: got {float(got):.4g}, expected {float(nc1):.6g}. Σ_B has rank C − 1 = {C - 1} "
                            f"in R^{S_B.shape[0]}: keep only its top C − 1 eigenpairs when building Σ_B†, or the "
                            f"inverted rounding-error eigenvalues blow NC1 up.")
-        wrong = _compare_close(got, nc1, case, mistakes, rtol=1e-6, atol=1e-9)
+        wrong = compare_close(got, nc1, case, mistakes, rtol=1e-6, atol=1e-9)
         if wrong:
             return False, wrong
     return True, "Tr(Σ_W Σ_B†)/C with Σ_B† from the top C − 1 eigenpairs: the NC1 of Papyan et al., divided by C."
@@ -70,10 +71,10 @@ def check_ncc(ncc_classify: Callable) -> tuple[bool, str]:
         distances = torch.cdist(h, mu)
         mistakes = {"that picks the *farthest* class centre: use argmin of the distance.": distances.argmax(1),
                     "argmax of h·μ_c ignores the ‖μ_c‖² term of ‖h − μ_c‖²: compare distances.": (h @ mu.T).argmax(1)}
-        got = _call(ncc_classify, case, h, mu)
+        got = call(ncc_classify, case, h, mu)
         if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.is_floating_point():
             got = got.long()
-        wrong = _compare(got, expected, case, mistakes)
+        wrong = compare(got, expected, case, mistakes)
         if wrong:
             return False, wrong
     return True, "argmin_c ‖h − μ_c‖: the nearest-class-centre classifier that NC4 compares the network with."
@@ -83,24 +84,24 @@ def check_etf_gram(simplex_gram: Callable) -> tuple[bool, str]:
     """02_etf_gram: ``simplex_gram(C)`` → (C, C), the cosine Gram of a simplex ETF: 1 on the diagonal,
     −1/(C − 1) off it.
 
-    Compared with ``nclab.collapse.simplex_etf_gram`` for C = 2, 3 and 10; recognises the centring matrix
+    Compared with ``nclab.etf.simplex_etf_gram`` for C = 2, 3 and 10; recognises the centring matrix
     I − 11ᵀ/C without its scale C/(C − 1) and off-diagonal entries −1/C.
     """
     for C in (2, 3, 10):
         case = f"C = {C}"
-        expected = collapse.simplex_etf_gram(C)
+        expected = etf.simplex_etf_gram(C)
         eye = torch.eye(C, dtype=torch.float64)
         mistakes = {"that is the centring matrix I − 11ᵀ/C: scale it by C/(C − 1) so the diagonal is 1.":
                         eye - 1.0 / C,
                     "off the diagonal a simplex ETF has cosine −1/(C − 1), not −1/C.": eye * (1 + 1.0 / C) - 1.0 / C}
-        wrong = _compare_close(_call(simplex_gram, case, C), expected, case, mistakes, rtol=1e-6, atol=1e-9)
+        wrong = compare_close(call(simplex_gram, case, C), expected, case, mistakes, rtol=1e-6, atol=1e-9)
         if wrong:
             return False, wrong
     return True, "C/(C − 1) · (I − 11ᵀ/C): unit diagonal, every pair at the widest angle, cos = −1/(C − 1)."
 
 
-NOTEBOOK_02 = {
-    "02_nc1": Exercise("nc1_from_covariances", check_nc1),
-    "02_ncc": Exercise("ncc_classify", check_ncc),
-    "02_etf_gram": Exercise("simplex_gram", check_etf_gram),
+EXERCISES = {
+    "02_nc1": Exercise("nc1_from_covariances", check_nc1, points=2),
+    "02_ncc": Exercise("ncc_classify", check_ncc, points=1),
+    "02_etf_gram": Exercise("simplex_gram", check_etf_gram, points=1),
 }

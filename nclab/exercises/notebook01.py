@@ -1,6 +1,7 @@
 """Checks of notebook 01's exercises (training ResNet-18 on CIFAR-100): answer → (passed, message).
 
-Registered in :data:`nclab.exercises.EXERCISES`; points in :data:`nclab.grade.POINTS`.
+Its table ``EXERCISES`` (question → answer name, check, points) is merged into
+:data:`nclab.exercises.EXERCISES`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from . import data, models, train
-from .exercises import Exercise, _as_number, _call, _compare, _random_images, _show
+from .. import data, models, train
+from .core import Exercise, as_number, call, compare, random_images, show
 
 
 def check_flip(random_flip_student: Callable) -> tuple[bool, str]:
@@ -26,7 +27,7 @@ def check_flip(random_flip_student: Callable) -> tuple[bool, str]:
     hand = torch.arange(12, dtype=torch.uint8).view(2, 1, 2, 3)
     cases = [("hand case: images [[0, 1, 2], [3, 4, 5]] and [[6, 7, 8], [9, 10, 11]] with flips [True, False]",
               hand, torch.tensor([True, False])),
-             ("a random (6, 3, 8, 8) uint8 batch", _random_images(6, 8, seed=1),
+             ("a random (6, 3, 8, 8) uint8 batch", random_images(6, 8, seed=1),
               torch.tensor([True, False, False, True, True, False]))]
     for case, images, flips in cases:
         where = flips[:, None, None, None]
@@ -41,7 +42,7 @@ def check_flip(random_flip_student: Callable) -> tuple[bool, str]:
             "you flipped the images whose flag is False and kept the flagged ones.":
                 torch.where(~where, images.flip(-1), images),
         }
-        wrong = _compare(_call(random_flip_student, case, images, flips), data.random_flip(images, flips),
+        wrong = compare(call(random_flip_student, case, images, flips), data.random_flip(images, flips),
                          case, mistakes)
         if wrong:
             return False, wrong
@@ -59,7 +60,7 @@ def check_crop(random_crop_student: Callable) -> tuple[bool, str]:
     hand = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3).repeat(4, 1, 1, 1)
     cases = [("hand case: the 3×3 image [[1, 2, 3], [4, 5, 6], [7, 8, 9]] at shifts (4, 4), (3, 4), (5, 5), (0, 0)",
               hand, torch.tensor([[4, 4], [3, 4], [5, 5], [0, 0]])),
-             ("a random (8, 3, 32, 32) uint8 batch", _random_images(8, 32, seed=2),
+             ("a random (8, 3, 32, 32) uint8 batch", random_images(8, 32, seed=2),
               torch.randint(0, 9, (8, 2), generator=torch.Generator().manual_seed(3)))]
     for case, images, shifts in cases:
         rolled = torch.stack([image.roll((4 - int(r), 4 - int(c)), dims=(-2, -1))
@@ -67,7 +68,8 @@ def check_crop(random_crop_student: Callable) -> tuple[bool, str]:
         mistakes = {
             "your output equals the input: the shifts were ignored ((4, 4) is the identity, (0, 0) shows "
             "4 rows and columns of padding at the top left).": images,
-            "rows and columns are swapped: shifts[b] is (δr, δc), the row first.": data.random_crop(images, shifts.flip(1)),
+            "rows and columns are swapped: shifts[b] is (δr, δc), the row first.":
+                data.random_crop(images, shifts.flip(1)),
             "the window moves the wrong way: shifts[b] is the window's top-left corner in the padded image, "
             "so (0, 0) shows the padding above and left of the image.": data.random_crop(images, 8 - shifts),
             "every image got the first image's shift: index with each image's own row of `shifts`.":
@@ -75,11 +77,11 @@ def check_crop(random_crop_student: Callable) -> tuple[bool, str]:
             "pixels wrap around to the other side (torch.roll?): where the window leaves the image it must "
             "show the zero padding.": rolled,
         }
-        got = _call(random_crop_student, case, images, shifts)
+        got = call(random_crop_student, case, images, shifts)
         if isinstance(got, torch.Tensor) and got.shape[-2:] == (images.shape[-2] + 8, images.shape[-1] + 8):
             return False, (f"{case}: your output has shape {tuple(got.shape)}, the padded size: cut a window of "
                            f"the input's size H × W = {tuple(images.shape[-2:])}.")
-        wrong = _compare(got, data.random_crop(images, shifts), case, mistakes)
+        wrong = compare(got, data.random_crop(images, shifts), case, mistakes)
         if wrong:
             return False, wrong
     return True, "every image is cropped at its own shift, with zero padding, as uint8."
@@ -94,11 +96,12 @@ def check_stem(cifar_stem_layer: Callable) -> tuple[bool, str]:
     keeps its 32×32 map: H_out = ⌊(H + 2p − k)/s⌋ + 1.
     """
     if isinstance(cifar_stem_layer, nn.Module):
-        return False, "`cifar_stem_layer` is a layer; define a function `cifar_stem_layer(width)` that returns the layer."
+        return False, ("`cifar_stem_layer` is a layer; define a function `cifar_stem_layer(width)` that returns "
+                       "the layer.")
     for width in (16, 24):
         stem = cifar_stem_layer(width)
         if not isinstance(stem, nn.Conv2d):
-            return False, (f"cifar_stem_layer({width}) returned {_show(stem)}; expected one nn.Conv2d (BatchNorm and "
+            return False, (f"cifar_stem_layer({width}) returned {show(stem)}; expected one nn.Conv2d (BatchNorm and "
                            f"ReLU follow it in the network, they are not part of the answer).")
         reference = models.resnet18(10, width).conv1
         fields = {
@@ -119,7 +122,8 @@ def check_stem(cifar_stem_layer: Callable) -> tuple[bool, str]:
                            f"bias would be useless. Use bias=False.")
         shape = tuple(stem(torch.zeros(2, 3, 32, 32)).shape)
         if shape != (2, width, 32, 32):
-            return False, f"cifar_stem_layer({width}) maps a (2, 3, 32, 32) batch to {shape}, expected (2, {width}, 32, 32)."
+            return False, (f"cifar_stem_layer({width}) maps a (2, 3, 32, 32) batch to {shape}, "
+                           f"expected (2, {width}, 32, 32).")
     return True, "3 → width channels, 3×3, stride 1, padding 1, no bias: the map stays 32 × 32."
 
 
@@ -136,13 +140,14 @@ def check_schedule(multistep_factor: Callable) -> tuple[bool, str]:
         got = []
         for t in range(total):
             value = multistep_factor(t, total, gamma)
-            if _as_number(value) is None:
-                return False, f"multistep_factor({t}, {total}, {gamma}) returned {_show(value)}; return a number."
-            got.append(_as_number(value))
+            if as_number(value) is None:
+                return False, f"multistep_factor({t}, {total}, {gamma}) returned {show(value)}; return a number."
+            got.append(as_number(value))
         if all(math.isclose(g, e, rel_tol=1e-6) for g, e in zip(got, expected)):
             continue
         if not math.isclose(got[0], 1.0):
-            return False, f"multistep_factor(0, {total}, {gamma}) is {got[0]:g}: training starts at the full rate, f(0) = 1."
+            return False, (f"multistep_factor(0, {total}, {gamma}) is {got[0]:g}: training starts at the full rate, "
+                           f"f(0) = 1.")
         changes = [t for t in range(1, total) if not math.isclose(got[t], got[t - 1])]
         should = [t for t in range(1, total) if expected[t] != expected[t - 1]]
         if changes != should:
@@ -154,9 +159,9 @@ def check_schedule(multistep_factor: Callable) -> tuple[bool, str]:
     return True, "f(t) drops by γ at ⌊T/3⌋ and again at ⌊2T/3⌋, exactly as train.lr_factor."
 
 
-NOTEBOOK_01 = {
-    "01_flip": Exercise("random_flip_student", check_flip),
-    "01_crop": Exercise("random_crop_student", check_crop),
-    "01_stem": Exercise("cifar_stem_layer", check_stem),
-    "01_schedule": Exercise("multistep_factor", check_schedule),
+EXERCISES = {
+    "01_flip": Exercise("random_flip_student", check_flip, points=1),
+    "01_crop": Exercise("random_crop_student", check_crop, points=2),
+    "01_stem": Exercise("cifar_stem_layer", check_stem, points=2),
+    "01_schedule": Exercise("multistep_factor", check_schedule, points=2),
 }
