@@ -28,9 +28,9 @@ def collapse_explorer(snapshots: dict, classes: list[str], shown: tuple[int, int
         with output:
             output.clear_output(wait=True)
             fs = snapshots[slider.value]
-            fig = plots.plot_geometry(fs.features, fs.labels, classes, shown,
-                                      title=f"epoch {slider.value}")
-            plt.show(fig)
+            fig = plots.plot_geometry(fs.features, fs.labels, classes, shown, title=f"epoch {slider.value}")
+            display(fig)
+            plt.close(fig)
 
     slider.observe(draw, names="value")
     draw()

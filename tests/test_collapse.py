@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from nclab.collapse import (between_class_covariance, centred_means, class_means, gram_of_means, nc5,
-                            nc_metrics, per_class_variability, simplex_etf, simplex_etf_gram,
-                            within_class_covariance)
+                            nc_metrics, per_class_variability, within_class_covariance)
+from nclab.etf import simplex_etf
 
 NC_KEYS = {"nc1", "nc1_trace_ratio", "nc2_equinorm_means", "nc2_equiangular_means", "nc2_maxangle_means"}
 WEIGHT_KEYS = {"nc2_equinorm_weights", "nc2_equiangular_weights", "nc2_maxangle_weights", "nc2_etf_distance",
@@ -330,21 +330,6 @@ def test_nc5_orthogonal_parallel_and_in_between():
         nc5(H, y, torch.zeros(2, 2))
 
 
-@pytest.mark.parametrize("C, p", [(2, 1), (5, 4), (5, 5), (10, 64)])
-def test_simplex_etf_rows_have_the_etf_gram(C, p):
-    E = simplex_etf(C, p, seed=3)
-    assert E.shape == (C, p) and E.dtype == torch.float64
-    assert torch.allclose(E @ E.T, simplex_etf_gram(C), atol=1e-12)
-    assert torch.allclose(gram_of_means(E), simplex_etf_gram(C), atol=1e-12)
-    assert torch.equal(E, simplex_etf(C, p, seed=3))
-
-
-def test_simplex_etf_gram_by_hand_and_too_few_dimensions():
-    assert torch.allclose(simplex_etf_gram(3), f64([[1, -.5, -.5], [-.5, 1, -.5], [-.5, -.5, 1]]))
-    with pytest.raises(ValueError, match="p >= C - 1"):
-        simplex_etf(10, 8)
-
-
 # --- layer-wise NC1, the report's table, NC over training -----------------------------------------------
 
 def test_ncc_predictions_by_hand():
@@ -368,11 +353,11 @@ def test_variability_metrics_work_below_c_minus_1_dimensions():
     assert collapsed["nc1"] == pytest.approx(0, abs=1e-12) and collapsed["ncc_accuracy"] == 1
 
 
-def test_report_metrics_on_a_perfect_simplex_etf():
-    from nclab.collapse import report_metrics
+def test_practical_work_metrics_on_a_perfect_simplex_etf():
+    from nclab.collapse import practical_work_metrics
     features, labels, E = etf_features(C=5, p=8)
     M, _ = centred_means(class_means(features, labels)[0])
-    table = report_metrics(features, labels, 3 * M.T)                          # W ∝ Mᵀ: self-dual
+    table = practical_work_metrics(features, labels, 3 * M.T)                          # W ∝ Mᵀ: self-dual
     assert table["tr(S_W)/tr(S_B)"] == pytest.approx(0, abs=1e-12)
     assert table["||S_W||_F/||S_B||_F"] == pytest.approx(0, abs=1e-12)
     assert table["||G - G_etf||_F/||G_etf||_F"] == pytest.approx(0, abs=1e-9)
@@ -384,9 +369,9 @@ def test_report_metrics_on_a_perfect_simplex_etf():
 
 
 def test_report_frobenius_ratio_by_naive_formula():
-    from nclab.collapse import report_metrics
+    from nclab.collapse import practical_work_metrics
     features, labels = random_features(C=4, p=6)
     W = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     Sigma_W, Sigma_B, _ = naive_pieces(features, labels)
-    ratio = report_metrics(features, labels, W)["||S_W||_F/||S_B||_F"]
+    ratio = practical_work_metrics(features, labels, W)["||S_W||_F/||S_B||_F"]
     assert ratio == pytest.approx(np.linalg.norm(Sigma_W) / np.linalg.norm(Sigma_B), rel=1e-9)

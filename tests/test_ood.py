@@ -10,7 +10,9 @@ from sklearn.metrics import auc, precision_recall_curve, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 from sklearn.preprocessing import StandardScaler
 
-from nclab.ood import DETECTORS, MSP, NECO, Energy, Mahalanobis, MaxLogit, ViM, evaluate, roc_curve
+from nclab import stats
+from nclab.ood import (DETECTORS, MSP, NECO, Energy, Mahalanobis, MaxLogit, ViM, detection_metrics,
+                       roc_curve, threshold_at_tpr)
 
 
 def gaussian_classes(n=600, p=8, C=5, seed=0, spread=3.0, noise=0.5, dtype=torch.float64):
@@ -30,18 +32,18 @@ def gaussian_classes(n=600, p=8, C=5, seed=0, spread=3.0, noise=0.5, dtype=torch
 
 def test_identical_scores_give_auroc_one_half():
     scores = np.arange(20.0)
-    m = evaluate(scores, scores)
+    m = detection_metrics(scores, scores)
     assert m["auroc"] == pytest.approx(0.5, abs=1e-12)
-    assert evaluate(np.ones(7), np.ones(3))["auroc"] == pytest.approx(0.5, abs=1e-12)
+    assert detection_metrics(np.ones(7), np.ones(3))["auroc"] == pytest.approx(0.5, abs=1e-12)
     # 20 ID scores 0..19: keeping ⌈0.95·20⌉ = 19 needs τ = 1, which accepts OOD 1..19 = 19/20
     assert m["fpr95"] == pytest.approx(0.95)
 
 
 def test_perfectly_separated_scores():
-    m = evaluate(np.arange(10.0, 20.0), np.arange(10.0))
+    m = detection_metrics(np.arange(10.0, 20.0), np.arange(10.0))
     expected = {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0, "fpr95_oodpos": 0.0}
     assert m == pytest.approx(expected, abs=1e-12)
-    flipped = evaluate(np.arange(10.0), np.arange(10.0, 20.0))  # a flipped sign
+    flipped = detection_metrics(np.arange(10.0), np.arange(10.0, 20.0))  # a flipped sign
     assert flipped["auroc"] == 0.0 and flipped["fpr95"] == 1.0
 
 
@@ -53,7 +55,7 @@ def test_auroc_and_aupr_match_scikit_learn(seed, tied):
     ind = rng.integers(0, 6, n) + (rng.random() < 0.5) if tied else rng.normal(1, 1, n)
     out = rng.integers(0, 6, m).astype(float) if tied else rng.normal(0, 1, m)
     y, s = np.r_[np.ones(n), np.zeros(m)], np.r_[ind, out]
-    result = evaluate(torch.as_tensor(ind), out)
+    result = detection_metrics(torch.as_tensor(ind), out)
     assert abs(result["auroc"] - roc_auc_score(y, s)) <= 1e-9
     precision, recall, _ = precision_recall_curve(y, s)
     assert abs(result["aupr_in"] - auc(recall, precision)) <= 1e-9
@@ -70,30 +72,44 @@ def test_auroc_and_aupr_match_scikit_learn(seed, tied):
 
 def test_fpr95_by_hand():
     ind, out = np.arange(1.0, 21.0), np.array([0.0, 1.5, 2.0, 3.0])
-    m = evaluate(ind, out)
+    m = detection_metrics(ind, out)
     # keep 95 % of ID: ⌈0.95·20⌉ = 19 scores ≥ τ → τ = 2; OOD accepted (≥ 2): 2.0 and 3.0 → 2/4
     assert m["fpr95"] == 0.5
     # flag 95 % of OOD: ⌈0.95·4⌉ = 4 scores ≤ τ → τ = 3; ID rejected (≤ 3): 1, 2, 3 → 3/20
     assert m["fpr95_oodpos"] == pytest.approx(0.15)
     # ties: all 20 ID at 5 → τ = 5 keeps all of them and accepts the OOD 5 but not the 4 → 1/2;
     # the OOD [5, 4] are all flagged at τ = 5, which rejects all 20 ID → 1
-    m = evaluate(np.full(20, 5.0), np.array([5.0, 4.0]))
+    m = detection_metrics(np.full(20, 5.0), np.array([5.0, 4.0]))
     assert m["fpr95"] == 0.5 and m["fpr95_oodpos"] == 1.0
     # 10 ID 0..9: ⌈9.5⌉ = 10 must be kept → τ = 0; OOD [-1, 0, 0.5] accepted: 0 and 0.5 → 2/3
-    assert evaluate(np.arange(10.0), np.array([-1.0, 0.0, 0.5]))["fpr95"] == pytest.approx(2 / 3)
+    assert detection_metrics(np.arange(10.0), np.array([-1.0, 0.0, 0.5]))["fpr95"] == pytest.approx(2 / 3)
+
+
+def test_threshold_at_tpr_is_an_id_score_keeping_the_fraction():
+    ind = torch.arange(1.0, 21.0)                                         # n = 20: ⌈0.95 · 20⌉ = 19 kept
+    assert threshold_at_tpr(ind) == 2.0 and threshold_at_tpr(ind, 1.0) == 1.0 and threshold_at_tpr(ind, 0.5) == 11.0
+    shuffled = torch.randperm(30, generator=torch.Generator().manual_seed(0)).double()   # ⌈28.5⌉ = 29 kept
+    tau = threshold_at_tpr(shuffled)
+    assert tau == 1.0 and (shuffled >= tau).sum() == 29
+    assert tau != torch.quantile(shuffled, 0.05).item()                   # not an interpolated quantile
+    out = torch.tensor([0.0, 1, 2, 2, 3, 10, 25, -5, 1.5, 2.5, 1.97])
+    assert detection_metrics(ind, out)["fpr95"] == pytest.approx((out >= threshold_at_tpr(ind)).double().mean().item())
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="tpr"):
+            threshold_at_tpr(ind, bad)
 
 
 def test_metric_input_errors():
     with pytest.raises(ValueError, match="ood_scores"):
-        evaluate([1.0, 2.0], [])
+        detection_metrics([1.0, 2.0], [])
     with pytest.raises(ValueError, match="id_scores"):
-        evaluate(np.array([]), [1.0])
+        detection_metrics(np.array([]), [1.0])
     with pytest.raises(ValueError, match="NaN or inf"):
-        evaluate([1.0, float("nan")], [0.0])
+        detection_metrics([1.0, float("nan")], [0.0])
     with pytest.raises(ValueError, match="NaN or inf"):
         roc_curve([1.0], [float("inf")])
     with pytest.raises(ValueError, match="1-D"):
-        evaluate(np.ones((2, 2)), [0.0])
+        detection_metrics(np.ones((2, 2)), [0.0])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -140,18 +156,52 @@ def test_mahalanobis_pools_within_class_scatter_over_N_and_uses_the_labels_given
     assert det.score(torch.tensor([[1.0, 1]]))[0].item() == pytest.approx(-2.0)    # (0,1)·2·(0,1)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_mahalanobis_pseudo_inverse_drops_the_null_space(dtype):
+def test_mahalanobis_pseudo_inverse_drops_the_null_space():
     g = torch.Generator().manual_seed(2)
     basis = torch.linalg.qr(torch.randn(6, 3, generator=g, dtype=torch.float64)).Q   # 3 of 6 dims
     y = torch.arange(200) % 4
     z = torch.randn(4, 3, generator=g, dtype=torch.float64)[y] + torch.randn(200, 3, generator=g,
                                                                               dtype=torch.float64)
-    det = Mahalanobis().fit((z @ basis.T).to(dtype), y)
-    # the 3 null directions carry rounding noise only (≈ ε λ_max): inverting it would blow the score up
+    det = Mahalanobis().fit(z @ basis.T, y)
+    # the 3 null directions carry float64 rounding noise only (≈ ε λ_max): inverting it would blow the score up
     assert torch.linalg.matrix_rank(det.precision_, rtol=1e-10).item() == 3
-    if dtype == torch.float64:
-        torch.testing.assert_close(det.precision_, torch.linalg.pinv(det.covariance_, hermitian=True))
+    torch.testing.assert_close(det.precision_, torch.linalg.pinv(det.covariance_, hermitian=True))
+
+
+def test_mahalanobis_keeps_a_spectrum_of_seven_decades_as_the_reference_does():
+    """Lee et al. and OpenOOD use scikit-learn's EmpiricalCovariance, whose pinvh drops |λ| ≤ p·ε₆₄·max|λ|.
+
+    Within-class variances from 1 down to 1e-7, OOD shifted by 10 standard deviations along the 8 smallest
+    directions: the reference keeps all 64 directions and separates perfectly; a float32 cut-off
+    (p·ε₃₂ = 7.6e-6) keeps rank 46: it drops the 8 directions that matter, and detects nothing.
+    """
+    from sklearn.covariance import EmpiricalCovariance
+
+    g = torch.Generator().manual_seed(7)
+    p, C = 64, 4
+    Q = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=torch.float64)).Q          # a random rotation
+    scales = torch.logspace(0, -3.5, p, dtype=torch.float64)                           # variances 1 … 1e-7
+    means = 3 * torch.randn(C, p, generator=g, dtype=torch.float64)
+
+    def sample(n, shift=0.0):
+        y = torch.arange(n) % C
+        z = torch.randn(n, p, generator=g, dtype=torch.float64)
+        z[:, -8:] += shift                                                              # in standard deviations
+        return (means[y] + (z * scales) @ Q.T).float(), y                               # float32, as extracted
+
+    (h, y), (ind, _), (ood, _) = sample(4_000), sample(1_000), sample(1_000, shift=10.0)
+    det = Mahalanobis().fit(h, y)
+    assert torch.linalg.matrix_rank(det.precision_, hermitian=True, rtol=1e-12).item() == p
+    reference = EmpiricalCovariance().fit((h.double() - det.means_[y]).numpy()).precision_
+    assert np.linalg.norm(det.precision_.numpy() - reference) / np.linalg.norm(reference) < 1e-6
+    naive = np.stack([-np.einsum("ij,jk,ik->i", x - mu, reference, x - mu) for mu in det.means_.numpy()
+                      for x in [ood.double().numpy()]]).max(0)
+    torch.testing.assert_close(det.score(ood).double(), torch.as_tensor(naive), rtol=1e-5, atol=1e-3)
+    assert detection_metrics(det.score(ind), det.score(ood))["auroc"] == 1.0
+    coarse = stats.pinv_psd(det.covariance_, rtol=p * torch.finfo(torch.float32).eps)  # the old cut-off
+    assert torch.linalg.matrix_rank(coarse, hermitian=True, rtol=1e-12).item() == 46
+    det.precision_ = coarse
+    assert detection_metrics(det.score(ind), det.score(ood))["auroc"] < 0.6
 
 
 @pytest.mark.parametrize("C, p", [(4, 8), (6, 6)])
@@ -329,7 +379,7 @@ def test_every_detector_separates_far_ood():
     W, b = means / means.norm(dim=1, keepdim=True), torch.zeros(C)
     for name, Detector in DETECTORS.items():  # a flipped sign would give AUROC ≈ 0
         det = Detector().fit(train, y, W, b)
-        result = evaluate(det.score(test_id), det.score(test_ood))
+        result = detection_metrics(det.score(test_id), det.score(test_ood))
         assert result["auroc"] > 0.9 and result["fpr95"] < 0.5, (name, result)
 
 
@@ -342,4 +392,4 @@ def test_gpu_scores_match_cpu(name):
     gpu = det.score(test.cuda())
     assert gpu.is_cuda
     torch.testing.assert_close(gpu.cpu(), cpu)
-    assert math.isfinite(evaluate(gpu, cpu)["auroc"])
+    assert math.isfinite(detection_metrics(gpu, cpu)["auroc"])

@@ -184,35 +184,6 @@ def test_dim_sweep_marks_c_minus_one_and_nc5_plot_has_two_panels():
     plt.close(fig)
 
 
-def _find(widget, kind):
-    if isinstance(widget, kind):
-        yield widget
-    for child in getattr(widget, "children", ()):
-        yield from _find(child, kind)
-
-
-def test_threshold_widget_starts_at_the_fpr95_threshold_and_follows_the_detector(monkeypatch):
-    import ipywidgets
-
-    shown = []
-    monkeypatch.setattr(widgets, "display", lambda obj: shown.append(obj))
-    scores = _scores()
-    widgets.threshold_explorer(scores)
-    box = shown[-1]
-    slider = next(_find(box, ipywidgets.FloatSlider))
-    detector, ood_set = list(_find(box, ipywidgets.Dropdown))
-    ind, near = scores["good"]["ID"], scores["good"]["near"]
-    assert slider.value == pytest.approx(ind.sort(descending=True).values[math.ceil(0.95 * len(ind)) - 1].item())
-    assert (near >= slider.value).double().mean().item() == pytest.approx(ood.detection_metrics(ind, near)["fpr95"])
-    detector.value = "flipped"
-    both = torch.cat([scores["flipped"]["ID"], scores["flipped"]["near"]])
-    assert slider.min == pytest.approx(both.min().item()) and slider.max == pytest.approx(both.max().item())
-    ood_set.value = "far"
-    slider.value = slider.min                                     # every input accepted: TPR = FPR = 100 %
-    figures = [obj for obj in shown if isinstance(obj, plt.Figure)]
-    assert "TPR 100.0%" in figures[-1].axes[0].get_title() and "FPR 100.0%" in figures[-1].axes[0].get_title()
-
-
 # --- the notebooks ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("number, least", [("03", 3), ("04", 2)])

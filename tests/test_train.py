@@ -1,9 +1,11 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from nclab import data, models, train
+from nclab import checkpoints, data, heads, losses, models, train
+from nclab.checkpoints import CheckpointError
 
 
 def _tiny_config(**overrides):
@@ -79,7 +81,7 @@ def test_speed_only_fields_do_not_change_the_run_folder(small_train):
 # --- learning on real pixels --------------------------------------------------------------------------
 
 def test_smoke_run_learns_the_standin_clearly_above_chance():
-    train_set, test_set = data.for_profile("cifar100", "smoke")        # the same run notebook 01 makes
+    train_set, test_set = data.train_test_sets("cifar100", "smoke")        # the same run notebook 01 makes
     run = train.load_or_train(train.regime("A", "smoke"), train_set, test_set, progress=False)
     chance = 1 / train_set.num_classes
     assert run.final["test_acc"] > 3 * chance, run.history
@@ -121,7 +123,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(small_train, tmp_pat
     dying = _LoaderThatDies(small_train, 32, shuffle=True, augment=True, drop_last=True, device="cpu")
     with pytest.raises(_Disconnect):
         train.fit(broken, config_, dying, run_dir=tmp_path / "resumed", progress=False)
-    assert train.load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    assert checkpoints.load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
 
     resumed = _fresh_model()                                             # a new kernel: fresh weights
     history_resumed = train.fit(resumed, config_, _loaders(small_train), run_dir=tmp_path / "resumed", progress=False)
@@ -140,7 +142,7 @@ def test_completed_run_is_loaded_not_retrained(small_train, tmp_path, capsys):
     assert second.history == first.history
     assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()))
     snapshot = second.load_snapshot(1)
-    assert torch.equal(snapshot.fc.weight, second.model.fc.weight)
+    assert torch.equal(snapshot.head.weight, second.model.head.weight)
     with pytest.raises(KeyError, match="kept"):
         second.load_snapshot(7)
 
@@ -153,7 +155,7 @@ def test_damaged_checkpoint_stops_with_a_clear_error_and_is_kept(small_train, tm
     good = last.read_bytes()
     bad = {"truncate": good[: len(good) // 2], "garbage": b"not a checkpoint" * 100, "empty": b""}[damage]
     last.write_bytes(bad)
-    with pytest.raises(train.CheckpointError, match="corrupted or truncated.*untouched.*Delete"):
+    with pytest.raises(CheckpointError, match="corrupted or truncated.*untouched.*Delete"):
         train.fit(_fresh_model(), _tiny_config(epochs=2, snapshot_epochs=()), _loaders(small_train),
                   run_dir=tmp_path, progress=False)
     assert last.read_bytes() == bad                                       # nothing overwritten
@@ -162,42 +164,54 @@ def test_damaged_checkpoint_stops_with_a_clear_error_and_is_kept(small_train, tm
 def test_checkpoint_of_another_configuration_is_refused(small_train, tmp_path):
     train.fit(_fresh_model(), _tiny_config(epochs=1, snapshot_epochs=()), _loaders(small_train), run_dir=tmp_path,
               progress=False)
-    with pytest.raises(train.CheckpointError, match="another configuration"):
+    with pytest.raises(CheckpointError, match="another configuration"):
         train.fit(_fresh_model(), _tiny_config(epochs=1, lr=0.3, snapshot_epochs=()), _loaders(small_train),
                   run_dir=tmp_path, progress=False)
-
-
-def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    path = tmp_path / "last.pt"
-    train.save_checkpoint({"format": 1, "model": {"w": torch.ones(3)}}, path)
-
-    def crash(obj, f, *args, **kwargs):
-        f.write(b"half a file")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(KeyboardInterrupt):
-        train.save_checkpoint({"format": 1, "model": {"w": torch.zeros(3)}}, path)
-    monkeypatch.undo()
-    assert torch.equal(train.load_checkpoint(path)["model"]["w"], torch.ones(3))
 
 
 def test_checkpoints_load_with_weights_only(small_train, tmp_path):
     train.fit(_fresh_model(), _tiny_config(epochs=1, snapshot_epochs=()), _loaders(small_train), run_dir=tmp_path,
               progress=False)
     state = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "scaler", "rng", "history", "config", "epoch"} <= set(state)
+    assert {"model", "optimizer", "scheduler", "scaler", "hooks", "rng", "history", "config", "epoch"} <= set(state)
 
 
 def test_pretrained_regime_falls_back_with_a_reason(small_train, tmp_path, capsys, monkeypatch):
-    def unavailable(*args, **kwargs):
+    def unavailable(width=64):
         raise models.PretrainedWeightsUnavailable("no internet here")
 
-    monkeypatch.setattr(train, "resnet18", lambda c, w, pretrained=False: unavailable() if pretrained
-                        else models.resnet18(c, w))
+    monkeypatch.setattr(models, "imagenet_weights", unavailable)
     run = train.load_or_train(_tiny_config(epochs=1, snapshot_epochs=(), pretrained=True), small_train,
                               root=tmp_path, progress=False)
     assert "no internet here" in capsys.readouterr().out and not run.config.pretrained
+
+
+def _imagenet_like_weights(width=4):
+    """Stands for the downloaded ImageNet weights: a (seeded) torchvision-layout state dict of this width."""
+    torch.manual_seed(123)
+    return {k.replace("head.", "fc."): v for k, v in models.CifarResNet(1000, width).state_dict().items()
+            if not k.startswith("normalize.")}
+
+
+def test_pretrained_runs_are_seeded_and_offline_resume_fetches_nothing(small_train, tmp_path, capsys, monkeypatch):
+    fetched = []
+    monkeypatch.setattr(models, "imagenet_weights", lambda width=64: fetched.append(width) or _imagenet_like_weights())
+    config_ = _tiny_config(epochs=1, snapshot_epochs=(), pretrained=True)
+    first = train.load_or_train(config_, small_train, root=tmp_path / "a", progress=False)
+    second = train.load_or_train(config_, small_train, root=tmp_path / "b", progress=False)
+    assert fetched == [4, 4] and first.config.pretrained
+    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name                                    # stem and head seeded: same run twice
+
+    def offline(width=64):
+        raise models.PretrainedWeightsUnavailable("offline now")
+
+    monkeypatch.setattr(models, "imagenet_weights", offline)
+    capsys.readouterr()
+    again = train.load_or_train(config_, small_train, root=tmp_path / "a", progress=False)
+    out = capsys.readouterr().out
+    assert "Found checkpoint" in out and "offline now" not in out and again.config.pretrained
+    assert again.run_dir == first.run_dir
 
 
 def test_dataset_mismatch_is_refused(small_train, tmp_path):
@@ -222,3 +236,202 @@ def test_mixed_precision_paths_train(small_train, amp):
                             channels_last=True)
     history = train.fit(_fresh_model(), _tiny_config(amp=amp, epochs=1, snapshot_epochs=()), loader, progress=False)
     assert math.isfinite(history[0]["train_loss"]) and 0 <= history[0]["train_acc"] <= 1
+
+
+# --- the plug-in points: methods, losses, hooks ------------------------------------------------------
+
+class _ClassMeans(train.Hook):
+    """An EMA of every class's mean feature (as SpA keeps its class centres) and a step counter."""
+
+    def __init__(self, num_classes=8, momentum=0.9):
+        self.num_classes, self.momentum, self.means, self.steps = num_classes, momentum, None, 0
+
+    def after_step(self, out, y):
+        h = out.features.detach().float()
+        sums = torch.zeros(self.num_classes, h.shape[1]).index_add_(0, y, h)
+        counts = torch.bincount(y, minlength=self.num_classes)
+        batch = sums / counts.clamp_min(1)[:, None]
+        present = (counts > 0)[:, None]
+        self.means = batch if self.means is None else torch.where(
+            present, self.momentum * self.means + (1 - self.momentum) * batch, self.means)
+        self.steps += 1
+
+    def end_epoch(self, epoch, model):
+        return {"hook_steps": self.steps}
+
+    def state_dict(self):
+        return {"means": self.means, "steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.means, self.steps = state["means"], state["steps"]
+
+
+def test_a_hooks_state_survives_an_interrupted_run_bit_for_bit(small_train, tmp_path):
+    config_ = _tiny_config()
+    whole_hook = _ClassMeans()
+    whole = _fresh_model()
+    history = train.fit(whole, config_, _loaders(small_train), run_dir=tmp_path / "whole", hooks=[whole_hook],
+                        progress=False)
+    assert [r["hook_steps"] for r in history] == [8, 16, 24]                 # end_epoch feeds the history
+
+    dying = _LoaderThatDies(small_train, 32, shuffle=True, augment=True, drop_last=True, device="cpu")
+    with pytest.raises(_Disconnect):
+        train.fit(_fresh_model(), config_, dying, run_dir=tmp_path / "resumed", hooks=[_ClassMeans()], progress=False)
+    resumed_hook = _ClassMeans()                                            # a new kernel: a fresh hook
+    resumed = _fresh_model()
+    history_resumed = train.fit(resumed, config_, _loaders(small_train), run_dir=tmp_path / "resumed",
+                                hooks=[resumed_hook], progress=False)
+    assert _without_timing(history_resumed) == _without_timing(history)
+    assert resumed_hook.steps == whole_hook.steps and torch.equal(resumed_hook.means, whole_hook.means)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(CheckpointError, match="hook"):
+        train.fit(_fresh_model(), _tiny_config(epochs=4, snapshot_epochs=()), _loaders(small_train),
+                  run_dir=tmp_path / "resumed", hooks=[], progress=False)
+
+
+class _ZeroHeadGradient(train.Hook):
+    """Sees the gradients between backward and the step; zeroes the head's and records their size."""
+
+    def __init__(self):
+        self.largest = []
+
+    def after_backward(self, out, y):
+        grad = out.model.head.weight.grad
+        self.largest.append(grad.abs().max().item())
+        grad.zero_()
+
+
+@pytest.mark.parametrize("amp", ["off", "fp16"])
+def test_hooks_act_between_backward_and_step_on_unscaled_gradients(small_train, amp):
+    model = _fresh_model()
+    before = model.head.weight.detach().clone()
+    hook = _ZeroHeadGradient()
+    config_ = _tiny_config(epochs=1, snapshot_epochs=(), momentum=0.0, weight_decay=0.0, amp=amp)
+    train.fit(model, config_, _loaders(small_train.subset(64)), hooks=[hook], progress=False)
+    assert torch.equal(model.head.weight, before)                          # the zeroed gradient reached the step
+    assert len(hook.largest) == 2 and 0 < max(hook.largest) < 100          # unscaled: the fp16 scale is 65536
+
+
+def test_loss_sees_features_logits_extras_and_the_model(small_train):
+    seen, part = [], small_train.subset(64)
+
+    def loss(out, y):
+        seen.append((out.features.shape, out.logits.shape, sorted(out.extras), out.model))
+        assert torch.equal(out.logits, out.model.head(out.features))
+        assert torch.equal(part.labels[out.extras["index"]], y)
+        return losses.CrossEntropy()(out, y)
+
+    model = _fresh_model()
+    train.fit(model, _tiny_config(epochs=1, snapshot_epochs=()), _loaders(part), loss=loss,
+              progress=False)
+    assert seen == [((32, 32), (32, 8), ["index"], model)] * 2
+
+
+def test_default_loss_is_cross_entropy_with_the_configs_label_smoothing(small_train):
+    batch = small_train.subset(32)
+    loader = data.GpuLoader(batch, 32, shuffle=False, augment=False, drop_last=True, device="cpu")
+    x, y, _ = next(iter(loader))
+    model = _fresh_model()
+    with torch.no_grad():                                                  # the loss of the first (only) step
+        logits = model.train()(x)
+        smoothed = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1).item()
+        plain = torch.nn.functional.cross_entropy(logits, y).item()
+    assert abs(smoothed - plain) > 1e-3
+    config_ = _tiny_config(epochs=1, snapshot_epochs=(), batch_size=32, label_smoothing=0.1)
+    history = train.fit(_fresh_model(), config_, loader, progress=False)
+    assert history[0]["train_loss"] == pytest.approx(smoothed, rel=1e-6)
+    out = losses.BatchOutput(features=torch.zeros(32, 1), logits=logits, extras={}, model=model)
+    assert losses.CrossEntropy(0.1)(out, y).item() == pytest.approx(smoothed, rel=1e-6)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        losses.CrossEntropy(1.5)
+
+
+def test_a_method_and_its_hyperparameters_are_in_the_run_key(small_train):
+    base = _tiny_config()
+    alpha = train.Method("control", {"alpha": 0.05})
+    folders = {train.run_directory(c, small_train) for c in
+               (base, _tiny_config(method=alpha), _tiny_config(method=train.Method("control", {"alpha": 0.1})),
+                _tiny_config(method=train.Method("other", {"alpha": 0.05})))}
+    assert len(folders) == 4
+    assert train.run_directory(_tiny_config(method=train.Method("control", {"alpha": 0.05})), small_train) == \
+        train.run_directory(_tiny_config(method=alpha), small_train)
+    assert _tiny_config(method=alpha).key()["method.alpha"] == 0.05 and base.key()["method"] == "erm"
+    assert "-control-" in train.run_directory(_tiny_config(method=alpha), small_train).name
+    assert _tiny_config(decay_norm_and_bias=False).key() != base.key()
+    with pytest.raises(ValueError, match="params"):
+        train.Method("bad", {"mask": torch.zeros(3)})
+    with pytest.raises(ValueError, match="name"):
+        train.Method("no spaces")
+    with pytest.raises(ValueError, match="Method"):
+        train.TrainConfig(method="control")
+
+
+def _etf_model(config_, train_set):
+    return models.resnet18(train_set.num_classes, config_.width, head=heads.FixedETF(8 * config_.width,
+                                                                                      train_set.num_classes, scale=5))
+
+
+ETF = train.Method("fixed-etf", {"scale": 5}, build_model=_etf_model)
+
+
+def test_a_fixed_etf_head_does_not_move_and_snapshots_use_the_methods_builder(small_train, tmp_path):
+    config_ = _tiny_config(method=ETF, epochs=2, snapshot_epochs=(1,))
+    run = train.load_or_train(config_, small_train, root=tmp_path, progress=False)
+    torch.manual_seed(config_.seed)
+    expected = _etf_model(config_, small_train).head.weight
+    assert isinstance(run.model.head, heads.FixedETF) and torch.equal(run.model.head.weight, expected)
+    assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]       # the encoder learned
+    optimizer = train.make_optimizer(run.model, config_)
+    assert all(p is not run.model.head.weight for group in optimizer.param_groups for p in group["params"])
+    snapshot = run.load_snapshot(1)
+    assert isinstance(snapshot.head, heads.FixedETF) and torch.equal(snapshot.head.weight, expected)
+
+
+def test_weight_decay_follows_the_sources_by_default():
+    model = _fresh_model()
+    model.conv1.weight.requires_grad_(False)                                  # a frozen layer stays out
+    every = train.make_optimizer(model, _tiny_config()).param_groups
+    assert len(every) == 1 and every[0]["weight_decay"] == 5e-4
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(every[0]["params"]) == len(trainable) == len(list(model.parameters())) - 1
+    spared = train.make_optimizer(model, _tiny_config(decay_norm_and_bias=False)).param_groups
+    assert [g["weight_decay"] for g in spared] == [5e-4, 0.0]
+    assert all(p.ndim > 1 for p in spared[0]["params"]) and all(p.ndim == 1 for p in spared[1]["params"])
+    spared_ids = {id(p) for p in spared[1]["params"]}
+    assert id(model.bn1.weight) in spared_ids and id(model.head.bias) in spared_ids
+
+
+def test_resume_with_another_amp_mode_reinitialises_the_scaler(small_train, tmp_path, capsys):
+    """A run written with AMP off, resumed on a T4 in fp16 (GradScaler), then back in bf16: it never crashes."""
+    part, config_ = small_train.subset(160), _tiny_config(epochs=3, snapshot_epochs=())   # 5 batches per epoch
+
+    def dying_at(epoch):
+        loader = _LoaderThatDies(part, 32, shuffle=True, augment=True, drop_last=True, device="cpu")
+        loader.die_at = epoch
+        return loader
+
+    with pytest.raises(_Disconnect):                                        # epoch 1 saved, AMP off
+        train.fit(_fresh_model(), replace(config_, amp="off"), dying_at(2), run_dir=tmp_path, progress=False)
+    with pytest.raises(_Disconnect):                                        # epoch 2 saved, fp16 + GradScaler
+        train.fit(_fresh_model(), replace(config_, amp="fp16"), dying_at(3), run_dir=tmp_path, progress=False)
+    assert "scaler starts afresh" in capsys.readouterr().out
+    assert checkpoints.load_checkpoint(tmp_path / "last.pt")["scaler"]     # an fp16 run's scaler state
+    history = train.fit(_fresh_model(), replace(config_, amp="bf16"), _loaders(part), run_dir=tmp_path,
+                        progress=False)                                    # and back: the scaler is ignored
+    assert len(history) == 3 and all(math.isfinite(r["train_loss"]) for r in history)
+
+
+def test_test_metrics_use_the_profiles_eval_batch_size(small_train, tmp_path, monkeypatch):
+    sizes = []
+    real = train.GpuLoader
+
+    class Recording(real):
+        def __init__(self, data_, batch_size, **options):
+            sizes.append((batch_size, options["augment"]))
+            super().__init__(data_, batch_size, **options)
+
+    monkeypatch.setattr(train, "GpuLoader", Recording)
+    train.load_or_train(_tiny_config(epochs=1, snapshot_epochs=()), small_train, small_train.subset(64),
+                        root=tmp_path, progress=False)
+    assert sizes == [(32, True), (500, False)]                               # smoke: eval_batch_size 500
