@@ -59,6 +59,26 @@ def test_notebook_installs_only_on_colab(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_is_hidden_on_the_site_and_nbval_directives_are_tags(path):
+    cells = _cells(path)
+    assert "remove-cell" in cells[1].get("metadata", {}).get("tags", [])      # kept in the notebook, not shown
+    for cell in cells:
+        source = "".join(cell["source"])
+        assert "NBVAL_" not in source, "nbval directives go in cell tags, not in comments the site prints"
+        for tag in cell.get("metadata", {}).get("tags", []):
+            assert tag in {"remove-cell", "nbval-ignore-output", "nbval-skip", "solution-only", "hide-input",
+                           "hide-output", "remove-input", "remove-output"}, tag
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_call_the_library_for_tables_and_banners(path):
+    code = "\n".join("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "code")
+    assert "OFFLINE STAND-IN" not in code, "the stand-in note is the library's (nclab.data.load)"
+    assert "in ood.DETECTORS.items()" not in code, "fit every detector with nclab.tables.fit_detectors"
+    assert "torch.quantile" not in code and "model.fc" not in code and re.search(r"\bP = ", code) is None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_committed_without_outputs(path):
     for cell in _cells(path):
         if cell["cell_type"] == "code":
