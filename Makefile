@@ -1,6 +1,8 @@
 # nclab — the commands of the README:
 #   make book   build the course site into _build/html, executing every notebook (smoke profile by default)
-#   make test   unit tests + nbval on every notebook (smoke profile); fails if student/ is stale
+#   make test   ruff (lint + format check), unit tests + nbval on every notebook (smoke profile); fails if
+#               student/ is stale
+#   make format apply ruff's fixes and formatting
 #   make student  write the student versions of notebooks/ into student/ (solutions removed)
 # Both create .venv from requirements.txt first when it is missing or out of date.
 
@@ -11,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 export NCLAB_PROFILE ?= smoke
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all book test student venv benchmark clean
+.PHONY: all book test format student venv benchmark clean
 
 all: book
 
@@ -29,7 +31,13 @@ book: venv
 	@echo "Book built: open _build/html/index.html"
 
 test: venv
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/python -m pytest
+
+format: venv
+	$(BIN)/ruff check --fix
+	$(BIN)/ruff format
 
 student: venv
 	$(BIN)/python -m nclab student

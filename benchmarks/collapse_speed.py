@@ -31,12 +31,12 @@ def naive_nc1(features: np.ndarray, labels: np.ndarray, C: int) -> float:
     mu = np.zeros((C, p))
     Sigma_W = np.zeros((p, p))
     for c in range(C):
-        H_c = features[labels == c].astype(np.float64)                  # (N_c, p)
+        H_c = features[labels == c].astype(np.float64)  # (N_c, p)
         mu[c] = H_c.mean(axis=0)
         Z = H_c - mu[c]
         Sigma_W += Z.T @ Z
     Sigma_W /= N
-    M = (mu - mu.mean(axis=0)).T                                        # (p, C)
+    M = (mu - mu.mean(axis=0)).T  # (p, C)
     Sigma_B = M @ M.T / C
     # rcond well above rounding: the default (1e-15) may keep a "zero" eigenvalue of the rank-(C−1) Σ_B,
     # the SPEC §9 pitfall
@@ -45,7 +45,7 @@ def naive_nc1(features: np.ndarray, labels: np.ndarray, C: int) -> float:
 
 
 def best_of(fn, repeats: int = 3) -> tuple[float, object]:
-    result = fn()                                                        # warm-up
+    result = fn()  # warm-up
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -87,8 +87,10 @@ def main() -> None:
     print(f"naive per-class loop:     {t_naive:.3f} s  -> nc_metrics is {t_naive / t_fast:.1f}x faster")
     print(f"target {TARGET_S} s: {'met' if t_fast <= TARGET_S else 'NOT met'}")
     rel = abs(fast["nc1"] - nc1_naive) / abs(nc1_naive)
-    print(f"nc1 = {fast['nc1']:.10g} (nc_metrics) vs {nc1_naive:.10g} (naive): relative difference {rel:.1e} "
-          f"-> {'same' if rel <= 1e-6 else 'DIFFERENT'} at 1e-6")
+    print(
+        f"nc1 = {fast['nc1']:.10g} (nc_metrics) vs {nc1_naive:.10g} (naive): relative difference {rel:.1e} "
+        f"-> {'same' if rel <= 1e-6 else 'DIFFERENT'} at 1e-6"
+    )
 
 
 if __name__ == "__main__":

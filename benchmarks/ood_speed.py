@@ -29,7 +29,7 @@ def synthetic(n: int, m: int, p: int, classes: int, device: str):
     labels = torch.randint(classes, (n,), generator=g)
     train = means[labels] + torch.randn(n, p, generator=g)
     test = means[torch.randint(classes, (m,), generator=g)] + torch.randn(m, p, generator=g)
-    weight, bias = means / p ** 0.5, 0.1 * torch.randn(classes, generator=g)
+    weight, bias = means / p**0.5, 0.1 * torch.randn(classes, generator=g)
     return [t.to(device) for t in (train, labels, weight, bias, test)]
 
 
@@ -44,7 +44,7 @@ def naive_mahalanobis(det: Mahalanobis, h: torch.Tensor, chunk_bytes: float = 2e
     rows = max(1, int(chunk_bytes // (8 * mu.numel())))
     out = []
     for start in range(0, len(h), rows):
-        diff = h[start:start + rows, None, :].double() - mu[None]                    # (rows, C, p)
+        diff = h[start : start + rows, None, :].double() - mu[None]  # (rows, C, p)
         out.append(-torch.einsum("mcp,pq,mcq->mc", diff, P, diff).amin(1))
     return torch.cat(out)
 
@@ -59,8 +59,10 @@ def main():
     parser.add_argument("--repeat", type=int, default=3, help="runs; the fastest is reported")
     args = parser.parse_args()
     train, labels, weight, bias, test = synthetic(args.n, args.m, args.p, args.classes, args.device)
-    print(f"n = {args.n:,} train, m = {args.m:,} test, p = {args.p}, C = {args.classes}, "
-          f"device = {args.device}, torch threads = {torch.get_num_threads()}")
+    print(
+        f"n = {args.n:,} train, m = {args.m:,} test, p = {args.p}, C = {args.classes}, "
+        f"device = {args.device}, torch threads = {torch.get_num_threads()}"
+    )
 
     for Detector in DETECTORS.values():  # warm-up: one-time library and thread-pool start-up
         Detector().fit(train[:2000], labels[:2000], weight, bias).score(test[:100])
@@ -81,8 +83,10 @@ def main():
     for name, (fit_s, score_s) in times.items():
         print(f"{name:12s} fit {fit_s:6.3f} s   score {score_s:6.3f} s")
     verdict = "met" if total <= 2 else "MISSED"
-    print(f"{'total':12s} {total:.3f} s   (target ≤ 2 s on a 2-core CPU: {verdict}; fastest of "
-          f"{args.repeat} runs: " + ", ".join(f"{run[0]:.2f}" for run in runs) + " s)")
+    print(
+        f"{'total':12s} {total:.3f} s   (target ≤ 2 s on a 2-core CPU: {verdict}; fastest of "
+        f"{args.repeat} runs: " + ", ".join(f"{run[0]:.2f}" for run in runs) + " s)"
+    )
 
     det = fitted["mahalanobis"]
     start = time.perf_counter()
@@ -94,8 +98,10 @@ def main():
     sync(args.device)
     naive_s = time.perf_counter() - start
     gap = ((ours.double() - naive).abs() / naive.abs().clamp_min(1)).max().item()
-    print(f"mahalanobis score: ours {ours_s:.3f} s, naive (M, C, p) broadcast {naive_s:.3f} s, "
-          f"naive / ours = {naive_s / ours_s:.1f}×, max relative difference {gap:.1e}")
+    print(
+        f"mahalanobis score: ours {ours_s:.3f} s, naive (M, C, p) broadcast {naive_s:.3f} s, "
+        f"naive / ours = {naive_s / ours_s:.1f}×, max relative difference {gap:.1e}"
+    )
     assert gap < 1e-5, "the expanded quadratic form disagrees with the naive Mahalanobis distance"
 
 

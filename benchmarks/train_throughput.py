@@ -37,8 +37,14 @@ class PILDataset(torch.utils.data.Dataset):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray):
         self.images, self.labels = images, labels
-        self.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                                    T.Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)])
+        self.transform = T.Compose(
+            [
+                T.RandomCrop(32, padding=4),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD),
+            ]
+        )
 
     def __len__(self):
         return len(self.labels)
@@ -49,9 +55,15 @@ class PILDataset(torch.utils.data.Dataset):
 
 def baseline_epochs(model, images, labels, cfg, device, workers, epochs):
     """The textbook loop over a torchvision DataLoader; returns seconds per epoch."""
-    loader = torch.utils.data.DataLoader(PILDataset(images, labels), batch_size=cfg.batch_size, shuffle=True,
-                                         drop_last=True, num_workers=workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        PILDataset(images, labels),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     autocast_dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
@@ -91,33 +103,55 @@ def main():
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 100, (args.images,), generator=generator)
-    cfg = train.TrainConfig(regime="bench", width=args.width, epochs=args.epochs + 1, batch_size=args.batch_size,
-                            compile=args.compile)
+    cfg = train.TrainConfig(
+        regime="bench", width=args.width, epochs=args.epochs + 1, batch_size=args.batch_size, compile=args.compile
+    )
 
     torch.manual_seed(0)
-    ours_model = models.resnet18(100, args.width)
-    loader = data.GpuLoader(data.ImageSet(images, labels, [str(c) for c in range(100)], "bench/train"),
-                            args.batch_size, shuffle=True, augment=True, drop_last=True, device=device,
-                            channels_last=device.type == "cuda")
+    ours_model = models.resnet18(100, args.width, normalization=data.NORMALIZATION["cifar100"])
+    loader = data.GpuLoader(
+        data.ImageSet(images, labels, [str(c) for c in range(100)], "bench/train"),
+        args.batch_size,
+        shuffle=True,
+        augment=True,
+        drop_last=True,
+        device=device,
+        channels_last=device.type == "cuda",
+    )
     history = train.fit(ours_model, cfg, loader, progress=False)
     ours = [record["seconds"] for record in history[1:]]
 
     torch.manual_seed(0)
     base_model = models.resnet18(100, args.width)
-    base = baseline_epochs(base_model, images.permute(0, 2, 3, 1).numpy(), labels.numpy(), cfg, device,
-                           args.workers, args.epochs + 1)[1:]
+    base = baseline_epochs(
+        base_model, images.permute(0, 2, 3, 1).numpy(), labels.numpy(), cfg, device, args.workers, args.epochs + 1
+    )[1:]
 
     used = len(loader) * args.batch_size
     ours_s, base_s = float(np.median(ours)), float(np.median(base))
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    result = {"device": name, "torch": torch.__version__, "width": args.width, "images_per_epoch": used,
-              "batch_size": args.batch_size, "amp": str(amp_dtype(cfg.amp, device)), "compile": args.compile,
-              "baseline_workers": args.workers,
-              "ours": {"seconds_per_epoch": ours_s, "images_per_s": used / ours_s, "epochs": ours},
-              "baseline": {"seconds_per_epoch": base_s, "images_per_s": used / base_s, "epochs": base},
-              "speedup": base_s / ours_s, "date": time.strftime("%Y-%m-%d")}
-    print(f"device: {name} | torch {torch.__version__} | ResNet-18 width {args.width} | {used:,} images/epoch, "
-          f"batch {args.batch_size}, amp {result['amp']}")
+    name = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    )
+    result = {
+        "device": name,
+        "torch": torch.__version__,
+        "width": args.width,
+        "images_per_epoch": used,
+        "batch_size": args.batch_size,
+        "amp": str(amp_dtype(cfg.amp, device)),
+        "compile": args.compile,
+        "baseline_workers": args.workers,
+        "ours": {"seconds_per_epoch": ours_s, "images_per_s": used / ours_s, "epochs": ours},
+        "baseline": {"seconds_per_epoch": base_s, "images_per_s": used / base_s, "epochs": base},
+        "speedup": base_s / ours_s,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    print(
+        f"device: {name} | torch {torch.__version__} | ResNet-18 width {args.width} | {used:,} images/epoch, "
+        f"batch {args.batch_size}, amp {result['amp']}"
+    )
     print(f"{'':>34}{'s/epoch':>10}{'images/s':>12}")
     print(f"{'nclab GpuLoader + train.fit':>34}{ours_s:>10.2f}{used / ours_s:>12,.0f}")
     print(f"{f'DataLoader + PIL ({args.workers} workers)':>34}{base_s:>10.2f}{used / base_s:>12,.0f}")

@@ -1,7 +1,7 @@
 """The command line: ``nclab student`` and ``nclab grade`` (or ``python -m nclab …``).
 
-    nclab student [--notebooks notebooks] [--out student] [--check]
-    nclab grade SUBMISSIONS_DIR NOTEBOOK [--out scores.csv] [--timeout 120] [--total-timeout 600] [--only-exercises]
+nclab student [--notebooks notebooks] [--out student] [--check]
+nclab grade SUBMISSIONS_DIR NOTEBOOK [--out scores.csv] [--timeout 120] [--total-timeout 600] [--only-exercises]
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--out", default="scores.csv", help="CSV to write; the histogram goes beside it as .png")
     grade.add_argument("--timeout", type=float, default=120, help="seconds per cell before it is interrupted")
     grade.add_argument("--total-timeout", type=float, default=600, help="seconds per submission in all")
-    grade.add_argument("--only-exercises", action="store_true",
-                       help="run cells up to the last exercise only (faster: skips notebook 01's training)")
+    grade.add_argument(
+        "--only-exercises",
+        action="store_true",
+        help="run cells up to the last exercise only (faster: skips notebook 01's training)",
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -37,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.check:
                 stale = stale_student_versions(args.notebooks, args.out)
                 if stale:
-                    print(f"nclab student: {args.out}/ is out of date ({', '.join(stale)}): run `make student`.",
-                          file=sys.stderr)
+                    print(
+                        f"nclab student: {args.out}/ is out of date ({', '.join(stale)}): run `make student`.",
+                        file=sys.stderr,
+                    )
                     return 1
                 print(f"{args.out}/ is up to date.")
             else:
@@ -47,8 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .grade import grade as grade_all
 
-            grade_all(args.submissions, args.notebook, args.out, timeout=args.timeout,
-                      total_timeout=args.total_timeout, only_exercises=args.only_exercises)
+            grade_all(
+                args.submissions,
+                args.notebook,
+                args.out,
+                timeout=args.timeout,
+                total_timeout=args.total_timeout,
+                only_exercises=args.only_exercises,
+            )
     except (ValueError, OSError) as error:  # SolutionLeak is a ValueError: it names the notebook and cell
         print(f"nclab {args.command}: error: {error}", file=sys.stderr)
         return 1

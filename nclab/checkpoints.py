@@ -34,8 +34,9 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
-                    keys: tuple[str, ...] = ("model",)) -> dict:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", keys: tuple[str, ...] = ("model",)
+) -> dict:
     """Read a checkpoint with ``weights_only=True``; a damaged file (or one lacking ``keys``, or of another
     format) raises :class:`CheckpointError`, and the file is left as it is."""
     path = Path(path)
@@ -44,20 +45,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     except Exception as error:
         raise CheckpointError(
             f"Checkpoint {path} is corrupted or truncated (torch.load failed: {type(error).__name__}). It was left "
-            f"untouched. Delete it (or its run folder) to train that run again, or restore a good copy.") from None
+            f"untouched. Delete it (or its run folder) to train that run again, or restore a good copy."
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or not all(k in state for k in keys):
-        raise CheckpointError(f"{path} is not an nclab checkpoint of format {FORMAT} (an older nclab wrote it?). "
-                              f"Delete it to train that run again.")
+        raise CheckpointError(
+            f"{path} is not an nclab checkpoint of format {FORMAT} (an older nclab wrote it?). "
+            f"Delete it to train that run again."
+        )
     return state
 
 
 def rng_state() -> dict:
     """The state of every random number generator a run uses: torch (CPU, every GPU), NumPy, Python."""
     numpy_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]),
-            "python": random.getstate()}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]),
+        "python": random.getstate(),
+    }
 
 
 def set_rng_state(state: dict) -> None:

@@ -28,9 +28,19 @@ import torch
 from . import stats
 from .etf import simplex_etf_gram
 
-__all__ = ["nc_metrics", "class_means", "centred_means", "within_class_covariance", "between_class_covariance",
-           "gram_of_means", "per_class_variability", "nc5", "ncc_predictions", "variability_metrics",
-           "practical_work_metrics"]
+__all__ = [
+    "nc_metrics",
+    "class_means",
+    "centred_means",
+    "within_class_covariance",
+    "between_class_covariance",
+    "gram_of_means",
+    "per_class_variability",
+    "nc5",
+    "ncc_predictions",
+    "variability_metrics",
+    "practical_work_metrics",
+]
 
 
 def _checked(features, labels, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -48,8 +58,10 @@ def _checked(features, labels, num_classes: int | None = None) -> tuple[torch.Te
         raise ValueError(f"neural-collapse metrics need at least 2 classes, got C = {C}")
     empty = torch.nonzero(torch.bincount(y, minlength=C) == 0).flatten().tolist()
     if empty:
-        raise ValueError(f"class(es) {empty[:10]} have no samples (C = {C}); every class needs at least one "
-                         f"feature: remap the labels to 0..C-1 or pass the right num_classes")
+        raise ValueError(
+            f"class(es) {empty[:10]} have no samples (C = {C}); every class needs at least one "
+            f"feature: remap the labels to 0..C-1 or pass the right num_classes"
+        )
     return H, y, C
 
 
@@ -70,14 +82,14 @@ def centred_means(means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     means: (C, p). μ_G is *not* the sample mean on imbalanced data (SPEC §1).
     """
     means = stats.as_tensor(means, "means").double()
-    mu_G = means.mean(dim=0)                                                        # (p,)
-    M = (means - mu_G).T                                                            # (p, C)
+    mu_G = means.mean(dim=0)  # (p,)
+    M = (means - mu_G).T  # (p, C)
     return M, mu_G
 
 
 def between_class_covariance(means: torch.Tensor) -> torch.Tensor:
     """Σ_B = M Mᵀ / C (p, p), from class means (C, p). Its rank is at most C − 1."""
-    M, _ = centred_means(means)                                                     # (p, C)
+    M, _ = centred_means(means)  # (p, C)
     return M @ M.T / M.shape[1]
 
 
@@ -89,7 +101,7 @@ def within_class_covariance(features, labels, means: torch.Tensor) -> torch.Tens
     needs traces of it (see :func:`nc_metrics`).
     """
     H, y, mu = _checked_with_means(features, labels, means)
-    return stats.scatter(H, mu, y, dtype=torch.float64) / len(H)                    # (1/N) Σ_i z_i z_iᵀ
+    return stats.scatter(H, mu, y, dtype=torch.float64) / len(H)  # (1/N) Σ_i z_i z_iᵀ
 
 
 def _checked_with_means(features, labels, means) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -108,8 +120,8 @@ def per_class_variability(features, labels, means: torch.Tensor) -> torch.Tensor
     features: (N, p); labels: (N,); means: (C, p) from :func:`class_means`.
     """
     H, y, mu = _checked_with_means(features, labels, means)
-    tr_Sigma_W_c = torch.zeros(len(mu), dtype=torch.float64, device=H.device)      # (C,)
-    for y_block, Z in stats.centred_blocks(H, y, mu):                                    # h_i − μ_{y_i} (b, p)
+    tr_Sigma_W_c = torch.zeros(len(mu), dtype=torch.float64, device=H.device)  # (C,)
+    for y_block, Z in stats.centred_blocks(H, y, mu):  # h_i − μ_{y_i} (b, p)
         tr_Sigma_W_c.index_add_(0, y_block, (Z * Z).sum(dim=1))
     tr_Sigma_W_c /= torch.bincount(y, minlength=len(mu))
     return tr_Sigma_W_c / torch.trace(between_class_covariance(mu))
@@ -117,17 +129,19 @@ def per_class_variability(features, labels, means: torch.Tensor) -> torch.Tensor
 
 def _cosine_gram(X: torch.Tensor) -> torch.Tensor:
     """G_cc' = cos(x_c, x_c') (C, C) for the rows x_c of X (C, p)."""
-    norms = torch.linalg.vector_norm(X, dim=1)                                       # (C,)
+    norms = torch.linalg.vector_norm(X, dim=1)  # (C,)
     if bool((norms == 0).any()):
-        raise ValueError(f"row(s) {torch.nonzero(norms == 0).flatten().tolist()[:10]} have zero norm: "
-                         "their angles (and the NC2 cosines) are undefined")
-    X_hat = X / norms[:, None]                                                      # (C, p)
+        raise ValueError(
+            f"row(s) {torch.nonzero(norms == 0).flatten().tolist()[:10]} have zero norm: "
+            "their angles (and the NC2 cosines) are undefined"
+        )
+    X_hat = X / norms[:, None]  # (C, p)
     return X_hat @ X_hat.T
 
 
 def gram_of_means(means: torch.Tensor) -> torch.Tensor:
     """G = M̂ᵀ M̂ (C, C): cosines cos(μ_c − μ_G, μ_c' − μ_G) of the centred class means; means: (C, p)."""
-    M, _ = centred_means(means)                                                     # (p, C)
+    M, _ = centred_means(means)  # (p, C)
     return _cosine_gram(M.T)
 
 
@@ -138,7 +152,7 @@ def _pair_stats(G: torch.Tensor) -> tuple[float, float]:
     """
     C = G.shape[0]
     rows, cols = torch.triu_indices(C, C, offset=1, device=G.device)
-    cosines = G[rows, cols]                                                         # (C(C−1)/2,)
+    cosines = G[rows, cols]  # (C(C−1)/2,)
     std = cosines.std().item() if len(cosines) > 1 else 0.0
     return std, (cosines + 1.0 / (C - 1)).abs().mean().item()
 
@@ -152,34 +166,36 @@ def _top_eigenpairs(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     a pinv would.
     """
     C = M.shape[1]
-    lam, U = torch.linalg.eigh(M.T @ M / C)                                          # ascending (C,), (C, C)
+    lam, U = torch.linalg.eigh(M.T @ M / C)  # ascending (C,), (C, C)
     if lam[-1] <= 0:
-        raise ValueError("all class means coincide (Σ_B = 0): the features carry no class information, "
-                         "so the NC metrics are undefined")
+        raise ValueError(
+            "all class means coincide (Σ_B = 0): the features carry no class information, "
+            "so the NC metrics are undefined"
+        )
     lam, U = lam[-k:], U[:, -k:]
     keep = lam > lam[-1] * C * 1e-13
     lam, U = lam[keep], U[:, keep]
-    return lam, M @ U / torch.sqrt(C * lam)                                         # (k,), (p, k)
+    return lam, M @ U / torch.sqrt(C * lam)  # (k,), (p, k)
 
 
 def _variability(H: torch.Tensor, y: torch.Tensor, means: torch.Tensor, M: torch.Tensor) -> dict[str, float]:
     """nc1 = Tr(Σ_W Σ_B†)/C and nc1_trace_ratio = Tr(Σ_W)/Tr(Σ_B), from centred blocks of rows."""
     (N, p), C = H.shape, M.shape[1]
-    lam, V = _top_eigenpairs(M, min(C - 1, p))                                      # Λ (k,), V (p, k)
-    P = (V / lam.sqrt()).to(H.dtype)                                                # Σ_B† = P Pᵀ (p, k)
-    tr_Sigma_W = tr_Sigma_W_pinv = 0.0                                              # Tr(Σ_W), Tr(Σ_W Σ_B†)
-    for _, Z in stats.centred_blocks(H, y, means, H.dtype):                             # h_i − μ_{y_i} (b, p)
+    lam, V = _top_eigenpairs(M, min(C - 1, p))  # Λ (k,), V (p, k)
+    P = (V / lam.sqrt()).to(H.dtype)  # Σ_B† = P Pᵀ (p, k)
+    tr_Sigma_W = tr_Sigma_W_pinv = 0.0  # Tr(Σ_W), Tr(Σ_W Σ_B†)
+    for _, Z in stats.centred_blocks(H, y, means, H.dtype):  # h_i − μ_{y_i} (b, p)
         tr_Sigma_W += (torch.linalg.vector_norm(Z, dim=1).double() ** 2).sum() / N
         tr_Sigma_W_pinv += (torch.linalg.vector_norm(Z @ P, dim=1).double() ** 2).sum() / N
-    tr_Sigma_B = (M * M).sum() / C                                                  # Tr(M Mᵀ/C)
+    tr_Sigma_B = (M * M).sum() / C  # Tr(M Mᵀ/C)
     return {"nc1": (tr_Sigma_W_pinv / C).item(), "nc1_trace_ratio": (tr_Sigma_W / tr_Sigma_B).item()}
 
 
 def ncc_predictions(features, means) -> torch.Tensor:
     """The nearest-class-centre classifier: argmin_c ‖h − μ_c‖ for each row of features (N, p) → (N,)."""
     H = stats.as_matrix(features, "features", check_finite=False)
-    mu = stats.as_tensor(means, "means").to(device=H.device, dtype=H.dtype)              # (C, p)
-    return (H @ mu.T - 0.5 * (mu * mu).sum(dim=1)).argmax(dim=1)                    # −½‖h − μ_c‖² + ½‖h‖²
+    mu = stats.as_tensor(means, "means").to(device=H.device, dtype=H.dtype)  # (C, p)
+    return (H @ mu.T - 0.5 * (mu * mu).sum(dim=1)).argmax(dim=1)  # −½‖h − μ_c‖² + ½‖h‖²
 
 
 def variability_metrics(features, labels, num_classes: int | None = None) -> dict[str, float]:
@@ -210,37 +226,43 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
     H, y, C = _checked(features, labels, num_classes)
     N, p = H.shape
     if p < C - 1:
-        raise ValueError(f"features have p = {p} dimensions, fewer than C - 1 = {C - 1}: a {C}-class "
-                         "simplex ETF cannot exist in R^p, so the NC2 ETF quantities are undefined "
-                         "(variability_metrics gives NC1 at any p)")
-    means, counts = stats.class_means(H, y, C)                                           # μ_c (C, p), N_c (C,)
-    M, mu_G = centred_means(means)                                                  # (p, C), (p,)
+        raise ValueError(
+            f"features have p = {p} dimensions, fewer than C - 1 = {C - 1}: a {C}-class "
+            "simplex ETF cannot exist in R^p, so the NC2 ETF quantities are undefined "
+            "(variability_metrics gives NC1 at any p)"
+        )
+    means, counts = stats.class_means(H, y, C)  # μ_c (C, p), N_c (C,)
+    M, mu_G = centred_means(means)  # (p, C), (p,)
     out = _variability(H, y, means, M)
-    norms = torch.linalg.vector_norm(M, dim=0)                                      # ‖μ_c − μ_G‖ (C,)
+    norms = torch.linalg.vector_norm(M, dim=0)  # ‖μ_c − μ_G‖ (C,)
     out["nc2_equinorm_means"] = (norms.std() / norms.mean()).item()
     out["nc2_equiangular_means"], out["nc2_maxangle_means"] = _pair_stats(_cosine_gram(M.T))
     if weight is None:
         return out
 
-    W = stats.as_tensor(weight, "weight").to(device=H.device, dtype=torch.float64)       # (C, p)
-    b = torch.zeros(C, dtype=torch.float64, device=H.device) if bias is None else \
-        stats.as_tensor(bias, "bias").to(device=H.device, dtype=torch.float64)           # (C,)
+    W = stats.as_tensor(weight, "weight").to(device=H.device, dtype=torch.float64)  # (C, p)
+    b = (
+        torch.zeros(C, dtype=torch.float64, device=H.device)
+        if bias is None
+        else stats.as_tensor(bias, "bias").to(device=H.device, dtype=torch.float64)
+    )  # (C,)
     if W.shape != (C, p):
         raise ValueError(f"weight must have shape (C, p) = ({C}, {p}), got {tuple(W.shape)}")
     if b.shape != (C,):
         raise ValueError(f"bias must have shape (C,) = ({C},), got {tuple(b.shape)}")
     if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
         raise ValueError("weight or bias contains NaN or inf values")
-    w_norms = torch.linalg.vector_norm(W, dim=1)                                    # ‖w_c‖ (C,)
+    w_norms = torch.linalg.vector_norm(W, dim=1)  # ‖w_c‖ (C,)
     out["nc2_equinorm_weights"] = (w_norms.std() / w_norms.mean()).item()
     out["nc2_equiangular_weights"], out["nc2_maxangle_weights"] = _pair_stats(_cosine_gram(W))
-    WWt = W @ W.T                                                                   # (C, C)
-    G_etf = simplex_etf_gram(C).to(H.device)                                        # (C, C)
-    etf = G_etf / torch.linalg.matrix_norm(G_etf)                                   # (I − 11ᵀ/C)/√(C−1)
+    WWt = W @ W.T  # (C, C)
+    G_etf = simplex_etf_gram(C).to(H.device)  # (C, C)
+    etf = G_etf / torch.linalg.matrix_norm(G_etf)  # (I − 11ᵀ/C)/√(C−1)
     out["nc2_etf_distance"] = torch.linalg.matrix_norm(WWt / torch.linalg.matrix_norm(WWt) - etf).item()
-    out["nc3"] = (torch.linalg.matrix_norm(W.T / torch.linalg.matrix_norm(W) - M / torch.linalg.matrix_norm(M))
-                  ** 2).item()
-    logits = H @ W.T.to(H.dtype) + b.to(H.dtype)                                    # l = W h + b (N, C)
+    out["nc3"] = (
+        torch.linalg.matrix_norm(W.T / torch.linalg.matrix_norm(W) - M / torch.linalg.matrix_norm(M)) ** 2
+    ).item()
+    logits = H @ W.T.to(H.dtype) + b.to(H.dtype)  # l = W h + b (N, C)
     out["nc4_ncc_mismatch"] = (logits.argmax(dim=1) != ncc_predictions(H, means)).double().mean().item()
     return out
 
@@ -252,16 +274,16 @@ def nc5(id_features, id_labels, ood_features) -> float:
     id_labels: (N,); ood_features: (N_ood, p). Ammar et al. (2024), "NECO: Neural Collapse based OOD
     detection"; book chapter "Collapse and OOD detection".
     """
-    means, _ = class_means(id_features, id_labels)                                  # μ_c (C, p)
+    means, _ = class_means(id_features, id_labels)  # μ_c (C, p)
     O = stats.as_matrix(ood_features, "ood_features", check_finite=False).to(means.device)
     if O.shape[1] != means.shape[1]:
         raise ValueError(f"ood_features have {O.shape[1]} dimensions, ID features {means.shape[1]}")
-    mu_OOD = O.sum(dim=0, dtype=torch.float64) / len(O)                             # (p,)
+    mu_OOD = O.sum(dim=0, dtype=torch.float64) / len(O)  # (p,)
     if not bool(torch.isfinite(mu_OOD).all()):
         raise ValueError("ood_features contain NaN or inf values")
     if not bool(mu_OOD.any()):
         raise ValueError("the mean OOD feature is zero: its cosine with the class means is undefined")
-    cosines = _cosine_gram(torch.cat([means, mu_OOD[None]]))[:-1, -1]              # cos(μ_c, μ_OOD) (C,)
+    cosines = _cosine_gram(torch.cat([means, mu_OOD[None]]))[:-1, -1]  # cos(μ_c, μ_OOD) (C,)
     return cosines.abs().mean().item()
 
 
@@ -277,24 +299,26 @@ def practical_work_metrics(features, labels, weight, bias=None) -> dict[str, flo
     H, y, C = _checked(features, labels)
     metrics = nc_metrics(H, y, weight, bias)
     means, _ = stats.class_means(H, y, C)
-    M, _ = centred_means(means)                                                     # (p, C)
-    Sigma_W = within_class_covariance(H, y, means)                                  # (p, p)
-    Sigma_B = between_class_covariance(means)                                       # (p, p)
-    G, G_etf = gram_of_means(means), simplex_etf_gram(C).to(H.device)              # (C, C)
+    M, _ = centred_means(means)  # (p, C)
+    Sigma_W = within_class_covariance(H, y, means)  # (p, p)
+    Sigma_B = between_class_covariance(means)  # (p, p)
+    G, G_etf = gram_of_means(means), simplex_etf_gram(C).to(H.device)  # (C, C)
     off_diagonal = G[~torch.eye(C, dtype=torch.bool, device=G.device)]
-    W = stats.as_tensor(weight, "weight").to(device=H.device, dtype=torch.float64)       # (C, p)
+    W = stats.as_tensor(weight, "weight").to(device=H.device, dtype=torch.float64)  # (C, p)
     b = torch.zeros(C) if bias is None else stats.as_tensor(bias, "bias")
-    cos_w_mu = torch.nn.functional.cosine_similarity(W, M.T, dim=1)                 # cos(w_c, μ_c − μ_G) (C,)
+    cos_w_mu = torch.nn.functional.cosine_similarity(W, M.T, dim=1)  # cos(w_c, μ_c − μ_G) (C,)
     logits = H @ W.T.to(H.dtype) + b.to(device=H.device, dtype=H.dtype)
-    return {"tr(S_W)/tr(S_B)": metrics["nc1_trace_ratio"],
-            "||S_W||_F/||S_B||_F": (torch.linalg.matrix_norm(Sigma_W) / torch.linalg.matrix_norm(Sigma_B)).item(),
-            "equinorm CoV": metrics["nc2_equinorm_means"],
-            "||G - G_etf||_F/||G_etf||_F": (torch.linalg.matrix_norm(G - G_etf) / torch.linalg.matrix_norm(G_etf)).item(),
-            "off-diagonal cosine mean": off_diagonal.mean().item(),
-            "off-diagonal cosine std": off_diagonal.std().item(),
-            "||W^T/||W|| - M/||M||||_F": math.sqrt(metrics["nc3"]),
-            "cos(w_c, mu_c - mu_G) mean": cos_w_mu.mean().item(),
-            "cos(w_c, mu_c - mu_G) min": cos_w_mu.min().item(),
-            "NCC agreement": 1 - metrics["nc4_ncc_mismatch"],
-            "train accuracy (network)": (logits.argmax(1) == y).double().mean().item(),
-            "train accuracy (NCC)": (ncc_predictions(H, means) == y).double().mean().item()}
+    return {
+        "tr(S_W)/tr(S_B)": metrics["nc1_trace_ratio"],
+        "||S_W||_F/||S_B||_F": (torch.linalg.matrix_norm(Sigma_W) / torch.linalg.matrix_norm(Sigma_B)).item(),
+        "equinorm CoV": metrics["nc2_equinorm_means"],
+        "||G - G_etf||_F/||G_etf||_F": (torch.linalg.matrix_norm(G - G_etf) / torch.linalg.matrix_norm(G_etf)).item(),
+        "off-diagonal cosine mean": off_diagonal.mean().item(),
+        "off-diagonal cosine std": off_diagonal.std().item(),
+        "||W^T/||W|| - M/||M||||_F": math.sqrt(metrics["nc3"]),
+        "cos(w_c, mu_c - mu_G) mean": cos_w_mu.mean().item(),
+        "cos(w_c, mu_c - mu_G) min": cos_w_mu.min().item(),
+        "NCC agreement": 1 - metrics["nc4_ncc_mismatch"],
+        "train accuracy (network)": (logits.argmax(1) == y).double().mean().item(),
+        "train accuracy (NCC)": (ncc_predictions(H, means) == y).double().mean().item(),
+    }

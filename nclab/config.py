@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["Profile", "PROFILES", "get_profile", "get_device", "seed_everything", "data_dir", "cache_dir",
-           "describe"]
+__all__ = ["Profile", "PROFILES", "get_profile", "get_device", "seed_everything", "data_dir", "cache_dir", "describe"]
 
 
 @dataclass(frozen=True)
@@ -39,24 +38,54 @@ class Profile:
     """
 
     name: str
-    width: int                 # channels of the first residual stage (64 = standard ResNet-18)
-    train_size: int | None     # training images used (None = the whole training set), stratified subset
-    test_size: int | None      # test images used (None = the whole test set)
-    epochs: int                # training epochs of each regime
-    batch_size: int            # images per SGD step
-    eval_batch_size: int       # images per forward pass when evaluating / extracting features
-    snapshots: int             # number of log-spaced epochs whose weights are kept for later notebooks
-    download: bool             # let torchvision download missing data sets (needs internet)
-    standin: bool              # use the offline stand-in when the real data set is not on disk
+    width: int  # channels of the first residual stage (64 = standard ResNet-18)
+    train_size: int | None  # training images used (None = the whole training set), stratified subset
+    test_size: int | None  # test images used (None = the whole test set)
+    epochs: int  # training epochs of each regime
+    batch_size: int  # images per SGD step
+    eval_batch_size: int  # images per forward pass when evaluating / extracting features
+    snapshots: int  # number of log-spaced epochs whose weights are kept for later notebooks
+    download: bool  # let torchvision download missing data sets (needs internet)
+    standin: bool  # use the offline stand-in when the real data set is not on disk
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", width=16, train_size=2_000, test_size=1_000, epochs=2, batch_size=64,
-                     eval_batch_size=500, snapshots=2, download=False, standin=True),
-    "quick": Profile("quick", width=64, train_size=None, test_size=None, epochs=20, batch_size=128,
-                     eval_batch_size=1_000, snapshots=6, download=True, standin=False),
-    "full": Profile("full", width=64, train_size=None, test_size=None, epochs=350, batch_size=128,
-                    eval_batch_size=1_000, snapshots=10, download=True, standin=False),
+    "smoke": Profile(
+        "smoke",
+        width=16,
+        train_size=2_000,
+        test_size=1_000,
+        epochs=2,
+        batch_size=64,
+        eval_batch_size=500,
+        snapshots=2,
+        download=False,
+        standin=True,
+    ),
+    "quick": Profile(
+        "quick",
+        width=64,
+        train_size=None,
+        test_size=None,
+        epochs=20,
+        batch_size=128,
+        eval_batch_size=1_000,
+        snapshots=6,
+        download=True,
+        standin=False,
+    ),
+    "full": Profile(
+        "full",
+        width=64,
+        train_size=None,
+        test_size=None,
+        epochs=350,
+        batch_size=128,
+        eval_batch_size=1_000,
+        snapshots=10,
+        download=True,
+        standin=False,
+    ),
 }
 
 
@@ -109,5 +138,7 @@ def describe(profile: Profile | str | None = None, device: str | torch.device | 
     profile, device = get_profile(profile), get_device(device)
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     fields = ", ".join(f"{k}={v}" for k, v in asdict(profile).items() if k != "name")
-    return (f"nclab profile: {profile.name} [{fields}]\n"
-            f"device: {device}{gpu} | torch {torch.__version__} | data: {data_dir()} | cache: {cache_dir()}")
+    return (
+        f"nclab profile: {profile.name} [{fields}]\n"
+        f"device: {device}{gpu} | torch {torch.__version__} | data: {data_dir()} | cache: {cache_dir()}"
+    )

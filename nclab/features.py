@@ -83,8 +83,13 @@ def extract_features(model: nn.Module, loader: GpuLoader, stages: bool = False) 
                 extras.setdefault(key, []).append(values.cpu())
     model.train(was_training)
     joined = {name: torch.cat(chunks) for name, chunks in parts.items()}
-    return FeatureSet(joined.pop("features"), joined.pop("logits"), joined.pop("labels"), joined,
-                      {key: torch.cat(chunks) for key, chunks in extras.items()})
+    return FeatureSet(
+        joined.pop("features"),
+        joined.pop("logits"),
+        joined.pop("labels"),
+        joined,
+        {key: torch.cat(chunks) for key, chunks in extras.items()},
+    )
 
 
 def _weights_digest(model: nn.Module) -> str:
@@ -95,8 +100,9 @@ def _weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_features(model: nn.Module, data: ImageSet, cache: str | Path, *, batch_size: int | None = None,
-                    stages: bool = False) -> FeatureSet:
+def cached_features(
+    model: nn.Module, data: ImageSet, cache: str | Path, *, batch_size: int | None = None, stages: bool = False
+) -> FeatureSet:
     """:func:`extract_features` of ``model`` on ``data``, cached in the folder ``cache``.
 
     The cache file is named after a digest of the weights and a digest of the images, labels and extras
@@ -106,17 +112,19 @@ def cached_features(model: nn.Module, data: ImageSet, cache: str | Path, *, batc
     """
     tag = f"{data.name.replace('/', '-')}-{data.fingerprint}-{_weights_digest(model)}"
     path = Path(cache) / "features" / f"{tag}{'-stages' if stages else ''}.pt"
-    for candidate in dict.fromkeys([path, path.with_name(f"{tag}-stages.pt")]):   # with stages: serves both
+    for candidate in dict.fromkeys([path, path.with_name(f"{tag}-stages.pt")]):  # with stages: serves both
         if candidate.exists():
             try:
                 state = load_checkpoint(candidate, keys=FIELDS)
-                return FeatureSet(*(state[key] for key in FIELDS[:3]), state["stages"] if stages else {},
-                                  state["extras"])
+                return FeatureSet(
+                    *(state[key] for key in FIELDS[:3]), state["stages"] if stages else {}, state["extras"]
+                )
             except CheckpointError as error:
                 print(f"{error}\n→ recomputing the features (a cache file is safe to replace).")
     device = next(model.parameters()).device
-    loader = GpuLoader(data, batch_size or get_profile().eval_batch_size, shuffle=False, augment=False,
-                       drop_last=False, device=device)
+    loader = GpuLoader(
+        data, batch_size or get_profile().eval_batch_size, shuffle=False, augment=False, drop_last=False, device=device
+    )
     result = extract_features(model, loader, stages=stages)
     save_checkpoint({"format": FORMAT, **{key: getattr(result, key) for key in FIELDS}}, path)
     return result

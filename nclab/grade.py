@@ -42,7 +42,7 @@ from . import exercises
 __all__ = ["questions_for", "grade", "grade_submission", "run_checks", "read_scores", "summarize"]
 
 RESULT_TAG = "nclab-grade-result"
-TIMEOUT_ENAME = "CellTimeout"           # the error the grader records for a cell it had to interrupt
+TIMEOUT_ENAME = "CellTimeout"  # the error the grader records for a cell it had to interrupt
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -51,8 +51,9 @@ def questions_for(notebook: str | Path) -> list[str]:
     number = Path(notebook).name.split("_")[0]
     questions = [name for name in exercises.EXERCISES if name.split("_")[0] == number]
     if not questions:
-        raise ValueError(f"No graded exercises for {Path(notebook).name!r}: nclab.exercises has "
-                         f"{sorted(exercises.EXERCISES)}.")
+        raise ValueError(
+            f"No graded exercises for {Path(notebook).name!r}: nclab.exercises has {sorted(exercises.EXERCISES)}."
+        )
     return questions
 
 
@@ -96,8 +97,10 @@ def run_checks(namespace: dict, questions: list[str], seconds_per_check: float =
                 result = exercises.run_check(name, namespace[answer])
             report[name] = {"passed": result.passed, "message": result.message}
         except CheckTimeout:
-            report[name] = {"passed": False, "message": f"`{answer}` did not return within {seconds_per_check:g} s "
-                                                        f"(an endless loop?)"}
+            report[name] = {
+                "passed": False,
+                "message": f"`{answer}` did not return within {seconds_per_check:g} s (an endless loop?)",
+            }
         except BaseException as error:  # KeyboardInterrupt, SystemExit from the student's code
             report[name] = {"passed": False, "message": f"checking `{answer}` was stopped by {type(error).__name__}"}
     return report
@@ -128,7 +131,7 @@ _nclab_grade()
 
 def _first_line(text: str, length: int = 100) -> str:
     line = (str(text).strip().splitlines() or [""])[0]
-    return line if len(line) <= length else line[:length - 1] + "…"
+    return line if len(line) <= length else line[: length - 1] + "…"
 
 
 def _load(path: Path) -> tuple[nbformat.NotebookNode | None, str, str]:
@@ -154,15 +157,19 @@ def _through_last_exercise(notebook: nbformat.NotebookNode, questions: list[str]
     """Drop the cells after the last one that defines an answer (they cannot change the points)."""
     names = "|".join(re.escape(exercises.EXERCISES[q].answer) for q in questions)
     defines = re.compile(rf"^\s*(def\s+({names})\b|({names})\s*=)", re.M)
-    last = max((i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and defines.search(cell.source)),
-               default=len(notebook.cells) - 1)
-    del notebook.cells[last + 1:]
+    last = max(
+        (i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and defines.search(cell.source)),
+        default=len(notebook.cells) - 1,
+    )
+    del notebook.cells[last + 1 :]
 
 
 def _errors(notebook: nbformat.NotebookNode, timed_out: set[int], timeout: float) -> list[str]:
     errors = []
     for index, cell in enumerate(notebook.cells):
-        where = "grading step" if index == len(notebook.cells) - 1 else f"cell {index + 1} `{_first_line(cell.source, 30)}`"
+        where = (
+            "grading step" if index == len(notebook.cells) - 1 else f"cell {index + 1} `{_first_line(cell.source, 30)}`"
+        )
         if index in timed_out:
             errors.append(f"{where}: interrupted after {timeout:g} s")
             continue
@@ -175,21 +182,35 @@ def _errors(notebook: nbformat.NotebookNode, timed_out: set[int], timeout: float
 def _read_report(outputs: list, nonce: str, questions: list[str]) -> tuple[dict | None, str]:
     """({question: (passed, message)}, "") from the grading cell's outputs, or (None, what went wrong)."""
     prefix = f"{RESULT_TAG} {nonce} "
-    lines = [line for output in outputs if output.output_type == "stream"
-             for line in output.text.splitlines() if line.startswith(prefix)]
+    lines = [
+        line
+        for output in outputs
+        if output.output_type == "stream"
+        for line in output.text.splitlines()
+        if line.startswith(prefix)
+    ]
     if len(lines) != 1:
         return None, "tampered" if lines else "ungraded"
     try:
-        report = json.loads(lines[0][len(prefix):])
+        report = json.loads(lines[0][len(prefix) :])
         entries = {q: report.get(q) if isinstance(report.get(q), dict) else {} for q in questions}
     except (ValueError, AttributeError):
         return None, "ungraded"
-    return {q: (entry.get("passed") is True, _first_line(entry.get("message", ""), 400))
-            for q, entry in entries.items()}, ""
+    return {
+        q: (entry.get("passed") is True, _first_line(entry.get("message", ""), 400)) for q, entry in entries.items()
+    }, ""
 
 
-def grade_submission(path: str | Path, questions: list[str], *, timeout: float = 120, total_timeout: float = 600,
-                     seconds_per_check: float = 20, only_exercises: bool = False, env: dict | None = None) -> dict:
+def grade_submission(
+    path: str | Path,
+    questions: list[str],
+    *,
+    timeout: float = 120,
+    total_timeout: float = 600,
+    seconds_per_check: float = 20,
+    only_exercises: bool = False,
+    env: dict | None = None,
+) -> dict:
     """One CSV row for the submission at ``path``: student, status, errors, points and feedback per
     question, total, max, seconds. Never raises because of the submission.
 
@@ -205,7 +226,9 @@ def grade_submission(path: str | Path, questions: list[str], *, timeout: float =
             _through_last_exercise(notebook, questions)
         notebook.cells.append(new_code_cell(grading_cell(questions, nonce, seconds_per_check)))
         try:
-            status, errors, report = _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_check, env)
+            status, errors, report = _execute(
+                notebook, questions, nonce, timeout, total_timeout, seconds_per_check, env
+            )
         except Exception as error:  # a failure of the grader itself: keep grading the others
             status, errors = "grader-error", [f"{type(error).__name__}: {_first_line(error)}"]
         problem = "; ".join(errors[:5]) + (f"; … {len(errors) - 5} more" if len(errors) > 5 else "")
@@ -232,10 +255,18 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
 
     with tempfile.TemporaryDirectory(prefix="nclab-grade-") as workdir:
         client = NotebookClient(
-            notebook, kernel_name="python3", allow_errors=True, record_timing=False, shutdown_kernel="immediate",
-            timeout=timeout, timeout_func=lambda cell: grading_timeout if cell.get("id") == grading_id else timeout,
-            interrupt_on_timeout=True, on_cell_executed=on_executed, resources={"metadata": {"path": workdir}},
-            error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": f"interrupted after {timeout:g} s", "traceback": []})
+            notebook,
+            kernel_name="python3",
+            allow_errors=True,
+            record_timing=False,
+            shutdown_kernel="immediate",
+            timeout=timeout,
+            timeout_func=lambda cell: grading_timeout if cell.get("id") == grading_id else timeout,
+            interrupt_on_timeout=True,
+            on_cell_executed=on_executed,
+            resources={"metadata": {"path": workdir}},
+            error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": f"interrupted after {timeout:g} s", "traceback": []},
+        )
 
         async def execute() -> bool:
             """Run the notebook; False if it passed ``total_timeout`` (the kernel is then killed)."""
@@ -243,12 +274,12 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
             try:
                 finished, _ = await asyncio.wait({task}, timeout=total_timeout)
                 if finished:
-                    task.result()                           # raises DeadKernelError if the kernel died
+                    task.result()  # raises DeadKernelError if the kernel died
                     return True
-                task.cancel()                               # nbclient reports the cancel as a dead kernel
+                task.cancel()  # nbclient reports the cancel as a dead kernel
                 await asyncio.wait({task})
                 if not task.cancelled():
-                    task.exception()                        # retrieved: no "never retrieved" warning
+                    task.exception()  # retrieved: no "never retrieved" warning
                 return False
             finally:
                 if client.km is not None and await client.km.is_alive():
@@ -256,7 +287,11 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
 
         try:
             if not run_sync(execute)():
-                return "timeout", [f"the notebook did not finish within {total_timeout:g} s (a cell ignored the interrupt?)"], None
+                return (
+                    "timeout",
+                    [f"the notebook did not finish within {total_timeout:g} s (a cell ignored the interrupt?)"],
+                    None,
+                )
         except DeadKernelError:
             return "kernel-died", ["the kernel died (os._exit, a crash, or out of memory)"], None
     errors = _errors(notebook, timed_out, timeout)
@@ -273,8 +308,16 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
 # All submissions: the CSV and the instructor's summary
 
 
-def grade(submissions: str | Path, notebook: str | Path, out: str | Path = "scores.csv", *, timeout: float = 120,
-          total_timeout: float = 600, only_exercises: bool = False, progress=print) -> pd.DataFrame:
+def grade(
+    submissions: str | Path,
+    notebook: str | Path,
+    out: str | Path = "scores.csv",
+    *,
+    timeout: float = 120,
+    total_timeout: float = 600,
+    only_exercises: bool = False,
+    progress=print,
+) -> pd.DataFrame:
     """Grade every ``*.ipynb`` in ``submissions`` for ``notebook``; write ``out`` (CSV) and, beside it, a
     histogram of the totals (``out`` with suffix .png); return the table.
 
@@ -287,8 +330,11 @@ def grade(submissions: str | Path, notebook: str | Path, out: str | Path = "scor
     env = kernel_environment()
     rows = []
     for path in paths:
-        rows.append(grade_submission(path, questions, timeout=timeout, total_timeout=total_timeout,
-                                     only_exercises=only_exercises, env=env))
+        rows.append(
+            grade_submission(
+                path, questions, timeout=timeout, total_timeout=total_timeout, only_exercises=only_exercises, env=env
+            )
+        )
         row = rows[-1]
         progress(f"{row['student']}: {row['status']}, {row['total']}/{row['max']} points ({row['seconds']:.0f} s)")
     frame = pd.DataFrame(rows)
@@ -315,8 +361,10 @@ def summarize(frame: pd.DataFrame, questions: list[str], figure_path: str | Path
     from matplotlib.ticker import MaxNLocator
 
     maximum = sum(exercises.points(q) for q in questions)
-    lines = [f"{len(frame)} submissions, {frame['seconds'].mean():.1f} s each on average: "
-             + ", ".join(f"{status} {count}" for status, count in frame["status"].value_counts().items())]
+    lines = [
+        f"{len(frame)} submissions, {frame['seconds'].mean():.1f} s each on average: "
+        + ", ".join(f"{status} {count}" for status, count in frame["status"].value_counts().items())
+    ]
     for q in questions + ["total"]:
         most = maximum if q == "total" else exercises.points(q)
         points = frame[q if q == "total" else f"{q}_points"]
@@ -324,8 +372,12 @@ def summarize(frame: pd.DataFrame, questions: list[str], figure_path: str | Path
     figure = Figure(figsize=(6, 3.5), layout="constrained")
     ax = figure.subplots()
     ax.hist(frame["total"], bins=np.arange(maximum + 2) - 0.5, rwidth=0.9)
-    ax.set(xlabel=f"total points (of {maximum})", ylabel="students", xticks=range(maximum + 1),
-           title=f"{len(frame)} submissions: mean {frame['total'].mean():.2f}")
+    ax.set(
+        xlabel=f"total points (of {maximum})",
+        ylabel="students",
+        xticks=range(maximum + 1),
+        title=f"{len(frame)} submissions: mean {frame['total'].mean():.2f}",
+    )
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     figure.savefig(figure_path, dpi=120)
     return "\n".join(lines)

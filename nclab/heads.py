@@ -126,15 +126,18 @@ class Prototype(Head):
     def fit(self, features: torch.Tensor, labels: torch.Tensor) -> Prototype:
         """Set p_c = normalise((1/N_c) Σ_{y_i = c} h_i/‖h_i‖) from features (N, p), labels (N,); returns self."""
         if features.ndim != 2 or features.shape[1] != self.in_features or len(labels) != len(features):
-            raise ValueError(f"features must be (N, {self.in_features}) with one label each, got "
-                             f"{tuple(features.shape)} and {len(labels)} labels")
+            raise ValueError(
+                f"features must be (N, {self.in_features}) with one label each, got "
+                f"{tuple(features.shape)} and {len(labels)} labels"
+            )
         counts = torch.bincount(labels, minlength=self.num_classes)
         if len(counts) > self.num_classes or bool((counts == 0).any()):
-            raise ValueError(f"every class 0..{self.num_classes - 1} needs at least one feature, got counts "
-                             f"{counts.tolist()[:10]}")
-        u = F.normalize(features.double(), dim=1)                                     # ĥ_i (N, p)
+            raise ValueError(
+                f"every class 0..{self.num_classes - 1} needs at least one feature, got counts {counts.tolist()[:10]}"
+            )
+        u = F.normalize(features.double(), dim=1)  # ĥ_i (N, p)
         sums = torch.zeros(self.num_classes, self.in_features, dtype=torch.float64, device=u.device)
-        sums.index_add_(0, labels.to(u.device), u)                                   # Σ ĥ_i per class
+        sums.index_add_(0, labels.to(u.device), u)  # Σ ĥ_i per class
         self.prototypes.copy_(F.normalize(sums / counts[:, None].to(u.device), dim=1))
         self.fitted.fill_(True)
         return self
@@ -149,15 +152,19 @@ class Prototype(Head):
 
     def _check_fitted(self):
         if not bool(self.fitted):
-            raise RuntimeError("this Prototype head has no prototypes yet: call head.fit(features, labels) with "
-                               "the training features of the encoder (or use Prototype.from_features).")
+            raise RuntimeError(
+                "this Prototype head has no prototypes yet: call head.fit(features, labels) with "
+                "the training features of the encoder (or use Prototype.from_features)."
+            )
 
 
 def _head_of(model_or_head: nn.Module) -> Head:
     head = model_or_head if isinstance(model_or_head, Head) else getattr(model_or_head, "head", None)
     if not isinstance(head, Head):
-        raise TypeError(f"{type(model_or_head).__name__} has no nclab head: build the model with a head from "
-                        f"nclab.heads (an nclab model has model.features(x) and model.head(h)).")
+        raise TypeError(
+            f"{type(model_or_head).__name__} has no nclab head: build the model with a head from "
+            f"nclab.heads (an nclab model has model.features(x) and model.head(h))."
+        )
     return head
 
 
@@ -166,8 +173,9 @@ def normalizes_features(model_or_head: nn.Module) -> bool:
     return _head_of(model_or_head).normalizes_features
 
 
-def weight_and_bias(model_or_head: nn.Module, *, normalized_features: bool = False
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def weight_and_bias(
+    model_or_head: nn.Module, *, normalized_features: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The head as a linear map: (W (C, p), b (C,) or None), detached, with logits = W h + b.
 
     b is None when the head has no bias (FixedETF, Cosine, Prototype, ``Linear(bias=False)``); the
@@ -179,11 +187,15 @@ def weight_and_bias(model_or_head: nn.Module, *, normalized_features: bool = Fal
     head = _head_of(model_or_head)
     name = type(head).__name__
     if head.normalizes_features and not normalized_features:
-        raise ValueError(f"a {name} head computes its logits from L2-normalised features ĥ = h/‖h‖, so they are "
-                         f"not W h + b: call weight_and_bias(model, normalized_features=True) and give the "
-                         f"detector ĥ (features divided by their norm).")
+        raise ValueError(
+            f"a {name} head computes its logits from L2-normalised features ĥ = h/‖h‖, so they are "
+            f"not W h + b: call weight_and_bias(model, normalized_features=True) and give the "
+            f"detector ĥ (features divided by their norm)."
+        )
     if normalized_features and not head.normalizes_features:
-        raise ValueError(f"a {name} head acts on the features h themselves, not on h/‖h‖: call "
-                         f"weight_and_bias(model) and use the raw features.")
+        raise ValueError(
+            f"a {name} head acts on the features h themselves, not on h/‖h‖: call "
+            f"weight_and_bias(model) and use the raw features."
+        )
     W, b = head.linear()
     return W.detach(), None if b is None else b.detach()

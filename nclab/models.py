@@ -23,8 +23,15 @@ from torchvision.models.resnet import BasicBlock
 
 from .heads import Head, Linear
 
-__all__ = ["Normalize", "CifarResNet", "resnet18", "imagenet_weights", "load_imagenet_weights",
-           "PretrainedWeightsUnavailable", "STAGES"]
+__all__ = [
+    "Normalize",
+    "CifarResNet",
+    "resnet18",
+    "imagenet_weights",
+    "load_imagenet_weights",
+    "PretrainedWeightsUnavailable",
+    "STAGES",
+]
 
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")  # the outputs read by ``stage_features``
 
@@ -54,8 +61,14 @@ class CifarResNet(torchvision.models.ResNet):
     ``model.stage_features(x)`` → {stage: (B, channels)} global-average-pooled output of every stage.
     """
 
-    def __init__(self, num_classes: int, width: int = 64, layers: tuple[int, ...] = (2, 2, 2, 2),
-                 head: Head | None = None, normalization: tuple | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        width: int = 64,
+        layers: tuple[int, ...] = (2, 2, 2, 2),
+        head: Head | None = None,
+        normalization: tuple | None = None,
+    ):
         nn.Module.__init__(self)  # torchvision's __init__ hard-codes width 64: set up its fields here
         self._norm_layer, self.dilation, self.groups, self.base_width = nn.BatchNorm2d, 1, 1, 64
         self.inplanes = width
@@ -63,7 +76,7 @@ class CifarResNet(torchvision.models.ResNet):
         self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)  # CIFAR stem
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.Identity()                                                     # no max-pool
+        self.maxpool = nn.Identity()  # no max-pool
         self.layer1 = self._make_layer(BasicBlock, width, layers[0])
         self.layer2 = self._make_layer(BasicBlock, 2 * width, layers[1], stride=2)
         self.layer3 = self._make_layer(BasicBlock, 4 * width, layers[2], stride=2)
@@ -78,8 +91,10 @@ class CifarResNet(torchvision.models.ResNet):
                 nn.init.zeros_(module.bias)
         head = head if head is not None else Linear(self.feature_dim, num_classes)
         if (head.in_features, head.num_classes) != (self.feature_dim, num_classes):
-            raise ValueError(f"the head maps {head.in_features} features to {head.num_classes} classes; this "
-                             f"network has p = {self.feature_dim} features and C = {num_classes} classes")
+            raise ValueError(
+                f"the head maps {head.in_features} features to {head.num_classes} classes; this "
+                f"network has p = {self.feature_dim} features and C = {num_classes} classes"
+            )
         self.head = head
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,8 +117,9 @@ class CifarResNet(torchvision.models.ResNet):
         return {name: torch.flatten(self.avgpool(out), 1) for name, out in outputs.items()}
 
 
-def resnet18(num_classes: int, width: int = 64, *, head: Head | None = None,
-             normalization: tuple | None = None) -> CifarResNet:
+def resnet18(
+    num_classes: int, width: int = 64, *, head: Head | None = None, normalization: tuple | None = None
+) -> CifarResNet:
     """ResNet-18 with the CIFAR stem for ``num_classes`` classes.
 
     ``head``: a head of ``nclab.heads`` for p = 8·width features (default: a trained Linear);
@@ -111,8 +127,10 @@ def resnet18(num_classes: int, width: int = 64, *, head: Head | None = None,
     by the model to its [0, 1] inputs (default: none). ImageNet weights: :func:`load_imagenet_weights`.
     """
     if 8 * width < num_classes - 1:
-        raise ValueError(f"width={width} gives {8 * width}-d features, fewer than C - 1 = {num_classes - 1}: "
-                         f"a {num_classes}-class simplex ETF cannot exist there. Use width ≥ {-(-(num_classes - 1) // 8)}.")
+        raise ValueError(
+            f"width={width} gives {8 * width}-d features, fewer than C - 1 = {num_classes - 1}: "
+            f"a {num_classes}-class simplex ETF cannot exist there. Use width ≥ {-(-(num_classes - 1) // 8)}."
+        )
     return CifarResNet(num_classes, width, head=head, normalization=normalization)
 
 
@@ -125,7 +143,8 @@ def imagenet_weights(width: int = 64) -> dict[str, torch.Tensor]:
     if width != 64:
         raise PretrainedWeightsUnavailable(
             f"ImageNet weights exist for width 64 only, not width={width} (the smoke profile's narrow "
-            f"network): use pretrained=False, or the quick/full profile.")
+            f"network): use pretrained=False, or the quick/full profile."
+        )
     weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
     try:
         return weights.get_state_dict(progress=True)
@@ -134,7 +153,8 @@ def imagenet_weights(width: int = 64) -> dict[str, torch.Tensor]:
             f"Could not fetch torchvision's ImageNet ResNet-18 weights ({type(error).__name__}: {error}). "
             f"Regime B needs internet access once (Colab has it); offline, copy "
             f"{weights.url.rsplit('/', 1)[-1]} into $TORCH_HOME/hub/checkpoints, or train from scratch "
-            f"(pretrained=False).") from None
+            f"(pretrained=False)."
+        ) from None
 
 
 def load_imagenet_weights(model: CifarResNet, state: dict[str, torch.Tensor] | None = None) -> CifarResNet:
@@ -144,6 +164,7 @@ def load_imagenet_weights(model: CifarResNet, state: dict[str, torch.Tensor] | N
     state = {k: v for k, v in state.items() if not k.startswith(("conv1.", "fc."))}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith(("conv1.", "head.", "normalize.")) for k in missing):
-        raise PretrainedWeightsUnavailable(f"these ImageNet weights do not fit the network (missing {missing[:3]}, "
-                                           f"unexpected {unexpected[:3]})")
+        raise PretrainedWeightsUnavailable(
+            f"these ImageNet weights do not fit the network (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model

@@ -21,8 +21,18 @@ import torch
 
 from . import stats
 
-__all__ = ["MSP", "MaxLogit", "Energy", "Mahalanobis", "ViM", "NECO", "DETECTORS", "detection_metrics",
-           "threshold_at_tpr", "roc_curve"]
+__all__ = [
+    "MSP",
+    "MaxLogit",
+    "Energy",
+    "Mahalanobis",
+    "ViM",
+    "NECO",
+    "DETECTORS",
+    "detection_metrics",
+    "threshold_at_tpr",
+    "roc_curve",
+]
 
 
 def _tensor(x, name: str, ndim: int, device=None) -> torch.Tensor:
@@ -44,6 +54,7 @@ def _check_dim(dim, detector: str, default: str):
 
 # Detectors -------------------------------------------------------------------------------------------
 
+
 class _Detector:
     """Shared plumbing: input checks, the linear head l = W h + b, the fitted-or-not guard."""
 
@@ -55,8 +66,10 @@ class _Detector:
         given = {"train_features": train_features, "train_labels": train_labels, "weight": weight}
         for arg, value in given.items():
             if arg in self._needs and value is None:
-                raise ValueError(f"{name} needs {arg}: call {name}().fit(train_features, train_labels, "
-                                 f"weight=model.fc.weight, bias=model.fc.bias)")
+                raise ValueError(
+                    f"{name} needs {arg}: call {name}().fit(train_features, train_labels, "
+                    f"weight=model.fc.weight, bias=model.fc.bias)"
+                )
         for fitted in [key for key in vars(self) if key.endswith("_")]:  # a refit starts afresh
             delattr(self, fitted)
         h = None if train_features is None else _tensor(train_features, "train_features", 2)
@@ -66,12 +79,15 @@ class _Detector:
         if weight is not None:
             W = _tensor(weight, "weight", 2, device)
             if h is not None and W.shape[1] != h.shape[1]:
-                raise ValueError(f"feature dimension p = {h.shape[1]} differs from the weight's "
-                                 f"p = {W.shape[1]} (weight must be (C, p))")
+                raise ValueError(
+                    f"feature dimension p = {h.shape[1]} differs from the weight's "
+                    f"p = {W.shape[1]} (weight must be (C, p))"
+                )
             b = torch.zeros_like(W[:, 0]) if bias is None else _tensor(bias, "bias", 1, device)
             if b.shape != (W.shape[0],):
-                raise ValueError(f"bias must have shape ({W.shape[0]},) to match weight {tuple(W.shape)}, "
-                                 f"got {tuple(b.shape)}")
+                raise ValueError(
+                    f"bias must have shape ({W.shape[0]},) to match weight {tuple(W.shape)}, got {tuple(b.shape)}"
+                )
             self.weight_, self.bias_ = W, b
         y = None if train_labels is None or h is None else torch.as_tensor(train_labels, device=device)
         if y is not None and (y.shape != (len(h),) or y.is_floating_point() or y.is_complex()):
@@ -86,12 +102,15 @@ class _Detector:
     def score(self, features) -> torch.Tensor:
         """Score of each feature h (M, p) → (M,); higher = in-distribution."""
         if not hasattr(self, "n_features_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call "
-                               f".fit(train_features, train_labels, weight, bias) first")
+            raise RuntimeError(
+                f"this {type(self).__name__} is not fitted yet: call "
+                f".fit(train_features, train_labels, weight, bias) first"
+            )
         h = _tensor(features, "features", 2)
         if h.shape[1] != self.n_features_:
-            raise ValueError(f"features have p = {h.shape[1]} dimensions, the detector was fitted on "
-                             f"p = {self.n_features_}")
+            raise ValueError(
+                f"features have p = {h.shape[1]} dimensions, the detector was fitted on p = {self.n_features_}"
+            )
         return self._score(h)
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -169,21 +188,21 @@ class Mahalanobis(_Detector):
         if y.min() < 0:
             raise ValueError(f"train_labels must be class indices ≥ 0, got {y.min().item()}")
         counts = torch.bincount(y)
-        self.classes_ = torch.nonzero(counts).squeeze(1)                          # classes present: (C,)
-        y = (torch.cumsum(counts > 0, 0) - 1)[y]                                   # label → 0..C−1: (N,)
-        N_c = counts[self.classes_]                                                # (C,)
-        self.means_ = stats.class_sums(h, y, len(N_c)) / N_c[:, None]             # μ_c: (C, p)
-        self.covariance_ = stats.scatter(h, self.means_, y, dtype=torch.float64) / len(h)   # Σ: (p, p)
+        self.classes_ = torch.nonzero(counts).squeeze(1)  # classes present: (C,)
+        y = (torch.cumsum(counts > 0, 0) - 1)[y]  # label → 0..C−1: (N,)
+        N_c = counts[self.classes_]  # (C,)
+        self.means_ = stats.class_sums(h, y, len(N_c)) / N_c[:, None]  # μ_c: (C, p)
+        self.covariance_ = stats.scatter(h, self.means_, y, dtype=torch.float64) / len(h)  # Σ: (p, p)
         eps = torch.finfo(torch.float64).eps
         self.precision_ = stats.pinv_psd(self.covariance_, rtol=h.shape[1] * eps)  # Σ⁺ as pinvh
 
     def _score(self, h):
         precision, mu = self.precision_.to(h.device), self.means_.to(h.device)
-        mu_G = mu.mean(0)                          # centring first keeps the expansion well-conditioned
-        x, m = h.double() - mu_G, mu - mu_G        # (M, p), (C, p)
-        xP = x @ precision                         # (M, p)
+        mu_G = mu.mean(0)  # centring first keeps the expansion well-conditioned
+        x, m = h.double() - mu_G, mu - mu_G  # (M, p), (C, p)
+        xP = x @ precision  # (M, p)
         # (h − μ_c)ᵀ Σ⁺ (h − μ_c) = hᵀΣ⁺h − 2 hᵀΣ⁺μ_c + μ_cᵀΣ⁺μ_c, with no (M, C, p) tensor
-        d = (xP * x).sum(1, keepdim=True) - 2 * xP @ m.T + ((m @ precision) * m).sum(1)    # (M, C)
+        d = (xP * x).sum(1, keepdim=True) - 2 * xP @ m.T + ((m @ precision) * m).sum(1)  # (M, C)
         return -d.amin(dim=1).to(h.dtype)
 
 
@@ -209,13 +228,15 @@ class ViM(_Detector):
         dim = p // 2 if self.dim is None else self.dim
         if not 1 <= dim < p:
             raise ValueError(f"ViM dim must satisfy 1 ≤ dim < p = {p}, got {dim}")
-        self.origin_ = -stats.decompose(torch.linalg.pinv, self.weight_.double()) @ self.bias_.double()   # o
+        self.origin_ = -stats.decompose(torch.linalg.pinv, self.weight_.double()) @ self.bias_.double()  # o
         lam, V = stats.eigh(stats.scatter(h, self.origin_) / len(h))  # ascending eigenvalues
-        self.residual_basis_, self.dim_ = V[:, : p - dim], dim                    # R: (p, p − dim)
+        self.residual_basis_, self.dim_ = V[:, : p - dim], dim  # R: (p, p − dim)
         alpha = self._logits(h).amax(1).double().mean() / self._residual(h).double().mean()
         if not torch.isfinite(alpha):
-            raise ValueError(f"the training features have no component outside the top {dim} principal "
-                             f"directions, so α is undefined: choose a smaller ViM dim")
+            raise ValueError(
+                f"the training features have no component outside the top {dim} principal "
+                f"directions, so α is undefined: choose a smaller ViM dim"
+            )
         self.alpha_ = float(alpha)
 
     def _residual(self, h):
@@ -252,16 +273,16 @@ class NECO(_Detector):
         dim = C - 1 if self.dim is None else self.dim
         if not 1 <= dim <= p:
             raise ValueError(f"NECO dim must satisfy 1 ≤ dim ≤ p = {p}, got {dim}")
-        self.mean_ = _mean(h)                                                      # (p,)
-        Sigma = stats.scatter(h, self.mean_) / N                                        # covariance of h
+        self.mean_ = _mean(h)  # (p,)
+        Sigma = stats.scatter(h, self.mean_) / N  # covariance of h
         std = Sigma.diagonal().sqrt() if self.standardize else torch.ones_like(self.mean_)
         self.std_ = torch.where(std > 0, std, torch.ones_like(std))
         lam, V = stats.eigh(Sigma / torch.outer(self.std_, self.std_))  # covariance of s
-        self.components_ = V.flip(1)[:, :dim].T                                   # P_d: (d, p)
+        self.components_ = V.flip(1)[:, :dim].T  # P_d: (d, p)
         self.explained_variance_, self.dim_ = lam.flip(0)[:dim], dim
 
     def _score(self, h):
-        s = h.double()                                                             # (M, p)
+        s = h.double()  # (M, p)
         if self.standardize:
             s = (s - self.mean_.to(h.device)) / self.std_.to(h.device)
         norm_s = s.norm(dim=1).clamp_min(torch.finfo(s.dtype).tiny)
@@ -269,11 +290,11 @@ class NECO(_Detector):
         return score * self._logits(h).amax(dim=1) if self.times_maxlogit else score
 
 
-DETECTORS = {"msp": MSP, "maxlogit": MaxLogit, "energy": Energy, "mahalanobis": Mahalanobis,
-             "vim": ViM, "neco": NECO}
+DETECTORS = {"msp": MSP, "maxlogit": MaxLogit, "energy": Energy, "mahalanobis": Mahalanobis, "vim": ViM, "neco": NECO}
 
 
 # Metrics: ID is the positive class -------------------------------------------------------------------
+
 
 def _scores(x, name: str) -> np.ndarray:
     x = x.detach().cpu().double().numpy() if torch.is_tensor(x) else np.asarray(x)
@@ -289,9 +310,9 @@ def _counts(pos: np.ndarray, neg: np.ndarray):
     scores, is_pos = np.concatenate([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     order = np.argsort(scores, kind="mergesort")[::-1]
     scores, is_pos = scores[order], is_pos[order]
-    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]   # last index of every tie group
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # last index of every tie group
     tps = np.cumsum(is_pos)[last]
-    return 1 + last - tps, tps, scores[last]                          # fps, tps, thresholds
+    return 1 + last - tps, tps, scores[last]  # fps, tps, thresholds
 
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
@@ -302,7 +323,7 @@ def _aupr(pos, neg) -> float:
     """Area under precision(recall), trapezoid rule, as sklearn.metrics.auc(recall, precision)."""
     fps, tps, _ = _counts(pos, neg)
     precision = np.r_[(tps / (tps + fps))[::-1], 1.0]
-    recall = np.r_[(tps / tps[-1])[::-1], 0.0]                # decreasing
+    recall = np.r_[(tps / tps[-1])[::-1], 0.0]  # decreasing
     return -_trapezoid(precision, recall)
 
 
@@ -316,8 +337,8 @@ def threshold_at_tpr(id_scores, tpr: float = 0.95) -> float:
     scores = _scores(id_scores, "id_scores")
     if not 0 < tpr <= 1:
         raise ValueError(f"tpr is the fraction of ID to keep, in (0, 1], got {tpr!r}")
-    k = math.ceil(round(tpr * len(scores), 6))                # ⌈tpr · n⌉ ID scores to keep
-    return float(np.sort(scores)[len(scores) - k])           # the k-th largest
+    k = math.ceil(round(tpr * len(scores), 6))  # ⌈tpr · n⌉ ID scores to keep
+    return float(np.sort(scores)[len(scores) - k])  # the k-th largest
 
 
 def _fpr_at_95(pos, neg) -> float:
@@ -348,5 +369,10 @@ def detection_metrics(id_scores, ood_scores) -> dict[str, float]:
     """
     ind, ood = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
     fpr, tpr, _ = roc_curve(ind, ood)
-    return {"auroc": _trapezoid(tpr, fpr), "aupr_in": _aupr(ind, ood), "aupr_out": _aupr(-ood, -ind),
-            "fpr95": _fpr_at_95(ind, ood), "fpr95_oodpos": _fpr_at_95(-ood, -ind)}
+    return {
+        "auroc": _trapezoid(tpr, fpr),
+        "aupr_in": _aupr(ind, ood),
+        "aupr_out": _aupr(-ood, -ind),
+        "fpr95": _fpr_at_95(ind, ood),
+        "fpr95_oodpos": _fpr_at_95(-ood, -ind),
+    }

@@ -13,9 +13,21 @@ from .data import ImageSet
 from .etf import simplex_etf_gram
 from .ood import detection_metrics, roc_curve
 
-__all__ = ["history_frame", "plot_history", "show_images", "plot_collapse", "plot_geometry", "plot_stages",
-           "plot_class_variability", "plot_score_histograms", "plot_roc_curves", "plot_threshold",
-           "plot_principal_plane", "plot_dim_sweep", "plot_nc5_over_training"]
+__all__ = [
+    "history_frame",
+    "plot_history",
+    "show_images",
+    "plot_collapse",
+    "plot_geometry",
+    "plot_stages",
+    "plot_class_variability",
+    "plot_score_histograms",
+    "plot_roc_curves",
+    "plot_threshold",
+    "plot_principal_plane",
+    "plot_dim_sweep",
+    "plot_nc5_over_training",
+]
 
 sns.set_theme(context="notebook", style="whitegrid")
 
@@ -27,8 +39,16 @@ def history_frame(histories: dict[str, list[dict]]) -> pd.DataFrame:
         for record in history:
             for split in ("train", "test"):
                 if f"{split}_loss" in record:
-                    rows.append({"run": run, "epoch": record["epoch"], "split": split, "lr": record["lr"],
-                                 "loss": record[f"{split}_loss"], "accuracy": record[f"{split}_acc"]})
+                    rows.append(
+                        {
+                            "run": run,
+                            "epoch": record["epoch"],
+                            "split": split,
+                            "lr": record["lr"],
+                            "loss": record[f"{split}_loss"],
+                            "accuracy": record[f"{split}_acc"],
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -40,7 +60,7 @@ def plot_history(histories: dict[str, list[dict]], title: str | None = None) -> 
     """
     frame = history_frame(histories)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
-    markers = frame["epoch"].nunique() <= 12                       # few epochs: show the points
+    markers = frame["epoch"].nunique() <= 12  # few epochs: show the points
     for ax, metric in zip(axes[:2], ("loss", "accuracy")):
         sns.lineplot(frame, x="epoch", y=metric, hue="run", style="split", ax=ax, marker="o" if markers else None)
     axes[0].set_yscale("log")
@@ -54,8 +74,9 @@ def plot_history(histories: dict[str, list[dict]], title: str | None = None) -> 
     return fig
 
 
-def show_images(images: ImageSet | torch.Tensor, labels=None, classes=None, count: int = 16,
-                title: str | None = None) -> plt.Figure:
+def show_images(
+    images: ImageSet | torch.Tensor, labels=None, classes=None, count: int = 16, title: str | None = None
+) -> plt.Figure:
     """A grid of ``count`` images with their class names.
 
     ``images`` is an ImageSet (a fixed random sample of it is shown), or a (B, 3, H, W) tensor: uint8
@@ -88,10 +109,16 @@ def show_images(images: ImageSet | torch.Tensor, labels=None, classes=None, coun
 _COLLAPSE_PANELS = [  # (title, columns: {label: key}, log scale)
     ("NC1: Tr(Σ_W Σ_B†)/C", {"": "nc1"}, True),
     ("NC2: equinorm (CoV of norms)", {"means": "nc2_equinorm_means", "weights": "nc2_equinorm_weights"}, False),
-    ("NC2: equiangularity (std of cosines)", {"means": "nc2_equiangular_means",
-                                              "weights": "nc2_equiangular_weights"}, False),
-    ("NC2: max-angle (mean |cos + 1/(C−1)|)", {"means": "nc2_maxangle_means",
-                                               "weights": "nc2_maxangle_weights"}, False),
+    (
+        "NC2: equiangularity (std of cosines)",
+        {"means": "nc2_equiangular_means", "weights": "nc2_equiangular_weights"},
+        False,
+    ),
+    (
+        "NC2: max-angle (mean |cos + 1/(C−1)|)",
+        {"means": "nc2_maxangle_means", "weights": "nc2_maxangle_weights"},
+        False,
+    ),
     ("NC3: ‖Wᵀ/‖W‖ − M/‖M‖‖²", {"": "nc3"}, True),
     ("NC4: mismatch with the NCC classifier", {"": "nc4_ncc_mismatch"}, False),
     ("accuracy", {"": "accuracy"}, False),
@@ -107,8 +134,12 @@ def plot_collapse(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
     frame = frame[frame.get("stage", "output") == "output"] if "stage" in frame else frame
     fig, axes = plt.subplots(2, 4, figsize=(18, 7.5), constrained_layout=True)
     for ax, (panel, columns, log) in zip(axes.flat, _COLLAPSE_PANELS):
-        long = frame.melt(id_vars=["run", "epoch", "split"], value_vars=[c for c in columns.values() if c in frame],
-                          var_name="metric", value_name="value")
+        long = frame.melt(
+            id_vars=["run", "epoch", "split"],
+            value_vars=[c for c in columns.values() if c in frame],
+            var_name="metric",
+            value_name="value",
+        )
         long = long[~(long["metric"].str.endswith("_weights") & (long["split"] != "train"))]  # W: one per epoch
         long["curve"] = long["split"] + long["metric"].map({v: f" {k}" if k else "" for k, v in columns.items()})
         long.loc[long["metric"].str.endswith("_weights"), "curve"] = "weights"
@@ -123,24 +154,40 @@ def plot_collapse(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
     return fig
 
 
-def plot_geometry(features: torch.Tensor, labels: torch.Tensor, classes: list[str],
-                  shown: tuple[int, ...] = (0, 1, 2), title: str | None = None) -> plt.Figure:
+def plot_geometry(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    shown: tuple[int, ...] = (0, 1, 2),
+    title: str | None = None,
+) -> plt.Figure:
     """Left: the cosine Gram of the centred class means next to the simplex ETF's (diagonal 1,
     off-diagonal −1/(C−1)). Right: the features of the ``shown`` classes projected on the plane spanned by
     their centred means — under collapse, three tight clusters at the corners of an equilateral triangle."""
-    means, _ = class_means(features, labels)                                       # (C, p)
+    means, _ = class_means(features, labels)  # (C, p)
     G, C = gram_of_means(means).cpu(), len(means)
     fig, (ax_gram, ax_etf, ax_proj) = plt.subplots(1, 3, figsize=(15, 4.3), constrained_layout=True)
-    for ax, matrix, name in ((ax_gram, G, "cosines of centred class means"),
-                             (ax_etf, simplex_etf_gram(C), "simplex ETF")):
-        sns.heatmap(matrix.numpy(), ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", square=True,
-                    xticklabels=C <= 20, yticklabels=C <= 20, cbar=ax is ax_etf)
+    for ax, matrix, name in (
+        (ax_gram, G, "cosines of centred class means"),
+        (ax_etf, simplex_etf_gram(C), "simplex ETF"),
+    ):
+        sns.heatmap(
+            matrix.numpy(),
+            ax=ax,
+            vmin=-1,
+            vmax=1,
+            cmap="RdBu_r",
+            square=True,
+            xticklabels=C <= 20,
+            yticklabels=C <= 20,
+            cbar=ax is ax_etf,
+        )
         ax.set_title(name)
     chosen = torch.tensor(shown)
-    centre = means[chosen].mean(0)                                                 # (p,)
-    basis, _ = torch.linalg.qr((means[chosen[1:]] - means[chosen[0]]).T)          # (p, 2) orthonormal
+    centre = means[chosen].mean(0)  # (p,)
+    basis, _ = torch.linalg.qr((means[chosen[1:]] - means[chosen[0]]).T)  # (p, 2) orthonormal
     for c in shown:
-        points = (features[labels == c].double() - centre) @ basis                 # (N_c, 2)
+        points = (features[labels == c].double() - centre) @ basis  # (N_c, 2)
         dots = ax_proj.scatter(points[:, 0], points[:, 1], s=6, alpha=0.4, label=classes[c])
         mean = (means[c] - centre) @ basis
         ax_proj.scatter(mean[0], mean[1], s=160, marker="*", color=dots.get_facecolor()[0][:3], edgecolor="k")
@@ -154,8 +201,14 @@ def plot_geometry(features: torch.Tensor, labels: torch.Tensor, classes: list[st
 def plot_stages(frame: pd.DataFrame, metric: str = "nc1") -> plt.Figure:
     """``metric`` at the output of every residual stage (x) for each run and saved epoch (colour)."""
     stages = frame[frame["stage"] != "output"]
-    fig, axes = plt.subplots(1, stages["run"].nunique(), figsize=(6 * stages["run"].nunique(), 4), squeeze=False,
-                             sharey=True, constrained_layout=True)
+    fig, axes = plt.subplots(
+        1,
+        stages["run"].nunique(),
+        figsize=(6 * stages["run"].nunique(), 4),
+        squeeze=False,
+        sharey=True,
+        constrained_layout=True,
+    )
     for ax, (run, part) in zip(axes.flat, stages.groupby("run", sort=False)):
         sns.lineplot(part, x="stage", y=metric, hue="epoch", style="split", marker="o", ax=ax, palette="viridis")
         ax.set(title=f"run {run}: {metric} by depth", yscale="log" if (part[metric] > 0).all() else "linear")
@@ -177,18 +230,27 @@ def plot_class_variability(variability: torch.Tensor, classes: list[str], top: i
 # OOD detection (notebooks 03 and 04). ``scores`` is {detector: {"ID": (n,), ood set: (m,), …}}, every
 # score higher = in-distribution.
 
+
 def _scores_numpy(x) -> np.ndarray:
     """Scores (tensor or array) as a flat float64 numpy array."""
     return torch.as_tensor(x).detach().cpu().double().flatten().numpy()
 
 
-def _score_densities(ax: plt.Axes, id_scores, ood_scores, ood_name: str, id_name: str = "ID",
-                     bins: int = 40) -> None:
+def _score_densities(ax: plt.Axes, id_scores, ood_scores, ood_name: str, id_name: str = "ID", bins: int = 40) -> None:
     """Density histograms of the ID and the OOD scores on ``ax``, over the same bins."""
     ind, out = _scores_numpy(id_scores), _scores_numpy(ood_scores)
     frame = pd.DataFrame({"score": np.r_[ind, out], "set": [id_name] * len(ind) + [ood_name] * len(out)})
-    sns.histplot(frame, x="score", hue="set", bins=np.histogram_bin_edges(frame["score"], bins), stat="density",
-                 common_norm=False, element="step", palette={id_name: "tab:blue", ood_name: "tab:orange"}, ax=ax)
+    sns.histplot(
+        frame,
+        x="score",
+        hue="set",
+        bins=np.histogram_bin_edges(frame["score"], bins),
+        stat="density",
+        common_norm=False,
+        element="step",
+        palette={id_name: "tab:blue", ood_name: "tab:orange"},
+        ax=ax,
+    )
 
 
 def plot_score_histograms(scores: dict[str, dict], id_name: str = "ID") -> plt.Figure:
@@ -199,8 +261,13 @@ def plot_score_histograms(scores: dict[str, dict], id_name: str = "ID") -> plt.F
     """
     detectors = list(scores)
     sets = [name for name in scores[detectors[0]] if name != id_name]
-    fig, axes = plt.subplots(len(detectors), len(sets), figsize=(3.6 * len(sets), 2.3 * len(detectors)),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(detectors),
+        len(sets),
+        figsize=(3.6 * len(sets), 2.3 * len(detectors)),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for row, detector in zip(axes, detectors):
         for ax, name in zip(row, sets):
             _score_densities(ax, scores[detector][id_name], scores[detector][name], name, id_name)
@@ -229,14 +296,21 @@ def plot_roc_curves(scores: dict[str, dict], id_name: str = "ID") -> plt.Figure:
             ax.plot(fpr, tpr, label=f"{detector} ({auroc:.2f})")
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
         ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
-        ax.set(title=f"ID against {name}", xlabel="FPR (OOD accepted)", ylabel="TPR (ID kept)", aspect="equal",
-               xlim=(0, 1), ylim=(0, 1.01))
+        ax.set(
+            title=f"ID against {name}",
+            xlabel="FPR (OOD accepted)",
+            ylabel="TPR (ID kept)",
+            aspect="equal",
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+        )
         ax.legend(fontsize=8, loc="lower right")
     return fig
 
 
-def plot_threshold(id_scores, ood_scores, threshold: float, detector: str = "score", ood_name: str = "OOD",
-                   id_name: str = "ID") -> plt.Figure:
+def plot_threshold(
+    id_scores, ood_scores, threshold: float, detector: str = "score", ood_name: str = "OOD", id_name: str = "ID"
+) -> plt.Figure:
     """ID and OOD score histograms with the threshold τ: inputs scoring ≥ τ are accepted as ID.
 
     The title gives TPR = fraction of ID with score ≥ τ (kept) and FPR = fraction of OOD with score ≥ τ
@@ -248,13 +322,16 @@ def plot_threshold(id_scores, ood_scores, threshold: float, detector: str = "sco
     _score_densities(ax, id_scores, ood_scores, ood_name, id_name)
     ax.axvspan(threshold, ax.get_xlim()[1], color="tab:green", alpha=0.08, label="accepted as ID")
     ax.axvline(threshold, color="black", linewidth=1.5)
-    ax.set(xlabel=f"{detector} score", title=f"{detector}, τ = {threshold:.4g}: TPR {tpr:.1%} of {id_name} kept, "
-                                              f"FPR {fpr:.1%} of {ood_name} accepted")
+    ax.set(
+        xlabel=f"{detector} score",
+        title=f"{detector}, τ = {threshold:.4g}: TPR {tpr:.1%} of {id_name} kept, FPR {fpr:.1%} of {ood_name} accepted",
+    )
     return fig
 
 
-def plot_principal_plane(points: dict[str, torch.Tensor], title: str | None = None,
-                         max_points: int = 1_500) -> plt.Figure:
+def plot_principal_plane(
+    points: dict[str, torch.Tensor], title: str | None = None, max_points: int = 1_500
+) -> plt.Figure:
     """Scatter of 2-D points per set (e.g. standardised features on the first two principal axes).
 
     ``points``: {set name: (n, 2)}; at most ``max_points`` per set are drawn (a fixed random sample).
@@ -266,8 +343,9 @@ def plot_principal_plane(points: dict[str, torch.Tensor], title: str | None = No
         xy = xy[torch.randperm(len(xy), generator=generator)[:max_points]]
         frames.append(pd.DataFrame({"axis 1": xy[:, 0].numpy(), "axis 2": xy[:, 1].numpy(), "set": name}))
     fig, ax = plt.subplots(figsize=(6.5, 5.5), constrained_layout=True)
-    sns.scatterplot(pd.concat(frames, ignore_index=True), x="axis 1", y="axis 2", hue="set", s=8, alpha=0.5,
-                    linewidth=0, ax=ax)
+    sns.scatterplot(
+        pd.concat(frames, ignore_index=True), x="axis 1", y="axis 2", hue="set", s=8, alpha=0.5, linewidth=0, ax=ax
+    )
     ax.set(xlabel="first principal axis", ylabel="second principal axis", title=title)
     ax.legend(markerscale=2, fontsize=8)
     return fig
@@ -283,8 +361,9 @@ def plot_dim_sweep(frame: pd.DataFrame, mark: int | None = None, mark_label: str
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     if mark is not None:
         ax.axvline(mark, color="black", linestyle="--", linewidth=1)
-        ax.annotate(mark_label, (mark, 1.0), xycoords=("data", "axes fraction"), xytext=(4, -14),
-                    textcoords="offset points")
+        ax.annotate(
+            mark_label, (mark, 1.0), xycoords=("data", "axes fraction"), xytext=(4, -14), textcoords="offset points"
+        )
     ax.set(xscale="log", xlabel="dimension d", ylabel="AUROC")
     return fig
 

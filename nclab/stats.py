@@ -14,8 +14,19 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "as_matrix", "as_labels", "row_blocks", "class_sums", "class_means", "centred_blocks",
-           "scatter", "decompose", "eigh", "pinv_psd"]
+__all__ = [
+    "as_tensor",
+    "as_matrix",
+    "as_labels",
+    "row_blocks",
+    "class_sums",
+    "class_means",
+    "centred_blocks",
+    "scatter",
+    "decompose",
+    "eigh",
+    "pinv_psd",
+]
 
 
 def as_tensor(x, name: str) -> torch.Tensor:
@@ -51,8 +62,9 @@ def as_labels(labels, count: int, name: str = "labels", device=None) -> torch.Te
     y = as_tensor(labels, name)
     y = y if device is None else y.to(device)
     if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"{name} must be a 1-D array of integer class indices, got shape {tuple(y.shape)} "
-                         f"and dtype {y.dtype}")
+        raise ValueError(
+            f"{name} must be a 1-D array of integer class indices, got shape {tuple(y.shape)} and dtype {y.dtype}"
+        )
     if len(y) != count:
         raise ValueError(f"features have {count} rows but {name} have {len(y)} entries")
     y = y.long()
@@ -80,23 +92,24 @@ def class_sums(H: torch.Tensor, y: torch.Tensor, C: int) -> torch.Tensor:
 
 def class_means(H: torch.Tensor, y: torch.Tensor, C: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Class means μ_c (C, p) float64 and counts N_c (C,) int64; NaN/inf features raise ValueError."""
-    sums = class_sums(H, y, C)                                                       # Σ_{i∈c} h_i (C, p)
-    bad = torch.nonzero(~torch.isfinite(sums).all(dim=1)).flatten().tolist()         # NaN/inf reach the sums
+    sums = class_sums(H, y, C)  # Σ_{i∈c} h_i (C, p)
+    bad = torch.nonzero(~torch.isfinite(sums).all(dim=1)).flatten().tolist()  # NaN/inf reach the sums
     if bad:
         raise ValueError(f"features contain NaN or inf values (in class(es) {bad[:10]})")
-    counts = torch.bincount(y, minlength=C)                                           # N_c (C,)
+    counts = torch.bincount(y, minlength=C)  # N_c (C,)
     return sums / counts[:, None].clamp_min(1), counts
 
 
 def centred_blocks(H: torch.Tensor, y: torch.Tensor, means: torch.Tensor, dtype=torch.float64):
     """Yield (labels (b,), h_i − μ_{y_i} (b, p) in ``dtype``) for consecutive blocks of rows."""
-    means = means.to(device=H.device, dtype=dtype)                                   # (C, p)
+    means = means.to(device=H.device, dtype=dtype)  # (C, p)
     for rows in row_blocks(len(H), H.device):
         yield y[rows], H[rows].to(dtype) - means[y[rows]]
 
 
-def scatter(H: torch.Tensor, center: torch.Tensor, labels: torch.Tensor | None = None,
-            dtype: torch.dtype | None = None) -> torch.Tensor:
+def scatter(
+    H: torch.Tensor, center: torch.Tensor, labels: torch.Tensor | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Σ_i (h_i − c_i)(h_i − c_i)ᵀ: (p, p) float64, c_i = center (p,), or center[labels[i]] (C, p).
 
     Differences and products are computed in ``dtype`` (default: the features', float32 BLAS being twice

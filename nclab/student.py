@@ -22,11 +22,19 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["BEGIN", "END", "SOLUTION_ONLY", "SolutionLeak", "strip_solutions", "student_notebook",
-           "write_student_versions", "stale_student_versions"]
+__all__ = [
+    "BEGIN",
+    "END",
+    "SOLUTION_ONLY",
+    "SolutionLeak",
+    "strip_solutions",
+    "student_notebook",
+    "write_student_versions",
+    "stale_student_versions",
+]
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-SOLUTION_ONLY = "solution-only"                       # tag of instructor-only cells
+SOLUTION_ONLY = "solution-only"  # tag of instructor-only cells
 _MARKER = re.compile(r"^(?P<indent>[ \t]*)(?P<marker>### (BEGIN|END) SOLUTION)[ \t]*$")
 _LEFTOVER = re.compile(r"(BEGIN|END) SOLUTION", re.IGNORECASE)
 
@@ -83,8 +91,10 @@ def student_notebook(notebook: nbformat.NotebookNode, name: str = "notebook") ->
         where = f"{name}, student cell {index} (id {cell.get('id', '?')}, {cell.cell_type})"
         leftover = _LEFTOVER.search(cell.source)
         if leftover:
-            raise SolutionLeak(f"{where}: '{leftover[0]}' survives (a marker in a markdown cell, in a string, or "
-                               f"not alone on its line): the solution around it would leak.")
+            raise SolutionLeak(
+                f"{where}: '{leftover[0]}' survives (a marker in a markdown cell, in a string, or "
+                f"not alone on its line): the solution around it would leak."
+            )
         for solution in solutions:
             if solution in cell.source:
                 raise SolutionLeak(f"{where}: contains the solution block {solution[:60]!r}…")
@@ -124,6 +134,9 @@ def stale_student_versions(source_dir: str | Path = "notebooks", out_dir: str | 
     (missing, changed, or without an instructor notebook). Empty when ``out_dir`` is up to date."""
     out_dir = Path(out_dir)
     texts = {path.name: _student_text(path) for path in _instructor_notebooks(source_dir)}
-    stale = [name for name, text in texts.items()
-             if not (out_dir / name).exists() or (out_dir / name).read_text(encoding="utf-8") != text]
+    stale = [
+        name
+        for name, text in texts.items()
+        if not (out_dir / name).exists() or (out_dir / name).read_text(encoding="utf-8") != text
+    ]
     return sorted(stale + [path.name for path in out_dir.glob("*.ipynb") if path.name not in texts])

@@ -56,7 +56,7 @@ def fit_detectors(train: FeatureSet, model_or_head, detectors: dict | None = Non
     for name, detector in chosen.items():
         detector = detector() if isinstance(detector, type) else detector
         fitted[name] = detector.fit(_inputs(train, normalized), train.labels, W, b)
-        detector.normalized_features_ = normalized        # score_sets feeds it features of the same kind
+        detector.normalized_features_ = normalized  # score_sets feeds it features of the same kind
     return fitted
 
 
@@ -66,9 +66,12 @@ def _inputs(fs: FeatureSet, normalized: bool):
 
 def score_sets(detectors: dict, sets: dict[str, FeatureSet]) -> dict[str, dict]:
     """{detector: {set: (n,) scores}} for every fitted detector and every named feature set (higher = ID)."""
-    return {name: {s: detector.score(_inputs(fs, getattr(detector, "normalized_features_", False)))
-                   for s, fs in sets.items()}
-            for name, detector in detectors.items()}
+    return {
+        name: {
+            s: detector.score(_inputs(fs, getattr(detector, "normalized_features_", False))) for s, fs in sets.items()
+        }
+        for name, detector in detectors.items()
+    }
 
 
 def detection_table(scores: dict[str, dict], id_name: str = "ID") -> pd.DataFrame:
@@ -76,8 +79,14 @@ def detection_table(scores: dict[str, dict], id_name: str = "ID") -> pd.DataFram
 
     ``scores``: {detector: {id_name: (n,), ood set: (m,), …}} as :func:`score_sets` returns.
     """
-    return pd.DataFrame([{"detector": name, "OOD set": s, **ood.detection_metrics(by_set[id_name], by_set[s])}
-                         for name, by_set in scores.items() for s in by_set if s != id_name])
+    return pd.DataFrame(
+        [
+            {"detector": name, "OOD set": s, **ood.detection_metrics(by_set[id_name], by_set[s])}
+            for name, by_set in scores.items()
+            for s in by_set
+            if s != id_name
+        ]
+    )
 
 
 REPORT_METRICS = {"fpr95": "FPR@95 ↓", "auroc": "AUROC ↑", "aupr_in": "AUPR-in ↑"}
@@ -89,6 +98,9 @@ def detection_report(table: pd.DataFrame, metrics: dict[str, str] | None = None)
     metrics = metrics or REPORT_METRICS
     sets, detectors = list(dict.fromkeys(table["OOD set"])), list(dict.fromkeys(table["detector"]))
     order = pd.MultiIndex.from_product([sets, list(metrics.values())], names=["OOD set", "metric"])
-    return (table.rename(columns=metrics).melt(["OOD set", "detector"], list(metrics.values()), var_name="metric")
-            .pivot(index=["OOD set", "metric"], columns="detector", values="value")
-            .reindex(index=order, columns=detectors))
+    return (
+        table.rename(columns=metrics)
+        .melt(["OOD set", "detector"], list(metrics.values()), var_name="metric")
+        .pivot(index=["OOD set", "metric"], columns="detector", values="value")
+        .reindex(index=order, columns=detectors)
+    )

@@ -34,8 +34,22 @@ from .config import Profile, cache_dir, get_device, get_profile
 from .data import GpuLoader, ImageSet
 from .losses import BatchOutput, CrossEntropy
 
-__all__ = ["Method", "ERM", "Hook", "TrainConfig", "regime", "log_spaced_epochs", "lr_factor", "make_optimizer",
-           "amp_dtype", "loss_and_accuracy", "fit", "Run", "run_directory", "load_or_train"]
+__all__ = [
+    "Method",
+    "ERM",
+    "Hook",
+    "TrainConfig",
+    "regime",
+    "log_spaced_epochs",
+    "lr_factor",
+    "make_optimizer",
+    "amp_dtype",
+    "loss_and_accuracy",
+    "fit",
+    "Run",
+    "run_directory",
+    "load_or_train",
+]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -81,8 +95,10 @@ class Method:
             json.dumps(params)
             hash(params)
         except TypeError:
-            raise ValueError(f"method {self.name!r}: params must be numbers, strings, booleans or tuples of "
-                             f"them (they name the run's folder), got {dict(params)}") from None
+            raise ValueError(
+                f"method {self.name!r}: params must be numbers, strings, booleans or tuples of "
+                f"them (they name the run's folder), got {dict(params)}"
+            ) from None
         object.__setattr__(self, "params", params)
 
     @property
@@ -140,41 +156,46 @@ class TrainConfig:
     source setups (Papyan et al.; the practical-work report); ``decay_norm_and_bias=False`` spares them.
     """
 
-    regime: str = "A"                          # a label: "A", "B" (seed report 002) or your own
-    dataset: str = "cifar100"                  # training data set (nclab.data.DATASETS)
-    method: Method = ERM                       # what the run trains: model builder, loss, hooks, hyperparameters
-    width: int = 64                            # ResNet-18 width: 64 standard, 16 in the smoke profile
-    pretrained: bool = False                   # start from torchvision's ImageNet weights (width 64 only)
-    epochs: int = 350                          # passes over the training set
-    batch_size: int = 128                      # images per SGD step
-    augment: bool = True                       # random crop (padding 4) and horizontal flip of training batches
-    optimizer: str = "sgd"                     # "sgd" (momentum, Nesterov off) or "adamw"
-    lr: float = 0.1                            # peak learning rate
-    momentum: float = 0.9                      # SGD momentum (AdamW: beta1)
-    weight_decay: float = 5e-4                 # L2 for SGD, decoupled for AdamW
-    decay_norm_and_bias: bool = True           # weight decay on BatchNorm parameters and biases too (the sources)
-    schedule: str = "multistep"                # "multistep" or "cosine" (per step, after the warm-up)
+    regime: str = "A"  # a label: "A", "B" (seed report 002) or your own
+    dataset: str = "cifar100"  # training data set (nclab.data.DATASETS)
+    method: Method = ERM  # what the run trains: model builder, loss, hooks, hyperparameters
+    width: int = 64  # ResNet-18 width: 64 standard, 16 in the smoke profile
+    pretrained: bool = False  # start from torchvision's ImageNet weights (width 64 only)
+    epochs: int = 350  # passes over the training set
+    batch_size: int = 128  # images per SGD step
+    augment: bool = True  # random crop (padding 4) and horizontal flip of training batches
+    optimizer: str = "sgd"  # "sgd" (momentum, Nesterov off) or "adamw"
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD momentum (AdamW: beta1)
+    weight_decay: float = 5e-4  # L2 for SGD, decoupled for AdamW
+    decay_norm_and_bias: bool = True  # weight decay on BatchNorm parameters and biases too (the sources)
+    schedule: str = "multistep"  # "multistep" or "cosine" (per step, after the warm-up)
     milestones: tuple[float, ...] = (1 / 3, 2 / 3)  # multistep: fractions of training where lr ×= gamma
-    gamma: float = 0.1                         # multistep decay factor
-    warmup_epochs: float = 0.0                 # linear warm-up from ~0 to lr, in epochs
-    label_smoothing: float = 0.0               # cross-entropy label smoothing (the default loss)
-    snapshot_epochs: tuple[int, ...] = ()      # epochs whose weights are kept for later notebooks
-    seed: int = 0                              # model initialisation and data order
-    amp: str = "auto"                          # "auto" (bf16 / fp16+GradScaler on GPU, off on CPU), "bf16", "fp16", "off"
-    channels_last: bool = True                 # NHWC memory format on the GPU (ignored on the CPU)
-    compile: bool = False                      # torch.compile the forward pass (GPU; first epoch slower)
+    gamma: float = 0.1  # multistep decay factor
+    warmup_epochs: float = 0.0  # linear warm-up from ~0 to lr, in epochs
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (the default loss)
+    snapshot_epochs: tuple[int, ...] = ()  # epochs whose weights are kept for later notebooks
+    seed: int = 0  # model initialisation and data order
+    amp: str = "auto"  # "auto" (bf16 / fp16+GradScaler on GPU, off on CPU), "bf16", "fp16", "off"
+    channels_last: bool = True  # NHWC memory format on the GPU (ignored on the CPU)
+    compile: bool = False  # torch.compile the forward pass (GPU; first epoch slower)
 
     SPEED_ONLY = ("amp", "channels_last", "compile")  # fields that do not change what is learned (much)
 
     def __post_init__(self):
-        checks = [(isinstance(self.method, Method), f"method must be an nclab.train.Method, not {self.method!r}"),
-                  (self.optimizer in ("sgd", "adamw"), f"optimizer must be 'sgd' or 'adamw', not {self.optimizer!r}"),
-                  (self.schedule in ("multistep", "cosine"), f"schedule must be 'multistep' or 'cosine', not {self.schedule!r}"),
-                  (self.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto/bf16/fp16/off, not {self.amp!r}"),
-                  (self.epochs >= 1 and self.batch_size >= 1 and self.lr > 0, "epochs, batch_size and lr must be positive"),
-                  (all(0 < m < 1 for m in self.milestones), "milestones are fractions of training, in (0, 1)"),
-                  (0 <= self.label_smoothing < 1, "label_smoothing must lie in [0, 1)"),
-                  (all(1 <= e <= self.epochs for e in self.snapshot_epochs), "snapshot_epochs must lie in 1..epochs")]
+        checks = [
+            (isinstance(self.method, Method), f"method must be an nclab.train.Method, not {self.method!r}"),
+            (self.optimizer in ("sgd", "adamw"), f"optimizer must be 'sgd' or 'adamw', not {self.optimizer!r}"),
+            (
+                self.schedule in ("multistep", "cosine"),
+                f"schedule must be 'multistep' or 'cosine', not {self.schedule!r}",
+            ),
+            (self.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto/bf16/fp16/off, not {self.amp!r}"),
+            (self.epochs >= 1 and self.batch_size >= 1 and self.lr > 0, "epochs, batch_size and lr must be positive"),
+            (all(0 < m < 1 for m in self.milestones), "milestones are fractions of training, in (0, 1)"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must lie in [0, 1)"),
+            (all(1 <= e <= self.epochs for e in self.snapshot_epochs), "snapshot_epochs must lie in 1..epochs"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -206,10 +227,16 @@ def regime(name: str, profile: Profile | str | None = None, **overrides) -> Trai
     trains B from scratch). ``overrides`` replace any field (``method=…`` included).
     """
     profile = get_profile(profile)
-    common = dict(width=profile.width, epochs=profile.epochs, batch_size=profile.batch_size,
-                  snapshot_epochs=log_spaced_epochs(profile.epochs, profile.snapshots))
-    regimes = {"A": dict(lr=0.1, schedule="multistep"),
-               "B": dict(lr=0.01, schedule="cosine", pretrained=profile.width == 64)}
+    common = dict(
+        width=profile.width,
+        epochs=profile.epochs,
+        batch_size=profile.batch_size,
+        snapshot_epochs=log_spaced_epochs(profile.epochs, profile.snapshots),
+    )
+    regimes = {
+        "A": dict(lr=0.1, schedule="multistep"),
+        "B": dict(lr=0.01, schedule="cosine", pretrained=profile.width == 64),
+    }
     if name.upper() not in regimes:
         raise ValueError(f"Unknown regime {name!r}: 'A' or 'B' (or build a TrainConfig yourself).")
     if "epochs" in overrides and "snapshot_epochs" not in overrides:
@@ -246,8 +273,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     if config.decay_norm_and_bias:
         groups = [{"params": trainable, "weight_decay": config.weight_decay}]
     else:
-        groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
-                  {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+        ]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
@@ -288,9 +317,17 @@ def _forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return h, model.head(h)
 
 
-def fit(model: nn.Module, config: TrainConfig, train_loader: GpuLoader, test_loader: GpuLoader | None = None,
-        run_dir: str | Path | None = None, *, loss: Callable | None = None, hooks: list[Hook] | None = None,
-        progress: bool = True) -> list[dict]:
+def fit(
+    model: nn.Module,
+    config: TrainConfig,
+    train_loader: GpuLoader,
+    test_loader: GpuLoader | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    loss: Callable | None = None,
+    hooks: list[Hook] | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Train ``model`` as ``config`` says; return the history (one dict of metrics per epoch).
 
     ``loss`` and ``hooks`` default to the config's method (``config.method.loss(config)``, ``.hooks(config)``);
@@ -316,8 +353,14 @@ def fit(model: nn.Module, config: TrainConfig, train_loader: GpuLoader, test_loa
     if last is not None and last.exists():
         history, start = _resume(last, config, model, optimizer, scheduler, scaler, hooks)
 
-    epochs = tqdm(range(start, config.epochs + 1), desc=f"{config.method.name} {config.regime}",
-                  disable=not progress, initial=start - 1, total=config.epochs, unit="epoch")
+    epochs = tqdm(
+        range(start, config.epochs + 1),
+        desc=f"{config.method.name} {config.regime}",
+        disable=not progress,
+        initial=start - 1,
+        total=config.epochs,
+        unit="epoch",
+    )
     for epoch in epochs:
         model.train()
         train_loader.set_epoch(epoch)
@@ -333,7 +376,7 @@ def fit(model: nn.Module, config: TrainConfig, train_loader: GpuLoader, test_loa
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(value).backward()
             if hooks:
-                scaler.unscale_(optimizer)                      # hooks see (and change) the true gradients
+                scaler.unscale_(optimizer)  # hooks see (and change) the true gradients
                 for hook in hooks:
                     hook.after_backward(out, y)
             scaler.step(optimizer)
@@ -341,45 +384,67 @@ def fit(model: nn.Module, config: TrainConfig, train_loader: GpuLoader, test_loa
             scheduler.step()
             for hook in hooks:
                 hook.after_step(out, y)
-            loss_sum += value.detach() * len(y)                 # stays on the device: no sync per step
+            loss_sum += value.detach() * len(y)  # stays on the device: no sync per step
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
         seconds = time.perf_counter() - began
-        record = {"epoch": epoch, "lr": lr, "train_loss": loss_sum.item() / seen,
-                  "train_acc": correct.item() / seen, "seconds": seconds, "images_per_s": seen / seconds}
+        record = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": loss_sum.item() / seen,
+            "train_acc": correct.item() / seen,
+            "seconds": seconds,
+            "images_per_s": seen / seconds,
+        }
         for hook in hooks:
             record.update(hook.end_epoch(epoch, model) or {})
         if test_loader is not None:
             record["test_loss"], record["test_acc"] = loss_and_accuracy(model, test_loader)
         history.append(record)
-        epochs.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}",
-                           test=f"{record.get('test_acc', float('nan')):.3f}", lr=f"{record['lr']:.3g}")
+        epochs.set_postfix(
+            loss=f"{record['train_loss']:.3f}",
+            acc=f"{record['train_acc']:.3f}",
+            test=f"{record.get('test_acc', float('nan')):.3f}",
+            lr=f"{record['lr']:.3g}",
+        )
         if last is not None:
             weights = {"format": FORMAT, "config": config.key(), "epoch": epoch, "model": model.state_dict()}
             if epoch in config.snapshot_epochs:
                 save_checkpoint(weights, last.with_name(f"epoch_{epoch:04d}.pt"))
-            save_checkpoint({**weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "scaler": scaler.state_dict(), "hooks": [hook.state_dict() for hook in hooks],
-                             "rng": rng_state(), "history": history}, last)
+            save_checkpoint(
+                {
+                    **weights,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "hooks": [hook.state_dict() for hook in hooks],
+                    "rng": rng_state(),
+                    "history": history,
+                },
+                last,
+            )
     return history
 
 
 def _resume(last: Path, config, model, optimizer, scheduler, scaler, hooks) -> tuple[list[dict], int]:
     """Restore everything ``fit`` saved in ``last``; return (history, first epoch still to train)."""
-    state = load_checkpoint(last)                          # on the CPU, where torch.set_rng_state wants it
+    state = load_checkpoint(last)  # on the CPU, where torch.set_rng_state wants it
     if state["config"] != config.key():
         raise CheckpointError(f"{last} was written by another configuration; use another run_dir.")
     if len(state["hooks"]) != len(hooks):
-        raise CheckpointError(f"{last} was written with {len(state['hooks'])} hook(s), this run has {len(hooks)}: "
-                              f"use another run_dir.")
+        raise CheckpointError(
+            f"{last} was written with {len(state['hooks'])} hook(s), this run has {len(hooks)}: use another run_dir."
+        )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if state["scaler"] or not scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
     else:  # written with AMP off or bf16, resumed with fp16 (a Colab session back on another GPU)
-        print(f"Note: {last.name} was written without fp16 loss scaling; resuming with fp16, so the gradient "
-              f"scaler starts afresh.")
+        print(
+            f"Note: {last.name} was written without fp16 loss scaling; resuming with fp16, so the gradient "
+            f"scaler starts afresh."
+        )
     for hook, hook_state in zip(hooks, state["hooks"]):
         hook.load_state_dict(hook_state)
     set_rng_state(state["rng"])
@@ -393,8 +458,12 @@ def _resume(last: Path, config, model, optimizer, scheduler, scaler, hooks) -> t
 def run_directory(config: TrainConfig, train_set: ImageSet, root: str | Path | None = None) -> Path:
     """The folder of the run defined by ``config`` on ``train_set``:
     ``<cache>/runs/<dataset>-<method>-<regime>-w<width>-<hash of the config key, the data and nclab's version>``."""
-    data = {"name": train_set.name, "size": len(train_set), "standin": train_set.standin,
-            "content": train_set.fingerprint}
+    data = {
+        "name": train_set.name,
+        "size": len(train_set),
+        "standin": train_set.standin,
+        "content": train_set.fingerprint,
+    }
     key = json.dumps({"config": config.key(), "data": data, "nclab": __version__}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     name = f"{config.dataset}-{config.method.name}-{config.regime}-w{config.width}-{digest}"
@@ -432,9 +501,16 @@ def _epochs_done(run_dir: Path) -> int:
     return load_checkpoint(last)["epoch"] if last.exists() else 0
 
 
-def load_or_train(config: TrainConfig, train_set: ImageSet, test_set: ImageSet | None = None, *,
-                  device: str | torch.device | None = None, root: str | Path | None = None,
-                  eval_batch_size: int | None = None, progress: bool = True) -> Run:
+def load_or_train(
+    config: TrainConfig,
+    train_set: ImageSet,
+    test_set: ImageSet | None = None,
+    *,
+    device: str | torch.device | None = None,
+    root: str | Path | None = None,
+    eval_batch_size: int | None = None,
+    progress: bool = True,
+) -> Run:
     """The run ``config`` on ``train_set``: loaded from its checkpoint folder, resumed, or trained.
 
     Says which of the three it does. The model is built by ``config.method.build_model`` after seeding
@@ -468,17 +544,21 @@ def load_or_train(config: TrainConfig, train_set: ImageSet, test_set: ImageSet |
     elif done:
         print(f"Found checkpoint {last} at epoch {done}/{config.epochs}: resuming ({images}).")
     else:
-        print(f"No checkpoint for {config.method.name} regime {config.regime} in {run_dir}: training {images}. "
-              f"The progress bar shows the time left; rerunning this cell resumes after a disconnect.")
+        print(
+            f"No checkpoint for {config.method.name} regime {config.regime} in {run_dir}: training {images}. "
+            f"The progress bar shows the time left; rerunning this cell resumes after a disconnect."
+        )
     options = dict(channels_last=config.channels_last and device.type == "cuda", device=device)
-    train_loader = GpuLoader(train_set, config.batch_size, shuffle=True, augment=config.augment, drop_last=True,
-                             seed=config.seed, **options)
+    train_loader = GpuLoader(
+        train_set, config.batch_size, shuffle=True, augment=config.augment, drop_last=True, seed=config.seed, **options
+    )
     test_loader = None
     if test_set is not None:
         batch_size = eval_batch_size or get_profile().eval_batch_size
         test_loader = GpuLoader(test_set, batch_size, shuffle=False, augment=False, drop_last=False, **options)
     history = fit(model, config, train_loader, test_loader, run_dir=run_dir, progress=progress)
     model.eval()
-    snapshots = {e: run_dir / f"epoch_{e:04d}.pt" for e in config.snapshot_epochs
-                 if (run_dir / f"epoch_{e:04d}.pt").exists()}
+    snapshots = {
+        e: run_dir / f"epoch_{e:04d}.pt" for e in config.snapshot_epochs if (run_dir / f"epoch_{e:04d}.pt").exists()
+    }
     return Run(config, model, history, run_dir, train_set, snapshots)

@@ -20,8 +20,7 @@ def collapse_explorer(snapshots: dict, classes: list[str], shown: tuple[int, int
     snapshots: {epoch: FeatureSet} (training features at each saved epoch); ``shown``: the three classes.
     """
     epochs = sorted(snapshots)
-    slider = widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
-                                     continuous_update=False)
+    slider = widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch", continuous_update=False)
     output = widgets.Output()
 
     def draw(change=None):
@@ -49,18 +48,25 @@ def threshold_explorer(scores: dict[str, dict], id_name: str = "ID"):
     sets = [name for name in scores[detectors[0]] if name != id_name]
     detector = widgets.Dropdown(options=detectors, description="detector")
     ood_set = widgets.Dropdown(options=sets, description="OOD set")
-    threshold = widgets.FloatSlider(description="threshold τ", continuous_update=False, readout_format=".4g",
-                                    layout=widgets.Layout(width="70%"))
+    threshold = widgets.FloatSlider(
+        description="threshold τ", continuous_update=False, readout_format=".4g", layout=widgets.Layout(width="70%")
+    )
     output = widgets.Output()
-    updating = []                                    # non-empty while the slider's range is being reset
+    updating = []  # non-empty while the slider's range is being reset
 
     def draw(change=None):
         if updating:
             return
         with output:
             output.clear_output(wait=True)
-            fig = plots.plot_threshold(scores[detector.value][id_name], scores[detector.value][ood_set.value],
-                                       threshold.value, detector.value, ood_set.value, id_name)
+            fig = plots.plot_threshold(
+                scores[detector.value][id_name],
+                scores[detector.value][ood_set.value],
+                threshold.value,
+                detector.value,
+                ood_set.value,
+                id_name,
+            )
             display(fig)
             plt.close(fig)
 
@@ -69,11 +75,11 @@ def threshold_explorer(scores: dict[str, dict], id_name: str = "ID"):
         both = torch.cat([ind, torch.as_tensor(scores[detector.value][ood_set.value]).detach().double().flatten()])
         low, high = both.min().item(), both.max().item()
         updating.append(True)
-        threshold.max = max(high, threshold.max)                              # widen first: min ≤ max always
+        threshold.max = max(high, threshold.max)  # widen first: min ≤ max always
         threshold.min = low
         threshold.max = high if high > low else low + 1
         threshold.step = (threshold.max - low) / 500
-        threshold.value = ood.threshold_at_tpr(ind, 0.95)                   # keeps 95 % of ID
+        threshold.value = ood.threshold_at_tpr(ind, 0.95)  # keeps 95 % of ID
         updating.clear()
         draw()
 

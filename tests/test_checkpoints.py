@@ -40,6 +40,6 @@ def test_the_rng_state_round_trips_through_a_checkpoint(tmp_path):
     checkpoints.save_checkpoint({"format": checkpoints.FORMAT, "model": {}, "rng": saved}, tmp_path / "r.pt")
     expected = (torch.rand(3), np.random.rand(3), random.random())
     torch.manual_seed(9), np.random.seed(9), random.seed(9)
-    checkpoints.set_rng_state(checkpoints.load_checkpoint(tmp_path / "r.pt")["rng"])   # weights_only=True
+    checkpoints.set_rng_state(checkpoints.load_checkpoint(tmp_path / "r.pt")["rng"])  # weights_only=True
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]

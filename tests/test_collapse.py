@@ -6,13 +6,27 @@ import numpy as np
 import pytest
 import torch
 
-from nclab.collapse import (between_class_covariance, centred_means, class_means, gram_of_means, nc5,
-                            nc_metrics, per_class_variability, within_class_covariance)
+from nclab.collapse import (
+    between_class_covariance,
+    centred_means,
+    class_means,
+    gram_of_means,
+    nc5,
+    nc_metrics,
+    per_class_variability,
+    within_class_covariance,
+)
 from nclab.etf import simplex_etf
 
 NC_KEYS = {"nc1", "nc1_trace_ratio", "nc2_equinorm_means", "nc2_equiangular_means", "nc2_maxangle_means"}
-WEIGHT_KEYS = {"nc2_equinorm_weights", "nc2_equiangular_weights", "nc2_maxangle_weights", "nc2_etf_distance",
-               "nc3", "nc4_ncc_mismatch"}
+WEIGHT_KEYS = {
+    "nc2_equinorm_weights",
+    "nc2_equiangular_weights",
+    "nc2_maxangle_weights",
+    "nc2_etf_distance",
+    "nc3",
+    "nc4_ncc_mismatch",
+}
 
 
 def f64(values):
@@ -21,7 +35,7 @@ def f64(values):
 
 def etf_features(C=5, p=8, per_class=4, dtype=torch.float64):
     """Every sample sits exactly on its class's simplex-ETF vertex."""
-    E = simplex_etf(C, p)                                                    # (C, p), rows = vertices
+    E = simplex_etf(C, p)  # (C, p), rows = vertices
     labels = torch.arange(C).repeat(per_class)
     return E[labels].to(dtype), labels, E
 
@@ -52,17 +66,18 @@ def naive_pieces(features, labels):
 
 def naive_nc1(Sigma_W, Sigma_B, C):
     lam, V = np.linalg.eigh(Sigma_B)
-    lam, V = lam[-(C - 1):], V[:, -(C - 1):]                                 # top C−1 eigenpairs
+    lam, V = lam[-(C - 1) :], V[:, -(C - 1) :]  # top C−1 eigenpairs
     return np.trace(Sigma_W @ V @ np.diag(1 / lam) @ V.T) / C
 
 
 # ---- a perfect simplex ETF: every metric at its ideal 0 -------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("p", [8, 4])                                        # p = C − 1 = 4: the tightest fit
+@pytest.mark.parametrize("p", [8, 4])  # p = C − 1 = 4: the tightest fit
 def test_features_on_a_simplex_etf_are_fully_collapsed(dtype, p):
     H, y, E = etf_features(C=5, p=p, dtype=dtype)
-    out = nc_metrics(H, y, weight=E.to(dtype))                              # W = Mᵀ: rows = centred means
+    out = nc_metrics(H, y, weight=E.to(dtype))  # W = Mᵀ: rows = centred means
     assert set(out) == NC_KEYS | WEIGHT_KEYS and all(type(v) is float for v in out.values())
     for key, value in out.items():
         assert value == pytest.approx(0, abs=1e-6), key
@@ -78,14 +93,14 @@ def test_nc4_follows_the_bias_on_shifted_noisy_etf():
     # centred means are the ETF rows: equinorm). W = centred means.
     C, p = 5, 8
     E = simplex_etf(C, p)
-    U = 0.1 * torch.eye(p, dtype=torch.float64)[:3]                          # three noise directions
-    noise = torch.cat([U, -U])                                               # (6, p), zero mean
-    a = 3 * E[0]                                                             # global shift towards class 0
-    H = (E[:, None, :] + a + noise[None]).reshape(-1, p)                     # (C·6, p)
+    U = 0.1 * torch.eye(p, dtype=torch.float64)[:3]  # three noise directions
+    noise = torch.cat([U, -U])  # (6, p), zero mean
+    a = 3 * E[0]  # global shift towards class 0
+    H = (E[:, None, :] + a + noise[None]).reshape(-1, p)  # (C·6, p)
     y = torch.arange(C).repeat_interleave(len(noise))
     means, _ = class_means(H, y)
     M, mu_G = centred_means(means)
-    W = M.T                                                                  # (C, p)
+    W = M.T  # (C, p)
     # b = −W μ_G: l_c = (μ_c − μ_G)ᵀ(h − μ_G), the NCC rule for equinorm centred means → no mismatch.
     out = nc_metrics(H, y, weight=W, bias=-W @ mu_G)
     assert out["nc4_ncc_mismatch"] == pytest.approx(0, abs=1e-12)
@@ -99,11 +114,12 @@ def test_nc4_follows_the_bias_on_shifted_noisy_etf():
 
 # ---- a hand-built 3-class case in R² --------------------------------------------------------------------
 
+
 def hand_case():
     # class 0: (1,0), (3,0)      → μ_0 = (2, 0),  deviations (∓1, 0)
     # class 1: (0,.5), (0,3.5)   → μ_1 = (0, 2),  deviations (0, ∓1.5)
     # class 2: (−1,−2), (−3,−2)  → μ_2 = (−2,−2), deviations (±1, 0)
-    H = torch.tensor([[1, 0], [3, 0], [0, .5], [0, 3.5], [-1, -2], [-3, -2]], dtype=torch.float64)
+    H = torch.tensor([[1, 0], [3, 0], [0, 0.5], [0, 3.5], [-1, -2], [-3, -2]], dtype=torch.float64)
     return H, torch.tensor([0, 0, 1, 1, 2, 2])
 
 
@@ -111,7 +127,7 @@ def test_hand_built_case_pieces():
     H, y = hand_case()
     means, counts = class_means(H, y)
     assert means.tolist() == [[2, 0], [0, 2], [-2, -2]] and counts.tolist() == [2, 2, 2]
-    M, mu_G = centred_means(means)                                           # μ_G = 0, so M = μᵀ
+    M, mu_G = centred_means(means)  # μ_G = 0, so M = μᵀ
     assert mu_G.tolist() == [0, 0] and M.tolist() == [[2, 0, -2], [0, 2, -2]]
     # Σ_B = (1/3)[(4,0;0,0) + (0,0;0,4) + (4,4;4,4)] = (1/3)(8,4;4,8)
     assert torch.allclose(between_class_covariance(means), f64([[8, 4], [4, 8]]) / 3)
@@ -126,7 +142,7 @@ def test_hand_built_case_pieces():
 
 def test_hand_built_case_metrics():
     H, y = hand_case()
-    W = torch.tensor([[1., 0], [0, 1], [-1, 0]], dtype=torch.float64)
+    W = torch.tensor([[1.0, 0], [0, 1], [-1, 0]], dtype=torch.float64)
     out = nc_metrics(H, y, weight=W)
     # Σ_B⁻¹ = (1/4)(2,−1;−1,2) (rank 2 = C−1 = p); Tr(Σ_W Σ_B⁻¹) = (1/4)(2·2/3 + 2·3/4) = 17/24; /C = 17/72
     assert out["nc1"] == pytest.approx(17 / 72, rel=1e-12)
@@ -143,8 +159,11 @@ def test_hand_built_case_metrics():
     assert out["nc2_equiangular_weights"] == pytest.approx(1 / math.sqrt(3))
     assert out["nc2_maxangle_weights"] == pytest.approx(0.5)
     # W Wᵀ = (1,0,−1; 0,1,0; −1,0,1), ‖·‖_F = √5; target (I − 11ᵀ/3)/√2: 2/(3√2) on, −1/(3√2) off
-    d2 = 3 * (1 / math.sqrt(5) - 2 / (3 * math.sqrt(2))) ** 2 + 4 * (1 / (3 * math.sqrt(2))) ** 2 \
+    d2 = (
+        3 * (1 / math.sqrt(5) - 2 / (3 * math.sqrt(2))) ** 2
+        + 4 * (1 / (3 * math.sqrt(2))) ** 2
         + 2 * (-1 / math.sqrt(5) + 1 / (3 * math.sqrt(2))) ** 2
+    )
     assert out["nc2_etf_distance"] == pytest.approx(math.sqrt(d2))
     # ‖W‖_F = √3, ‖M‖_F = 4: ‖Wᵀ/√3 − M/4‖² = 3(1/√3 − 1/2)² + (1/2)² = 2 − √3
     assert out["nc3"] == pytest.approx(2 - math.sqrt(3))
@@ -156,6 +175,7 @@ def test_hand_built_case_metrics():
 
 
 # ---- invariances and naive references -------------------------------------------------------------------
+
 
 def test_nc1_invariant_to_global_shift_and_scale():
     H, y = random_features()
@@ -178,7 +198,7 @@ def test_covariances_and_nc1_match_a_naive_loop(dtype):
     assert np.linalg.norm(Sigma_W - Sigma_W_ref) <= 1e-8 * np.linalg.norm(Sigma_W_ref)
     assert np.linalg.norm(Sigma_B - Sigma_B_ref) <= 1e-8 * np.linalg.norm(Sigma_B_ref)
     out = nc_metrics(H, y)
-    rel = 1e-8 if dtype == torch.float64 else 1e-5                           # float32 path: float32 products
+    rel = 1e-8 if dtype == torch.float64 else 1e-5  # float32 path: float32 products
     assert out["nc1"] == pytest.approx(naive_nc1(Sigma_W_ref, Sigma_B_ref, 6), rel=rel)
     assert out["nc1_trace_ratio"] == pytest.approx(np.trace(Sigma_W_ref) / np.trace(Sigma_B_ref), rel=rel)
 
@@ -197,16 +217,16 @@ def test_nc1_keeps_only_the_top_c_minus_1_eigenpairs():
     # The hand case lifted to R³ with z = ±1 inside every class (means keep z = 0), then rotated at random:
     # Σ_B has rank 2 and a third eigenvalue that is zero only up to rounding (≈ 1e-16).
     H2, y = hand_case()
-    z = torch.tensor([1., -1, 1, -1, 1, -1], dtype=torch.float64)[:, None]
+    z = torch.tensor([1.0, -1, 1, -1, 1, -1], dtype=torch.float64)[:, None]
     Q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     H = torch.cat([H2, z], dim=1) @ Q.T
     Sigma_W, Sigma_B, _ = naive_pieces(H, y)
     lam, V = np.linalg.eigh(Sigma_B)
     with np.errstate(divide="ignore"):
-        nc1_all_eigenpairs = np.trace(Sigma_W @ V @ np.diag(1 / lam) @ V.T) / 3   # the SPEC §9 pitfall
+        nc1_all_eigenpairs = np.trace(Sigma_W @ V @ np.diag(1 / lam) @ V.T) / 3  # the SPEC §9 pitfall
     assert abs(nc1_all_eigenpairs) > 1e6
     out = nc_metrics(H, y)
-    assert out["nc1"] == pytest.approx(17 / 72, rel=1e-9)                    # z-spread is outside span(M)
+    assert out["nc1"] == pytest.approx(17 / 72, rel=1e-9)  # z-spread is outside span(M)
     assert out["nc1_trace_ratio"] == pytest.approx((17 / 12 + 1) / (16 / 3), rel=1e-9)
 
 
@@ -214,12 +234,12 @@ def test_nc1_drops_eigenvalues_that_are_zero_when_two_class_means_coincide():
     # class 0: (1, ±1) → μ_0 = (1, 0); class 1: (1, ±2) → μ_1 = (1, 0); class 2: (−2 ± 1, 0) → μ_2 = (−2, 0).
     # μ_G = 0, Σ_B = diag(1 + 1 + 4, 0)/3 = diag(2, 0): rank 1 < C − 1, Σ_B† = diag(1/2, 0).
     # Σ_W = diag(1 + 1, 1 + 1 + 4 + 4)/6 = diag(1/3, 5/3); Tr(Σ_W Σ_B†) = 1/6; nc1 = 1/18.
-    H = torch.tensor([[1., 1], [1, -1], [1, 2], [1, -2], [-1, 0], [-3, 0]], dtype=torch.float64)
+    H = torch.tensor([[1.0, 1], [1, -1], [1, 2], [1, -2], [-1, 0], [-3, 0]], dtype=torch.float64)
     y = torch.tensor([0, 0, 1, 1, 2, 2])
     Q, _ = torch.linalg.qr(torch.randn(2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
-    out = nc_metrics(H @ Q.T, y)                                             # rotated: the zero is only ≈ 0
+    out = nc_metrics(H @ Q.T, y)  # rotated: the zero is only ≈ 0
     assert out["nc1"] == pytest.approx(1 / 18, rel=1e-9)
-    assert out["nc1_trace_ratio"] == pytest.approx(2 / 2, rel=1e-9)            # Tr Σ_W = 2, Tr Σ_B = 2
+    assert out["nc1_trace_ratio"] == pytest.approx(2 / 2, rel=1e-9)  # Tr Σ_W = 2, Tr Σ_B = 2
 
 
 @pytest.mark.parametrize("offset", [0, 20, 200])
@@ -228,7 +248,7 @@ def test_float32_features_with_a_large_offset_stay_accurate(offset):
     # it multiplies; multiplying first would lose ~4 digits at offset 200)
     H, y = random_features(C=10, p=64)
     H32 = (H + offset * H.abs().max()).float()
-    exact, single = nc_metrics(H32.double(), y), nc_metrics(H32, y)          # the same numbers, float64 vs 32
+    exact, single = nc_metrics(H32.double(), y), nc_metrics(H32, y)  # the same numbers, float64 vs 32
     for key in exact:
         assert single[key] == pytest.approx(exact[key], rel=1e-6), key
 
@@ -243,7 +263,7 @@ def test_class_means_torch_and_numpy_agree():
 
 
 def test_two_classes_are_trivially_equiangular():
-    H = torch.tensor([[1., 0], [1, 1], [-1, 0], [-1, -1]])
+    H = torch.tensor([[1.0, 0], [1, 1], [-1, 0], [-1, -1]])
     out = nc_metrics(H, torch.tensor([0, 0, 1, 1]))
     assert out["nc2_equiangular_means"] == 0 and out["nc2_maxangle_means"] == pytest.approx(0, abs=1e-7)
 
@@ -259,23 +279,27 @@ def test_gpu_matches_cpu():
 
 # ---- bad input ------------------------------------------------------------------------------------------
 
+
 def with_value(H, i, j, value):
     H = H.clone()
     H[i, j] = value
     return H
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda H, y: (H[:-1], y), "rows but labels"),
-    (lambda H, y: (H[0], y), "2-D"),
-    (lambda H, y: (H[None], y), "2-D"),
-    (lambda H, y: (with_value(H, 3, 1, float("nan")), y), "NaN or inf"),
-    (lambda H, y: (with_value(H, 0, 0, -float("inf")), y), "NaN or inf"),
-    (lambda H, y: (H, torch.where(y == 1, 6, y)), r"class\(es\) \[1\] have no samples"),   # labels skip 1
-    (lambda H, y: (H, torch.where(y == 2, -1, y)), "negative"),
-    (lambda H, y: (H, y.double()), "integer"),
-    (lambda H, y: (H, torch.zeros_like(y)), "at least 2 classes"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda H, y: (H[:-1], y), "rows but labels"),
+        (lambda H, y: (H[0], y), "2-D"),
+        (lambda H, y: (H[None], y), "2-D"),
+        (lambda H, y: (with_value(H, 3, 1, float("nan")), y), "NaN or inf"),
+        (lambda H, y: (with_value(H, 0, 0, -float("inf")), y), "NaN or inf"),
+        (lambda H, y: (H, torch.where(y == 1, 6, y)), r"class\(es\) \[1\] have no samples"),  # labels skip 1
+        (lambda H, y: (H, torch.where(y == 2, -1, y)), "negative"),
+        (lambda H, y: (H, y.double()), "integer"),
+        (lambda H, y: (H, torch.zeros_like(y)), "at least 2 classes"),
+    ],
+)
 def test_bad_features_or_labels_raise(make, match):
     H, y = random_features()
     with pytest.raises(ValueError, match=match):
@@ -283,7 +307,7 @@ def test_bad_features_or_labels_raise(make, match):
 
 
 def test_num_classes_errors():
-    H, y = random_features()                                                 # labels 0..5
+    H, y = random_features()  # labels 0..5
     with pytest.raises(ValueError, match=r"class\(es\) \[6\] have no samples"):
         class_means(H, y, num_classes=7)
     with pytest.raises(ValueError, match="found label 5"):
@@ -291,7 +315,7 @@ def test_num_classes_errors():
 
 
 def test_bad_weight_bias_and_dimension_raise():
-    H, y = random_features()                                                 # C = 6, p = 10
+    H, y = random_features()  # C = 6, p = 10
     with pytest.raises(ValueError, match=r"weight must have shape \(C, p\) = \(6, 10\)"):
         nc_metrics(H, y, weight=torch.zeros(10, 6))
     with pytest.raises(ValueError, match="bias must have shape"):
@@ -299,13 +323,14 @@ def test_bad_weight_bias_and_dimension_raise():
     with pytest.raises(ValueError, match="NaN or inf"):
         nc_metrics(H, y, weight=torch.full((6, 10), float("nan")))
     with pytest.raises(ValueError, match="fewer than C - 1"):
-        nc_metrics(H[:, :4], y)                                              # p = 4 < C − 1 = 5
+        nc_metrics(H[:, :4], y)  # p = 4 < C − 1 = 5
 
 
 # ---- NC5 and the simplex ETF ----------------------------------------------------------------------------
 
+
 def test_identical_class_means_and_zero_ood_mean_raise():
-    H = torch.tensor([[1., 0], [-1, 0], [0, 1], [0, -1]])                   # both class means are 0
+    H = torch.tensor([[1.0, 0], [-1, 0], [0, 1], [0, -1]])  # both class means are 0
     with pytest.raises(ValueError, match="all class means coincide"):
         nc_metrics(H, torch.tensor([0, 0, 1, 1]))
     with pytest.raises(ValueError, match="mean OOD feature is zero"):
@@ -315,33 +340,36 @@ def test_identical_class_means_and_zero_ood_mean_raise():
 def test_half_precision_and_integer_features_are_upcast():
     H, y = hand_case()
     expected = nc_metrics(H, y)
-    assert nc_metrics(H.half(), y) == pytest.approx(expected, rel=1e-6)      # the hand case is exact in fp16
-    assert nc_metrics((2 * H).long(), y) == pytest.approx(expected, rel=1e-12)   # integers: 2H is integral
+    assert nc_metrics(H.half(), y) == pytest.approx(expected, rel=1e-6)  # the hand case is exact in fp16
+    assert nc_metrics((2 * H).long(), y) == pytest.approx(expected, rel=1e-12)  # integers: 2H is integral
 
 
 def test_nc5_orthogonal_parallel_and_in_between():
-    H = torch.tensor([[1., 0, 0], [3, 0, 0], [0, 2, 0], [0, 4, 0]])          # μ_0 = 2e_0, μ_1 = 3e_1
+    H = torch.tensor([[1.0, 0, 0], [3, 0, 0], [0, 2, 0], [0, 4, 0]])  # μ_0 = 2e_0, μ_1 = 3e_1
     y = torch.tensor([0, 0, 1, 1])
-    assert nc5(H, y, torch.tensor([[0., 0, 1], [0, 0, 3]])) == pytest.approx(0, abs=1e-12)
-    assert nc5(H, y, np.array([[1., 1, 0], [1, 1, 0]])) == pytest.approx(1 / math.sqrt(2))   # cos = 1/√2 each
-    H_parallel = torch.tensor([[1., 0, 0], [2, 0, 0], [-3, 0, 0]])           # μ_0 = 1.5e_0, μ_1 = −3e_0
-    assert nc5(H_parallel, torch.tensor([0, 0, 1]), torch.tensor([[-2., 0, 0]])) == pytest.approx(1)
+    assert nc5(H, y, torch.tensor([[0.0, 0, 1], [0, 0, 3]])) == pytest.approx(0, abs=1e-12)
+    assert nc5(H, y, np.array([[1.0, 1, 0], [1, 1, 0]])) == pytest.approx(1 / math.sqrt(2))  # cos = 1/√2 each
+    H_parallel = torch.tensor([[1.0, 0, 0], [2, 0, 0], [-3, 0, 0]])  # μ_0 = 1.5e_0, μ_1 = −3e_0
+    assert nc5(H_parallel, torch.tensor([0, 0, 1]), torch.tensor([[-2.0, 0, 0]])) == pytest.approx(1)
     with pytest.raises(ValueError, match="dimensions"):
         nc5(H, y, torch.zeros(2, 2))
 
 
 # --- layer-wise NC1, the report's table, NC over training -----------------------------------------------
 
+
 def test_ncc_predictions_by_hand():
     means = f64([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
     h = f64([[0.5, 0.5], [3.0, 1.0], [1.0, 3.5], [2.1, 0.0]])
     from nclab.collapse import ncc_predictions
+
     assert ncc_predictions(h, means).tolist() == [0, 1, 2, 1]
 
 
 def test_variability_metrics_work_below_c_minus_1_dimensions():
     from nclab.collapse import variability_metrics
-    features, labels = random_features(C=6, p=3)                              # p = 3 < C − 1 = 5
+
+    features, labels = random_features(C=6, p=3)  # p = 3 < C − 1 = 5
     with pytest.raises(ValueError, match="variability_metrics"):
         nc_metrics(features, labels)
     out = variability_metrics(features, labels)
@@ -355,9 +383,10 @@ def test_variability_metrics_work_below_c_minus_1_dimensions():
 
 def test_practical_work_metrics_on_a_perfect_simplex_etf():
     from nclab.collapse import practical_work_metrics
+
     features, labels, E = etf_features(C=5, p=8)
     M, _ = centred_means(class_means(features, labels)[0])
-    table = practical_work_metrics(features, labels, 3 * M.T)                          # W ∝ Mᵀ: self-dual
+    table = practical_work_metrics(features, labels, 3 * M.T)  # W ∝ Mᵀ: self-dual
     assert table["tr(S_W)/tr(S_B)"] == pytest.approx(0, abs=1e-12)
     assert table["||S_W||_F/||S_B||_F"] == pytest.approx(0, abs=1e-12)
     assert table["||G - G_etf||_F/||G_etf||_F"] == pytest.approx(0, abs=1e-9)
@@ -370,6 +399,7 @@ def test_practical_work_metrics_on_a_perfect_simplex_etf():
 
 def test_report_frobenius_ratio_by_naive_formula():
     from nclab.collapse import practical_work_metrics
+
     features, labels = random_features(C=4, p=6)
     W = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     Sigma_W, Sigma_B, _ = naive_pieces(features, labels)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -33,7 +35,7 @@ def test_profiles_respect_the_course_limits():
 
 
 def test_profiles_are_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.PROFILES["smoke"].epochs = 100
 
 

@@ -21,6 +21,7 @@ def _pixels(x):
 
 # --- augmentation as tensor ops -----------------------------------------------------------------------
 
+
 def test_random_crop_matches_torchvision_pad_then_crop():
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     shifts = torch.tensor([[0, 0], [8, 8], [4, 4], [0, 8], [3, 5], [7, 1]])
@@ -49,6 +50,7 @@ def test_random_flip_mirrors_only_the_chosen_images():
 
 # --- the loader -------------------------------------------------------------------------------------
 
+
 def _labelled_set(n=50, classes=5):
     labels = torch.arange(n) % classes
     return data.ImageSet(_constant_images(labels * 40 + 10), labels, [str(c) for c in range(classes)], "toy/train")
@@ -59,7 +61,7 @@ def test_loader_keeps_images_and_labels_aligned(augment):
     loader = data.GpuLoader(_labelled_set(), 8, shuffle=True, augment=augment, drop_last=False, device="cpu")
     seen = []
     for x, y, _ in loader:
-        centre = _pixels(x)[:, 0, 16, 16].round()               # crops move ≤ 4 px: the centre stays
+        centre = _pixels(x)[:, 0, 16, 16].round()  # crops move ≤ 4 px: the centre stays
         assert torch.equal(centre, (y * 40 + 10).float())
         seen.append(y)
     assert len(torch.cat(seen)) == 50
@@ -72,7 +74,7 @@ def test_loader_last_batch_policy_is_explicit():
     assert [len(y) for _, y, _ in keep] == [4, 4, 2] and len(keep) == 3
     assert [len(y) for _, y, _ in drop] == [4, 4] and len(drop) == 2
     with pytest.raises(TypeError):
-        data.GpuLoader(toy, 4, shuffle=True, augment=False)         # drop_last has no default
+        data.GpuLoader(toy, 4, shuffle=True, augment=False)  # drop_last has no default
     with pytest.raises(ValueError, match="batch_size"):
         data.GpuLoader(toy, 11, shuffle=True, augment=False, drop_last=True)
 
@@ -92,8 +94,8 @@ def test_loader_is_deterministic_per_seed_and_epoch(small_train):
 
     first, again = batches(0, 1), batches(0, 1)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
-    assert not torch.equal(first[0][0], batches(0, 2)[0][0])           # a new epoch, a new order
-    assert not torch.equal(first[0][0], batches(1, 1)[0][0])           # another seed, another order
+    assert not torch.equal(first[0][0], batches(0, 2)[0][0])  # a new epoch, a new order
+    assert not torch.equal(first[0][0], batches(1, 1)[0][0])  # another seed, another order
 
 
 def test_loader_without_augmentation_returns_the_images_in_0_1(small_train):
@@ -106,12 +108,15 @@ def test_loader_without_augmentation_returns_the_images_in_0_1(small_train):
 
 
 def test_loader_channels_last_option(small_train):
-    loader = data.GpuLoader(small_train, 8, shuffle=False, augment=True, drop_last=True, device="cpu", channels_last=True)
+    loader = data.GpuLoader(
+        small_train, 8, shuffle=False, augment=True, drop_last=True, device="cpu", channels_last=True
+    )
     x, _, _ = next(iter(loader))
     assert x.is_contiguous(memory_format=torch.channels_last)
 
 
 # --- data sets and the offline stand-in ---------------------------------------------------------------
+
 
 def test_standin_replaces_cifar100_in_cifar_format(standin_train, standin_test):
     assert standin_train.standin and "STAND-IN" in repr(standin_train)
@@ -119,7 +124,7 @@ def test_standin_replaces_cifar100_in_cifar_format(standin_train, standin_test):
     assert standin_train.classes == ["zero", "one", "two", "three", "four", "five", "six", "seven"]
     assert len(standin_train) > 3_000 and len(standin_test) > 700
     assert set(standin_train.labels.tolist()) == set(range(8))
-    assert standin_train.images.float().std() > 30                      # real pixels, not a blank image
+    assert standin_train.images.float().std() > 30  # real pixels, not a blank image
 
 
 def test_standin_is_written_in_the_real_pickle_format():
@@ -168,8 +173,9 @@ def test_subset_is_stratified_and_deterministic(standin_train):
     part = standin_train.subset(400, seed=0)
     assert len(part) == 400 and torch.bincount(part.labels).tolist() == [50] * 8
     assert torch.equal(part.images, standin_train.subset(400, seed=0).images)
-    assert not torch.equal(part.labels, standin_train.subset(400, seed=1).labels) or \
-        not torch.equal(part.images, standin_train.subset(400, seed=1).images)
+    assert not torch.equal(part.labels, standin_train.subset(400, seed=1).labels) or not torch.equal(
+        part.images, standin_train.subset(400, seed=1).images
+    )
     assert standin_train.subset(None) is standin_train
 
 
@@ -190,8 +196,8 @@ def test_noise_images_have_the_stated_distribution():
     uniform = data.noise_images("uniform", 200, seed=0)
     assert gaussian.images.shape == (200, 3, 32, 32) and gaussian.name == "gaussian-noise/test"
     assert abs(gaussian.images.float().mean().item() / 255 - 0.5) < 0.01
-    assert 0.23 < gaussian.images.float().std().item() / 255 < 0.25               # clipping at ±2σ trims a little
-    assert abs(uniform.images.float().std().item() / 255 - 12 ** -0.5) < 0.01
+    assert 0.23 < gaussian.images.float().std().item() / 255 < 0.25  # clipping at ±2σ trims a little
+    assert abs(uniform.images.float().std().item() / 255 - 12**-0.5) < 0.01
     assert torch.equal(data.noise_images("uniform", 5, seed=3).images, data.noise_images("uniform", 5, seed=3).images)
     with pytest.raises(ValueError, match="gaussian"):
         data.noise_images("pink", 3)
@@ -205,11 +211,13 @@ def test_ood_sets_of_the_smoke_profile_are_offline():
 
 # --- per-sample extras, padding, normalisation, content fingerprint ------------------------------------
 
+
 def _set_with_extras(n=60, classes=6):
     labels = torch.arange(n) % classes
     extras = {"env": labels * 7 + 1, "color": (labels % 2).bool()}
-    return data.ImageSet(_constant_images(labels * 40 + 10), labels, [str(c) for c in range(classes)], "toy/train",
-                         extras=extras)
+    return data.ImageSet(
+        _constant_images(labels * 40 + 10), labels, [str(c) for c in range(classes)], "toy/train", extras=extras
+    )
 
 
 @pytest.mark.parametrize("augment", [False, True])
@@ -219,9 +227,10 @@ def test_loader_extras_stay_aligned_with_labels_through_shuffling(augment):
     loader.set_epoch(2)
     indices = []
     for x, y, extras in loader:
+        assert torch.equal(_pixels(x)[:, 0, 16, 16].round(), (y * 40 + 10).float())  # the image is the label's
         assert set(extras) == {"index", "env", "color"}
         assert torch.equal(extras["env"], y * 7 + 1) and torch.equal(extras["color"], (y % 2).bool())
-        assert torch.equal(toy.labels[extras["index"]], y)                  # index points at the sample itself
+        assert torch.equal(toy.labels[extras["index"]], y)  # index points at the sample itself
         indices.append(extras["index"])
     order = torch.cat(indices)
     assert sorted(order.tolist()) == list(range(60)) and order.tolist() != list(range(60))
@@ -245,30 +254,32 @@ def test_extras_are_checked():
 
 @pytest.mark.parametrize("padding", [0, 2, 4])
 def test_crop_offsets_follow_the_padding(padding):
-    white = data.ImageSet(torch.full((64, 3, 8, 8), 255, dtype=torch.uint8), torch.zeros(64, dtype=torch.long),
-                          ["white"], "white/train")
+    white = data.ImageSet(
+        torch.full((64, 3, 8, 8), 255, dtype=torch.uint8), torch.zeros(64, dtype=torch.long), ["white"], "white/train"
+    )
     loader = data.GpuLoader(white, 64, shuffle=False, augment=True, drop_last=True, device="cpu", padding=padding)
     x, _, _ = next(iter(loader))
-    dark_rows = (x[:, 0].amax(dim=2) == 0).sum(dim=1)                       # zero-padding rows in each crop
+    dark_rows = (x[:, 0].amax(dim=2) == 0).sum(dim=1)  # zero-padding rows in each crop
     dark_cols = (x[:, 0].amax(dim=1) == 0).sum(dim=1)
-    assert dark_rows.max() == padding and dark_cols.max() == padding        # offsets reach 0 and 2·padding …
-    assert dark_rows.min() == 0                                             # … and the centre
+    assert dark_rows.max() == padding and dark_cols.max() == padding  # offsets reach 0 and 2·padding …
+    assert dark_rows.min() == 0  # … and the centre
 
 
 def test_normalisation_belongs_to_the_data_set(standin_train, standin_test):
     mean, std = data.channel_statistics(standin_train.images)
     assert torch.allclose(torch.tensor(standin_train.normalization), torch.tensor((mean, std)), atol=1e-6)
-    assert standin_test.normalization == standin_train.normalization        # the training split's statistics
-    assert abs(standin_train.normalization[0][0] - data.CIFAR100_MEAN[0]) > 0.1      # the stand-in's, not CIFAR-100's
+    assert standin_test.normalization == standin_train.normalization  # the training split's statistics
+    assert abs(standin_train.normalization[0][0] - data.CIFAR100_MEAN[0]) > 0.1  # the stand-in's, not CIFAR-100's
     assert data.NORMALIZATION["cifar100"] == (data.CIFAR100_MEAN, data.CIFAR100_STD)
     assert data.NORMALIZATION["svhn"] != data.NORMALIZATION["cifar10"]
     near = data.load("cifar10", "test", standin=True)
     assert near.normalization != standin_train.normalization
     plain = data.ImageSet(_constant_images([0, 255]), torch.tensor([0, 1]), ["a", "b"], "x")
-    assert torch.allclose(torch.tensor(plain.normalization), torch.full((2, 3), 0.5))   # computed when not given
+    assert torch.allclose(torch.tensor(plain.normalization), torch.full((2, 3), 0.5))  # computed when not given
     with pytest.raises(ValueError, match="normalization"):
-        data.ImageSet(_constant_images([0, 255]), torch.tensor([0, 1]), ["a", "b"], "x",
-                      normalization=((0.5,) * 3, (0.0,) * 3))
+        data.ImageSet(
+            _constant_images([0, 255]), torch.tensor([0, 1]), ["a", "b"], "x", normalization=((0.5,) * 3, (0.0,) * 3)
+        )
 
 
 def test_fingerprint_follows_the_content(standin_train):

@@ -11,15 +11,15 @@ from nclab.etf import simplex_etf, simplex_etf_gram
 def test_simplex_etf_rows_have_the_etf_gram(C, p):
     E = simplex_etf(C, p, seed=3)
     assert E.shape == (C, p) and E.dtype == torch.float64
-    assert torch.allclose(E @ E.T, simplex_etf_gram(C), atol=1e-12)            # unit rows, cos = −1/(C−1)
-    assert torch.allclose(E.sum(0), torch.zeros(p, dtype=torch.float64), atol=1e-12)   # centred
+    assert torch.allclose(E @ E.T, simplex_etf_gram(C), atol=1e-12)  # unit rows, cos = −1/(C−1)
+    assert torch.allclose(E.sum(0), torch.zeros(p, dtype=torch.float64), atol=1e-12)  # centred
     assert torch.allclose(gram_of_means(E), simplex_etf_gram(C), atol=1e-12)
     assert torch.equal(E, simplex_etf(C, p, seed=3))
-    assert p == 1 or not torch.allclose(E, simplex_etf(C, p, seed=4))          # another seed, another rotation
+    assert p == 1 or not torch.allclose(E, simplex_etf(C, p, seed=4))  # another seed, another rotation
 
 
 def test_simplex_etf_gram_by_hand_and_too_few_dimensions():
-    expected = torch.tensor([[1, -.5, -.5], [-.5, 1, -.5], [-.5, -.5, 1]], dtype=torch.float64)
+    expected = torch.tensor([[1, -0.5, -0.5], [-0.5, 1, -0.5], [-0.5, -0.5, 1]], dtype=torch.float64)
     assert torch.allclose(simplex_etf_gram(3), expected)
     assert torch.allclose(simplex_etf_gram(2), torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64))
     with pytest.raises(ValueError, match="p >= C - 1"):

@@ -17,8 +17,12 @@ from nclab import data, exercises
 from nclab.exercises import NOT_ANSWERED, check, core, notebook01, notebook02, notebook03, notebook04, run_check
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = {"01": notebook01.EXERCISES, "02": notebook02.EXERCISES, "03": notebook03.EXERCISES,
-          "04": notebook04.EXERCISES}
+TABLES = {
+    "01": notebook01.EXERCISES,
+    "02": notebook02.EXERCISES,
+    "03": notebook03.EXERCISES,
+    "04": notebook04.EXERCISES,
+}
 
 
 def _not_implemented(*args, **kwargs):
@@ -26,6 +30,7 @@ def _not_implemented(*args, **kwargs):
 
 
 # --- reference answers and typical mistakes ------------------------------------------------------------
+
 
 def flip(images, flips):
     return torch.where(flips[:, None, None, None], images.flip(-1), images)
@@ -35,8 +40,12 @@ def crop(images, shifts, padding=4):
     B, C, H, W = images.shape
     padded = F.pad(images, (padding,) * 4)
     rows, cols = shifts[:, :1] + torch.arange(H), shifts[:, 1:] + torch.arange(W)
-    return padded[torch.arange(B)[:, None, None, None], torch.arange(C)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]
+    return padded[
+        torch.arange(B)[:, None, None, None],
+        torch.arange(C)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
 
 
 def stem(width):
@@ -56,23 +65,37 @@ MISTAKES = {  # (exercise, typical wrong answer, what the message must say)
     "flip in place": ("01_flip", lambda x, f: x.copy_(flip(x, f)), "in place"),
     "crop swapped": ("01_crop", lambda x, s: crop(x, s.flip(1)), "rows and columns are swapped"),
     "crop wrong way": ("01_crop", lambda x, s: crop(x, 8 - s), "moves the wrong way"),
-    "crop by roll": ("01_crop", lambda x, s: torch.stack([i.roll((4 - int(r), 4 - int(c)), (-2, -1))
-                                                           for i, (r, c) in zip(x, s)]), "wrap around"),
+    "crop by roll": (
+        "01_crop",
+        lambda x, s: torch.stack([i.roll((4 - int(r), 4 - int(c)), (-2, -1)) for i, (r, c) in zip(x, s)]),
+        "wrap around",
+    ),
     "crop padded size": ("01_crop", lambda x, s: F.pad(x, (4,) * 4), "the padded size"),
-    "crop loop of 32": ("01_crop", lambda x, s: torch.stack([F.pad(i, (4,) * 4)[:, r:r + 32, c:c + 32]
-                                                              for i, (r, c) in zip(x, s.tolist())]),
-                        "hand case: the 3×3 image [[1, 2, 3], [4, 5, 6], [7, 8, 9]] at shifts (4, 4), (3, 4), (5, 5), "
-                        "(0, 0): your code raised RuntimeError"),
+    "crop loop of 32": (
+        "01_crop",
+        lambda x, s: torch.stack([F.pad(i, (4,) * 4)[:, r : r + 32, c : c + 32] for i, (r, c) in zip(x, s.tolist())]),
+        "hand case: the 3×3 image [[1, 2, 3], [4, 5, 6], [7, 8, 9]] at shifts (4, 4), (3, 4), (5, 5), "
+        "(0, 0): your code raised RuntimeError",
+    ),
     "stride 2 stem": ("01_stem", lambda w: nn.Conv2d(3, w, 3, stride=2, padding=1, bias=False), "stride is (2, 2)"),
-    "ImageNet stem": ("01_stem", lambda w: nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False),
-                      "kernel_size is (7, 7)"),
+    "ImageNet stem": (
+        "01_stem",
+        lambda w: nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False),
+        "kernel_size is (7, 7)",
+    ),
     "no padding": ("01_stem", lambda w: nn.Conv2d(3, w, 3, bias=False), "padding is (0, 0)"),
     "stem bias": ("01_stem", lambda w: nn.Conv2d(3, w, 3, padding=1), "has a bias"),
-    "fixed width": ("01_stem", lambda w: nn.Conv2d(3, 16, 3, padding=1, bias=False),
-                    "cifar_stem_layer(24).out_channels is 16"),
+    "fixed width": (
+        "01_stem",
+        lambda w: nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        "cifar_stem_layer(24).out_channels is 16",
+    ),
     "a layer, not a function": ("01_stem", stem(16), "define a function"),
-    "decays a step late": ("01_schedule", lambda t, T, g=0.1: g ** sum(t > m for m in (T // 3, 2 * T // 3)),
-                           "your factor changes at steps [11, 21]; it should drop at steps [10, 20]"),
+    "decays a step late": (
+        "01_schedule",
+        lambda t, T, g=0.1: g ** sum(t > m for m in (T // 3, 2 * T // 3)),
+        "your factor changes at steps [11, 21]; it should drop at steps [10, 20]",
+    ),
     "ignores gamma": ("01_schedule", lambda t, T, g=0.1: schedule(t, T), "use the `gamma` argument"),
     "starts low": ("01_schedule", lambda t, T, g=0.1: 0.1 * schedule(t, T, g), "f(0) = 1"),
     "returns text": ("01_schedule", lambda t, T, g=0.1: "0.1", "returned a str"),
@@ -141,12 +164,16 @@ def test_each_exercise_is_checked_once_in_its_notebook_and_its_answer_never_reas
         if name.startswith(f"{number}_"):
             calls = [s for s in sources if f'check("{name}", {exercise.answer})' in s]
             assert len(calls) == 1, f"{path.name} should call check({name!r}, {exercise.answer}) once"
-            binds = re.compile(rf"(^\s*def\s+{exercise.answer}\b|\b{exercise.answer}\s*=[^=]"
-                               rf"|for\s+{exercise.answer}\b)", re.M)
+            binds = re.compile(
+                rf"(^\s*def\s+{exercise.answer}\b|\b{exercise.answer}\s*=[^=]"
+                rf"|for\s+{exercise.answer}\b)",
+                re.M,
+            )
             assert sum(len(binds.findall(s)) for s in sources) == 1, f"{exercise.answer} is bound more than once"
 
 
 # --- the package: one table per notebook, with the points -------------------------------------------------
+
 
 def test_every_question_has_positive_int_points_and_its_notebook_number():
     for number, table in TABLES.items():
@@ -154,8 +181,12 @@ def test_every_question_has_positive_int_points_and_its_notebook_number():
             assert name.startswith(f"{number}_"), f"{name} sits in notebook{number}.py's table"
             assert type(exercise.points) is int and exercise.points > 0, name
             assert exercises.points(name) == exercise.points and exercises.EXERCISES[name] is exercise
-    assert {number: sum(e.points for e in table.values()) for number, table in TABLES.items()} == \
-        {"01": 7, "02": 4, "03": 5, "04": 5}
+    assert {number: sum(e.points for e in table.values()) for number, table in TABLES.items()} == {
+        "01": 7,
+        "02": 4,
+        "03": 5,
+        "04": 5,
+    }
     assert list(exercises.EXERCISES) == [name for table in TABLES.values() for name in table]
 
 
@@ -174,22 +205,28 @@ def test_points_of_an_unknown_question_name_the_known_ones():
 def test_a_question_in_two_tables_raises():
     with pytest.raises(ValueError, match="'01_flip' is defined in two notebooks"):
         core.merge_tables(notebook01.EXERCISES, {"01_flip": notebook02.EXERCISES["02_nc1"]})
-    assert core.merge_tables({"01_a": exercises.EXERCISES["01_flip"]}, {"02_b": exercises.EXERCISES["02_nc1"]}) == \
-        {"01_a": exercises.EXERCISES["01_flip"], "02_b": exercises.EXERCISES["02_nc1"]}
+    assert core.merge_tables({"01_a": exercises.EXERCISES["01_flip"]}, {"02_b": exercises.EXERCISES["02_nc1"]}) == {
+        "01_a": exercises.EXERCISES["01_flip"],
+        "02_b": exercises.EXERCISES["02_nc1"],
+    }
 
 
 def test_a_question_in_two_notebooks_stops_the_import():
-    code = ("import importlib, nclab.exercises as ex\n"
-            "ex.notebook02.EXERCISES['01_flip'] = ex.notebook02.EXERCISES['02_nc1']\n"
-            "importlib.reload(ex)\n")
+    code = (
+        "import importlib, nclab.exercises as ex\n"
+        "ex.notebook02.EXERCISES['01_flip'] = ex.notebook02.EXERCISES['02_nc1']\n"
+        "importlib.reload(ex)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "ValueError: exercise '01_flip' is defined in two notebooks" in done.stderr
 
 
 @pytest.mark.parametrize("module", ["core", "notebook01", "notebook02", "notebook03", "notebook04"])
 def test_each_module_imports_first_in_a_fresh_interpreter(module):
-    code = (f"import nclab.exercises.{module}, nclab.exercises as ex\n"
-            f"assert len(ex.EXERCISES) == 13 and ex.check is not None\n")
+    code = (
+        f"import nclab.exercises.{module}, nclab.exercises as ex\n"
+        f"assert len(ex.EXERCISES) == 13 and ex.check is not None\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 

@@ -17,7 +17,7 @@ def _eval_loader(dataset, batch_size=100):
 def test_features_logits_and_labels_line_up(tiny_model, small_train):
     result = features.extract_features(tiny_model, _eval_loader(small_train))
     assert result.features.shape == (256, 32) and result.logits.shape == (256, 8) and len(result) == 256
-    assert torch.equal(result.labels, small_train.labels)                  # data order kept, last batch kept
+    assert torch.equal(result.labels, small_train.labels)  # data order kept, last batch kept
     W, b = tiny_model.head.weight.detach(), tiny_model.head.bias.detach()
     assert torch.allclose(result.logits, result.features @ W.T + b, atol=1e-5)
     x, _, _ = next(iter(_eval_loader(small_train, 10)))
@@ -86,16 +86,18 @@ def test_features_cached_with_stages_serve_a_request_without(tiny_model, small_t
 
 
 def test_features_are_keyed_on_the_images_not_the_name_and_size(tiny_model, standin_train, tmp_path):
-    a, b = standin_train.subset(100, seed=0), standin_train.subset(100, seed=1)   # same name, same size
+    a, b = standin_train.subset(100, seed=0), standin_train.subset(100, seed=1)  # same name, same size
     assert a.name == b.name and len(a) == len(b)
     fa = features.cached_features(tiny_model, a, tmp_path)
     fb = features.cached_features(tiny_model, b, tmp_path)
     assert torch.equal(fb.labels, b.labels) and not torch.equal(fa.features, fb.features)
     direct = features.extract_features(tiny_model, _eval_loader(b))
-    assert torch.equal(fb.features, direct.features)                      # the second set is not served stale
+    assert torch.equal(fb.features, direct.features)  # the second set is not served stale
     n1, n2 = data.noise_images("gaussian", 50, seed=1), data.noise_images("gaussian", 50, seed=2)
-    assert not torch.equal(features.cached_features(tiny_model, n1, tmp_path).features,
-                           features.cached_features(tiny_model, n2, tmp_path).features)
+    assert not torch.equal(
+        features.cached_features(tiny_model, n1, tmp_path).features,
+        features.cached_features(tiny_model, n2, tmp_path).features,
+    )
     assert len(list((tmp_path / "features").iterdir())) == 4
 
 
@@ -104,7 +106,7 @@ def test_first_call_and_cache_hit_return_the_same_kind_of_tensor(tiny_model, sma
     again = features.cached_features(tiny_model, small_train, tmp_path)
     for fs in (first, again):
         assert not fs.features.is_inference() and not fs.logits.is_inference()
-        probe = torch.nn.Linear(fs.features.shape[1], 8)                   # a linear probe trains on both
+        probe = torch.nn.Linear(fs.features.shape[1], 8)  # a linear probe trains on both
         loss = torch.nn.functional.cross_entropy(probe(fs.features), fs.labels)
         loss.backward()
         assert probe.weight.grad is not None
@@ -112,8 +114,15 @@ def test_first_call_and_cache_hit_return_the_same_kind_of_tensor(tiny_model, sma
 
 def test_extras_are_collected_with_the_features(tiny_model, small_train, tmp_path):
     env = (small_train.labels % 3).clone()
-    with_env = data.ImageSet(small_train.images, small_train.labels, small_train.classes, small_train.name,
-                             small_train.standin, small_train.normalization, extras={"env": env})
+    with_env = data.ImageSet(
+        small_train.images,
+        small_train.labels,
+        small_train.classes,
+        small_train.name,
+        small_train.standin,
+        small_train.normalization,
+        extras={"env": env},
+    )
     fs = features.cached_features(tiny_model, with_env, tmp_path)
     assert set(fs.extras) == {"env"} and torch.equal(fs.extras["env"], env)
     assert torch.equal(features.cached_features(tiny_model, with_env, tmp_path).extras["env"], env)
@@ -121,8 +130,13 @@ def test_extras_are_collected_with_the_features(tiny_model, small_train, tmp_pat
 
 def test_cache_uses_the_profiles_eval_batch_size(tiny_model, small_train, tmp_path, monkeypatch):
     sizes = []
-    monkeypatch.setattr(features, "extract_features",
-                        lambda model, loader, stages=False: sizes.append(loader.batch_size) or
-                        features.FeatureSet(torch.zeros(1, 32), torch.zeros(1, 8), torch.zeros(1, dtype=torch.long)))
+    monkeypatch.setattr(
+        features,
+        "extract_features",
+        lambda model, loader, stages=False: (
+            sizes.append(loader.batch_size)
+            or features.FeatureSet(torch.zeros(1, 32), torch.zeros(1, 8), torch.zeros(1, dtype=torch.long))
+        ),
+    )
     features.cached_features(tiny_model, small_train, tmp_path)
-    assert sizes == [500]                                                  # smoke profile: eval_batch_size
+    assert sizes == [500]  # smoke profile: eval_batch_size

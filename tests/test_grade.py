@@ -8,7 +8,6 @@ One session-scoped run of ``python -m nclab grade`` grades most of them (``--onl
 import subprocess
 import sys
 import textwrap
-
 from pathlib import Path
 
 import nbformat
@@ -37,8 +36,14 @@ def _cell_defining(notebook, answer):
 
 def _minimal(notebook, before=(), after=()):
     """A short submission: the imports, the cells ``before``, the exercise cells of ``notebook``, ``after``."""
-    return new_notebook(cells=[new_code_cell(IMPORTS), *map(new_code_cell, before), *_exercise_cells(notebook),
-                               *map(new_code_cell, after)])
+    return new_notebook(
+        cells=[
+            new_code_cell(IMPORTS),
+            *map(new_code_cell, before),
+            *_exercise_cells(notebook),
+            *map(new_code_cell, after),
+        ]
+    )
 
 
 CHEAT = """
@@ -72,13 +77,18 @@ get_ipython().events.register("pre_run_cell", forge)
 
 def _submissions(folder):
     instructor, student = nbformat.read(INSTRUCTOR_01, 4), nbformat.read(STUDENT_01, 4)
-    moved = nbformat.read(INSTRUCTOR_01, 4)                       # stem cell first, crop cell deleted
+    moved = nbformat.read(INSTRUCTOR_01, 4)  # stem cell first, crop cell deleted
     stem = moved.cells.pop(_cell_defining(moved, "cifar_stem_layer"))
     del moved.cells[_cell_defining(moved, "random_crop_student")]
     moved.cells.insert(0, stem)
-    notebooks = {"solved": instructor, "untouched": student, "deleted_and_reordered": moved,
-                 "cheater": _minimal(student, after=[CHEAT]), "forger": _minimal(student, before=[FORGE]),
-                 "007": new_notebook(cells=[new_code_cell("import os\nos._exit(1)")])}
+    notebooks = {
+        "solved": instructor,
+        "untouched": student,
+        "deleted_and_reordered": moved,
+        "cheater": _minimal(student, after=[CHEAT]),
+        "forger": _minimal(student, before=[FORGE]),
+        "007": new_notebook(cells=[new_code_cell("import os\nos._exit(1)")]),
+    }
     for name, notebook in notebooks.items():
         nbformat.write(notebook, folder / f"{name}.ipynb")
     (folder / "not_json.ipynb").write_text('{"cells": [ this is not JSON')
@@ -91,9 +101,24 @@ def graded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("submissions")
     _submissions(folder)
     out = folder.parent / "scores.csv"
-    done = subprocess.run([sys.executable, "-m", "nclab", "grade", str(folder), "01_train_resnet18_cifar100.ipynb",
-                           "--out", str(out), "--only-exercises", "--timeout", "300"],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nclab",
+            "grade",
+            str(folder),
+            "01_train_resnet18_cifar100.ipynb",
+            "--out",
+            str(out),
+            "--only-exercises",
+            "--timeout",
+            "300",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr
     return grade.read_scores(out).set_index("student").to_dict("index"), out, done.stdout
 
@@ -113,7 +138,7 @@ def test_the_graders_maximum_is_the_sum_of_the_notebooks_table(path, tmp_path):
     table = getattr(exercises, f"notebook{path.name[:2]}").EXERCISES
     questions = grade.questions_for(path)
     assert questions == list(table)
-    empty = tmp_path / "empty.ipynb"                       # graded without a kernel: every question 0 points
+    empty = tmp_path / "empty.ipynb"  # graded without a kernel: every question 0 points
     empty.write_bytes(b"")
     row = grade.grade_submission(empty, questions)
     assert row["max"] == sum(exercise.points for exercise in table.values())
@@ -123,8 +148,11 @@ def test_the_graders_maximum_is_the_sum_of_the_notebooks_table(path, tmp_path):
 def test_solved_notebook_gets_full_marks(graded):
     row = graded[0]["solved"]
     assert row["status"] == "ok" and row["errors"] == ""
-    assert _points(row) == {q: exercises.points(q) for q in QUESTIONS} == {"01_flip": 1, "01_crop": 2, "01_stem": 2,
-                                                                          "01_schedule": 2}
+    assert (
+        _points(row)
+        == {q: exercises.points(q) for q in QUESTIONS}
+        == {"01_flip": 1, "01_crop": 2, "01_stem": 2, "01_schedule": 2}
+    )
     assert row["total"] == row["max"] == 7
 
 
@@ -136,7 +164,7 @@ def test_untouched_student_notebook_scores_zero_with_not_implemented_feedback(gr
 
 def test_deleted_cell_scores_zero_and_reordered_cell_still_counts(graded):
     row = graded[0]["deleted_and_reordered"]
-    assert row["status"] == "errors" and "NameError" in row["errors"]     # `check` used before the imports
+    assert row["status"] == "errors" and "NameError" in row["errors"]  # `check` used before the imports
     assert _points(row) == {"01_flip": 1, "01_crop": 0, "01_stem": 2, "01_schedule": 2}
     assert row["01_crop_feedback"] == "answer `random_crop_student` not defined (cell deleted?)"
 
@@ -156,7 +184,7 @@ def test_result_line_forged_with_the_real_nonce_is_detected(graded):
 
 def test_dead_kernel_broken_and_empty_files_get_a_row(graded):
     rows = graded[0]
-    assert rows["007"]["status"] == "kernel-died" and rows["007"]["total"] == 0   # id kept as text
+    assert rows["007"]["status"] == "kernel-died" and rows["007"]["total"] == 0  # id kept as text
     assert rows["not_json"]["status"] == "invalid-notebook" and "JSON" in rows["not_json"]["errors"]
     assert rows["empty"]["status"] == "empty"
     assert all(row["total"] == 0 for name, row in rows.items() if name in ("007", "not_json", "empty"))
@@ -165,9 +193,11 @@ def test_dead_kernel_broken_and_empty_files_get_a_row(graded):
 def test_csv_round_trip_summary_and_histogram(graded):
     rows, out, stdout = graded
     frame = grade.read_scores(out)
-    assert list(frame.columns) == (["student", "status", "errors"]
-                                   + [f"{q}_{what}" for q in QUESTIONS for what in ("points", "feedback")]
-                                   + ["total", "max", "seconds"])
+    assert list(frame.columns) == (
+        ["student", "status", "errors"]
+        + [f"{q}_{what}" for q in QUESTIONS for what in ("points", "feedback")]
+        + ["total", "max", "seconds"]
+    )
     assert sorted(frame["student"]) == sorted(rows) and len(rows) == 8
     again = out.with_name("again.csv")
     frame.to_csv(again, index=False)
@@ -202,22 +232,41 @@ def test_a_check_that_loops_forever_fails_that_question_only():
         while True:
             pass
 
-    namespace = {"multistep_factor": endless,
-                 "cifar_stem_layer": lambda width: nn.Conv2d(3, width, 3, 1, 1, bias=False)}
+    namespace = {
+        "multistep_factor": endless,
+        "cifar_stem_layer": lambda width: nn.Conv2d(3, width, 3, 1, 1, bias=False),
+    }
     report = grade.run_checks(namespace, ["01_schedule", "01_stem", "01_flip"], seconds_per_check=1)
-    assert report["01_schedule"] == {"passed": False,
-                                     "message": "`multistep_factor` did not return within 1 s (an endless loop?)"}
+    assert report["01_schedule"] == {
+        "passed": False,
+        "message": "`multistep_factor` did not return within 1 s (an endless loop?)",
+    }
     assert report["01_stem"]["passed"] is True
     assert report["01_flip"]["message"] == "answer `random_flip_student` not defined (cell deleted?)"
 
 
 def test_result_line_is_read_only_with_its_nonce_and_only_as_true_or_false():
     nonce = "ab" * 16
-    line = lambda report: nbformat.v4.new_output("stream", name="stdout", text=f"{grade.RESULT_TAG} {nonce} {report}\n")
-    report, problem = grade._read_report([line('{"01_flip": {"passed": "yes"}, "01_stem": {"passed": true, '
-                                               '"message": "ok"}, "99_bonus": {"passed": true}}')], nonce, QUESTIONS)
-    assert problem == "" and report == {"01_flip": (False, ""), "01_crop": (False, ""), "01_stem": (True, "ok"),
-                                        "01_schedule": (False, "")}
+
+    def line(report):
+        return nbformat.v4.new_output("stream", name="stdout", text=f"{grade.RESULT_TAG} {nonce} {report}\n")
+
+    report, problem = grade._read_report(
+        [
+            line(
+                '{"01_flip": {"passed": "yes"}, "01_stem": {"passed": true, '
+                '"message": "ok"}, "99_bonus": {"passed": true}}'
+            )
+        ],
+        nonce,
+        QUESTIONS,
+    )
+    assert problem == "" and report == {
+        "01_flip": (False, ""),
+        "01_crop": (False, ""),
+        "01_stem": (True, "ok"),
+        "01_schedule": (False, ""),
+    }
     wrong_nonce = nbformat.v4.new_output("stream", name="stdout", text=f"{grade.RESULT_TAG} {'cd' * 16} {{}}\n")
     assert grade._read_report([wrong_nonce], nonce, QUESTIONS) == (None, "ungraded")
     assert grade._read_report([line("{}"), line("{}")], nonce, QUESTIONS) == (None, "tampered")
@@ -236,4 +285,3 @@ def test_grading_cell_names_the_grader_copy_and_the_nonce():
     compile(source, "grading cell", "exec")
     assert str(grade._PACKAGE / "__init__.py") in source and "ab" * 16 in source
     assert "import nclab" not in textwrap.dedent(source)
-

@@ -22,14 +22,14 @@ def test_linear_head_is_w_h_plus_b():
     assert torch.allclose(head(h), f32([[7.5, 0.5], [2.5, 0.5]]))
     W, b = heads.weight_and_bias(head)
     assert torch.equal(W, head.weight) and torch.equal(b, head.bias) and not W.requires_grad
-    assert heads.weight_and_bias(heads.Linear(3, 2, bias=False))[1] is None      # no bias: said by None
+    assert heads.weight_and_bias(heads.Linear(3, 2, bias=False))[1] is None  # no bias: said by None
 
 
 def test_fixed_etf_head_is_a_frozen_exact_simplex():
     head = heads.FixedETF(in_features=6, num_classes=4, scale=2.5, seed=1)
     assert [name for name, _ in head.named_parameters()] == [] and "weight" in head.state_dict()
     assert torch.allclose(head.weight.double(), 2.5 * simplex_etf(4, 6, seed=1), atol=1e-6)
-    assert torch.allclose(head.weight.double() @ head.weight.double().T / 2.5 ** 2, simplex_etf_gram(4), atol=1e-6)
+    assert torch.allclose(head.weight.double() @ head.weight.double().T / 2.5**2, simplex_etf_gram(4), atol=1e-6)
     h = torch.randn(5, 6)
     assert torch.allclose(head(h), h @ head.weight.T)
     W, b = heads.weight_and_bias(head)
@@ -46,9 +46,9 @@ def test_cosine_head_by_hand():
         head.weight.copy_(f32([[1, 0], [0, 2], [-1, -1]]))
     h = f32([[3, 0], [1, 1]])
     r = math.sqrt(2)
-    expected = f32([[2, 0, -r], [r, r, -2]])                                # cos(w_c, h) / τ
+    expected = f32([[2, 0, -r], [r, r, -2]])  # cos(w_c, h) / τ
     assert torch.allclose(head(h), expected, atol=1e-6)
-    assert torch.allclose(head(10 * h), expected, atol=1e-6)                 # the norm of h plays no part
+    assert torch.allclose(head(10 * h), expected, atol=1e-6)  # the norm of h plays no part
     with pytest.raises(ValueError, match="normalised features"):
         heads.weight_and_bias(head)
     W, b = heads.weight_and_bias(head, normalized_features=True)
@@ -58,7 +58,7 @@ def test_cosine_head_by_hand():
 
 
 def test_prototype_head_by_hand():
-    features = f32([[2, 0], [1, 1], [0, 3]])                                 # class 0: 0° and 45°; class 1: 90°
+    features = f32([[2, 0], [1, 1], [0, 3]])  # class 0: 0° and 45°; class 1: 90°
     labels = torch.tensor([0, 0, 1])
     head = heads.Prototype(2, 2)
     with pytest.raises(RuntimeError, match="no prototypes yet"):
@@ -66,17 +66,17 @@ def test_prototype_head_by_hand():
     with pytest.raises(RuntimeError, match="no prototypes yet"):
         heads.weight_and_bias(head, normalized_features=True)
     head.fit(features, labels)
-    c, s = math.cos(math.pi / 8), math.sin(math.pi / 8)                      # the mean direction: 22.5°
+    c, s = math.cos(math.pi / 8), math.sin(math.pi / 8)  # the mean direction: 22.5°
     assert torch.allclose(head.prototypes, f32([[c, s], [0, 1]]), atol=1e-6)
     assert torch.allclose(head(f32([[1, 0], [0, 5]])), f32([[c, 0], [s, 1]]), atol=1e-6)
     assert head(features).argmax(1).tolist() == [0, 0, 1]
     built = heads.Prototype.from_features(features, labels)
     assert torch.equal(built.prototypes, head.prototypes) and bool(built.fitted)
     restored = heads.Prototype(2, 2)
-    restored.load_state_dict(head.state_dict())                             # saved with the model
+    restored.load_state_dict(head.state_dict())  # saved with the model
     assert torch.equal(restored(features), head(features))
     with pytest.raises(ValueError, match="every class"):
-        heads.Prototype(2, 3).fit(features, labels)                          # class 2 has no feature
+        heads.Prototype(2, 3).fit(features, labels)  # class 2 has no feature
 
 
 def test_weight_and_bias_reads_a_models_head_and_says_what_is_missing():

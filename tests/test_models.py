@@ -20,8 +20,9 @@ def test_model_is_an_encoder_and_a_head():
     model = models.resnet18(10, width=8).eval()
     x = torch.rand(3, 3, 32, 32)
     h = model.features(x)
-    assert torch.allclose(model(x), model.head(h)) and torch.allclose(model(x), h @ model.head.weight.T + model.head.bias,
-                                                                      atol=1e-5)
+    assert torch.allclose(model(x), model.head(h)) and torch.allclose(
+        model(x), h @ model.head.weight.T + model.head.bias, atol=1e-5
+    )
     etf = models.resnet18(10, width=8, head=heads.FixedETF(64, 10)).eval()
     assert isinstance(etf.head, heads.FixedETF) and etf(x).shape == (3, 10)
     with pytest.raises(ValueError, match="p = 64 features and C = 10"):
@@ -32,16 +33,15 @@ def test_the_model_normalises_its_inputs_with_its_training_statistics():
     mean, std = (0.2, 0.4, 0.6), (0.1, 0.2, 0.3)
     model = models.resnet18(10, width=8, normalization=(mean, std)).eval()
     plain = models.resnet18(10, width=8).eval()
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("normalize.")},
-                          strict=False)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("normalize.")}, strict=False)
     x = torch.rand(2, 3, 32, 32)
     normalised = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     assert torch.allclose(model.features(x), plain.features(normalised), atol=1e-5)
     assert torch.allclose(model.stage_features(x)["stem"], plain.stage_features(normalised)["stem"], atol=1e-5)
-    assert torch.allclose(model.state_dict()["normalize.std"].flatten(), torch.tensor(std))   # saved with it
+    assert torch.allclose(model.state_dict()["normalize.std"].flatten(), torch.tensor(std))  # saved with it
     rebuilt = models.resnet18(10, width=8)
     rebuilt.load_state_dict(model.state_dict())
-    assert torch.equal(rebuilt.eval()(x), model(x))                    # a checkpoint restores the statistics
+    assert torch.equal(rebuilt.eval()(x), model(x))  # a checkpoint restores the statistics
 
 
 def test_cifar_stem_keeps_full_resolution():
@@ -82,7 +82,7 @@ def test_pretrained_offline_explains_itself(monkeypatch):
 
 
 def test_pretrained_loads_every_layer_but_stem_and_head(monkeypatch):
-    imagenet = torchvision.models.resnet18()                         # stands for the downloaded weights
+    imagenet = torchvision.models.resnet18()  # stands for the downloaded weights
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", lambda self, **kw: imagenet.state_dict())
     torch.manual_seed(0)
     fresh = models.resnet18(100, width=64)

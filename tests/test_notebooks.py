@@ -61,13 +61,21 @@ def test_notebook_installs_only_on_colab(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_install_cell_is_hidden_on_the_site_and_nbval_directives_are_tags(path):
     cells = _cells(path)
-    assert "remove-cell" in cells[1].get("metadata", {}).get("tags", [])      # kept in the notebook, not shown
+    assert "remove-cell" in cells[1].get("metadata", {}).get("tags", [])  # kept in the notebook, not shown
     for cell in cells:
         source = "".join(cell["source"])
         assert "NBVAL_" not in source, "nbval directives go in cell tags, not in comments the site prints"
         for tag in cell.get("metadata", {}).get("tags", []):
-            assert tag in {"remove-cell", "nbval-ignore-output", "nbval-skip", "solution-only", "hide-input",
-                           "hide-output", "remove-input", "remove-output"}, tag
+            assert tag in {
+                "remove-cell",
+                "nbval-ignore-output",
+                "nbval-skip",
+                "solution-only",
+                "hide-input",
+                "hide-output",
+                "remove-input",
+                "remove-output",
+            }, tag
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

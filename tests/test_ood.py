@@ -11,8 +11,18 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 from sklearn.preprocessing import StandardScaler
 
 from nclab import stats
-from nclab.ood import (DETECTORS, MSP, NECO, Energy, Mahalanobis, MaxLogit, ViM, detection_metrics,
-                       roc_curve, threshold_at_tpr)
+from nclab.ood import (
+    DETECTORS,
+    MSP,
+    NECO,
+    Energy,
+    Mahalanobis,
+    MaxLogit,
+    ViM,
+    detection_metrics,
+    roc_curve,
+    threshold_at_tpr,
+)
 
 
 def gaussian_classes(n=600, p=8, C=5, seed=0, spread=3.0, noise=0.5, dtype=torch.float64):
@@ -29,6 +39,7 @@ def gaussian_classes(n=600, p=8, C=5, seed=0, spread=3.0, noise=0.5, dtype=torch
 # ---------------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------------
+
 
 def test_identical_scores_give_auroc_one_half():
     scores = np.arange(20.0)
@@ -86,12 +97,12 @@ def test_fpr95_by_hand():
 
 
 def test_threshold_at_tpr_is_an_id_score_keeping_the_fraction():
-    ind = torch.arange(1.0, 21.0)                                         # n = 20: ⌈0.95 · 20⌉ = 19 kept
+    ind = torch.arange(1.0, 21.0)  # n = 20: ⌈0.95 · 20⌉ = 19 kept
     assert threshold_at_tpr(ind) == 2.0 and threshold_at_tpr(ind, 1.0) == 1.0 and threshold_at_tpr(ind, 0.5) == 11.0
-    shuffled = torch.randperm(30, generator=torch.Generator().manual_seed(0)).double()   # ⌈28.5⌉ = 29 kept
+    shuffled = torch.randperm(30, generator=torch.Generator().manual_seed(0)).double()  # ⌈28.5⌉ = 29 kept
     tau = threshold_at_tpr(shuffled)
     assert tau == 1.0 and (shuffled >= tau).sum() == 29
-    assert tau != torch.quantile(shuffled, 0.05).item()                   # not an interpolated quantile
+    assert tau != torch.quantile(shuffled, 0.05).item()  # not an interpolated quantile
     out = torch.tensor([0.0, 1, 2, 2, 3, 10, 25, -5, 1.5, 2.5, 1.97])
     assert detection_metrics(ind, out)["fpr95"] == pytest.approx((out >= threshold_at_tpr(ind)).double().mean().item())
     for bad in (0.0, 1.5):
@@ -116,14 +127,16 @@ def test_metric_input_errors():
 # Score formulas against direct computations
 # ---------------------------------------------------------------------------------------------------
 
+
 def test_logit_scores_match_their_formulas():
     h, y, W, b, test = gaussian_classes()
     logits = test @ W.T + b
     torch.testing.assert_close(MSP().fit(h, y, W, b).score(test), torch.softmax(logits, 1).max(1).values)
     torch.testing.assert_close(MaxLogit().fit(h, y, W, b).score(test), logits.max(1).values)
     torch.testing.assert_close(Energy().fit(h, y, W, b).score(test), torch.logsumexp(logits, 1))
-    torch.testing.assert_close(Energy(temperature=2.5).fit(h, None, W, b).score(test),
-                               2.5 * torch.logsumexp(logits / 2.5, 1))
+    torch.testing.assert_close(
+        Energy(temperature=2.5).fit(h, None, W, b).score(test), 2.5 * torch.logsumexp(logits / 2.5, 1)
+    )
     torch.testing.assert_close(MaxLogit().fit(h, weight=W).score(test), (test @ W.T).max(1).values)
 
 
@@ -132,36 +145,35 @@ def test_mahalanobis_recovers_known_gaussians_and_matches_the_naive_distance():
     p, C, n = 4, 3, 30_000
     mu = torch.tensor([[0.0, 0, 0, 0], [4, 0, 0, 0], [0, 4, 1, 0]], dtype=torch.float64)
     A = torch.randn(p, p, generator=g, dtype=torch.float64)
-    Sigma = A @ A.T / p + 0.1 * torch.eye(p, dtype=torch.float64)                 # true shared covariance
+    Sigma = A @ A.T / p + 0.1 * torch.eye(p, dtype=torch.float64)  # true shared covariance
     y = torch.randint(C, (n,), generator=g)
     h = mu[y] + torch.randn(n, p, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(Sigma).T
     det = Mahalanobis().fit(h, y)
     torch.testing.assert_close(det.means_, mu, atol=0.05, rtol=0)
-    torch.testing.assert_close(det.covariance_, Sigma, atol=0.05, rtol=0)        # within-class, not total
+    torch.testing.assert_close(det.covariance_, Sigma, atol=0.05, rtol=0)  # within-class, not total
     test = 3 * torch.randn(40, p, generator=g, dtype=torch.float64)
     P = torch.linalg.pinv(det.covariance_)
     naive = torch.stack([((test - m) @ P * (test - m)).sum(1) for m in det.means_], 1)  # (M, C)
     torch.testing.assert_close(det.score(test), -naive.min(1).values)
-    assert det.score(det.means_)[1] == pytest.approx(0.0, abs=1e-9)              # a class mean: distance 0
+    assert det.score(det.means_)[1] == pytest.approx(0.0, abs=1e-9)  # a class mean: distance 0
 
 
 def test_mahalanobis_pools_within_class_scatter_over_N_and_uses_the_labels_given():
     h = torch.tensor([[0.0, 0], [2, 0], [10, 1], [10, 3]], dtype=torch.float64)
-    y = np.array([7, 7, 3, 3])                                                     # any integer labels
+    y = np.array([7, 7, 3, 3])  # any integer labels
     det = Mahalanobis().fit(h, y)
     assert det.classes_.tolist() == [3, 7]
     torch.testing.assert_close(det.means_, torch.tensor([[10.0, 2], [1, 0]], dtype=torch.float64))
     # deviations (−1, 0), (1, 0), (0, −1), (0, 1): scatter diag(2, 2), divided by N = 4
     torch.testing.assert_close(det.covariance_, 0.5 * torch.eye(2, dtype=torch.float64))
-    assert det.score(torch.tensor([[1.0, 1]]))[0].item() == pytest.approx(-2.0)    # (0,1)·2·(0,1)
+    assert det.score(torch.tensor([[1.0, 1]]))[0].item() == pytest.approx(-2.0)  # (0,1)·2·(0,1)
 
 
 def test_mahalanobis_pseudo_inverse_drops_the_null_space():
     g = torch.Generator().manual_seed(2)
-    basis = torch.linalg.qr(torch.randn(6, 3, generator=g, dtype=torch.float64)).Q   # 3 of 6 dims
+    basis = torch.linalg.qr(torch.randn(6, 3, generator=g, dtype=torch.float64)).Q  # 3 of 6 dims
     y = torch.arange(200) % 4
-    z = torch.randn(4, 3, generator=g, dtype=torch.float64)[y] + torch.randn(200, 3, generator=g,
-                                                                              dtype=torch.float64)
+    z = torch.randn(4, 3, generator=g, dtype=torch.float64)[y] + torch.randn(200, 3, generator=g, dtype=torch.float64)
     det = Mahalanobis().fit(z @ basis.T, y)
     # the 3 null directions carry float64 rounding noise only (≈ ε λ_max): inverting it would blow the score up
     assert torch.linalg.matrix_rank(det.precision_, rtol=1e-10).item() == 3
@@ -179,23 +191,28 @@ def test_mahalanobis_keeps_a_spectrum_of_seven_decades_as_the_reference_does():
 
     g = torch.Generator().manual_seed(7)
     p, C = 64, 4
-    Q = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=torch.float64)).Q          # a random rotation
-    scales = torch.logspace(0, -3.5, p, dtype=torch.float64)                           # variances 1 … 1e-7
+    Q = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=torch.float64)).Q  # a random rotation
+    scales = torch.logspace(0, -3.5, p, dtype=torch.float64)  # variances 1 … 1e-7
     means = 3 * torch.randn(C, p, generator=g, dtype=torch.float64)
 
     def sample(n, shift=0.0):
         y = torch.arange(n) % C
         z = torch.randn(n, p, generator=g, dtype=torch.float64)
-        z[:, -8:] += shift                                                              # in standard deviations
-        return (means[y] + (z * scales) @ Q.T).float(), y                               # float32, as extracted
+        z[:, -8:] += shift  # in standard deviations
+        return (means[y] + (z * scales) @ Q.T).float(), y  # float32, as extracted
 
     (h, y), (ind, _), (ood, _) = sample(4_000), sample(1_000), sample(1_000, shift=10.0)
     det = Mahalanobis().fit(h, y)
     assert torch.linalg.matrix_rank(det.precision_, hermitian=True, rtol=1e-12).item() == p
     reference = EmpiricalCovariance().fit((h.double() - det.means_[y]).numpy()).precision_
     assert np.linalg.norm(det.precision_.numpy() - reference) / np.linalg.norm(reference) < 1e-6
-    naive = np.stack([-np.einsum("ij,jk,ik->i", x - mu, reference, x - mu) for mu in det.means_.numpy()
-                      for x in [ood.double().numpy()]]).max(0)
+    naive = np.stack(
+        [
+            -np.einsum("ij,jk,ik->i", x - mu, reference, x - mu)
+            for mu in det.means_.numpy()
+            for x in [ood.double().numpy()]
+        ]
+    ).max(0)
     torch.testing.assert_close(det.score(ood).double(), torch.as_tensor(naive), rtol=1e-5, atol=1e-3)
     assert detection_metrics(det.score(ind), det.score(ood))["auroc"] == 1.0
     coarse = stats.pinv_psd(det.covariance_, rtol=p * torch.finfo(torch.float32).eps)  # the old cut-off
@@ -212,7 +229,7 @@ def test_vim_origin_zeroes_every_logit_when_W_has_full_row_rank(C, p):
 
 
 def test_vim_origin_is_the_least_squares_solution_when_C_exceeds_p():
-    h, y, W, b, _ = gaussian_classes(p=4, C=10)            # W o + b = 0 has no exact solution here
+    h, y, W, b, _ = gaussian_classes(p=4, C=10)  # W o + b = 0 has no exact solution here
     det = ViM(dim=2).fit(h, y, W, b)
     torch.testing.assert_close(det.origin_, torch.linalg.lstsq(W, -b[:, None]).solution[:, 0])
     torch.testing.assert_close(W.T @ (W @ det.origin_ + b), torch.zeros(4, dtype=torch.float64))
@@ -222,52 +239,52 @@ def test_vim_residual_basis_and_score_match_their_definitions():
     h, y, W, b, test = gaussian_classes(p=8, C=5)
     det = ViM(dim=3).fit(h, y, W, b)
     x = h - det.origin_
-    lam, V = torch.linalg.eigh(x.T @ x / len(h))             # uncentred about o, divided by N
+    lam, V = torch.linalg.eigh(x.T @ x / len(h))  # uncentred about o, divided by N
     R, top = det.residual_basis_, V[:, -3:]
     assert R.shape == (8, 5)
     torch.testing.assert_close(R.T @ R, torch.eye(5, dtype=torch.float64))
-    torch.testing.assert_close(R.T @ top, torch.zeros(5, 3, dtype=torch.float64))   # ⊥ top-dim subspace
+    torch.testing.assert_close(R.T @ top, torch.zeros(5, 3, dtype=torch.float64))  # ⊥ top-dim subspace
     alpha = (h @ W.T + b).max(1).values.mean() / (x @ R).norm(dim=1).mean()
     assert det.alpha_ == pytest.approx(alpha.item())
     expected = torch.logsumexp(test @ W.T + b, 1) - alpha * ((test - det.origin_) @ R).norm(dim=1)
     torch.testing.assert_close(det.score(test), expected)
-    assert ViM().fit(h, y, W, b).residual_basis_.shape == (8, 4)                    # default dim p // 2
+    assert ViM().fit(h, y, W, b).residual_basis_.shape == (8, 4)  # default dim p // 2
 
 
 def test_neco_matches_the_authors_scaler_and_pca_pipeline():
     h, y, W, b, test = gaussian_classes(p=8, C=5)
     det = NECO().fit(h, y, W, b)
-    assert det.dim_ == 4                                      # default C − 1
+    assert det.dim_ == 4  # default C − 1
     scaler = StandardScaler().fit(h.numpy())
     pca = PCA(n_components=4).fit(scaler.transform(h.numpy()))
     s = scaler.transform(test.numpy())
     expected = np.linalg.norm(pca.transform(s), axis=1) / np.linalg.norm(s, axis=1)
     np.testing.assert_allclose(det.score(test).numpy(), expected, rtol=1e-7)
-    np.testing.assert_allclose(det.std_.numpy(), h.numpy().std(0))                  # population std
+    np.testing.assert_allclose(det.std_.numpy(), h.numpy().std(0))  # population std
     maxlogit = (test @ W.T + b).max(1).values
-    torch.testing.assert_close(NECO(times_maxlogit=True).fit(h, y, W, b).score(test),
-                               det.score(test) * maxlogit)
+    torch.testing.assert_close(NECO(times_maxlogit=True).fit(h, y, W, b).score(test), det.score(test) * maxlogit)
 
 
 def test_neco_is_one_inside_the_principal_subspace_and_smaller_outside():
     h, y, W, b, test = gaussian_classes(p=8, C=5)
-    det = NECO(dim=3).fit(h, y)                               # dim given: no head needed
+    det = NECO(dim=3).fit(h, y)  # dim given: no head needed
     scores = det.score(test)
     assert ((scores >= 0) & (scores <= 1)).all()
-    inside = det.mean_ + det.std_ * (2 * det.components_[0] - det.components_[2])     # s in span P_d
+    inside = det.mean_ + det.std_ * (2 * det.components_[0] - det.components_[2])  # s in span P_d
     lam, V = torch.linalg.eigh(torch.cov(((h - det.mean_) / det.std_).T, correction=0))
-    outside = det.mean_ + det.std_ * V[:, 0]                  # s = the least principal axis ⊥ P_d
+    outside = det.mean_ + det.std_ * V[:, 0]  # s = the least principal axis ⊥ P_d
     assert det.score(inside[None])[0].item() == pytest.approx(1.0)
     assert det.score(outside[None])[0].item() == pytest.approx(0.0, abs=1e-6)
-    raw = NECO(dim=3, standardize=False).fit(h, y)            # s = h, axes of the covariance of h
+    raw = NECO(dim=3, standardize=False).fit(h, y)  # s = h, axes of the covariance of h
     _, V = torch.linalg.eigh(torch.cov(h.T, correction=0))
     torch.testing.assert_close(raw.score(test), (test @ V[:, -3:]).norm(dim=1) / test.norm(dim=1))
-    assert NECO(dim=2).fit(h).dim_ == 2 and NECO().fit(h, y).dim_ == 4             # C from the labels
+    assert NECO(dim=2).fit(h).dim_ == 2 and NECO().fit(h, y).dim_ == 4  # C from the labels
 
 
 # ---------------------------------------------------------------------------------------------------
 # One API for every detector
 # ---------------------------------------------------------------------------------------------------
+
 
 def test_detector_registry():
     assert list(DETECTORS) == ["msp", "maxlogit", "energy", "mahalanobis", "vim", "neco"]
@@ -297,7 +314,7 @@ def test_score_before_fit_says_to_call_fit(name):
 def test_bad_features_raise(name):
     h, y, W, b, test = gaussian_classes()
     with pytest.raises(ValueError, match="p = 7"):
-        DETECTORS[name]().fit(h[:, :7], y, W, b)                               # p ≠ the weight's p
+        DETECTORS[name]().fit(h[:, :7], y, W, b)  # p ≠ the weight's p
     det = DETECTORS[name]().fit(h, y, W, b)
     with pytest.raises(ValueError, match="p = 7"):
         det.score(test[:, :7])
@@ -337,7 +354,7 @@ def test_a_failed_or_repeated_fit_leaves_no_stale_state():
     h, y, W, b, test = gaussian_classes(p=8, C=5)
     det = ViM(dim=3).fit(h, y, W, b)
     with pytest.raises(ValueError):
-        det.fit(h[:, :7], y, W[:, :7], b[:2])                 # bad bias: the old fit is gone too
+        det.fit(h[:, :7], y, W[:, :7], b[:2])  # bad bias: the old fit is gone too
     with pytest.raises(RuntimeError, match="not fitted"):
         det.score(test)
     det = NECO(dim=2).fit(h, y, W, b)
@@ -360,13 +377,14 @@ def test_out_of_range_hyperparameters_raise():
     for T in (0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="temperature"):
             Energy(temperature=T)
-    with pytest.raises(ValueError, match="1 ≤ dim ≤ p = 3"):                    # default C − 1 = 4 > p
+    with pytest.raises(ValueError, match="1 ≤ dim ≤ p = 3"):  # default C − 1 = 4 > p
         NECO().fit(h[:, :3], y, W[:, :3], b)
 
 
 # ---------------------------------------------------------------------------------------------------
 # A learning-free end-to-end check
 # ---------------------------------------------------------------------------------------------------
+
 
 def test_every_detector_separates_far_ood():
     g = torch.Generator().manual_seed(3)
@@ -375,7 +393,7 @@ def test_every_detector_separates_far_ood():
     y = torch.arange(n) % C
     train = means[y] + 0.3 * torch.randn(n, p, generator=g)
     test_id = means[torch.arange(500) % C] + 0.3 * torch.randn(500, p, generator=g)
-    test_ood = 3 * torch.randn(500, p, generator=g)           # far from every class mean
+    test_ood = 3 * torch.randn(500, p, generator=g)  # far from every class mean
     W, b = means / means.norm(dim=1, keepdim=True), torch.zeros(C)
     for name, Detector in DETECTORS.items():  # a flipped sign would give AUROC ≈ 0
         det = Detector().fit(train, y, W, b)
@@ -388,7 +406,7 @@ def test_every_detector_separates_far_ood():
 def test_gpu_scores_match_cpu(name):
     h, y, W, b, test = gaussian_classes()
     cpu = DETECTORS[name]().fit(h, y, W, b).score(test)
-    det = DETECTORS[name]().fit(h.cuda(), y.cuda(), W, b)    # the head follows the features' device
+    det = DETECTORS[name]().fit(h.cuda(), y.cuda(), W, b)  # the head follows the features' device
     gpu = det.score(test.cuda())
     assert gpu.is_cuda
     torch.testing.assert_close(gpu.cpu(), cpu)

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nclab import collapse, ood, plots, widgets
+from nclab import collapse, ood, plots
 from nclab.exercises import run_check
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +23,7 @@ NOTEBOOKS = {"03": ROOT / "notebooks" / "03_ood_detection.ipynb", "04": ROOT / "
 
 
 # --- reference answers and typical mistakes ------------------------------------------------------------
+
 
 def energy(logits, T=1.0):
     return T * torch.logsumexp(logits / T, dim=1)
@@ -60,9 +61,17 @@ def ratio(S, P):
 
 PASS = None
 CASES = {  # case: (exercise, answer, PASS or what the failure message must say)
-    **{f"reference {name}": (name, answer, PASS) for name, answer in
-       {"03_energy": energy, "03_covariance": covariance, "03_fpr95": fpr95, "04_nc5": nc5, "04_pca": axes,
-        "04_neco": ratio}.items()},
+    **{
+        f"reference {name}": (name, answer, PASS)
+        for name, answer in {
+            "03_energy": energy,
+            "03_covariance": covariance,
+            "03_fpr95": fpr95,
+            "04_nc5": nc5,
+            "04_pca": axes,
+            "04_neco": ratio,
+        }.items()
+    },
     "float32 covariance": ("03_covariance", lambda h, y: covariance(h, y).float(), PASS),
     "fpr95 as a 0-d tensor": ("03_fpr95", lambda i, o: torch.tensor(fpr95(i, o)), PASS),
     "nc5 from the library": ("04_nc5", collapse.nc5, PASS),
@@ -77,24 +86,45 @@ CASES = {  # case: (exercise, answer, PASS or what the failure message must say)
     "total covariance": ("03_covariance", lambda h, y: torch.cov(h.T, correction=0), "on the global mean"),
     "torch.cov": ("03_covariance", lambda h, y: torch.cov(h.T), "torch.cov of all features"),
     "N - 1": ("03_covariance", lambda h, y: covariance(h, y) * len(h) / (len(h) - 1), "divided by N − 1"),
-    "unweighted classes": ("03_covariance", lambda h, y: torch.stack(
-        [torch.cov(h[y == c].T, correction=0) for c in range(int(y.max()) + 1)]).mean(0), "equal weights"),
+    "unweighted classes": (
+        "03_covariance",
+        lambda h, y: torch.stack([torch.cov(h[y == c].T, correction=0) for c in range(int(y.max()) + 1)]).mean(0),
+        "equal weights",
+    ),
     "diagonal": ("03_covariance", lambda h, y: torch.diag(torch.diagonal(covariance(h, y))), "only the diagonal"),
     "OOD-positive convention": ("03_fpr95", lambda i, o: ood.detection_metrics(i, o)["fpr95_oodpos"], "`fpr95_oodpos`"),
-    "strict threshold": ("03_fpr95", lambda i, o: (o > i.sort(descending=True).values[math.ceil(0.95 * len(i)) - 1])
-                         .double().mean(), "not > τ"),
+    "strict threshold": (
+        "03_fpr95",
+        lambda i, o: (o > i.sort(descending=True).values[math.ceil(0.95 * len(i)) - 1]).double().mean(),
+        "not > τ",
+    ),
     "interpolated quantile": ("03_fpr95", lambda i, o: (o >= torch.quantile(i, 0.05)).double().mean(), "interpolated"),
-    "floor": ("03_fpr95", lambda i, o: (o >= i.sort(descending=True).values[int(0.95 * len(i)) - 1]).double().mean(),
-              "⌊0.95 n⌋"),
+    "floor": (
+        "03_fpr95",
+        lambda i, o: (o >= i.sort(descending=True).values[int(0.95 * len(i)) - 1]).double().mean(),
+        "⌊0.95 n⌋",
+    ),
     "1 - FPR": ("03_fpr95", lambda i, o: 1 - fpr95(i, o), "that is 1 − FPR"),
-    "centred means": ("04_nc5", lambda h, y, o: F.cosine_similarity(centred(class_means(h, y)), o.mean(0)[None], dim=1)
-                      .abs().mean(), "centred"),
-    "no absolute value": ("04_nc5", lambda h, y, o: F.cosine_similarity(class_means(h, y), o.mean(0)[None], dim=1)
-                          .mean(), "absolute value"),
-    "per-sample cosines": ("04_nc5", lambda h, y, o: F.cosine_similarity(class_means(h, y)[:, None], o[None], dim=2)
-                           .abs().mean(), "*mean* OOD feature"),
-    "smallest eigenvalues": ("04_pca", lambda S, d: torch.linalg.eigh(torch.cov(S.T, correction=0))[1][:, :d].T,
-                             "ascending"),
+    "centred means": (
+        "04_nc5",
+        lambda h, y, o: F.cosine_similarity(centred(class_means(h, y)), o.mean(0)[None], dim=1).abs().mean(),
+        "centred",
+    ),
+    "no absolute value": (
+        "04_nc5",
+        lambda h, y, o: F.cosine_similarity(class_means(h, y), o.mean(0)[None], dim=1).mean(),
+        "absolute value",
+    ),
+    "per-sample cosines": (
+        "04_nc5",
+        lambda h, y, o: F.cosine_similarity(class_means(h, y)[:, None], o[None], dim=2).abs().mean(),
+        "*mean* OOD feature",
+    ),
+    "smallest eigenvalues": (
+        "04_pca",
+        lambda S, d: torch.linalg.eigh(torch.cov(S.T, correction=0))[1][:, :d].T,
+        "ascending",
+    ),
     "axes as columns": ("04_pca", lambda S, d: axes(S, d).T, "as rows, (d, p)"),
     "not centred": ("04_pca", lambda S, d: torch.linalg.eigh(S.T @ S / len(S))[1][:, -d:].T, "centre the data first"),
     "scaled axes": ("04_pca", lambda S, d: 2 * axes(S, d), "not orthonormal"),
@@ -122,17 +152,21 @@ def test_hand_cases_are_what_the_messages_say():
     ood_features = torch.tensor([[2.0, -2, 0], [0, 0, 2]])
     assert nc5(h, torch.tensor([0, 0, 1, 1]), ood_features) == pytest.approx(1 / math.sqrt(3))
     assert ratio(torch.tensor([[3.0, 4, 0], [0, 0, 2], [1, 1, 1]]), torch.eye(3)[:2]).tolist() == pytest.approx(
-        [1, 0, math.sqrt(2 / 3)])
+        [1, 0, math.sqrt(2 / 3)]
+    )
 
 
 # --- figures and the widget ------------------------------------------------------------------------------
+
 
 def _scores():
     generator = torch.Generator().manual_seed(0)
     ind = torch.randn(200, generator=generator) + 2
     near, far = torch.randn(100, generator=generator) + 1, torch.randn(80, generator=generator) - 3
-    return {"good": {"ID": ind, "near": near, "far": far},
-            "flipped": {"ID": -ind, "near": -near, "far": torch.randn(80, generator=generator)}}
+    return {
+        "good": {"ID": ind, "near": near, "far": far},
+        "flipped": {"ID": -ind, "near": -near, "far": torch.randn(80, generator=generator)},
+    }
 
 
 def test_histogram_grid_has_one_panel_per_detector_and_set_with_its_auroc():
@@ -177,8 +211,14 @@ def test_dim_sweep_marks_c_minus_one_and_nc5_plot_has_two_panels():
     assert any(list(line.get_xdata()) == [2, 2] for line in fig.axes[0].get_lines())
     assert fig.axes[0].get_xscale() == "log"
     plt.close(fig)
-    frame = pd.DataFrame({"epoch": [1, 2, 1, 2], "OOD set": ["a", "a", "b", "b"], "nc5": [0.9, 0.8, 0.7, 0.6],
-                          "neco_auroc": [0.6, 0.7, 0.8, 0.9]})
+    frame = pd.DataFrame(
+        {
+            "epoch": [1, 2, 1, 2],
+            "OOD set": ["a", "a", "b", "b"],
+            "nc5": [0.9, 0.8, 0.7, 0.6],
+            "neco_auroc": [0.6, 0.7, 0.8, 0.9],
+        }
+    )
     fig = plots.plot_nc5_over_training(frame)
     assert [ax.get_title() for ax in fig.axes][1] == "NECO AUROC" and list(fig.axes[0].get_xticks()) == [1, 2]
     plt.close(fig)
@@ -186,11 +226,13 @@ def test_dim_sweep_marks_c_minus_one_and_nc5_plot_has_two_panels():
 
 # --- the notebooks ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("number, least", [("03", 3), ("04", 2)])
 def test_each_exercise_is_followed_by_a_question(number, least):
     cells = nbformat.read(NOTEBOOKS[number], 4).cells
-    exercise_cells = [i for i, cell in enumerate(cells)
-                      if cell.cell_type == "code" and f'check("{number}_' in cell.source]
+    exercise_cells = [
+        i for i, cell in enumerate(cells) if cell.cell_type == "code" and f'check("{number}_' in cell.source
+    ]
     assert len(exercise_cells) >= least
     for i in exercise_cells:
         assert "### BEGIN SOLUTION" in cells[i].source

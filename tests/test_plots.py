@@ -6,8 +6,10 @@ import torch
 
 from nclab import collapse, data, etf, models, plots
 
-HISTORY = [{"epoch": e, "lr": 0.1 / e, "train_loss": 2.0 / e, "train_acc": 0.3 * e, "test_loss": 2.2 / e,
-            "test_acc": 0.25 * e} for e in (1, 2, 3)]
+HISTORY = [
+    {"epoch": e, "lr": 0.1 / e, "train_loss": 2.0 / e, "train_acc": 0.3 * e, "test_loss": 2.2 / e, "test_acc": 0.25 * e}
+    for e in (1, 2, 3)
+]
 
 
 def test_history_frame_has_one_row_per_run_epoch_and_split():
@@ -23,20 +25,20 @@ def test_plot_history_draws_loss_accuracy_and_lr():
     assert loss.get_yscale() == "log" and lr.get_yscale() == "log"
     assert accuracy.get_ylim() == (0, 1)
     plotted = sorted(float(y) for line in accuracy.get_lines() for y in line.get_ydata() if len(line.get_xdata()) == 3)
-    assert plotted[-1] == pytest.approx(0.9)                                                # train acc at epoch 3
+    assert plotted[-1] == pytest.approx(0.9)  # train acc at epoch 3
     plt.close(fig)
 
 
 def test_show_images_draws_loader_batches_and_uint8_images(small_train):
     loader = data.GpuLoader(small_train, 4, shuffle=False, augment=False, drop_last=True, device="cpu")
-    x, y, _ = next(iter(loader))                                              # floats in [0, 1]
+    x, y, _ = next(iter(loader))  # floats in [0, 1]
     fig = plots.show_images(x, y, small_train.classes, count=4)
     shown = fig.axes[0].get_images()[0].get_array()
     expected = small_train.images[0].permute(1, 2, 0).float().numpy() / 255
     assert np.allclose(shown, expected, atol=1e-6)
     assert fig.axes[0].get_title() == small_train.classes[int(y[0])]
     plt.close(fig)
-    fig = plots.show_images(small_train.images[:2], count=2)                  # uint8 0..255
+    fig = plots.show_images(small_train.images[:2], count=2)  # uint8 0..255
     assert np.allclose(fig.axes[0].get_images()[0].get_array(), expected, atol=1e-6)
     plt.close(fig)
     fig = plots.show_images(small_train, count=3)
@@ -46,20 +48,42 @@ def test_show_images_draws_loader_batches_and_uint8_images(small_train):
 
 # --- neural-collapse figures ---------------------------------------------------------------------------
 
+
 def _nc_frame():
     rows = []
     for run, scale in (("A", 1.0), ("B", 2.0)):
         for epoch in (1, 2, 3):
             for split in ("train", "test"):
                 value = scale / epoch + (split == "test")
-                rows.append({"run": run, "epoch": epoch, "split": split, "stage": "output", "accuracy": 0.3 * epoch,
-                             "nc1": value, "nc2_equinorm_means": value, "nc2_equinorm_weights": value / 2,
-                             "nc2_equiangular_means": value, "nc2_equiangular_weights": value / 2,
-                             "nc2_maxangle_means": value, "nc2_maxangle_weights": value / 2, "nc3": value,
-                             "nc4_ncc_mismatch": value / 10})
+                rows.append(
+                    {
+                        "run": run,
+                        "epoch": epoch,
+                        "split": split,
+                        "stage": "output",
+                        "accuracy": 0.3 * epoch,
+                        "nc1": value,
+                        "nc2_equinorm_means": value,
+                        "nc2_equinorm_weights": value / 2,
+                        "nc2_equiangular_means": value,
+                        "nc2_equiangular_weights": value / 2,
+                        "nc2_maxangle_means": value,
+                        "nc2_maxangle_weights": value / 2,
+                        "nc3": value,
+                        "nc4_ncc_mismatch": value / 10,
+                    }
+                )
                 for depth, stage in enumerate(models.STAGES):
-                    rows.append({"run": run, "epoch": epoch, "split": split, "stage": stage,
-                                 "nc1": 10.0 / (depth + 1) / epoch, "ncc_accuracy": 0.2 * depth})
+                    rows.append(
+                        {
+                            "run": run,
+                            "epoch": epoch,
+                            "split": split,
+                            "stage": stage,
+                            "nc1": 10.0 / (depth + 1) / epoch,
+                            "ncc_accuracy": 0.2 * depth,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -70,9 +94,9 @@ def test_plot_collapse_draws_every_metric_per_run_and_split():
     nc1 = fig.axes[0]
     assert nc1.get_yscale() == "log"
     curves = [np.sort(line.get_ydata()) for line in nc1.get_lines() if len(line.get_xdata()) == 3]
-    assert any(np.allclose(c, [1 / 3, 1 / 2, 1]) for c in curves)              # run A, train
-    assert any(np.allclose(c, [2 / 3 + 1, 2, 3]) for c in curves)              # run B, test
-    nc2 = fig.axes[1]                                                          # weights: one curve per run
+    assert any(np.allclose(c, [1 / 3, 1 / 2, 1]) for c in curves)  # run A, train
+    assert any(np.allclose(c, [2 / 3 + 1, 2, 3]) for c in curves)  # run B, test
+    nc2 = fig.axes[1]  # weights: one curve per run
     labels = [t.get_text() for t in nc2.get_legend().get_texts()]
     assert "weights" in labels and "train means" in labels and "test weights" not in labels
     plt.close(fig)
@@ -83,9 +107,13 @@ def test_plot_stages_draws_one_panel_per_run_with_the_stages_in_order():
     assert len(fig.axes) == 2 and fig.axes[0].get_title() == "run A: nc1 by depth"
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert ticks == list(models.STAGES)
-    values = sorted(round(float(v), 9) for line in fig.axes[0].get_lines() for v in line.get_ydata()
-                    if len(line.get_xdata()) == len(models.STAGES))
-    assert values[-1] == 10.0 and values[0] == round(2.0 / 3, 9)               # stem at epoch 1, layer4 at 3
+    values = sorted(
+        round(float(v), 9)
+        for line in fig.axes[0].get_lines()
+        for v in line.get_ydata()
+        if len(line.get_xdata()) == len(models.STAGES)
+    )
+    assert values[-1] == 10.0 and values[0] == round(2.0 / 3, 9)  # stem at epoch 1, layer4 at 3
     plt.close(fig)
 
 
@@ -96,8 +124,11 @@ def test_plot_geometry_shows_the_gram_next_to_the_etf_and_three_classes():
     features = E[labels] + 0.01 * torch.randn(len(labels), p, generator=torch.Generator().manual_seed(0))
     fig = plots.plot_geometry(features, labels, ["a", "b", "c", "d"], title="g")
     gram, etf_ax, projection = fig.axes[:3]
-    assert np.allclose(gram.collections[0].get_array().reshape(C, C), collapse.gram_of_means(
-        collapse.class_means(features, labels)[0]).numpy(), atol=1e-6)
+    assert np.allclose(
+        gram.collections[0].get_array().reshape(C, C),
+        collapse.gram_of_means(collapse.class_means(features, labels)[0]).numpy(),
+        atol=1e-6,
+    )
     assert np.allclose(etf_ax.collections[0].get_array().reshape(C, C), etf.simplex_etf_gram(C).numpy())
     points = [c for c in projection.collections if len(c.get_offsets()) == 5]
     assert len(points) == 3 and [t.get_text() for t in projection.get_legend().get_texts()] == ["a", "b", "c"]

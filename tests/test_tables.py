@@ -56,8 +56,10 @@ def test_fit_score_and_evaluate_every_detector():
     table = tables.detection_table(scores)
     assert len(table) == 6 * 2 and set(table["OOD set"]) == {"near", "far"}
     row = table[(table.detector == "energy") & (table["OOD set"] == "near")].iloc[0]
-    expected = ood.detection_metrics(ood.Energy().fit(None, weight=W, bias=b).score(sets["ID"].features),
-                                     ood.Energy().fit(None, weight=W, bias=b).score(sets["near"].features))
+    expected = ood.detection_metrics(
+        ood.Energy().fit(None, weight=W, bias=b).score(sets["ID"].features),
+        ood.Energy().fit(None, weight=W, bias=b).score(sets["near"].features),
+    )
     assert row[list(expected)].to_dict() == pytest.approx(expected)
     assert table[(table.detector == "mahalanobis") & (table["OOD set"] == "far")]["auroc"].item() > 0.99
 
@@ -70,7 +72,7 @@ def test_custom_detectors_and_heads_on_normalised_features():
     cosine = heads.Cosine(6, 3, tau=0.5)
     fitted = tables.fit_detectors(train_fs, cosine, {"msp": ood.MSP})
     scores = tables.score_sets(fitted, {"ID": sets["ID"]})["msp"]["ID"]
-    expected = torch.softmax(cosine(sets["ID"].features), dim=1).amax(1).detach()   # the head's own logits
+    expected = torch.softmax(cosine(sets["ID"].features), dim=1).amax(1).detach()  # the head's own logits
     assert torch.allclose(scores, expected, atol=1e-6)
 
 
@@ -81,5 +83,6 @@ def test_detection_report_has_the_practical_work_layout():
     assert list(report.columns) == list(ood.DETECTORS)
     assert list(report.index) == [(s, m) for s in ("near", "far") for m in ("FPR@95 ↓", "AUROC ↑", "AUPR-in ↑")]
     assert report.loc[("far", "AUROC ↑"), "vim"] == pytest.approx(
-        table[(table.detector == "vim") & (table["OOD set"] == "far")]["auroc"].item())
+        table[(table.detector == "vim") & (table["OOD set"] == "far")]["auroc"].item()
+    )
     assert isinstance(report, pd.DataFrame)

@@ -31,12 +31,13 @@ def _without_timing(history):
 
 # --- configuration and schedule ---------------------------------------------------------------------
 
+
 def test_regimes_follow_the_practical_work():
     a, b = train.regime("A", "full"), train.regime("b", "full")
     assert (a.lr, a.momentum, a.weight_decay, a.schedule, a.batch_size) == (0.1, 0.9, 5e-4, "multistep", 128)
     assert a.milestones == (1 / 3, 2 / 3) and a.epochs == 350 and not a.pretrained
     assert (b.lr, b.schedule, b.pretrained) == (0.01, "cosine", True)
-    assert not train.regime("B", "smoke").pretrained                  # no ImageNet weights at width 16
+    assert not train.regime("B", "smoke").pretrained  # no ImageNet weights at width 16
     assert train.regime("A", "smoke", epochs=1).epochs == 1
     with pytest.raises(ValueError, match="Unknown regime"):
         train.regime("C", "smoke")
@@ -44,7 +45,7 @@ def test_regimes_follow_the_practical_work():
 
 def test_multistep_decays_at_a_third_and_two_thirds_of_training():
     factor = train.lr_factor(train.TrainConfig(epochs=350), steps_per_epoch=10)
-    assert factor(0) == 1 and factor(1165) == 1                       # Papyan: decay at epoch ≈ 116
+    assert factor(0) == 1 and factor(1165) == 1  # Papyan: decay at epoch ≈ 116
     assert factor(1166) == pytest.approx(0.1) and factor(2332) == pytest.approx(0.1)
     assert factor(2333) == pytest.approx(0.01) and factor(3499) == pytest.approx(0.01)
 
@@ -53,20 +54,26 @@ def test_cosine_with_warmup():
     factor = train.lr_factor(train.TrainConfig(epochs=10, schedule="cosine", warmup_epochs=1), steps_per_epoch=100)
     assert factor(0) == pytest.approx(0.01) and factor(49) == pytest.approx(0.5)
     assert factor(100) == pytest.approx(1.0)
-    assert factor(550) == pytest.approx(0.5)                          # halfway through the cosine part
+    assert factor(550) == pytest.approx(0.5)  # halfway through the cosine part
     assert factor(999) == pytest.approx(0.5 * (1 + math.cos(math.pi * 899 / 900)))
 
 
 def test_log_spaced_epochs_keep_early_and_late():
     epochs = train.log_spaced_epochs(350, 10)
     assert epochs[0] == 1 and epochs[-1] == 350 and list(epochs) == sorted(set(epochs))
-    assert sum(e <= 10 for e in epochs) >= 3                           # dense early, sparse late
+    assert sum(e <= 10 for e in epochs) >= 3  # dense early, sparse late
     assert train.log_spaced_epochs(2, 2) == (1, 2)
 
 
 def test_bad_configs_are_refused():
-    for bad in (dict(optimizer="adam"), dict(schedule="step"), dict(amp="fp8"), dict(epochs=0),
-                dict(milestones=(1.5,)), dict(epochs=3, snapshot_epochs=(4,))):
+    for bad in (
+        dict(optimizer="adam"),
+        dict(schedule="step"),
+        dict(amp="fp8"),
+        dict(epochs=0),
+        dict(milestones=(1.5,)),
+        dict(epochs=3, snapshot_epochs=(4,)),
+    ):
         with pytest.raises(ValueError):
             train.TrainConfig(**bad)
 
@@ -80,8 +87,9 @@ def test_speed_only_fields_do_not_change_the_run_folder(small_train):
 
 # --- learning on real pixels --------------------------------------------------------------------------
 
+
 def test_smoke_run_learns_the_standin_clearly_above_chance():
-    train_set, test_set = data.train_test_sets("cifar100", "smoke")        # the same run notebook 01 makes
+    train_set, test_set = data.train_test_sets("cifar100", "smoke")  # the same run notebook 01 makes
     run = train.load_or_train(train.regime("A", "smoke"), train_set, test_set, progress=False)
     chance = 1 / train_set.num_classes
     assert run.final["test_acc"] > 3 * chance, run.history
@@ -90,13 +98,15 @@ def test_smoke_run_learns_the_standin_clearly_above_chance():
 
 
 def test_adamw_and_label_smoothing_train_too(small_train):
-    config_ = _tiny_config(optimizer="adamw", lr=2e-3, weight_decay=0.05, label_smoothing=0.1, epochs=2,
-                           snapshot_epochs=())
+    config_ = _tiny_config(
+        optimizer="adamw", lr=2e-3, weight_decay=0.05, label_smoothing=0.1, epochs=2, snapshot_epochs=()
+    )
     history = train.fit(_fresh_model(), config_, _loaders(small_train), progress=False)
     assert len(history) == 2 and history[-1]["train_loss"] < history[0]["train_loss"]
 
 
 # --- checkpoints: resume, corruption, atomic writes ----------------------------------------------------
+
 
 class _Disconnect(Exception):
     pass
@@ -125,7 +135,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(small_train, tmp_pat
         train.fit(broken, config_, dying, run_dir=tmp_path / "resumed", progress=False)
     assert checkpoints.load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
 
-    resumed = _fresh_model()                                             # a new kernel: fresh weights
+    resumed = _fresh_model()  # a new kernel: fresh weights
     history_resumed = train.fit(resumed, config_, _loaders(small_train), run_dir=tmp_path / "resumed", progress=False)
     assert _without_timing(history_resumed) == _without_timing(history_whole)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
@@ -156,22 +166,42 @@ def test_damaged_checkpoint_stops_with_a_clear_error_and_is_kept(small_train, tm
     bad = {"truncate": good[: len(good) // 2], "garbage": b"not a checkpoint" * 100, "empty": b""}[damage]
     last.write_bytes(bad)
     with pytest.raises(CheckpointError, match="corrupted or truncated.*untouched.*Delete"):
-        train.fit(_fresh_model(), _tiny_config(epochs=2, snapshot_epochs=()), _loaders(small_train),
-                  run_dir=tmp_path, progress=False)
-    assert last.read_bytes() == bad                                       # nothing overwritten
+        train.fit(
+            _fresh_model(),
+            _tiny_config(epochs=2, snapshot_epochs=()),
+            _loaders(small_train),
+            run_dir=tmp_path,
+            progress=False,
+        )
+    assert last.read_bytes() == bad  # nothing overwritten
 
 
 def test_checkpoint_of_another_configuration_is_refused(small_train, tmp_path):
-    train.fit(_fresh_model(), _tiny_config(epochs=1, snapshot_epochs=()), _loaders(small_train), run_dir=tmp_path,
-              progress=False)
+    train.fit(
+        _fresh_model(),
+        _tiny_config(epochs=1, snapshot_epochs=()),
+        _loaders(small_train),
+        run_dir=tmp_path,
+        progress=False,
+    )
     with pytest.raises(CheckpointError, match="another configuration"):
-        train.fit(_fresh_model(), _tiny_config(epochs=1, lr=0.3, snapshot_epochs=()), _loaders(small_train),
-                  run_dir=tmp_path, progress=False)
+        train.fit(
+            _fresh_model(),
+            _tiny_config(epochs=1, lr=0.3, snapshot_epochs=()),
+            _loaders(small_train),
+            run_dir=tmp_path,
+            progress=False,
+        )
 
 
 def test_checkpoints_load_with_weights_only(small_train, tmp_path):
-    train.fit(_fresh_model(), _tiny_config(epochs=1, snapshot_epochs=()), _loaders(small_train), run_dir=tmp_path,
-              progress=False)
+    train.fit(
+        _fresh_model(),
+        _tiny_config(epochs=1, snapshot_epochs=()),
+        _loaders(small_train),
+        run_dir=tmp_path,
+        progress=False,
+    )
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "hooks", "rng", "history", "config", "epoch"} <= set(state)
 
@@ -181,16 +211,20 @@ def test_pretrained_regime_falls_back_with_a_reason(small_train, tmp_path, capsy
         raise models.PretrainedWeightsUnavailable("no internet here")
 
     monkeypatch.setattr(models, "imagenet_weights", unavailable)
-    run = train.load_or_train(_tiny_config(epochs=1, snapshot_epochs=(), pretrained=True), small_train,
-                              root=tmp_path, progress=False)
+    run = train.load_or_train(
+        _tiny_config(epochs=1, snapshot_epochs=(), pretrained=True), small_train, root=tmp_path, progress=False
+    )
     assert "no internet here" in capsys.readouterr().out and not run.config.pretrained
 
 
 def _imagenet_like_weights(width=4):
     """Stands for the downloaded ImageNet weights: a (seeded) torchvision-layout state dict of this width."""
     torch.manual_seed(123)
-    return {k.replace("head.", "fc."): v for k, v in models.CifarResNet(1000, width).state_dict().items()
-            if not k.startswith("normalize.")}
+    return {
+        k.replace("head.", "fc."): v
+        for k, v in models.CifarResNet(1000, width).state_dict().items()
+        if not k.startswith("normalize.")
+    }
 
 
 def test_pretrained_runs_are_seeded_and_offline_resume_fetches_nothing(small_train, tmp_path, capsys, monkeypatch):
@@ -201,7 +235,7 @@ def test_pretrained_runs_are_seeded_and_offline_resume_fetches_nothing(small_tra
     second = train.load_or_train(config_, small_train, root=tmp_path / "b", progress=False)
     assert fetched == [4, 4] and first.config.pretrained
     for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
-        assert torch.equal(a, b), name                                    # stem and head seeded: same run twice
+        assert torch.equal(a, b), name  # stem and head seeded: same run twice
 
     def offline(width=64):
         raise models.PretrainedWeightsUnavailable("offline now")
@@ -222,9 +256,9 @@ def test_dataset_mismatch_is_refused(small_train, tmp_path):
 def test_mixed_precision_choice(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert train.amp_dtype("auto", cpu) is None and train.amp_dtype("off", gpu) is None
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))    # T4
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # T4
     assert train.amp_dtype("auto", gpu) == torch.float16
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))    # H100
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # H100
     assert train.amp_dtype("auto", gpu) == torch.bfloat16
     assert train.amp_dtype("fp16", gpu) == torch.float16
 
@@ -232,13 +266,15 @@ def test_mixed_precision_choice(monkeypatch):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_paths_train(small_train, amp):
     """The GPU's autocast (+ GradScaler for fp16) path, exercised on the CPU, with channels-last batches."""
-    loader = data.GpuLoader(small_train.subset(64), 32, shuffle=True, augment=True, drop_last=True, device="cpu",
-                            channels_last=True)
+    loader = data.GpuLoader(
+        small_train.subset(64), 32, shuffle=True, augment=True, drop_last=True, device="cpu", channels_last=True
+    )
     history = train.fit(_fresh_model(), _tiny_config(amp=amp, epochs=1, snapshot_epochs=()), loader, progress=False)
     assert math.isfinite(history[0]["train_loss"]) and 0 <= history[0]["train_acc"] <= 1
 
 
 # --- the plug-in points: methods, losses, hooks ------------------------------------------------------
+
 
 class _ClassMeans(train.Hook):
     """An EMA of every class's mean feature (as SpA keeps its class centres) and a step counter."""
@@ -252,8 +288,11 @@ class _ClassMeans(train.Hook):
         counts = torch.bincount(y, minlength=self.num_classes)
         batch = sums / counts.clamp_min(1)[:, None]
         present = (counts > 0)[:, None]
-        self.means = batch if self.means is None else torch.where(
-            present, self.momentum * self.means + (1 - self.momentum) * batch, self.means)
+        self.means = (
+            batch
+            if self.means is None
+            else torch.where(present, self.momentum * self.means + (1 - self.momentum) * batch, self.means)
+        )
         self.steps += 1
 
     def end_epoch(self, epoch, model):
@@ -270,24 +309,32 @@ def test_a_hooks_state_survives_an_interrupted_run_bit_for_bit(small_train, tmp_
     config_ = _tiny_config()
     whole_hook = _ClassMeans()
     whole = _fresh_model()
-    history = train.fit(whole, config_, _loaders(small_train), run_dir=tmp_path / "whole", hooks=[whole_hook],
-                        progress=False)
-    assert [r["hook_steps"] for r in history] == [8, 16, 24]                 # end_epoch feeds the history
+    history = train.fit(
+        whole, config_, _loaders(small_train), run_dir=tmp_path / "whole", hooks=[whole_hook], progress=False
+    )
+    assert [r["hook_steps"] for r in history] == [8, 16, 24]  # end_epoch feeds the history
 
     dying = _LoaderThatDies(small_train, 32, shuffle=True, augment=True, drop_last=True, device="cpu")
     with pytest.raises(_Disconnect):
         train.fit(_fresh_model(), config_, dying, run_dir=tmp_path / "resumed", hooks=[_ClassMeans()], progress=False)
-    resumed_hook = _ClassMeans()                                            # a new kernel: a fresh hook
+    resumed_hook = _ClassMeans()  # a new kernel: a fresh hook
     resumed = _fresh_model()
-    history_resumed = train.fit(resumed, config_, _loaders(small_train), run_dir=tmp_path / "resumed",
-                                hooks=[resumed_hook], progress=False)
+    history_resumed = train.fit(
+        resumed, config_, _loaders(small_train), run_dir=tmp_path / "resumed", hooks=[resumed_hook], progress=False
+    )
     assert _without_timing(history_resumed) == _without_timing(history)
     assert resumed_hook.steps == whole_hook.steps and torch.equal(resumed_hook.means, whole_hook.means)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     with pytest.raises(CheckpointError, match="hook"):
-        train.fit(_fresh_model(), _tiny_config(epochs=4, snapshot_epochs=()), _loaders(small_train),
-                  run_dir=tmp_path / "resumed", hooks=[], progress=False)
+        train.fit(
+            _fresh_model(),
+            _tiny_config(epochs=4, snapshot_epochs=()),
+            _loaders(small_train),
+            run_dir=tmp_path / "resumed",
+            hooks=[],
+            progress=False,
+        )
 
 
 class _ZeroHeadGradient(train.Hook):
@@ -309,8 +356,8 @@ def test_hooks_act_between_backward_and_step_on_unscaled_gradients(small_train, 
     hook = _ZeroHeadGradient()
     config_ = _tiny_config(epochs=1, snapshot_epochs=(), momentum=0.0, weight_decay=0.0, amp=amp)
     train.fit(model, config_, _loaders(small_train.subset(64)), hooks=[hook], progress=False)
-    assert torch.equal(model.head.weight, before)                          # the zeroed gradient reached the step
-    assert len(hook.largest) == 2 and 0 < max(hook.largest) < 100          # unscaled: the fp16 scale is 65536
+    assert torch.equal(model.head.weight, before)  # the zeroed gradient reached the step
+    assert len(hook.largest) == 2 and 0 < max(hook.largest) < 100  # unscaled: the fp16 scale is 65536
 
 
 def test_loss_sees_features_logits_extras_and_the_model(small_train):
@@ -323,8 +370,7 @@ def test_loss_sees_features_logits_extras_and_the_model(small_train):
         return losses.CrossEntropy()(out, y)
 
     model = _fresh_model()
-    train.fit(model, _tiny_config(epochs=1, snapshot_epochs=()), _loaders(part), loss=loss,
-              progress=False)
+    train.fit(model, _tiny_config(epochs=1, snapshot_epochs=()), _loaders(part), loss=loss, progress=False)
     assert seen == [((32, 32), (32, 8), ["index"], model)] * 2
 
 
@@ -333,7 +379,7 @@ def test_default_loss_is_cross_entropy_with_the_configs_label_smoothing(small_tr
     loader = data.GpuLoader(batch, 32, shuffle=False, augment=False, drop_last=True, device="cpu")
     x, y, _ = next(iter(loader))
     model = _fresh_model()
-    with torch.no_grad():                                                  # the loss of the first (only) step
+    with torch.no_grad():  # the loss of the first (only) step
         logits = model.train()(x)
         smoothed = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1).item()
         plain = torch.nn.functional.cross_entropy(logits, y).item()
@@ -350,12 +396,19 @@ def test_default_loss_is_cross_entropy_with_the_configs_label_smoothing(small_tr
 def test_a_method_and_its_hyperparameters_are_in_the_run_key(small_train):
     base = _tiny_config()
     alpha = train.Method("control", {"alpha": 0.05})
-    folders = {train.run_directory(c, small_train) for c in
-               (base, _tiny_config(method=alpha), _tiny_config(method=train.Method("control", {"alpha": 0.1})),
-                _tiny_config(method=train.Method("other", {"alpha": 0.05})))}
+    folders = {
+        train.run_directory(c, small_train)
+        for c in (
+            base,
+            _tiny_config(method=alpha),
+            _tiny_config(method=train.Method("control", {"alpha": 0.1})),
+            _tiny_config(method=train.Method("other", {"alpha": 0.05})),
+        )
+    }
     assert len(folders) == 4
-    assert train.run_directory(_tiny_config(method=train.Method("control", {"alpha": 0.05})), small_train) == \
-        train.run_directory(_tiny_config(method=alpha), small_train)
+    assert train.run_directory(
+        _tiny_config(method=train.Method("control", {"alpha": 0.05})), small_train
+    ) == train.run_directory(_tiny_config(method=alpha), small_train)
     assert _tiny_config(method=alpha).key()["method.alpha"] == 0.05 and base.key()["method"] == "erm"
     assert "-control-" in train.run_directory(_tiny_config(method=alpha), small_train).name
     assert _tiny_config(decay_norm_and_bias=False).key() != base.key()
@@ -368,8 +421,9 @@ def test_a_method_and_its_hyperparameters_are_in_the_run_key(small_train):
 
 
 def _etf_model(config_, train_set):
-    return models.resnet18(train_set.num_classes, config_.width, head=heads.FixedETF(8 * config_.width,
-                                                                                      train_set.num_classes, scale=5))
+    return models.resnet18(
+        train_set.num_classes, config_.width, head=heads.FixedETF(8 * config_.width, train_set.num_classes, scale=5)
+    )
 
 
 ETF = train.Method("fixed-etf", {"scale": 5}, build_model=_etf_model)
@@ -381,7 +435,7 @@ def test_a_fixed_etf_head_does_not_move_and_snapshots_use_the_methods_builder(sm
     torch.manual_seed(config_.seed)
     expected = _etf_model(config_, small_train).head.weight
     assert isinstance(run.model.head, heads.FixedETF) and torch.equal(run.model.head.weight, expected)
-    assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]       # the encoder learned
+    assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]  # the encoder learned
     optimizer = train.make_optimizer(run.model, config_)
     assert all(p is not run.model.head.weight for group in optimizer.param_groups for p in group["params"])
     snapshot = run.load_snapshot(1)
@@ -390,7 +444,7 @@ def test_a_fixed_etf_head_does_not_move_and_snapshots_use_the_methods_builder(sm
 
 def test_weight_decay_follows_the_sources_by_default():
     model = _fresh_model()
-    model.conv1.weight.requires_grad_(False)                                  # a frozen layer stays out
+    model.conv1.weight.requires_grad_(False)  # a frozen layer stays out
     every = train.make_optimizer(model, _tiny_config()).param_groups
     assert len(every) == 1 and every[0]["weight_decay"] == 5e-4
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -404,21 +458,22 @@ def test_weight_decay_follows_the_sources_by_default():
 
 def test_resume_with_another_amp_mode_reinitialises_the_scaler(small_train, tmp_path, capsys):
     """A run written with AMP off, resumed on a T4 in fp16 (GradScaler), then back in bf16: it never crashes."""
-    part, config_ = small_train.subset(160), _tiny_config(epochs=3, snapshot_epochs=())   # 5 batches per epoch
+    part, config_ = small_train.subset(160), _tiny_config(epochs=3, snapshot_epochs=())  # 5 batches per epoch
 
     def dying_at(epoch):
         loader = _LoaderThatDies(part, 32, shuffle=True, augment=True, drop_last=True, device="cpu")
         loader.die_at = epoch
         return loader
 
-    with pytest.raises(_Disconnect):                                        # epoch 1 saved, AMP off
+    with pytest.raises(_Disconnect):  # epoch 1 saved, AMP off
         train.fit(_fresh_model(), replace(config_, amp="off"), dying_at(2), run_dir=tmp_path, progress=False)
-    with pytest.raises(_Disconnect):                                        # epoch 2 saved, fp16 + GradScaler
+    with pytest.raises(_Disconnect):  # epoch 2 saved, fp16 + GradScaler
         train.fit(_fresh_model(), replace(config_, amp="fp16"), dying_at(3), run_dir=tmp_path, progress=False)
     assert "scaler starts afresh" in capsys.readouterr().out
-    assert checkpoints.load_checkpoint(tmp_path / "last.pt")["scaler"]     # an fp16 run's scaler state
-    history = train.fit(_fresh_model(), replace(config_, amp="bf16"), _loaders(part), run_dir=tmp_path,
-                        progress=False)                                    # and back: the scaler is ignored
+    assert checkpoints.load_checkpoint(tmp_path / "last.pt")["scaler"]  # an fp16 run's scaler state
+    history = train.fit(
+        _fresh_model(), replace(config_, amp="bf16"), _loaders(part), run_dir=tmp_path, progress=False
+    )  # and back: the scaler is ignored
     assert len(history) == 3 and all(math.isfinite(r["train_loss"]) for r in history)
 
 
@@ -432,6 +487,7 @@ def test_test_metrics_use_the_profiles_eval_batch_size(small_train, tmp_path, mo
             super().__init__(data_, batch_size, **options)
 
     monkeypatch.setattr(train, "GpuLoader", Recording)
-    train.load_or_train(_tiny_config(epochs=1, snapshot_epochs=()), small_train, small_train.subset(64),
-                        root=tmp_path, progress=False)
-    assert sizes == [(32, True), (500, False)]                               # smoke: eval_batch_size 500
+    train.load_or_train(
+        _tiny_config(epochs=1, snapshot_epochs=()), small_train, small_train.subset(64), root=tmp_path, progress=False
+    )
+    assert sizes == [(32, True), (500, False)]  # smoke: eval_batch_size 500

@@ -20,20 +20,25 @@ def _scores():
     generator = torch.Generator().manual_seed(0)
     ind = torch.randn(200, generator=generator) + 2
     near, far = torch.randn(100, generator=generator) + 1, torch.randn(80, generator=generator) - 3
-    return {"good": {"ID": ind, "near": near, "far": far},
-            "flipped": {"ID": -ind, "near": -near, "far": torch.randn(80, generator=generator)}}
+    return {
+        "good": {"ID": ind, "near": near, "far": far},
+        "flipped": {"ID": -ind, "near": -near, "far": torch.randn(80, generator=generator)},
+    }
 
 
 def test_collapse_explorer_draws_the_geometry_of_the_chosen_epoch(monkeypatch):
     shown, drawn = [], []
     monkeypatch.setattr(widgets, "display", lambda obj: shown.append(obj))
-    monkeypatch.setattr(plots, "plot_geometry", lambda h, y, classes, chosen, title: drawn.append((h, title, chosen))
-                        or plt.figure())
-    snapshots = {epoch: FeatureSet(torch.full((6, 4), float(epoch)), torch.zeros(6, 3), torch.arange(6) % 3)
-                 for epoch in (5, 1, 20)}
+    monkeypatch.setattr(
+        plots, "plot_geometry", lambda h, y, classes, chosen, title: drawn.append((h, title, chosen)) or plt.figure()
+    )
+    snapshots = {
+        epoch: FeatureSet(torch.full((6, 4), float(epoch)), torch.zeros(6, 3), torch.arange(6) % 3)
+        for epoch in (5, 1, 20)
+    }
     widgets.collapse_explorer(snapshots, ["a", "b", "c"], shown=(2, 0, 1))
     slider = next(_find(shown[-1], ipywidgets.SelectionSlider))
-    assert list(slider.options) == [1, 5, 20] and slider.value == 20          # sorted, the last epoch first
+    assert list(slider.options) == [1, 5, 20] and slider.value == 20  # sorted, the last epoch first
     assert drawn[-1][1] == "epoch 20" and drawn[-1][2] == (2, 0, 1) and drawn[-1][0][0, 0] == 20
     slider.value = 5
     assert drawn[-1][1] == "epoch 5" and drawn[-1][0][0, 0] == 5 and len(drawn) == 2
@@ -50,13 +55,13 @@ def test_threshold_widget_starts_at_the_fpr95_threshold_and_follows_the_detector
     detector, ood_set = list(_find(box, ipywidgets.Dropdown))
     ind, near = scores["good"]["ID"], scores["good"]["near"]
     assert slider.value == pytest.approx(ood.threshold_at_tpr(ind, 0.95))
-    assert slider.value == pytest.approx(ind.sort(descending=True).values[190 - 1].item())   # ⌈0.95 · 200⌉
+    assert slider.value == pytest.approx(ind.sort(descending=True).values[190 - 1].item())  # ⌈0.95 · 200⌉
     assert (near >= slider.value).double().mean().item() == pytest.approx(ood.detection_metrics(ind, near)["fpr95"])
     detector.value = "flipped"
     both = torch.cat([scores["flipped"]["ID"], scores["flipped"]["near"]])
     assert slider.min == pytest.approx(both.min().item()) and slider.max == pytest.approx(both.max().item())
     ood_set.value = "far"
-    slider.value = slider.min                                     # every input accepted: TPR = FPR = 100 %
+    slider.value = slider.min  # every input accepted: TPR = FPR = 100 %
     figures = [obj for obj in shown if isinstance(obj, plt.Figure)]
     assert "TPR 100.0%" in figures[-1].axes[0].get_title() and "FPR 100.0%" in figures[-1].axes[0].get_title()
     plt.close("all")

@@ -9,9 +9,35 @@ Everything a notebook needs is importable from ``nclab.data`` itself.
 """
 
 from .loader import GpuLoader, random_crop, random_flip
-from .sets import (CIFAR100_MEAN, CIFAR100_STD, DATASETS, NORMALIZATION, ImageSet, channel_statistics, download,
-                   load, noise_images, ood_sets, overview, train_test_sets)
+from .sets import (
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    DATASETS,
+    NORMALIZATION,
+    ImageSet,
+    channel_statistics,
+    download,
+    load,
+    noise_images,
+    ood_sets,
+    overview,
+    train_test_sets,
+)
 
-__all__ = ["ImageSet", "load", "download", "train_test_sets", "ood_sets", "noise_images", "overview",
-           "channel_statistics", "GpuLoader", "random_crop", "random_flip", "DATASETS", "NORMALIZATION",
-           "CIFAR100_MEAN", "CIFAR100_STD"]
+__all__ = [
+    "ImageSet",
+    "load",
+    "download",
+    "train_test_sets",
+    "ood_sets",
+    "noise_images",
+    "overview",
+    "channel_statistics",
+    "GpuLoader",
+    "random_crop",
+    "random_flip",
+    "DATASETS",
+    "NORMALIZATION",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+]

@@ -27,9 +27,9 @@ def random_crop(images: torch.Tensor, shifts: torch.Tensor, padding: int = 4) ->
     identity. Same result as torchvision's ``RandomCrop(H, padding)`` with those offsets.
     """
     B, C, H, W = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding))                # (B, C, H+2p, W+2p)
-    rows = shifts[:, 0, None] + torch.arange(H, device=images.device)           # (B, H)
-    cols = shifts[:, 1, None] + torch.arange(W, device=images.device)           # (B, W)
+    padded = F.pad(images, (padding, padding, padding, padding))  # (B, C, H+2p, W+2p)
+    rows = shifts[:, 0, None] + torch.arange(H, device=images.device)  # (B, H)
+    cols = shifts[:, 1, None] + torch.arange(W, device=images.device)  # (B, W)
     batch = torch.arange(B, device=images.device)[:, None, None, None]
     channel = torch.arange(C, device=images.device)[None, :, None, None]
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
@@ -52,16 +52,27 @@ class GpuLoader:
     (evaluation): no default, the choice is always explicit.
     """
 
-    def __init__(self, data: ImageSet, batch_size: int, *, shuffle: bool, augment: bool, drop_last: bool,
-                 device: str | torch.device | None = None, seed: int = 0, padding: int = 4,
-                 channels_last: bool = False):
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment: bool,
+        drop_last: bool,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        padding: int = 4,
+        channels_last: bool = False,
+    ):
         if batch_size < 1 or (drop_last and batch_size > len(data)):
-            raise ValueError(f"batch_size={batch_size} does not fit a data set of {len(data)} images "
-                             f"with drop_last={drop_last}.")
+            raise ValueError(
+                f"batch_size={batch_size} does not fit a data set of {len(data)} images with drop_last={drop_last}."
+            )
         if padding < 0:
             raise ValueError(f"padding must be ≥ 0, got {padding}")
         self.device = get_device(device)
-        on_device = data.to(self.device)                                            # moved once
+        on_device = data.to(self.device)  # moved once
         self.images, self.labels, self.extras = on_device.images, on_device.labels, on_device.extras
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
         self.seed, self.epoch, self.padding, self.channels_last = seed, 0, padding, channels_last

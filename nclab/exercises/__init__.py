@@ -20,8 +20,9 @@ from .core import run_check as _run_check
 
 __all__ = ["check", "run_check", "points", "Result", "Exercise", "Wrong", "EXERCISES", "NOT_ANSWERED"]
 
-EXERCISES: dict[str, Exercise] = merge_tables(notebook01.EXERCISES, notebook02.EXERCISES, notebook03.EXERCISES,
-                                              notebook04.EXERCISES)
+EXERCISES: dict[str, Exercise] = merge_tables(
+    notebook01.EXERCISES, notebook02.EXERCISES, notebook03.EXERCISES, notebook04.EXERCISES
+)
 
 
 def run_check(name: str, answer: Any) -> Result:

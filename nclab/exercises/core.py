@@ -9,13 +9,27 @@ exception. The checks themselves live in ``notebookNN.py``, one module per noteb
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
-__all__ = ["Result", "Exercise", "Wrong", "NOT_ANSWERED", "run_check", "merge_tables", "show", "compare", "call",
-           "as_number", "random_images", "as_float_tensor", "compare_close"]
+__all__ = [
+    "Result",
+    "Exercise",
+    "Wrong",
+    "NOT_ANSWERED",
+    "run_check",
+    "merge_tables",
+    "show",
+    "compare",
+    "call",
+    "as_number",
+    "random_images",
+    "as_float_tensor",
+    "compare_close",
+]
 
 
 @dataclass(frozen=True)
@@ -34,9 +48,9 @@ class Result:
 class Exercise:
     """An exercise: the global name its answer is defined under, the function that checks it, its points."""
 
-    answer: str                                        # e.g. "cifar_stem_layer": what the grader looks up
-    check: Callable[[Any], tuple[bool, str]]           # answer → (passed, message)
-    points: int                                        # awarded when the check passes; a positive int
+    answer: str  # e.g. "cifar_stem_layer": what the grader looks up
+    check: Callable[[Any], tuple[bool, str]]  # answer → (passed, message)
+    points: int  # awarded when the check passes; a positive int
 
     def __post_init__(self):
         if isinstance(self.points, bool) or not isinstance(self.points, int) or self.points < 1:
@@ -47,8 +61,10 @@ class Wrong(Exception):
     """Raised inside a check function to fail with its message as is."""
 
 
-NOT_ANSWERED = ("not answered yet (it raises NotImplementedError): replace `# YOUR CODE HERE` and "
-                "`raise NotImplementedError()` with your code, then rerun the cell.")
+NOT_ANSWERED = (
+    "not answered yet (it raises NotImplementedError): replace `# YOUR CODE HERE` and "
+    "`raise NotImplementedError()` with your code, then rerun the cell."
+)
 
 
 def run_check(exercises: Mapping[str, Exercise], name: str, answer: Any) -> Result:
@@ -101,8 +117,10 @@ def compare(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, tor
     if got.shape != expected.shape:
         return f"{case}: your output has shape {tuple(got.shape)}, expected {tuple(expected.shape)}."
     if got.dtype != expected.dtype:
-        return (f"{case}: your output is {got.dtype}, expected {expected.dtype} (the input's): "
-                f"augmentation works on the uint8 images, before normalisation.")
+        return (
+            f"{case}: your output is {got.dtype}, expected {expected.dtype} (the input's): "
+            f"augmentation works on the uint8 images, before normalisation."
+        )
     if torch.equal(got, expected):
         return None
     for mistake, wrong in mistakes.items():
@@ -111,8 +129,9 @@ def compare(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, tor
     if expected.numel() <= 36:
         return f"{case}: expected {expected.tolist()}, got {got.tolist()}."
     index = tuple(int(i) for i in (got != expected).nonzero()[0])
-    return (f"{case}: first wrong value at index {list(index)}: got {got[index].item()}, "
-            f"expected {expected[index].item()}.")
+    return (
+        f"{case}: first wrong value at index {list(index)}: got {got[index].item()}, expected {expected[index].item()}."
+    )
 
 
 def call(function: Callable, case: str, *args) -> Any:
@@ -169,8 +188,14 @@ def as_float_tensor(got: Any, case: str, expected: torch.Tensor) -> torch.Tensor
     return got.detach().double()
 
 
-def compare_close(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, torch.Tensor],
-                  rtol: float = 1e-5, atol: float = 1e-7) -> str | None:
+def compare_close(
+    got: Any,
+    expected: torch.Tensor,
+    case: str,
+    mistakes: dict[str, torch.Tensor],
+    rtol: float = 1e-5,
+    atol: float = 1e-7,
+) -> str | None:
     """None when ``got`` ≈ ``expected`` (in float64, within rtol/atol); else a message saying what differs.
 
     In this order: type or shape, NaN/inf, one of the known ``mistakes`` (message → the wrong tensor it
@@ -189,8 +214,12 @@ def compare_close(got: Any, expected: torch.Tensor, case: str, mistakes: dict[st
         if wrong.shape == got.shape and torch.allclose(got, wrong.double(), rtol=rtol, atol=atol):
             return f"{case}: {mistake}"
     if expected.numel() <= 12:
-        return (f"{case}: expected {[round(v, 6) for v in expected.flatten().tolist()]}, "
-                f"got {[round(v, 6) for v in got.flatten().tolist()]}.")
+        return (
+            f"{case}: expected {[round(v, 6) for v in expected.flatten().tolist()]}, "
+            f"got {[round(v, 6) for v in got.flatten().tolist()]}."
+        )
     index = int((got - expected).abs().flatten().argmax())
-    return (f"{case}: largest difference at flat index {index}: got {got.flatten()[index].item():.6g}, "
-            f"expected {expected.flatten()[index].item():.6g} (tolerance {rtol:g} relative).")
+    return (
+        f"{case}: largest difference at flat index {index}: got {got.flatten()[index].item():.6g}, "
+        f"expected {expected.flatten()[index].item():.6g} (tolerance {rtol:g} relative)."
+    )

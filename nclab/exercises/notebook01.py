@@ -7,7 +7,7 @@ Its table ``EXERCISES`` (question → answer name, check, points) is merged into
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -25,25 +25,33 @@ def check_flip(random_flip_student: Callable) -> tuple[bool, str]:
     dtype, and that the input is left unchanged.
     """
     hand = torch.arange(12, dtype=torch.uint8).view(2, 1, 2, 3)
-    cases = [("hand case: images [[0, 1, 2], [3, 4, 5]] and [[6, 7, 8], [9, 10, 11]] with flips [True, False]",
-              hand, torch.tensor([True, False])),
-             ("a random (6, 3, 8, 8) uint8 batch", random_images(6, 8, seed=1),
-              torch.tensor([True, False, False, True, True, False]))]
+    cases = [
+        (
+            "hand case: images [[0, 1, 2], [3, 4, 5]] and [[6, 7, 8], [9, 10, 11]] with flips [True, False]",
+            hand,
+            torch.tensor([True, False]),
+        ),
+        (
+            "a random (6, 3, 8, 8) uint8 batch",
+            random_images(6, 8, seed=1),
+            torch.tensor([True, False, False, True, True, False]),
+        ),
+    ]
     for case, images, flips in cases:
         where = flips[:, None, None, None]
         mistakes = {
-            "you mirrored top–bottom (dimension -2, the rows); a horizontal flip reverses the columns, dimension -1.":
-                torch.where(where, images.flip(-2), images),
-            "you reversed the colour channels (dimension 1); a horizontal flip reverses the columns, dimension -1.":
-                torch.where(where, images.flip(1), images),
+            "you mirrored top–bottom (dimension -2, the rows); a horizontal flip reverses the columns, "
+            "dimension -1.": torch.where(where, images.flip(-2), images),
+            "you reversed the colour channels (dimension 1); a horizontal flip reverses the columns, "
+            "dimension -1.": torch.where(where, images.flip(1), images),
             "every image is flipped; flip only those whose entry of `flips` is True (torch.where broadcasts "
             "flips[:, None, None, None]).": images.flip(-1),
             "your output equals the input: no image was flipped.": images,
-            "you flipped the images whose flag is False and kept the flagged ones.":
-                torch.where(~where, images.flip(-1), images),
+            "you flipped the images whose flag is False and kept the flagged ones.": torch.where(
+                ~where, images.flip(-1), images
+            ),
         }
-        wrong = compare(call(random_flip_student, case, images, flips), data.random_flip(images, flips),
-                         case, mistakes)
+        wrong = compare(call(random_flip_student, case, images, flips), data.random_flip(images, flips), case, mistakes)
         if wrong:
             return False, wrong
     return True, "the flagged images are mirrored left–right, the others untouched, as uint8."
@@ -58,29 +66,42 @@ def check_crop(random_crop_student: Callable) -> tuple[bool, str]:
     way, one shift for the whole batch, and wrapping around (torch.roll) instead of zero padding.
     """
     hand = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3).repeat(4, 1, 1, 1)
-    cases = [("hand case: the 3×3 image [[1, 2, 3], [4, 5, 6], [7, 8, 9]] at shifts (4, 4), (3, 4), (5, 5), (0, 0)",
-              hand, torch.tensor([[4, 4], [3, 4], [5, 5], [0, 0]])),
-             ("a random (8, 3, 32, 32) uint8 batch", random_images(8, 32, seed=2),
-              torch.randint(0, 9, (8, 2), generator=torch.Generator().manual_seed(3)))]
+    cases = [
+        (
+            "hand case: the 3×3 image [[1, 2, 3], [4, 5, 6], [7, 8, 9]] at shifts (4, 4), (3, 4), (5, 5), (0, 0)",
+            hand,
+            torch.tensor([[4, 4], [3, 4], [5, 5], [0, 0]]),
+        ),
+        (
+            "a random (8, 3, 32, 32) uint8 batch",
+            random_images(8, 32, seed=2),
+            torch.randint(0, 9, (8, 2), generator=torch.Generator().manual_seed(3)),
+        ),
+    ]
     for case, images, shifts in cases:
-        rolled = torch.stack([image.roll((4 - int(r), 4 - int(c)), dims=(-2, -1))
-                              for image, (r, c) in zip(images, shifts)])
+        rolled = torch.stack(
+            [image.roll((4 - int(r), 4 - int(c)), dims=(-2, -1)) for image, (r, c) in zip(images, shifts)]
+        )
         mistakes = {
             "your output equals the input: the shifts were ignored ((4, 4) is the identity, (0, 0) shows "
             "4 rows and columns of padding at the top left).": images,
-            "rows and columns are swapped: shifts[b] is (δr, δc), the row first.":
-                data.random_crop(images, shifts.flip(1)),
+            "rows and columns are swapped: shifts[b] is (δr, δc), the row first.": data.random_crop(
+                images, shifts.flip(1)
+            ),
             "the window moves the wrong way: shifts[b] is the window's top-left corner in the padded image, "
             "so (0, 0) shows the padding above and left of the image.": data.random_crop(images, 8 - shifts),
-            "every image got the first image's shift: index with each image's own row of `shifts`.":
-                data.random_crop(images, shifts[:1].expand_as(shifts)),
+            "every image got the first image's shift: index with each image's own row of `shifts`.": data.random_crop(
+                images, shifts[:1].expand_as(shifts)
+            ),
             "pixels wrap around to the other side (torch.roll?): where the window leaves the image it must "
             "show the zero padding.": rolled,
         }
         got = call(random_crop_student, case, images, shifts)
         if isinstance(got, torch.Tensor) and got.shape[-2:] == (images.shape[-2] + 8, images.shape[-1] + 8):
-            return False, (f"{case}: your output has shape {tuple(got.shape)}, the padded size: cut a window of "
-                           f"the input's size H × W = {tuple(images.shape[-2:])}.")
+            return False, (
+                f"{case}: your output has shape {tuple(got.shape)}, the padded size: cut a window of "
+                f"the input's size H × W = {tuple(images.shape[-2:])}."
+            )
         wrong = compare(got, data.random_crop(images, shifts), case, mistakes)
         if wrong:
             return False, wrong
@@ -96,13 +117,16 @@ def check_stem(cifar_stem_layer: Callable) -> tuple[bool, str]:
     keeps its 32×32 map: H_out = ⌊(H + 2p − k)/s⌋ + 1.
     """
     if isinstance(cifar_stem_layer, nn.Module):
-        return False, ("`cifar_stem_layer` is a layer; define a function `cifar_stem_layer(width)` that returns "
-                       "the layer.")
+        return False, (
+            "`cifar_stem_layer` is a layer; define a function `cifar_stem_layer(width)` that returns the layer."
+        )
     for width in (16, 24):
         stem = cifar_stem_layer(width)
         if not isinstance(stem, nn.Conv2d):
-            return False, (f"cifar_stem_layer({width}) returned {show(stem)}; expected one nn.Conv2d (BatchNorm and "
-                           f"ReLU follow it in the network, they are not part of the answer).")
+            return False, (
+                f"cifar_stem_layer({width}) returned {show(stem)}; expected one nn.Conv2d (BatchNorm and "
+                f"ReLU follow it in the network, they are not part of the answer)."
+            )
         reference = models.resnet18(10, width).conv1
         fields = {
             "in_channels": "the input has 3 colour channels",
@@ -115,15 +139,20 @@ def check_stem(cifar_stem_layer: Callable) -> tuple[bool, str]:
         }
         for field, why in fields.items():
             if getattr(stem, field) != getattr(reference, field):
-                return False, (f"cifar_stem_layer({width}).{field} is {getattr(stem, field)}, expected "
-                               f"{getattr(reference, field)}: {why}.")
+                return False, (
+                    f"cifar_stem_layer({width}).{field} is {getattr(stem, field)}, expected "
+                    f"{getattr(reference, field)}: {why}."
+                )
         if stem.bias is not None:
-            return False, (f"cifar_stem_layer({width}) has a bias: BatchNorm follows and subtracts the mean, so the "
-                           f"bias would be useless. Use bias=False.")
+            return False, (
+                f"cifar_stem_layer({width}) has a bias: BatchNorm follows and subtracts the mean, so the "
+                f"bias would be useless. Use bias=False."
+            )
         shape = tuple(stem(torch.zeros(2, 3, 32, 32)).shape)
         if shape != (2, width, 32, 32):
-            return False, (f"cifar_stem_layer({width}) maps a (2, 3, 32, 32) batch to {shape}, "
-                           f"expected (2, {width}, 32, 32).")
+            return False, (
+                f"cifar_stem_layer({width}) maps a (2, 3, 32, 32) batch to {shape}, expected (2, {width}, 32, 32)."
+            )
     return True, "3 → width channels, 3×3, stride 1, padding 1, no bias: the map stays 32 × 32."
 
 
@@ -146,16 +175,21 @@ def check_schedule(multistep_factor: Callable) -> tuple[bool, str]:
         if all(math.isclose(g, e, rel_tol=1e-6) for g, e in zip(got, expected)):
             continue
         if not math.isclose(got[0], 1.0):
-            return False, (f"multistep_factor(0, {total}, {gamma}) is {got[0]:g}: training starts at the full rate, "
-                           f"f(0) = 1.")
+            return False, (
+                f"multistep_factor(0, {total}, {gamma}) is {got[0]:g}: training starts at the full rate, f(0) = 1."
+            )
         changes = [t for t in range(1, total) if not math.isclose(got[t], got[t - 1])]
         should = [t for t in range(1, total) if expected[t] != expected[t - 1]]
         if changes != should:
-            return False, (f"with T = {total} steps your factor changes at steps {changes}; it should drop at "
-                           f"steps {should} = ⌊T/3⌋, ⌊2T/3⌋ (the milestone step itself already has the smaller rate).")
+            return False, (
+                f"with T = {total} steps your factor changes at steps {changes}; it should drop at "
+                f"steps {should} = ⌊T/3⌋, ⌊2T/3⌋ (the milestone step itself already has the smaller rate)."
+            )
         levels = sorted({round(g, 12) for g in got}, reverse=True)
-        return False, (f"with γ = {gamma} your factor takes the values {levels}; expected 1, γ = {gamma:g} and "
-                       f"γ² = {gamma ** 2:g}: use the `gamma` argument.")
+        return False, (
+            f"with γ = {gamma} your factor takes the values {levels}; expected 1, γ = {gamma:g} and "
+            f"γ² = {gamma**2:g}: use the `gamma` argument."
+        )
     return True, "f(t) drops by γ at ⌊T/3⌋ and again at ⌊2T/3⌋, exactly as train.lr_factor."
 
 

@@ -6,7 +6,7 @@ Its table ``EXERCISES`` (question → answer name, check, points) is merged into
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -18,8 +18,9 @@ def _collapse_case(C: int = 4, p: int = 6, per_class: int = 5, seed: int = 0):
     """Features of C classes around random means in R^p, with their class means, Σ_W and Σ_B."""
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(C).repeat(per_class)
-    features = 3 * torch.randn(C, p, generator=generator, dtype=torch.float64)[labels] + \
-        torch.randn(C * per_class, p, generator=generator, dtype=torch.float64)
+    features = 3 * torch.randn(C, p, generator=generator, dtype=torch.float64)[labels] + torch.randn(
+        C * per_class, p, generator=generator, dtype=torch.float64
+    )
     means, _ = collapse.class_means(features, labels)
     Sigma_W = collapse.within_class_covariance(features, labels, means)
     Sigma_B = collapse.between_class_covariance(means)
@@ -34,21 +35,33 @@ def check_nc1(nc1_from_covariances: Callable) -> tuple[bool, str]:
     Tr(I · diag(½, 0))/2 = ¼) and on random 4-class features in R⁶; recognises the missing 1/C, a full
     pseudo-inverse that inverts Σ_B's rounding-error eigenvalues, and Tr(Σ_W)/Tr(Σ_B).
     """
-    hand = ("hand case: Σ_W = I₂, Σ_B = diag(2, 0), C = 2", torch.eye(2, dtype=torch.float64),
-            torch.diag(torch.tensor([2.0, 0.0], dtype=torch.float64)), 2, torch.tensor(0.25, dtype=torch.float64))
+    hand = (
+        "hand case: Σ_W = I₂, Σ_B = diag(2, 0), C = 2",
+        torch.eye(2, dtype=torch.float64),
+        torch.diag(torch.tensor([2.0, 0.0], dtype=torch.float64)),
+        2,
+        torch.tensor(0.25, dtype=torch.float64),
+    )
     features, labels, means, Sigma_W, Sigma_B = _collapse_case()
     expected = torch.tensor(collapse.nc_metrics(features, labels)["nc1"], dtype=torch.float64)
     random_case = ("random 4-class features in R^6", Sigma_W, Sigma_B, 4, expected)
     for case, S_W, S_B, C, nc1 in (hand, random_case):
-        mistakes = {"you forgot to divide by C: NC1 = Tr(Σ_W Σ_B†) / C.": nc1 * C,
-                    "that is Tr(Σ_W)/Tr(Σ_B), the trace ratio; NC1 uses the pseudo-inverse: Tr(Σ_W Σ_B†)/C.":
-                        torch.trace(S_W) / torch.trace(S_B)}
+        mistakes = {
+            "you forgot to divide by C: NC1 = Tr(Σ_W Σ_B†) / C.": nc1 * C,
+            "that is Tr(Σ_W)/Tr(Σ_B), the trace ratio; NC1 uses the pseudo-inverse: Tr(Σ_W Σ_B†)/C.": torch.trace(S_W)
+            / torch.trace(S_B),
+        }
         got = call(nc1_from_covariances, case, S_W, S_B, C)
-        if isinstance(got, (torch.Tensor, float)) and getattr(got, "numel", lambda: 1)() == 1 and \
-                abs(float(got)) > 1e3 * float(nc1):
-            return False, (f"{case}: got {float(got):.4g}, expected {float(nc1):.6g}. Σ_B has rank C − 1 = {C - 1} "
-                           f"in R^{S_B.shape[0]}: keep only its top C − 1 eigenpairs when building Σ_B†, or the "
-                           f"inverted rounding-error eigenvalues blow NC1 up.")
+        if (
+            isinstance(got, (torch.Tensor, float))
+            and getattr(got, "numel", lambda: 1)() == 1
+            and abs(float(got)) > 1e3 * float(nc1)
+        ):
+            return False, (
+                f"{case}: got {float(got):.4g}, expected {float(nc1):.6g}. Σ_B has rank C − 1 = {C - 1} "
+                f"in R^{S_B.shape[0]}: keep only its top C − 1 eigenpairs when building Σ_B†, or the "
+                f"inverted rounding-error eigenvalues blow NC1 up."
+            )
         wrong = compare_close(got, nc1, case, mistakes, rtol=1e-6, atol=1e-9)
         if wrong:
             return False, wrong
@@ -65,12 +78,16 @@ def check_ncc(ncc_classify: Callable) -> tuple[bool, str]:
     hand_means = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
     hand_h = torch.tensor([[0.5, 0.5], [3.0, 1.0], [1.0, 3.5], [2.1, 0.0], [5.0, 5.0]], dtype=torch.float64)
     features, _, means, _, _ = _collapse_case(seed=1)
-    for case, h, mu in (("hand case: means (0, 0), (4, 0), (0, 4)", hand_h, hand_means),
-                        ("random 4-class features in R^6", features, means)):
+    for case, h, mu in (
+        ("hand case: means (0, 0), (4, 0), (0, 4)", hand_h, hand_means),
+        ("random 4-class features in R^6", features, means),
+    ):
         expected = collapse.ncc_predictions(h, mu)
         distances = torch.cdist(h, mu)
-        mistakes = {"that picks the *farthest* class centre: use argmin of the distance.": distances.argmax(1),
-                    "argmax of h·μ_c ignores the ‖μ_c‖² term of ‖h − μ_c‖²: compare distances.": (h @ mu.T).argmax(1)}
+        mistakes = {
+            "that picks the *farthest* class centre: use argmin of the distance.": distances.argmax(1),
+            "argmax of h·μ_c ignores the ‖μ_c‖² term of ‖h − μ_c‖²: compare distances.": (h @ mu.T).argmax(1),
+        }
         got = call(ncc_classify, case, h, mu)
         if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.is_floating_point():
             got = got.long()
@@ -91,9 +108,10 @@ def check_etf_gram(simplex_gram: Callable) -> tuple[bool, str]:
         case = f"C = {C}"
         expected = etf.simplex_etf_gram(C)
         eye = torch.eye(C, dtype=torch.float64)
-        mistakes = {"that is the centring matrix I − 11ᵀ/C: scale it by C/(C − 1) so the diagonal is 1.":
-                        eye - 1.0 / C,
-                    "off the diagonal a simplex ETF has cosine −1/(C − 1), not −1/C.": eye * (1 + 1.0 / C) - 1.0 / C}
+        mistakes = {
+            "that is the centring matrix I − 11ᵀ/C: scale it by C/(C − 1) so the diagonal is 1.": eye - 1.0 / C,
+            "off the diagonal a simplex ETF has cosine −1/(C − 1), not −1/C.": eye * (1 + 1.0 / C) - 1.0 / C,
+        }
         wrong = compare_close(call(simplex_gram, case, C), expected, case, mistakes, rtol=1e-6, atol=1e-9)
         if wrong:
             return False, wrong

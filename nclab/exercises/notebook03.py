@@ -6,7 +6,7 @@ Its table ``EXERCISES`` (question → answer name, check, points) is merged into
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -24,8 +24,11 @@ def check_energy(energy_score: Callable) -> tuple[bool, str]:
     """
     hand = torch.tensor([[0.0, 0.0], [1000.0, 1000.0], [2.0, -1.0]])
     logits = torch.randn(7, 5, generator=torch.Generator().manual_seed(4)) * 3
-    cases = [("hand case: logits [[0, 0], [1000, 1000], [2, -1]], T = 1", hand, 1.0),
-             ("random (7, 5) logits, T = 1", logits, 1.0), ("random (7, 5) logits, T = 2.5", logits, 2.5)]
+    cases = [
+        ("hand case: logits [[0, 0], [1000, 1000], [2, -1]], T = 1", hand, 1.0),
+        ("random (7, 5) logits, T = 1", logits, 1.0),
+        ("random (7, 5) logits, T = 2.5", logits, 2.5),
+    ]
     for case, l, T in cases:
         expected = ood.Energy(temperature=T).fit(None, weight=torch.eye(l.shape[1])).score(l)
         mistakes = {
@@ -33,17 +36,20 @@ def check_energy(energy_score: Callable) -> tuple[bool, str]:
             "in-distribution (with E the AUROC becomes 1 − AUROC).": -expected,
             "that is the max logit: the energy is a *smooth* maximum, T · log Σ_c exp(l_c / T).": l.amax(1),
             "the temperature is missing outside: T · logsumexp(l / T).": torch.logsumexp(l / T, 1),
-            "the temperature divides the logits inside the log-sum-exp, not the result: T · logsumexp(l / T).":
-                torch.logsumexp(l, 1) / T,
+            "the temperature divides the logits inside the log-sum-exp, not the result: "
+            "T · logsumexp(l / T).": torch.logsumexp(l, 1) / T,
             "the logits must be divided by T inside the log-sum-exp: T · logsumexp(l / T).": T * torch.logsumexp(l, 1),
         }
         got = call(energy_score, case, l, T) if T != 1.0 else call(energy_score, case, l)
         if isinstance(got, torch.Tensor) and got.shape == (l.shape[1],):
-            return False, (f"{case}: your output has shape {tuple(got.shape)}: sum over the classes (dim=1), one "
-                           f"score per sample.")
+            return False, (
+                f"{case}: your output has shape {tuple(got.shape)}: sum over the classes (dim=1), one score per sample."
+            )
         if isinstance(got, torch.Tensor) and l.abs().max() >= 1000 and not torch.isfinite(got).all():
-            return False, (f"{case}: your output is {got.tolist()}: exp(1000) overflows. Use torch.logsumexp, "
-                           f"which subtracts the largest logit before exponentiating.")
+            return False, (
+                f"{case}: your output is {got.tolist()}: exp(1000) overflows. Use torch.logsumexp, "
+                f"which subtracts the largest logit before exponentiating."
+            )
         wrong = compare_close(got, expected, case, mistakes, rtol=1e-5, atol=1e-4)
         if wrong:
             return False, wrong
@@ -62,12 +68,12 @@ def _pooled_covariance_mistakes(h: torch.Tensor, y: torch.Tensor) -> dict[str, t
         "that is torch.cov of all features (global mean, N − 1): subtract each sample's own class mean, "
         "divide by N.": total / (N - 1),
         "divided by N − 1: the shared covariance divides by the total N.": within / (N - 1),
-        "divided by N − C: the shared covariance divides by the total N (no degrees-of-freedom correction).":
-            within / (N - C),
+        "divided by N − C: the shared covariance divides by the total N (no degrees-of-freedom correction).": within
+        / (N - C),
         "you averaged the C class covariances with equal weights: on unbalanced classes that differs from "
         "the pooled sum over all samples divided by N (weight N_c / N each).": per_class.mean(0),
-        "you kept only the diagonal (the variances): Mahalanobis needs the full matrix, with the correlations.":
-            torch.diag(torch.diagonal(within / N)),
+        "you kept only the diagonal (the variances): Mahalanobis needs the full matrix, with the "
+        "correlations.": torch.diag(torch.diagonal(within / N)),
         "you forgot to divide by N.": within,
     }
 
@@ -83,12 +89,18 @@ def check_covariance(shared_covariance: Callable) -> tuple[bool, str]:
     hand = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
     generator = torch.Generator().manual_seed(5)
     y = torch.repeat_interleave(torch.arange(3), torch.tensor([5, 20, 40]))
-    h = torch.randn(65, 4, generator=generator, dtype=torch.float64) @ torch.randn(4, 4, generator=generator,
-                                                                                 dtype=torch.float64)
+    h = torch.randn(65, 4, generator=generator, dtype=torch.float64) @ torch.randn(
+        4, 4, generator=generator, dtype=torch.float64
+    )
     h = h + 3 * torch.randn(3, 4, generator=generator, dtype=torch.float64)[y]
-    cases = [("hand case: features [[0, 0], [2, 0], [0, 1], [0, 3]], labels [0, 0, 1, 1] (Σ = ½ I)", hand,
-              torch.tensor([0, 0, 1, 1])),
-             ("unbalanced random classes (5, 20, 40 samples, p = 4)", h, y)]
+    cases = [
+        (
+            "hand case: features [[0, 0], [2, 0], [0, 1], [0, 3]], labels [0, 0, 1, 1] (Σ = ½ I)",
+            hand,
+            torch.tensor([0, 0, 1, 1]),
+        ),
+        ("unbalanced random classes (5, 20, 40 samples, p = 4)", h, y),
+    ]
     for case, features, labels in cases:
         expected = ood.Mahalanobis().fit(features, labels).covariance_
         got = call(shared_covariance, case, features, labels)
@@ -107,31 +119,40 @@ def check_fpr95(fpr_at_95_tpr: Callable) -> tuple[bool, str]:
     strict > at the threshold, an interpolated quantile, ⌊0.95 n⌋ instead of ⌈0.95 n⌉, the TPR, and 1 − FPR.
     """
     generator = torch.Generator().manual_seed(6)
-    cases = [("hand case: ID scores 1, 2, …, 20 (τ = 2) and OOD scores [0, 1, 2, 2, 3, 10, 25, -5, 1.5, 2.5, 1.97]",
-              torch.arange(1.0, 21.0, dtype=torch.float64),
-              torch.tensor([0, 1, 2, 2, 3, 10, 25, -5, 1.5, 2.5, 1.97], dtype=torch.float64)),
-             ("ID scores 0, 1, …, 29 shuffled (n = 30: τ is the 29th largest, 1) and 17 OOD scores, some equal "
-              "to ID scores", torch.randperm(30, generator=generator).double(),
-              torch.tensor([-3, 0, 1, 1, 2, 5, 9, 12, 29, 30, -1, 7, 1, 3, 0.5, 1.5, 8], dtype=torch.float64))]
+    cases = [
+        (
+            "hand case: ID scores 1, 2, …, 20 (τ = 2) and OOD scores [0, 1, 2, 2, 3, 10, 25, -5, 1.5, 2.5, 1.97]",
+            torch.arange(1.0, 21.0, dtype=torch.float64),
+            torch.tensor([0, 1, 2, 2, 3, 10, 25, -5, 1.5, 2.5, 1.97], dtype=torch.float64),
+        ),
+        (
+            "ID scores 0, 1, …, 29 shuffled (n = 30: τ is the 29th largest, 1) and 17 OOD scores, some equal "
+            "to ID scores",
+            torch.randperm(30, generator=generator).double(),
+            torch.tensor([-3, 0, 1, 1, 2, 5, 9, 12, 29, 30, -1, 7, 1, 3, 0.5, 1.5, 8], dtype=torch.float64),
+        ),
+    ]
     for case, ind, out in cases:
         metrics = ood.detection_metrics(ind, out)
         expected = torch.tensor(metrics["fpr95"], dtype=torch.float64)
         floor_tau = ind.sort(descending=True).values[int(0.95 * len(ind)) - 1]
-        ceil_tau = ood.threshold_at_tpr(ind, 0.95)                       # the ⌈0.95 n⌉-th largest ID score
+        ceil_tau = ood.threshold_at_tpr(ind, 0.95)  # the ⌈0.95 n⌉-th largest ID score
         mistakes = {
             "that is the other convention (fraction of ID rejected at 95 % OOD recall, `fpr95_oodpos`): here ID "
-            "is positive, count the OOD scores ≥ τ where τ keeps 95 % of ID.":
-                torch.tensor(metrics["fpr95_oodpos"], dtype=torch.float64),
-            "an OOD score equal to τ is accepted too: count score ≥ τ, not > τ.":
-                (out > ceil_tau).double().mean(),
+            "is positive, count the OOD scores ≥ τ where τ keeps 95 % of ID.": torch.tensor(
+                metrics["fpr95_oodpos"], dtype=torch.float64
+            ),
+            "an OOD score equal to τ is accepted too: count score ≥ τ, not > τ.": (out > ceil_tau).double().mean(),
             "an interpolated quantile (np.quantile / torch.quantile) is not an ID score: take the ⌈0.95 n⌉-th "
             "largest ID score itself.": (out >= torch.quantile(ind, 0.05)).double().mean(),
-            "⌊0.95 n⌋ keeps fewer than 95 % of ID when 0.95 n is not an integer: use ⌈0.95 n⌉.":
-                (out >= floor_tau).double().mean(),
-            "that is the TPR (fraction of ID kept), not the FPR: count the OOD scores ≥ τ.":
-                (ind >= ceil_tau).double().mean(),
-            "that is 1 − FPR, the fraction of OOD rejected: count the OOD scores ≥ τ (accepted).":
-                1 - (out >= ceil_tau).double().mean(),
+            "⌊0.95 n⌋ keeps fewer than 95 % of ID when 0.95 n is not an integer: use ⌈0.95 n⌉.": (out >= floor_tau)
+            .double()
+            .mean(),
+            "that is the TPR (fraction of ID kept), not the FPR: count the OOD scores ≥ τ.": (ind >= ceil_tau)
+            .double()
+            .mean(),
+            "that is 1 − FPR, the fraction of OOD rejected: count the OOD scores ≥ τ (accepted).": 1
+            - (out >= ceil_tau).double().mean(),
         }
         wrong = compare_close(call(fpr_at_95_tpr, case, ind, out), expected, case, mistakes, rtol=0, atol=1e-6)
         if wrong:

@@ -6,7 +6,7 @@ Its table ``EXERCISES`` (question → answer name, check, points) is merged into
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -26,30 +26,38 @@ def check_nc5(nc5_score: Callable) -> tuple[bool, str]:
     hand_ood = torch.tensor([[2.0, -2.0, 0], [0, 0, 2.0]], dtype=torch.float64)
     generator = torch.Generator().manual_seed(7)
     y = torch.repeat_interleave(torch.arange(4), torch.tensor([3, 8, 5, 12]))
-    h = (torch.randn(28, 6, generator=generator, dtype=torch.float64) + 2 * torch.randn(4, 6, generator=generator,
-                                                                                      dtype=torch.float64)[y]).relu()
+    h = (
+        torch.randn(28, 6, generator=generator, dtype=torch.float64)
+        + 2 * torch.randn(4, 6, generator=generator, dtype=torch.float64)[y]
+    ).relu()
     o = torch.randn(15, 6, generator=generator, dtype=torch.float64).relu()
-    cases = [("hand case: class means [2, 0, 0] and [0, 2, 0], OOD samples [2, -2, 0] and [0, 0, 2]", hand_id,
-              torch.tensor([0, 0, 1, 1]), hand_ood),
-             ("nonnegative random features, 4 unbalanced classes, p = 6", h, y, o)]
+    cases = [
+        (
+            "hand case: class means [2, 0, 0] and [0, 2, 0], OOD samples [2, -2, 0] and [0, 0, 2]",
+            hand_id,
+            torch.tensor([0, 0, 1, 1]),
+            hand_ood,
+        ),
+        ("nonnegative random features, 4 unbalanced classes, p = 6", h, y, o),
+    ]
     for case, features, labels, ood_features in cases:
-        means = torch.stack([features[labels == c].mean(0) for c in range(int(labels.max()) + 1)])   # (C, p)
+        means = torch.stack([features[labels == c].mean(0) for c in range(int(labels.max()) + 1)])  # (C, p)
         mu_ood = ood_features.mean(0)
-        cos = torch.nn.functional.cosine_similarity(means, mu_ood[None], dim=1)                      # (C,)
+        cos = torch.nn.functional.cosine_similarity(means, mu_ood[None], dim=1)  # (C,)
         centred = torch.nn.functional.cosine_similarity(means - means.mean(0), mu_ood[None], dim=1)
         per_sample = torch.nn.functional.cosine_similarity(means[:, None], ood_features[None], dim=2)  # (C, M)
         mistakes = {
-            "you centred the class means (μ_c − μ_G): NC5 uses the uncentred ID class means μ_c.":
-                centred.abs().mean(),
-            "take the absolute value of each cosine before averaging: opposite directions are not orthogonal.":
-                cos.mean(),
-            "cosine with the *mean* OOD feature μ_OOD, not the mean of the cosines with each OOD sample.":
-                per_sample.abs().mean(),
+            "you centred the class means (μ_c − μ_G): NC5 uses the uncentred ID class means μ_c.": centred.abs().mean(),
+            "take the absolute value of each cosine before averaging: opposite directions are not "
+            "orthogonal.": cos.mean(),
+            "cosine with the *mean* OOD feature μ_OOD, not the mean of the cosines with each OOD "
+            "sample.": per_sample.abs().mean(),
             "average over the classes (1/C) Σ_c, not the maximum.": cos.abs().max(),
         }
         expected = torch.tensor(collapse.nc5(features, labels, ood_features), dtype=torch.float64)
-        wrong = compare_close(call(nc5_score, case, features, labels, ood_features), expected, case, mistakes,
-                               rtol=1e-6, atol=1e-9)
+        wrong = compare_close(
+            call(nc5_score, case, features, labels, ood_features), expected, case, mistakes, rtol=1e-6, atol=1e-9
+        )
         if wrong:
             return False, wrong
     return True, "(1/C) Σ_c |cos(μ_c, μ_OOD)| with uncentred class means: 0 when OOD is orthogonal to every class."
@@ -69,23 +77,27 @@ def check_pca(principal_axes: Callable) -> tuple[bool, str]:
     Q, _ = torch.linalg.qr(torch.randn(6, 6, generator=generator, dtype=torch.float64))
     scales = torch.tensor([5.0, 4, 3, 2, 1, 0.5], dtype=torch.float64)
     S = (torch.randn(200, 6, generator=generator, dtype=torch.float64) * scales) @ Q.T + 4 * Q[:, 5]
-    cases = [("hand case: the points ±1·e₁, ±2·e₂, ±3·e₃, d = 1", hand, 1),
-             ("hand case: the points ±1·e₁, ±2·e₂, ±3·e₃, d = 2", hand, 2),
-             ("random (200, 6) data with a mean offset, d = 3", S, 3)]
+    cases = [
+        ("hand case: the points ±1·e₁, ±2·e₂, ±3·e₃, d = 1", hand, 1),
+        ("hand case: the points ±1·e₁, ±2·e₂, ±3·e₃, d = 2", hand, 2),
+        ("random (200, 6) data with a mean offset, d = 3", S, 3),
+    ]
     for case, data_, d in cases:
-        reference = ood.NECO(dim=d, standardize=False).fit(data_).components_                 # (d, p)
+        reference = ood.NECO(dim=d, standardize=False).fit(data_).components_  # (d, p)
         got = call(principal_axes, case, data_, d)
         p = data_.shape[1]
         if isinstance(got, torch.Tensor) and got.shape == (p, d) and d != p:
-            return False, (f"{case}: your output has shape {tuple(got.shape)}: return the axes as rows, (d, p) "
-                           f"— e.g. V[:, idx].T.")
+            return False, (
+                f"{case}: your output has shape {tuple(got.shape)}: return the axes as rows, (d, p) — e.g. V[:, idx].T."
+            )
         try:
             got = as_float_tensor(got, case, reference)
         except Wrong as wrong:
             return False, str(wrong)
         if not torch.allclose(got @ got.T, torch.eye(d, dtype=torch.float64), atol=1e-6):
-            return False, (f"{case}: your rows are not orthonormal (P Pᵀ ≠ I): return unit eigenvectors, not "
-                           f"scaled ones.")
+            return False, (
+                f"{case}: your rows are not orthonormal (P Pᵀ ≠ I): return unit eigenvectors, not scaled ones."
+            )
         lam, V = torch.linalg.eigh(torch.cov(data_.T, correction=0))
         smallest, uncentred = V[:, :d].T, torch.linalg.eigh(data_.T @ data_ / len(data_))[1][:, -d:].T
         mistakes = {
@@ -94,8 +106,14 @@ def check_pca(principal_axes: Callable) -> tuple[bool, str]:
             "centre the data first (subtract the mean of each coordinate): without it the first axis points "
             "at the mean instead of along the largest variance.": uncentred.T @ uncentred,
         }
-        wrong = compare_close(got.T @ got, reference.T @ reference, f"{case} (compared as the projector P_dᵀ P_d)",
-                               mistakes, rtol=1e-5, atol=1e-6)
+        wrong = compare_close(
+            got.T @ got,
+            reference.T @ reference,
+            f"{case} (compared as the projector P_dᵀ P_d)",
+            mistakes,
+            rtol=1e-5,
+            atol=1e-6,
+        )
         if wrong:
             return False, wrong
     return True, "the top-d eigenvectors of the centred covariance, as orthonormal rows (d, p)."
@@ -115,25 +133,31 @@ def check_neco(neco_ratio: Callable) -> tuple[bool, str]:
     scales = torch.linspace(3, 0.5, 8, dtype=torch.float64)
     h = torch.randn(50, 8, generator=generator, dtype=torch.float64) * scales + 1
     neco = ood.NECO(dim=3).fit(h)
-    cases = [("hand case: s = [3, 4, 0], [0, 0, 2], [1, 1, 1] with P = the first two axes", hand, axes, None),
-             ("random (50, 8) features, standardised, d = 3 (compared with nclab.ood.NECO)",
-              (h - neco.mean_) / neco.std_, neco.components_, neco.score(h))]
+    cases = [
+        ("hand case: s = [3, 4, 0], [0, 0, 2], [1, 1, 1] with P = the first two axes", hand, axes, None),
+        (
+            "random (50, 8) features, standardised, d = 3 (compared with nclab.ood.NECO)",
+            (h - neco.mean_) / neco.std_,
+            neco.components_,
+            neco.score(h),
+        ),
+    ]
     for case, S, P, expected in cases:
         inside, norm = (S @ P.T).norm(dim=1), S.norm(dim=1)
         expected = inside / norm if expected is None else expected
         outside = (S - S @ P.T @ P).norm(dim=1)
         mistakes = {
             "divide by ‖s‖: NECO is the *share* of the norm inside the principal subspace, in [0, 1].": inside,
-            "that is the squared ratio ‖P s‖² / ‖s‖²: take the ratio of the norms themselves.":
-                (inside / norm) ** 2,
+            "that is the squared ratio ‖P s‖² / ‖s‖²: take the ratio of the norms themselves.": (inside / norm) ** 2,
             "that is the share *outside* the subspace, ‖s − Pᵀ P s‖ / ‖s‖: NECO measures the part inside, "
-            "‖P s‖.":
-                outside / norm,
+            "‖P s‖.": outside / norm,
         }
         got = call(neco_ratio, case, S, P)
         if isinstance(got, torch.Tensor) and got.shape in ((P.shape[0],), (S.shape[1],)) and got.shape != (len(S),):
-            return False, (f"{case}: your output has shape {tuple(got.shape)}: take the norms of the rows (dim=1), "
-                           f"one score per sample.")
+            return False, (
+                f"{case}: your output has shape {tuple(got.shape)}: take the norms of the rows (dim=1), "
+                f"one score per sample."
+            )
         wrong = compare_close(got, expected, case, mistakes, rtol=1e-5, atol=1e-7)
         if wrong:
             return False, wrong
