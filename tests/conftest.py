@@ -1,6 +1,7 @@
 """Shared fixtures: small real-pixel data sets from the offline stand-in (written once per session)."""
 
 import pytest
+import torch
 
 from nclab import data
 
@@ -20,3 +21,16 @@ def standin_test():
 def small_train(standin_train):
     """256 stratified training images: enough for a few fast, deterministic CPU epochs."""
     return standin_train.subset(256, seed=0)
+
+
+@pytest.fixture
+def toy_scores():
+    """OOD scores of two detectors (higher = ID): "good" separates ID from both sets, "flipped" has the sign
+    wrong on the near set and no signal on the far one. {detector: {"ID": (200,), "near": (100,), "far": (80,)}}."""
+    generator = torch.Generator().manual_seed(0)
+    ind = torch.randn(200, generator=generator) + 2
+    near, far = torch.randn(100, generator=generator) + 1, torch.randn(80, generator=generator) - 3
+    return {
+        "good": {"ID": ind, "near": near, "far": far},
+        "flipped": {"ID": -ind, "near": -near, "far": torch.randn(80, generator=generator)},
+    }

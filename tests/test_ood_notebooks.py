@@ -159,18 +159,8 @@ def test_hand_cases_are_what_the_messages_say():
 # --- figures and the widget ------------------------------------------------------------------------------
 
 
-def _scores():
-    generator = torch.Generator().manual_seed(0)
-    ind = torch.randn(200, generator=generator) + 2
-    near, far = torch.randn(100, generator=generator) + 1, torch.randn(80, generator=generator) - 3
-    return {
-        "good": {"ID": ind, "near": near, "far": far},
-        "flipped": {"ID": -ind, "near": -near, "far": torch.randn(80, generator=generator)},
-    }
-
-
-def test_histogram_grid_has_one_panel_per_detector_and_set_with_its_auroc():
-    scores = _scores()
+def test_histogram_grid_has_one_panel_per_detector_and_set_with_its_auroc(toy_scores):
+    scores = toy_scores
     fig = plots.plot_score_histograms(scores)
     assert len(fig.axes) == 2 * 2
     titles = [ax.get_title() for ax in fig.axes]
@@ -179,8 +169,8 @@ def test_histogram_grid_has_one_panel_per_detector_and_set_with_its_auroc():
     plt.close(fig)
 
 
-def test_roc_panels_draw_one_curve_per_detector_and_the_95_percent_line():
-    scores = _scores()
+def test_roc_panels_draw_one_curve_per_detector_and_the_95_percent_line(toy_scores):
+    scores = toy_scores
     fig = plots.plot_roc_curves(scores)
     near = fig.axes[0]
     fpr, tpr, _ = ood.roc_curve(scores["good"]["ID"], scores["good"]["near"])

@@ -16,16 +16,6 @@ def _find(widget, kind):
         yield from _find(child, kind)
 
 
-def _scores():
-    generator = torch.Generator().manual_seed(0)
-    ind = torch.randn(200, generator=generator) + 2
-    near, far = torch.randn(100, generator=generator) + 1, torch.randn(80, generator=generator) - 3
-    return {
-        "good": {"ID": ind, "near": near, "far": far},
-        "flipped": {"ID": -ind, "near": -near, "far": torch.randn(80, generator=generator)},
-    }
-
-
 def test_collapse_explorer_draws_the_geometry_of_the_chosen_epoch(monkeypatch):
     shown, drawn = [], []
     monkeypatch.setattr(widgets, "display", lambda obj: shown.append(obj))
@@ -45,10 +35,10 @@ def test_collapse_explorer_draws_the_geometry_of_the_chosen_epoch(monkeypatch):
     plt.close("all")
 
 
-def test_threshold_widget_starts_at_the_fpr95_threshold_and_follows_the_detector(monkeypatch):
+def test_threshold_widget_starts_at_the_fpr95_threshold_and_follows_the_detector(monkeypatch, toy_scores):
     shown = []
     monkeypatch.setattr(widgets, "display", lambda obj: shown.append(obj))
-    scores = _scores()
+    scores = toy_scores
     widgets.threshold_explorer(scores)
     box = shown[-1]
     slider = next(_find(box, ipywidgets.FloatSlider))
