@@ -9,7 +9,6 @@ other images never read stale features.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch.nn as nn
 
 from .checkpoints import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .config import get_profile
-from .data import GpuLoader, ImageSet
+from .data import GpuLoader, ImageSet, content_digest
 from .models import STAGES
 
 __all__ = ["FeatureSet", "extract_features", "cached_features"]
@@ -92,14 +91,6 @@ def extract_features(model: nn.Module, loader: GpuLoader, stages: bool = False) 
     )
 
 
-def _weights_digest(model: nn.Module) -> str:
-    digest = hashlib.sha1()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def cached_features(
     model: nn.Module, data: ImageSet, cache: str | Path, *, batch_size: int | None = None, stages: bool = False
 ) -> FeatureSet:
@@ -110,7 +101,7 @@ def cached_features(
     never reads stale features. ``batch_size`` defaults to the profile's ``eval_batch_size``. Typical use:
     ``cached_features(run.load_snapshot(epoch), test_set, run.run_dir)``.
     """
-    tag = f"{data.name.replace('/', '-')}-{data.fingerprint}-{_weights_digest(model)}"
+    tag = f"{data.name.replace('/', '-')}-{data.fingerprint}-{content_digest(model.state_dict().items())}"
     path = Path(cache) / "features" / f"{tag}{'-stages' if stages else ''}.pt"
     for candidate in dict.fromkeys([path, path.with_name(f"{tag}-stages.pt")]):  # with stages: serves both
         if candidate.exists():

@@ -9,8 +9,10 @@ Every nclab model is an encoder and a head (``nclab.models``): ``model.features(
 - :class:`Prototype`: logits = p_c · ĥ, p_c the normalised mean of the normalised features of class c,
   set from a trained encoder's features (argmax = nearest prototype by cosine).
 
-Detectors and metrics read a head through one accessor, :func:`weight_and_bias`, which says when the
-head has no bias (``None``), no W yet (an unfitted Prototype) or acts on normalised features.
+Every head computes logits = W·φ(h) + b, with φ = ``head.embed`` the identity (Linear, FixedETF), the L2
+normalisation (Cosine, Prototype) or a method's own map (a frozen projector). Detectors and metrics read a
+head through one accessor, :func:`weight_and_bias`, which says when the head has no bias (``None``), no W
+yet (an unfitted Prototype) or acts on φ(h) rather than on h.
 """
 
 from __future__ import annotations
@@ -23,18 +25,22 @@ import torch.nn.functional as F
 
 from .etf import simplex_etf
 
-__all__ = ["Head", "Linear", "FixedETF", "Cosine", "Prototype", "weight_and_bias", "normalizes_features"]
+__all__ = ["Head", "Linear", "FixedETF", "Cosine", "Prototype", "head_of", "weight_and_bias"]
 
 
 class Head(nn.Module):
-    """A classifier head: ``forward(h)`` (B, p) → logits (B, C).
+    """A classifier head: ``forward(h)`` (B, p) → logits (B, C) = W·φ(h) + b.
 
-    Subclasses set ``num_classes``, ``in_features`` and ``normalizes_features`` (True when the logits are
-    computed from ĥ = h/‖h‖), and implement ``linear()`` → (W (C, p), b (C,) or None) with
-    logits = W φ(h) + b, φ the identity or the L2 normalisation.
+    Subclasses set ``num_classes`` and ``in_features``, implement ``linear()`` → (W (C, d), b (C,) or None)
+    and, when φ is not the identity, set ``embeds = True`` and implement ``embed(h)`` → φ(h) (B, d): the
+    features the classifier W acts on (ĥ = h/‖h‖ for a cosine classifier, a projector's output, …).
     """
 
-    normalizes_features = False
+    embeds = False  # True: the logits are computed from embed(h), not from h
+
+    def embed(self, h: torch.Tensor) -> torch.Tensor:
+        """φ(h): the features the classifier's W acts on (the identity unless ``embeds``)."""
+        return h
 
     def linear(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
@@ -83,7 +89,7 @@ class Cosine(Head):
     §7) sets how peaked the softmax can get. Wang et al., "NormFace", ACM MM 2017.
     """
 
-    normalizes_features = True
+    embeds = True
 
     def __init__(self, in_features: int, num_classes: int, tau: float = 0.1):
         super().__init__()
@@ -93,8 +99,12 @@ class Cosine(Head):
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
+    def embed(self, h: torch.Tensor) -> torch.Tensor:
+        """ĥ = h / ‖h‖."""
+        return F.normalize(h, dim=1)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return F.normalize(h, dim=1) @ F.normalize(self.weight, dim=1).T.to(h.dtype) / self.tau
+        return self.embed(h) @ F.normalize(self.weight, dim=1).T.to(h.dtype) / self.tau
 
     def linear(self):
         return F.normalize(self.weight, dim=1) / self.tau, None
@@ -108,7 +118,7 @@ class Prototype(Head):
     nearest prototype by cosine.
     """
 
-    normalizes_features = True
+    embeds = True
 
     def __init__(self, in_features: int, num_classes: int):
         super().__init__()
@@ -142,9 +152,13 @@ class Prototype(Head):
         self.fitted.fill_(True)
         return self
 
+    def embed(self, h: torch.Tensor) -> torch.Tensor:
+        """ĥ = h / ‖h‖."""
+        return F.normalize(h, dim=1)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
-        return F.normalize(h, dim=1) @ self.prototypes.T.to(h.dtype)
+        return self.embed(h) @ self.prototypes.T.to(h.dtype)
 
     def linear(self):
         self._check_fitted()
@@ -158,7 +172,8 @@ class Prototype(Head):
             )
 
 
-def _head_of(model_or_head: nn.Module) -> Head:
+def head_of(model_or_head: nn.Module) -> Head:
+    """The head of an nclab model (``model.head``), or the head itself."""
     head = model_or_head if isinstance(model_or_head, Head) else getattr(model_or_head, "head", None)
     if not isinstance(head, Head):
         raise TypeError(
@@ -168,34 +183,25 @@ def _head_of(model_or_head: nn.Module) -> Head:
     return head
 
 
-def normalizes_features(model_or_head: nn.Module) -> bool:
-    """Whether the head computes its logits from L2-normalised features ĥ = h/‖h‖ (Cosine, Prototype)."""
-    return _head_of(model_or_head).normalizes_features
-
-
-def weight_and_bias(
-    model_or_head: nn.Module, *, normalized_features: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The head as a linear map: (W (C, p), b (C,) or None), detached, with logits = W h + b.
+def weight_and_bias(model_or_head: nn.Module, *, embedded: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The head as a linear map: (W (C, d), b (C,) or None), detached, with logits = W h + b.
 
     b is None when the head has no bias (FixedETF, Cosine, Prototype, ``Linear(bias=False)``); the
-    detectors of ``nclab.ood`` and ``nclab.collapse.nc_metrics`` then take b = 0. Cosine and Prototype
-    heads compute their logits from ĥ = h/‖h‖, so they are not W h + b: for them this raises unless
-    ``normalized_features=True`` says the caller feeds ĥ (W is then ŵ_c/τ, resp. the prototypes). An
-    unfitted Prototype head has no W yet and raises too.
+    detectors of ``nclab.ood`` and ``nclab.collapse.nc_metrics`` then take b = 0. A head that computes its
+    logits from φ(h) = ``head.embed(h)`` (Cosine, Prototype: h/‖h‖; a projector) is not W h + b: for it
+    this raises unless ``embedded=True`` says the caller feeds φ(h) (``nclab.tables`` does). An unfitted
+    Prototype head has no W yet and raises too.
     """
-    head = _head_of(model_or_head)
+    head = head_of(model_or_head)
     name = type(head).__name__
-    if head.normalizes_features and not normalized_features:
+    if head.embeds and not embedded:
         raise ValueError(
-            f"a {name} head computes its logits from L2-normalised features ĥ = h/‖h‖, so they are "
-            f"not W h + b: call weight_and_bias(model, normalized_features=True) and give the "
-            f"detector ĥ (features divided by their norm)."
+            f"a {name} head computes its logits from φ(h) = head.embed(h) (for a cosine classifier h/‖h‖), "
+            f"not from h: call weight_and_bias(model, embedded=True) and give the detector head.embed(h)."
         )
-    if normalized_features and not head.normalizes_features:
+    if embedded and not head.embeds:
         raise ValueError(
-            f"a {name} head acts on the features h themselves, not on h/‖h‖: call "
-            f"weight_and_bias(model) and use the raw features."
+            f"a {name} head acts on the features h themselves: call weight_and_bias(model) and use the raw features."
         )
     W, b = head.linear()
     return W.detach(), None if b is None else b.detach()

@@ -6,8 +6,9 @@ hooks) as one :class:`BatchOutput`: the penultimate features, the logits, the ba
 or a per-environment choice. A loss is any callable of ``(out, y)``; it keeps no state of its own
 (state that must survive a resume belongs in a hook, ``nclab.train.Hook``).
 
-Under mixed precision (AMP) the features and logits may be float16/bfloat16: a loss computes in float32
-(``.float()``), as :class:`CrossEntropy` does.
+Under mixed precision (AMP) the model runs under autocast and the features and logits may be float16 or
+bfloat16; the loss itself is called *outside* autocast, so ``.float()`` really gives float32 arithmetic
+(:class:`CrossEntropy` does that), which a loss with its own matmuls and norms needs.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ class BatchOutput:
 
     features: h = model.features(x), (B, p); logits: model.head(h), (B, C); extras: the loader's
     per-sample extras, each (B, …) and aligned with the labels ("index" = position in the data set);
-    model: the model being trained (its head, its parameters and their gradients).
+    model: the model being trained (its head, its parameters and their gradients); inputs: the batch's
+    images x (B, C, H, W), for a loss that runs other modules on them (a per-environment model).
     """
 
     features: torch.Tensor
     logits: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     model: nn.Module | None = None
+    inputs: torch.Tensor | None = None
 
 
 class CrossEntropy:

@@ -22,6 +22,7 @@ import torch
 from . import stats
 
 __all__ = [
+    "Detector",
     "MSP",
     "MaxLogit",
     "Energy",
@@ -55,8 +56,10 @@ def _check_dim(dim, detector: str, default: str):
 # Detectors -------------------------------------------------------------------------------------------
 
 
-class _Detector:
-    """Shared plumbing: input checks, the linear head l = W h + b, the fitted-or-not guard."""
+class Detector:
+    """The shape every detector shares: ``fit(train_features, train_labels, weight, bias)`` → self and
+    ``score(features)`` → (M,), higher = ID; here the input checks, the linear head l = W h + b and the
+    fitted-or-not guard."""
 
     _needs = ()  # which of train_features, train_labels, weight this detector's fit uses
 
@@ -67,14 +70,12 @@ class _Detector:
         for arg, value in given.items():
             if arg in self._needs and value is None:
                 raise ValueError(
-                    f"{name} needs {arg}: call {name}().fit(train_features, train_labels, "
-                    f"weight=model.fc.weight, bias=model.fc.bias)"
+                    f"{name} needs {arg}: call {name}().fit(train_features, train_labels, W, b) with "
+                    f"W, b = nclab.heads.weight_and_bias(model)"
                 )
         for fitted in [key for key in vars(self) if key.endswith("_")]:  # a refit starts afresh
             delattr(self, fitted)
         h = None if train_features is None else _tensor(train_features, "train_features", 2)
-        if h is not None and len(h) == 0:
-            raise ValueError("train_features is empty")
         device = None if h is None else h.device
         if weight is not None:
             W = _tensor(weight, "weight", 2, device)
@@ -89,10 +90,8 @@ class _Detector:
                     f"bias must have shape ({W.shape[0]},) to match weight {tuple(W.shape)}, got {tuple(b.shape)}"
                 )
             self.weight_, self.bias_ = W, b
-        y = None if train_labels is None or h is None else torch.as_tensor(train_labels, device=device)
-        if y is not None and (y.shape != (len(h),) or y.is_floating_point() or y.is_complex()):
-            raise ValueError(f"train_labels must be {len(h)} integer labels, got {y.dtype} {tuple(y.shape)}")
-        self._fit(h, None if y is None else y.long())
+        y = None if train_labels is None or h is None else stats.as_labels(train_labels, len(h), "train_labels", device)
+        self._fit(h, y)
         self.n_features_ = h.shape[1] if h is not None else self.weight_.shape[1]  # marks it fitted
         return self
 
@@ -122,7 +121,7 @@ class _Detector:
         return f"{type(self).__name__}({params})"
 
 
-class MSP(_Detector):
+class MSP(Detector):
     """Maximum softmax probability: score = max_c softmax(l)_c, l = W h + b; in [1/C, 1].
 
     Higher = in-distribution. Uses only the head W (C, p), b (C,) (zeros if None). (M, p) → (M,).
@@ -135,7 +134,7 @@ class MSP(_Detector):
         return torch.softmax(self._logits(h), dim=1).amax(dim=1)
 
 
-class MaxLogit(_Detector):
+class MaxLogit(Detector):
     """Maximum logit: score = max_c l_c, l = W h + b.
 
     Higher = in-distribution. Uses only the head W (C, p), b (C,). (M, p) → (M,).
@@ -148,7 +147,7 @@ class MaxLogit(_Detector):
         return self._logits(h).amax(dim=1)
 
 
-class Energy(_Detector):
+class Energy(Detector):
     """Negative free energy: score = T · logsumexp(l / T), l = W h + b, temperature T > 0 (default 1).
 
     Higher = in-distribution: the score is −E(h; T) (with the sign of E, AUROC falls below 0.5).
@@ -168,7 +167,7 @@ class Energy(_Detector):
         return T * torch.logsumexp(self._logits(h) / T, dim=1)
 
 
-class Mahalanobis(_Detector):
+class Mahalanobis(Detector):
     """Minimum Mahalanobis distance to a class mean: score = −min_c (h − μ_c)ᵀ Σ⁺ (h − μ_c).
 
     μ_c = class means from the true training labels; Σ = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,
@@ -185,8 +184,6 @@ class Mahalanobis(_Detector):
     _needs = ("train_features", "train_labels")
 
     def _fit(self, h, y):
-        if y.min() < 0:
-            raise ValueError(f"train_labels must be class indices ≥ 0, got {y.min().item()}")
         counts = torch.bincount(y)
         self.classes_ = torch.nonzero(counts).squeeze(1)  # classes present: (C,)
         y = (torch.cumsum(counts > 0, 0) - 1)[y]  # label → 0..C−1: (N,)
@@ -206,7 +203,7 @@ class Mahalanobis(_Detector):
         return -d.amin(dim=1).to(h.dtype)
 
 
-class ViM(_Detector):
+class ViM(Detector):
     """Virtual-logit matching: score = logsumexp(l) − α ‖Rᵀ (h − o)‖, l = W h + b.
 
     o = −W⁺ b (where every logit is 0; the least-squares point when C > p); R (p, p − dim) = the
@@ -247,7 +244,7 @@ class ViM(_Detector):
         return torch.logsumexp(self._logits(h), dim=1) - self.alpha_ * self._residual(h)
 
 
-class NECO(_Detector):
+class NECO(Detector):
     """Neural-collapse OOD score: score = ‖P_d s‖ / ‖s‖ (× max_c l_c if times_maxlogit).
 
     s = (h − mean) / std with the training mean and population (1/N) std (a constant training dimension

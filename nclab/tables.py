@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
-import torch.nn.functional as F
+import torch
 
 from . import heads, ood
 from .collapse import nc_metrics, variability_metrics
@@ -18,57 +20,72 @@ from .features import FeatureSet, cached_features
 __all__ = ["nc_over_training", "fit_detectors", "score_sets", "detection_table", "detection_report"]
 
 
+def _classifier(model_or_head) -> tuple[heads.Head, torch.Tensor, torch.Tensor | None]:
+    """(head, W, b) with logits = W·φ(h) + b, φ = head.embed (the identity for a linear head)."""
+    head = heads.head_of(model_or_head)
+    return (head, *heads.weight_and_bias(head, embedded=head.embeds))
+
+
+@torch.no_grad()
+def _embedded(head: heads.Head | None, features: torch.Tensor) -> torch.Tensor:
+    """φ(h) of features (N, p), on the CPU: the features the classifier acts on (h itself for most heads)."""
+    if head is None or not head.embeds:
+        return features
+    device = next(itertools.chain(head.parameters(), head.buffers())).device
+    return head.embed(features.to(device)).float().cpu()
+
+
 def nc_over_training(runs: dict, datasets: dict, stages: bool = False) -> pd.DataFrame:
     """NC metrics of every saved epoch of every run: a long table.
 
     runs: {"A": Run, …} from ``nclab.train.load_or_train``; datasets: {"train": ImageSet, "test": …}.
-    One row per (run, epoch, split) with the accuracy and every ``nc_metrics`` key (the head at that
-    epoch, read with ``nclab.heads.weight_and_bias``; the class means of *that split*; for a head on
-    normalised features, W are its class vectors: NC4's argmax does not change). With ``stages``, one row
-    per residual stage too (column ``stage``; "layer4" are the penultimate features) with
-    ``variability_metrics``. Features are extracted once per snapshot and cached in the run's folder.
+    One row per (run, epoch, split) with the accuracy and every ``nc_metrics`` key, measured on the
+    features the classifier acts on (the penultimate h; φ(h) for a head that embeds first, e.g. h/‖h‖ for
+    a cosine classifier) with the head at that epoch (``nclab.heads.weight_and_bias``) and the class means
+    of *that split*. With ``stages``, one row per residual stage too (column ``stage``; "layer4" are the
+    penultimate features) with ``variability_metrics``. Features are extracted once per snapshot and
+    cached in the run's folder.
     """
     rows = []
     for name, run in runs.items():
         for epoch in sorted(run.snapshots):
             model = run.load_snapshot(epoch)
-            W, b = heads.weight_and_bias(model, normalized_features=heads.normalizes_features(model))
+            head, W, b = _classifier(model)
             for split, data in datasets.items():
                 fs = cached_features(model, data, run.run_dir, stages=stages)
                 row = {"run": name, "epoch": epoch, "split": split, "accuracy": fs.accuracy}
-                rows.append({**row, "stage": "output", **nc_metrics(fs.features, fs.labels, W, b)})
+                metrics = nc_metrics(_embedded(head, fs.features), fs.labels, W, b)
+                rows.append({**row, "stage": "output", **metrics})
                 for stage, H in fs.stages.items():
                     rows.append({**row, "stage": stage, **variability_metrics(H, fs.labels)})
     return pd.DataFrame(rows)
 
 
-def fit_detectors(train: FeatureSet, model_or_head, detectors: dict | None = None) -> dict[str, ood.MSP]:
+def fit_detectors(train: FeatureSet, model_or_head, detectors: dict | None = None) -> dict[str, ood.Detector]:
     """Every detector fitted on the training features and the model's head: {name: fitted detector}.
 
     ``detectors``: {name: detector instance or class} (default: one of each in ``nclab.ood.DETECTORS``).
-    The head is read with ``nclab.heads.weight_and_bias``; for a head on normalised features (Cosine,
-    Prototype) the detectors see normalised features (see :func:`score_sets`).
+    The head is read with ``nclab.heads.weight_and_bias``; for a head that embeds its features first
+    (Cosine, Prototype, a projector) the detectors are fitted on, and :func:`score_sets` feeds them, φ(h).
     """
-    normalized = heads.normalizes_features(model_or_head)
-    W, b = heads.weight_and_bias(model_or_head, normalized_features=normalized)
+    head, W, b = _classifier(model_or_head)
     chosen = {name: cls() for name, cls in ood.DETECTORS.items()} if detectors is None else detectors
     fitted = {}
     for name, detector in chosen.items():
         detector = detector() if isinstance(detector, type) else detector
-        fitted[name] = detector.fit(_inputs(train, normalized), train.labels, W, b)
-        detector.normalized_features_ = normalized  # score_sets feeds it features of the same kind
+        fitted[name] = detector.fit(_embedded(head, train.features), train.labels, W, b)
+        detector.embedding_ = head if head.embeds else None  # score_sets embeds the features the same way
     return fitted
 
 
-def _inputs(fs: FeatureSet, normalized: bool):
-    return F.normalize(fs.features, dim=1) if normalized else fs.features
-
-
 def score_sets(detectors: dict, sets: dict[str, FeatureSet]) -> dict[str, dict]:
-    """{detector: {set: (n,) scores}} for every fitted detector and every named feature set (higher = ID)."""
+    """{detector: {set: (n,) scores}} for every fitted detector and every named feature set (higher = ID).
+
+    A detector fitted by :func:`fit_detectors` on a head that embeds scores φ(h), as it was fitted.
+    """
     return {
         name: {
-            s: detector.score(_inputs(fs, getattr(detector, "normalized_features_", False))) for s, fs in sets.items()
+            s: detector.score(_embedded(getattr(detector, "embedding_", None), fs.features)) for s, fs in sets.items()
         }
         for name, detector in detectors.items()
     }

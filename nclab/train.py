@@ -1,15 +1,15 @@
 """One readable training loop that every method plugs into, and the run cache.
 
-:class:`TrainConfig` holds every hyperparameter of a run, its :class:`Method` included (a name, its own
-hyperparameters, and what it brings to the loop: a model builder, a loss, hooks); :func:`regime` gives the
-two regimes of the practical-work report. :func:`fit` trains, checkpointing every epoch atomically (model,
-optimiser, schedule, gradient scaler, hook states, RNG states, history); calling it again resumes where
-it stopped. :func:`load_or_train` keys the checkpoint folder by the config and the data, so a later
-notebook reuses the run of notebook 01, or trains it, and says which.
+:class:`TrainConfig` holds every hyperparameter of a run, its method included (``nclab.methods.Method``: a
+name, its own hyperparameters, and what it brings to the loop: a model builder, a loss, hooks);
+:func:`regime` gives the two regimes of the practical-work report. :func:`fit` trains, checkpointing every
+epoch atomically (model, optimiser, schedule, gradient scaler, hook states, RNG states, history); calling
+it again resumes where it stopped. :func:`load_or_train` keys the checkpoint folder by the config and the
+data, so a later notebook reuses the run of notebook 01, or trains it, and says which.
 
 A method never forks the loop: it brings a head (through its model builder), a loss ``(out, y) → scalar``
-(``nclab.losses``) and/or :class:`Hook` objects that act after ``backward``, after the optimiser step and
-at the end of an epoch, with a state that is checkpointed.
+(``nclab.losses``) and/or ``nclab.methods.Hook`` objects that act after ``backward``, after the optimiser
+step and at the end of an epoch, with a state that is checkpointed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -32,12 +32,10 @@ from . import __version__, models
 from .checkpoints import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Profile, cache_dir, get_device, get_profile
 from .data import GpuLoader, ImageSet
-from .losses import BatchOutput, CrossEntropy
+from .losses import BatchOutput
+from .methods import ERM, Hook, Method
 
 __all__ = [
-    "Method",
-    "ERM",
-    "Hook",
     "TrainConfig",
     "regime",
     "log_spaced_epochs",
@@ -50,97 +48,6 @@ __all__ = [
     "run_directory",
     "load_or_train",
 ]
-
-
-# ----------------------------------------------------------------------------------------------------
-# Methods and hooks: what plugs into the loop
-
-
-def standard_model(config: TrainConfig, train_set: ImageSet) -> nn.Module:
-    """ResNet-18 (CIFAR stem, ``config.width``) with a trained linear head, normalising its inputs with
-    the training set's mean and std."""
-    return models.resnet18(train_set.num_classes, config.width, normalization=train_set.normalization)
-
-
-def standard_loss(config: TrainConfig) -> CrossEntropy:
-    """Cross-entropy with ``config.label_smoothing``."""
-    return CrossEntropy(config.label_smoothing)
-
-
-def no_hooks(config: TrainConfig) -> list[Hook]:
-    return []
-
-
-@dataclass(frozen=True)
-class Method:
-    """A training method: its name and hyperparameters (both part of the run key) and what it brings.
-
-    ``build_model(config, train_set)`` → a model (``model.features``, ``model.head``; see ``nclab.models``);
-    ``loss(config)`` → a callable ``(out, y) → scalar`` (``nclab.losses``); ``hooks(config)`` → a list of
-    :class:`Hook`. ``params`` (a dict of JSON-able values) names the run: two methods with one name and
-    equal params must be the same method. Empirical risk minimisation, :data:`ERM`, is the default.
-    """
-
-    name: str = "erm"
-    params: Mapping = ()
-    build_model: Callable[[TrainConfig, ImageSet], nn.Module] = standard_model
-    loss: Callable[[TrainConfig], Callable] = standard_loss
-    hooks: Callable[[TrainConfig], list] = no_hooks
-
-    def __post_init__(self):
-        if not self.name or not all(ch.isalnum() or ch in "-_." for ch in self.name):
-            raise ValueError(f"a method's name is a short word (letters, digits, - _ .), got {self.name!r}")
-        params = tuple(sorted(dict(self.params).items()))
-        try:
-            json.dumps(params)
-            hash(params)
-        except TypeError:
-            raise ValueError(
-                f"method {self.name!r}: params must be numbers, strings, booleans or tuples of "
-                f"them (they name the run's folder), got {dict(params)}"
-            ) from None
-        object.__setattr__(self, "params", params)
-
-    @property
-    def hparams(self) -> dict:
-        """The method's hyperparameters as a dict."""
-        return dict(self.params)
-
-    def __repr__(self) -> str:
-        return f"Method({self.name!r}, {self.hparams})"
-
-
-ERM = Method("erm")  # plain cross-entropy on a ResNet-18 with a linear head
-
-
-class Hook:
-    """Code a method runs inside :func:`fit`, with a state that survives an interrupted run.
-
-    ``out`` is the batch's :class:`nclab.losses.BatchOutput` (the same the loss saw; its tensors are part
-    of the autograd graph: use ``.detach()``), ``y`` its labels.
-
-    - ``after_backward(out, y)``: the gradients are in ``.grad``, unscaled when a GradScaler is active, and
-      the optimiser has not stepped: change them here (a gradient projection);
-    - ``after_step(out, y)``: the optimiser step is done: move weights, update running statistics;
-    - ``end_epoch(epoch, model)`` → dict or None: what it returns is added to the epoch's history record;
-    - ``state_dict()`` / ``load_state_dict(state)``: saved in ``last.pt`` every epoch, restored on resume
-      (tensors, numbers, strings, lists and dicts of them).
-    """
-
-    def after_backward(self, out: BatchOutput, y: torch.Tensor) -> None:
-        pass
-
-    def after_step(self, out: BatchOutput, y: torch.Tensor) -> None:
-        pass
-
-    def end_epoch(self, epoch: int, model: nn.Module) -> dict | None:
-        return None
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -184,7 +91,7 @@ class TrainConfig:
 
     def __post_init__(self):
         checks = [
-            (isinstance(self.method, Method), f"method must be an nclab.train.Method, not {self.method!r}"),
+            (isinstance(self.method, Method), f"method must be an nclab.methods.Method, not {self.method!r}"),
             (self.optimizer in ("sgd", "adamw"), f"optimizer must be 'sgd' or 'adamw', not {self.optimizer!r}"),
             (
                 self.schedule in ("multistep", "cosine"),
@@ -330,18 +237,24 @@ def fit(
 ) -> list[dict]:
     """Train ``model`` as ``config`` says; return the history (one dict of metrics per epoch).
 
-    ``loss`` and ``hooks`` default to the config's method (``config.method.loss(config)``, ``.hooks(config)``);
-    pass them only to experiment, since their hyperparameters are not in the run key otherwise. With
-    ``run_dir``, every epoch ends with an atomic checkpoint ``last.pt`` (and ``epoch_XXXX.pt`` weights at
-    the snapshot epochs); if ``last.pt`` is there when ``fit`` starts, training resumes after its epoch,
-    hooks' states included, giving the same weights as an uninterrupted run.
+    ``loss`` and ``hooks`` default to what the config's method builds (``config.method.training(config,
+    train_loader.data)``); pass them to share them with the caller (``load_or_train`` does), or to
+    experiment, knowing that their hyperparameters are then not in the run key. A loss that is also a
+    :class:`Hook` runs and is checkpointed as one. The loss is computed outside autocast (in float32 for
+    float32 inputs) from the batch's :class:`BatchOutput`. With ``run_dir``, every epoch ends with an atomic
+    checkpoint ``last.pt`` (and ``epoch_XXXX.pt`` weights at the snapshot epochs); if ``last.pt`` is there
+    when ``fit`` starts, training resumes after its epoch, hooks' states included, giving the same weights
+    as an uninterrupted run.
     """
     device = train_loader.device
     model.to(device)
     if config.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    loss = config.method.loss(config) if loss is None else loss
-    hooks = list(config.method.hooks(config) if hooks is None else hooks)
+    if loss is None or hooks is None:
+        method_loss, method_hooks = config.method.training(config, train_loader.data)
+        loss = method_loss if loss is None else loss
+        hooks = method_hooks if hooks is None else hooks
+    hooks = _with_loss(loss, hooks)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(train_loader)))
     autocast_dtype = amp_dtype(config.amp, device)
@@ -351,7 +264,7 @@ def fit(
     history, start = [], 1
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     if last is not None and last.exists():
-        history, start = _resume(last, config, model, optimizer, scheduler, scaler, hooks)
+        history, start = _resume(last, config, model, optimizer, scheduler, scaler, hooks, device)
 
     epochs = tqdm(
         range(start, config.epochs + 1),
@@ -371,8 +284,8 @@ def fit(
         for x, y, extras in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not progress):
             with torch.autocast(device.type, autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 h, logits = forward(model, x)
-                out = BatchOutput(h, logits, extras, model)
-                value = loss(out, y)
+            out = BatchOutput(h, logits, extras, model, x)
+            value = loss(out, y)  # outside autocast: a loss's own matmuls and norms are not cast down
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(value).backward()
             if hooks:
@@ -397,7 +310,7 @@ def fit(
             "images_per_s": seen / seconds,
         }
         for hook in hooks:
-            record.update(hook.end_epoch(epoch, model) or {})
+            record.update(hook.end_epoch(epoch, model, train_loader) or {})
         if test_loader is not None:
             record["test_loss"], record["test_acc"] = loss_and_accuracy(model, test_loader)
         history.append(record)
@@ -426,8 +339,29 @@ def fit(
     return history
 
 
-def _resume(last: Path, config, model, optimizer, scheduler, scaler, hooks) -> tuple[list[dict], int]:
-    """Restore everything ``fit`` saved in ``last``; return (history, first epoch still to train)."""
+def _with_loss(loss: Callable, hooks: list[Hook]) -> list[Hook]:
+    """The hooks of a run: ``hooks``, preceded by the loss when the loss is a Hook itself."""
+    hooks = list(hooks)
+    return [loss, *hooks] if isinstance(loss, Hook) and not any(hook is loss for hook in hooks) else hooks
+
+
+def _to_device(state, device: torch.device):
+    """``state`` (tensors in dicts, lists and tuples) with every tensor moved to ``device``."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {key: _to_device(value, device) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_device(value, device) for value in state)
+    return state
+
+
+def _resume(last: Path, config, model, optimizer, scheduler, scaler, hooks, device) -> tuple[list[dict], int]:
+    """Restore everything ``fit`` saved in ``last``; return (history, first epoch still to train).
+
+    Hook states come back on the training ``device``; the RNG states stay on the CPU, where
+    ``torch.set_rng_state`` wants them.
+    """
     state = load_checkpoint(last)  # on the CPU, where torch.set_rng_state wants it
     if state["config"] != config.key():
         raise CheckpointError(f"{last} was written by another configuration; use another run_dir.")
@@ -446,7 +380,7 @@ def _resume(last: Path, config, model, optimizer, scheduler, scaler, hooks) -> t
             f"scaler starts afresh."
         )
     for hook, hook_state in zip(hooks, state["hooks"]):
-        hook.load_state_dict(hook_state)
+        hook.load_state_dict(_to_device(hook_state, device))
     set_rng_state(state["rng"])
     return state["history"], state["epoch"] + 1
 
@@ -472,7 +406,8 @@ def run_directory(config: TrainConfig, train_set: ImageSet, root: str | Path | N
 
 @dataclass
 class Run:
-    """A trained (or resumed) run: its config, final model, history, data and snapshot files."""
+    """A trained (or resumed) run: its config, final model, history, data, snapshot files, and the
+    method's loss and hooks (a hook's state, e.g. class centres, is there after loading too)."""
 
     config: TrainConfig
     model: nn.Module
@@ -480,6 +415,8 @@ class Run:
     run_dir: Path
     train_set: ImageSet
     snapshots: dict[int, Path] = field(default_factory=dict)  # epoch → weights file
+    loss: Callable | None = None  # the method's loss, as trained
+    hooks: list[Hook] = field(default_factory=list)  # the method's hooks, with their final (restored) state
 
     @property
     def final(self) -> dict:
@@ -556,9 +493,11 @@ def load_or_train(
     if test_set is not None:
         batch_size = eval_batch_size or get_profile().eval_batch_size
         test_loader = GpuLoader(test_set, batch_size, shuffle=False, augment=False, drop_last=False, **options)
-    history = fit(model, config, train_loader, test_loader, run_dir=run_dir, progress=progress)
+    loss, hooks = config.method.training(config, train_set)
+    hooks = _with_loss(loss, hooks)
+    history = fit(model, config, train_loader, test_loader, run_dir=run_dir, loss=loss, hooks=hooks, progress=progress)
     model.eval()
     snapshots = {
         e: run_dir / f"epoch_{e:04d}.pt" for e in config.snapshot_epochs if (run_dir / f"epoch_{e:04d}.pt").exists()
     }
-    return Run(config, model, history, run_dir, train_set, snapshots)
+    return Run(config, model, history, run_dir, train_set, snapshots, loss, hooks)

@@ -49,9 +49,10 @@ def test_cosine_head_by_hand():
     expected = f32([[2, 0, -r], [r, r, -2]])  # cos(w_c, h) / τ
     assert torch.allclose(head(h), expected, atol=1e-6)
     assert torch.allclose(head(10 * h), expected, atol=1e-6)  # the norm of h plays no part
-    with pytest.raises(ValueError, match="normalised features"):
+    with pytest.raises(ValueError, match="embedded=True"):
         heads.weight_and_bias(head)
-    W, b = heads.weight_and_bias(head, normalized_features=True)
+    assert torch.allclose(head.embed(h), torch.nn.functional.normalize(h))
+    W, b = heads.weight_and_bias(head, embedded=True)
     assert b is None and torch.allclose(torch.nn.functional.normalize(h) @ W.T, expected, atol=1e-6)
     with pytest.raises(ValueError, match="tau"):
         heads.Cosine(2, 3, tau=0)
@@ -64,7 +65,7 @@ def test_prototype_head_by_hand():
     with pytest.raises(RuntimeError, match="no prototypes yet"):
         head(features)
     with pytest.raises(RuntimeError, match="no prototypes yet"):
-        heads.weight_and_bias(head, normalized_features=True)
+        heads.weight_and_bias(head, embedded=True)
     head.fit(features, labels)
     c, s = math.cos(math.pi / 8), math.sin(math.pi / 8)  # the mean direction: 22.5°
     assert torch.allclose(head.prototypes, f32([[c, s], [0, 1]]), atol=1e-6)
@@ -84,10 +85,11 @@ def test_weight_and_bias_reads_a_models_head_and_says_what_is_missing():
     W, b = heads.weight_and_bias(model)
     assert torch.equal(W, model.head.weight) and torch.equal(b, model.head.bias)
     with pytest.raises(ValueError, match="raw features"):
-        heads.weight_and_bias(model, normalized_features=True)
+        heads.weight_and_bias(model, embedded=True)
     cosine = models.resnet18(10, width=8, head=heads.Cosine(64, 10))
-    assert heads.normalizes_features(cosine) and not heads.normalizes_features(model)
-    with pytest.raises(ValueError, match="normalized_features=True"):
+    assert heads.head_of(cosine).embeds and not heads.head_of(model).embeds
+    assert heads.head_of(model) is model.head and heads.head_of(model.head) is model.head
+    with pytest.raises(ValueError, match="embedded=True"):
         heads.weight_and_bias(cosine)
     with pytest.raises(TypeError, match="no nclab head"):
         heads.weight_and_bias(torch.nn.Linear(3, 2))

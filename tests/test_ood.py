@@ -342,11 +342,11 @@ def test_missing_inputs_raise():
         NECO().fit(h)
     with pytest.raises(ValueError, match="weight must be 2-D"):
         MSP().fit(h, y, W[0])
-    with pytest.raises(ValueError, match="integer labels"):
+    with pytest.raises(ValueError, match="rows but train_labels have"):
         Mahalanobis().fit(h, y[:-1])
-    with pytest.raises(ValueError, match="integer labels"):
+    with pytest.raises(ValueError, match="train_labels must be a 1-D array of integer class indices"):
         Mahalanobis().fit(h, y.double())
-    with pytest.raises(ValueError, match="class indices ≥ 0"):
+    with pytest.raises(ValueError, match="negative label -1"):
         Mahalanobis().fit(h, y - 1)
 
 

@@ -86,3 +86,41 @@ def test_detection_report_has_the_practical_work_layout():
         table[(table.detector == "vim") & (table["OOD set"] == "far")]["auroc"].item()
     )
     assert isinstance(report, pd.DataFrame)
+
+
+class _Projector(heads.Head):
+    """φ(h) = normalise(ReLU(P h)) with P (d, p) frozen, then a trained linear classifier on φ(h)."""
+
+    embeds = True
+
+    def __init__(self, in_features, dim, num_classes):
+        super().__init__()
+        self.in_features, self.num_classes = in_features, num_classes
+        self.project = torch.nn.Linear(in_features, dim).requires_grad_(False)
+        self.classify = torch.nn.Linear(dim, num_classes)
+
+    def embed(self, h):
+        return torch.nn.functional.normalize(torch.relu(self.project(h)), dim=1)
+
+    def forward(self, h):
+        return self.classify(self.embed(h))
+
+    def linear(self):
+        return self.classify.weight, self.classify.bias
+
+
+def test_detectors_on_a_head_that_embeds_into_another_dimension():
+    torch.manual_seed(0)
+    train_fs, sets = _feature_sets()  # p = 6
+    head = _Projector(6, 4, 3)  # φ(h) in R^4
+    detectors = tables.fit_detectors(train_fs, head)
+    assert all(d.n_features_ == 4 for d in detectors.values())  # fitted on φ(h), not on h
+    scores = tables.score_sets(detectors, sets)
+    with torch.no_grad():
+        expected = torch.softmax(head(sets["near"].features), dim=1).amax(1)
+        phi = head.embed(sets["far"].features)
+    assert torch.allclose(scores["msp"]["near"], expected, atol=1e-6)  # the head's own logits
+    by_hand = ood.Mahalanobis().fit(head.embed(train_fs.features).detach(), train_fs.labels).score(phi)
+    assert torch.allclose(scores["mahalanobis"]["far"], by_hand)
+    with pytest.raises(ValueError, match="embedded=True"):
+        heads.weight_and_bias(head)

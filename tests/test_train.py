@@ -4,7 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nclab import checkpoints, data, heads, losses, models, train
+from nclab import checkpoints, data, heads, losses, methods, models, train
 from nclab.checkpoints import CheckpointError
 
 
@@ -276,7 +276,7 @@ def test_mixed_precision_paths_train(small_train, amp):
 # --- the plug-in points: methods, losses, hooks ------------------------------------------------------
 
 
-class _ClassMeans(train.Hook):
+class _ClassMeans(methods.Hook):
     """An EMA of every class's mean feature (as SpA keeps its class centres) and a step counter."""
 
     def __init__(self, num_classes=8, momentum=0.9):
@@ -295,7 +295,8 @@ class _ClassMeans(train.Hook):
         )
         self.steps += 1
 
-    def end_epoch(self, epoch, model):
+    def end_epoch(self, epoch, model, train_loader):
+        assert train_loader.data.name == "cifar100/train"  # the training ImageSet, for a pass over it
         return {"hook_steps": self.steps}
 
     def state_dict(self):
@@ -337,7 +338,7 @@ def test_a_hooks_state_survives_an_interrupted_run_bit_for_bit(small_train, tmp_
         )
 
 
-class _ZeroHeadGradient(train.Hook):
+class _ZeroHeadGradient(methods.Hook):
     """Sees the gradients between backward and the step; zeroes the head's and records their size."""
 
     def __init__(self):
@@ -395,28 +396,28 @@ def test_default_loss_is_cross_entropy_with_the_configs_label_smoothing(small_tr
 
 def test_a_method_and_its_hyperparameters_are_in_the_run_key(small_train):
     base = _tiny_config()
-    alpha = train.Method("control", {"alpha": 0.05})
+    alpha = methods.Method("control", {"alpha": 0.05})
     folders = {
         train.run_directory(c, small_train)
         for c in (
             base,
             _tiny_config(method=alpha),
-            _tiny_config(method=train.Method("control", {"alpha": 0.1})),
-            _tiny_config(method=train.Method("other", {"alpha": 0.05})),
+            _tiny_config(method=methods.Method("control", {"alpha": 0.1})),
+            _tiny_config(method=methods.Method("other", {"alpha": 0.05})),
         )
     }
     assert len(folders) == 4
     assert train.run_directory(
-        _tiny_config(method=train.Method("control", {"alpha": 0.05})), small_train
+        _tiny_config(method=methods.Method("control", {"alpha": 0.05})), small_train
     ) == train.run_directory(_tiny_config(method=alpha), small_train)
     assert _tiny_config(method=alpha).key()["method.alpha"] == 0.05 and base.key()["method"] == "erm"
     assert "-control-" in train.run_directory(_tiny_config(method=alpha), small_train).name
     assert _tiny_config(decay_norm_and_bias=False).key() != base.key()
     with pytest.raises(ValueError, match="params"):
-        train.Method("bad", {"mask": torch.zeros(3)})
+        methods.Method("bad", {"mask": torch.zeros(3)})
     with pytest.raises(ValueError, match="name"):
-        train.Method("no spaces")
-    with pytest.raises(ValueError, match="Method"):
+        methods.Method("no spaces")
+    with pytest.raises(ValueError, match="nclab.methods.Method"):
         train.TrainConfig(method="control")
 
 
@@ -426,7 +427,7 @@ def _etf_model(config_, train_set):
     )
 
 
-ETF = train.Method("fixed-etf", {"scale": 5}, build_model=_etf_model)
+ETF = methods.Method("fixed-etf", {"scale": 5}, build_model=_etf_model)
 
 
 def test_a_fixed_etf_head_does_not_move_and_snapshots_use_the_methods_builder(small_train, tmp_path):
@@ -491,3 +492,54 @@ def test_test_metrics_use_the_profiles_eval_batch_size(small_train, tmp_path, mo
         _tiny_config(epochs=1, snapshot_epochs=()), small_train, small_train.subset(64), root=tmp_path, progress=False
     )
     assert sizes == [(32, True), (500, False)]  # smoke: eval_batch_size 500
+
+
+def test_the_loss_runs_outside_autocast_in_float32(small_train):
+    seen = []
+
+    def loss(out, y):
+        u = out.features.float()
+        seen.append((out.features.dtype, torch.is_autocast_enabled("cpu"), (u @ u.T).dtype, out.inputs.shape))
+        return losses.CrossEntropy()(out, y)
+
+    config_ = _tiny_config(epochs=1, snapshot_epochs=(), amp="bf16")
+    train.fit(_fresh_model(), config_, _loaders(small_train.subset(64)), loss=loss, progress=False)
+    assert seen[0] == (torch.bfloat16, False, torch.float32, (32, 3, 32, 32))  # the model ran in bf16
+
+
+def test_hook_states_are_moved_to_the_training_device():
+    state = {"centres": torch.ones(3, 2), "history": [torch.zeros(2), 5], "pair": (torch.ones(1), "x"), "n": 7}
+    moved = train._to_device(state, torch.device("meta"))
+    assert moved["centres"].is_meta and moved["history"][0].is_meta and moved["pair"][0].is_meta
+    assert moved["history"][1] == 5 and moved["pair"][1] == "x" and moved["n"] == 7
+    assert isinstance(moved["pair"], tuple) and not state["centres"].is_meta  # the saved state is untouched
+
+
+class _CountingLoss(methods.Hook):
+    """A loss that is a hook too: cross-entropy that counts its own calls, checkpointed with the run."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, out, y):
+        self.calls += 1
+        return losses.CrossEntropy()(out, y)
+
+    def state_dict(self):
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.calls = state["calls"]
+
+
+COUNTING = methods.Method("counting", training=lambda config, train_set: (_CountingLoss(), [_ClassMeans()]))
+
+
+def test_a_loss_that_is_a_hook_is_checkpointed_and_the_run_exposes_its_hooks(small_train, tmp_path, capsys):
+    config_ = _tiny_config(method=COUNTING, epochs=2, snapshot_epochs=())
+    first = train.load_or_train(config_, small_train, root=tmp_path, progress=False)
+    assert isinstance(first.loss, _CountingLoss) and first.hooks[0] is first.loss and first.loss.calls == 16
+    assert isinstance(first.hooks[1], _ClassMeans) and first.hooks[1].steps == 16
+    loaded = train.load_or_train(config_, small_train, root=tmp_path, progress=False)  # nothing to train
+    assert "no training needed" in capsys.readouterr().out
+    assert loaded.loss.calls == 16 and torch.equal(loaded.hooks[1].means, first.hooks[1].means)

@@ -72,6 +72,7 @@ class GpuLoader:
         if padding < 0:
             raise ValueError(f"padding must be ≥ 0, got {padding}")
         self.device = get_device(device)
+        self.data = data  # the ImageSet itself (its names, classes, normalisation), where it was
         on_device = data.to(self.device)  # moved once
         self.images, self.labels, self.extras = on_device.images, on_device.labels, on_device.extras
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last

@@ -27,6 +27,7 @@ __all__ = [
     "CIFAR100_MEAN",
     "CIFAR100_STD",
     "channel_statistics",
+    "content_digest",
     "load",
     "download",
     "train_test_sets",
@@ -46,6 +47,16 @@ NORMALIZATION = {  # (mean, std) per channel of each real training set, in [0, 1
 }
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def content_digest(named_tensors) -> str:
+    """A 16-hex-digit SHA-1 of (name, tensor) pairs: their names, shapes, dtypes and bytes. Names a cache
+    file after what it was computed from (a data set's content, a model's weights)."""
+    digest = hashlib.sha1()
+    for name, tensor in named_tensors:
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
 
 
 def channel_statistics(images: torch.Tensor) -> Normalization:
@@ -117,11 +128,8 @@ class ImageSet:
     @cached_property
     def fingerprint(self) -> str:
         """A digest of the content (images, labels, extras): two sets with equal content share it."""
-        digest = hashlib.sha1()
-        for tensor in (self.images, self.labels, *(self.extras[key] for key in sorted(self.extras))):
-            digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-        return digest.hexdigest()[:16]
+        extras = ((f"extra:{key}", self.extras[key]) for key in sorted(self.extras))
+        return content_digest([("images", self.images), ("labels", self.labels), *extras])
 
     def subset(self, size: int | None, seed: int = 0) -> ImageSet:
         """A class-stratified random subset of ``size`` images (all of them when size is None or ≥ N)."""
