@@ -405,3 +405,17 @@ def test_report_frobenius_ratio_by_naive_formula():
     Sigma_W, Sigma_B, _ = naive_pieces(features, labels)
     ratio = practical_work_metrics(features, labels, W)["||S_W||_F/||S_B||_F"]
     assert ratio == pytest.approx(np.linalg.norm(Sigma_W) / np.linalg.norm(Sigma_B), rel=1e-9)
+
+
+def test_collapse_stays_pure():
+    """nclab.collapse imports no model, data, training or feature code (the metrics over training are in tables)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nclab.collapse; "
+        "print(sorted(m for m in sys.modules if m.startswith('nclab.') and m not in "
+        "('nclab.collapse', 'nclab.stats', 'nclab.etf')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
