@@ -22,6 +22,11 @@ def _fresh_model(num_classes=8, width=4):
     return models.resnet18(num_classes, width)
 
 
+def _fit(train_set, run_dir=None, **overrides):
+    """``fit`` a fresh tiny model on ``train_set`` with ``_tiny_config(**overrides)``; its history."""
+    return train.fit(_fresh_model(), _tiny_config(**overrides), _loaders(train_set), run_dir=run_dir, progress=False)
+
+
 TIMING = ("seconds", "images_per_s")
 
 
@@ -166,42 +171,18 @@ def test_damaged_checkpoint_stops_with_a_clear_error_and_is_kept(small_train, tm
     bad = {"truncate": good[: len(good) // 2], "garbage": b"not a checkpoint" * 100, "empty": b""}[damage]
     last.write_bytes(bad)
     with pytest.raises(CheckpointError, match="corrupted or truncated.*untouched.*Delete"):
-        train.fit(
-            _fresh_model(),
-            _tiny_config(epochs=2, snapshot_epochs=()),
-            _loaders(small_train),
-            run_dir=tmp_path,
-            progress=False,
-        )
+        _fit(small_train, tmp_path, epochs=2, snapshot_epochs=())
     assert last.read_bytes() == bad  # nothing overwritten
 
 
 def test_checkpoint_of_another_configuration_is_refused(small_train, tmp_path):
-    train.fit(
-        _fresh_model(),
-        _tiny_config(epochs=1, snapshot_epochs=()),
-        _loaders(small_train),
-        run_dir=tmp_path,
-        progress=False,
-    )
+    _fit(small_train, tmp_path, epochs=1, snapshot_epochs=())
     with pytest.raises(CheckpointError, match="another configuration"):
-        train.fit(
-            _fresh_model(),
-            _tiny_config(epochs=1, lr=0.3, snapshot_epochs=()),
-            _loaders(small_train),
-            run_dir=tmp_path,
-            progress=False,
-        )
+        _fit(small_train, tmp_path, epochs=1, lr=0.3, snapshot_epochs=())
 
 
 def test_checkpoints_load_with_weights_only(small_train, tmp_path):
-    train.fit(
-        _fresh_model(),
-        _tiny_config(epochs=1, snapshot_epochs=()),
-        _loaders(small_train),
-        run_dir=tmp_path,
-        progress=False,
-    )
+    _fit(small_train, tmp_path, epochs=1, snapshot_epochs=())
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "hooks", "rng", "history", "config", "epoch"} <= set(state)
 
