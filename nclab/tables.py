@@ -3,7 +3,10 @@
 - :func:`nc_over_training`: every NC metric of every saved epoch of every run (notebooks 02, 05, 08);
 - :func:`fit_detectors`, :func:`score_sets`, :func:`detection_table`: fit every OOD detector on the
   training features, score every set, and evaluate each (detector, OOD set) pair (notebooks 03, 04, 05);
-- :func:`detection_report`: the same results in the layout of the practical-work report's table.
+- :func:`detection_report`: the same results in the layout of the practical-work report's table;
+- :func:`layer_features`, :func:`layerwise_nc`, :func:`layerwise_probes`: every layer of a network, from the
+  first residual stage to the features its classifier acts on, measured by NC and by linear probes
+  (detection with the energy of an ID probe, transfer with a probe on another data set) (notebook 05).
 """
 
 from __future__ import annotations
@@ -15,9 +18,20 @@ import torch
 
 from . import heads, ood
 from .collapse import nc_metrics, variability_metrics
+from .data import ImageSet
 from .features import FeatureSet, cached_features
+from .probe import LinearProbe
 
-__all__ = ["nc_over_training", "fit_detectors", "score_sets", "detection_table", "detection_report"]
+__all__ = [
+    "nc_over_training",
+    "fit_detectors",
+    "score_sets",
+    "detection_table",
+    "detection_report",
+    "layer_features",
+    "layerwise_nc",
+    "layerwise_probes",
+]
 
 
 def _classifier(model_or_head) -> tuple[heads.Head, torch.Tensor, torch.Tensor | None]:
@@ -121,3 +135,82 @@ def detection_report(table: pd.DataFrame, metrics: dict[str, str] | None = None)
         .pivot(index=["OOD set", "metric"], columns="detector", values="value")
         .reindex(index=order, columns=detectors)
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layer by layer (notebook 05)
+
+
+def layer_features(run, data: ImageSet) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """({layer: (N, d) features}, labels (N,)) of ``run.model`` on ``data``, from the first layer to the last.
+
+    The layers are the residual stages ("stem" … "layer4", global-average-pooled; "layer4" is the
+    penultimate h) and, for a head that embeds its features first, φ(h) under the head's
+    ``embedding_name`` ("projector" for ``nclab.methods.control.EtfProjector``, "embedding" otherwise).
+    Cached in the run's folder.
+    """
+    fs = cached_features(run.model, data, run.run_dir, stages=True)
+    layers = dict(fs.stages)
+    head = heads.head_of(run.model)
+    if head.embeds:
+        layers[getattr(head, "embedding_name", "embedding")] = _embedded(head, fs.features)
+    return layers, fs.labels
+
+
+def layerwise_nc(runs: dict, data: ImageSet) -> pd.DataFrame:
+    """The NC metrics of every layer of every run on ``data``: a tidy table (model, stage, metric, value).
+
+    ``runs``: {"baseline": Run, "controlled": Run, …}. At every layer of :func:`layer_features`:
+    ``variability_metrics`` (nc1, nc1_trace_ratio, ncc_accuracy, defined at any width) and, where the
+    layer has d ≥ C − 1 dimensions, ``nc_metrics`` (NC2 of the class means); at the layer the classifier
+    acts on, ``nc_metrics`` with the classifier (NC2 of the weights, NC3, NC4). SPEC §1 and §4.
+    """
+    rows = []
+    for name, run in runs.items():
+        layers, labels = layer_features(run, data)
+        head, W, b = _classifier(run.model)
+        last = list(layers)[-1]  # the features the classifier acts on
+        C = int(labels.max()) + 1
+        for stage, H in layers.items():
+            metrics = variability_metrics(H, labels)
+            if H.shape[1] >= C - 1:
+                metrics.update(nc_metrics(H, labels, *((W, b) if stage == last else ())))
+            rows += [{"model": name, "stage": stage, "metric": k, "value": v} for k, v in metrics.items()]
+    return pd.DataFrame(rows)
+
+
+def layerwise_probes(
+    runs: dict,
+    train: ImageSet,
+    test: ImageSet,
+    ood_sets: dict[str, ImageSet],
+    target: tuple[ImageSet, ImageSet],
+    l2: float = 1e-4,
+) -> pd.DataFrame:
+    """Detection and transfer of every layer of every run, measured with linear probes on frozen features.
+
+    One row per (model, stage): ``id_accuracy``, the test accuracy of a linear probe
+    (``nclab.probe.LinearProbe``) fitted on that layer's ``train`` features; ``auroc:<set>`` for every OOD
+    set, the AUROC of the energy score (``nclab.ood.Energy``) of that probe's logits, ID = ``test``
+    (SPEC §4: energy on a linear probe); ``transfer_accuracy``, the accuracy on ``target[1]`` of a probe
+    fitted on ``target[0]``'s features of the same layer (OOD generalisation, seed 000).
+    """
+    rows = []
+    for name, run in runs.items():
+        device = next(run.model.parameters()).device
+        train_layers, train_labels = layer_features(run, train)
+        test_layers, test_labels = layer_features(run, test)
+        ood_layers = {s: layer_features(run, data)[0] for s, data in ood_sets.items()}
+        source_layers, source_labels = layer_features(run, target[0])
+        target_layers, target_labels = layer_features(run, target[1])
+        for stage, H in train_layers.items():
+            probe = LinearProbe(l2).fit(H.to(device), train_labels)
+            energy = ood.Energy().fit(H, train_labels, probe.weight_.cpu(), probe.bias_.cpu())
+            id_scores = energy.score(test_layers[stage])
+            row = {"model": name, "stage": stage, "id_accuracy": probe.accuracy(test_layers[stage], test_labels)}
+            for s, layers in ood_layers.items():
+                row[f"auroc:{s}"] = ood.detection_metrics(id_scores, energy.score(layers[stage]))["auroc"]
+            transfer = LinearProbe(l2).fit(source_layers[stage].to(device), source_labels)
+            row["transfer_accuracy"] = transfer.accuracy(target_layers[stage], target_labels)
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,208 @@
+"""Layer-wise control of neural collapse (SPEC §4, seed 000): less collapse in the encoder, more after it.
+
+Harun, Gallardo & Kanan ("Controlling Neural Collapse Enhances Out-of-Distribution Detection and Transfer
+Learning", ICML 2025) observe that a strongly collapsed layer is good at telling ID from OOD inputs and bad
+at transferring to another data set, and split the network in two:
+
+- the **encoder** (the ResNet-18 up to its pooled features h) is kept *less* collapsed by an entropy
+  regulariser on its L2-normalised embedding: :func:`entropy_regularizer`, which pushes every embedding
+  away from its nearest neighbour in the batch (Kozachenko–Leonenko's nearest-neighbour estimate of the
+  differential entropy, up to constants);
+- after it a **frozen projector** whose two linear layers are set to simplex ETFs (ReLU between, L2
+  normalisation after, :class:`EtfProjector`) makes the features the classifier sees collapse *more*.
+
+Loss = CE (label smoothing 0.1) + α · L_ent(h), α = 0.05 (:class:`ControlLoss`). The method is
+:func:`control` (a :class:`nclab.methods.Method`); :func:`recipe` gives the training configuration of the
+experiment (the authors' AdamW and cosine schedule) for it and for the baseline, a ResNet-18 with a linear
+head trained on cross-entropy with the same label smoothing and budget. The authors' projector is
+512 → 2048 → 512 with the "rectangular" matrix √(c/(c−1)) (I − 11ᵀ/c) (:func:`rectangular_etf`), not an
+exact ETF when the matrix is not square; nclab uses exact ones (``nclab.etf.simplex_etf``), hence a
+projector no wider than p + 1. Book chapter "Controlling collapse layer by layer"; notebook 05.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import models
+from ..config import Profile, get_profile
+from ..data import ImageSet
+from ..etf import simplex_etf
+from ..heads import Head
+from ..losses import BatchOutput
+from . import Hook, Method
+
+if TYPE_CHECKING:
+    from ..train import TrainConfig
+
+__all__ = ["entropy_regularizer", "EtfProjector", "ControlLoss", "control", "recipe", "EPOCHS", "rectangular_etf"]
+
+EPS = 1e-8  # inside the log of SPEC §4: a duplicate embedding costs −log(1e-8) ≈ 18.4, not inf
+
+
+def entropy_regularizer(z: torch.Tensor) -> torch.Tensor:
+    """L_ent = −(1/B) Σ_i log(‖ẑ_i − ẑ_nn(i)‖ + 1e-8), ẑ = z/‖z‖, nn(i) = argmax_{j≠i} cos(z_i, z_j).
+
+    z: (B, d) embeddings of one batch, B ≥ 2 → a scalar tensor (float32 at least) that back-propagates
+    into z. Lower when the embeddings spread over the sphere, higher when they clump (collapse): adding
+    α·L_ent to the loss fights collapse. The nearest neighbour is chosen without gradient (an index) and
+    the distance to it is differentiated. SPEC §4; Sablayrolles et al. (ICLR 2019) for the estimator.
+    """
+    if z.ndim != 2 or len(z) < 2:
+        raise ValueError(f"the entropy regulariser needs a batch of at least 2 embeddings (B, d), got {tuple(z.shape)}")
+    z_hat = F.normalize(z.float(), dim=1)  # (B, d) unit rows
+    with torch.no_grad():
+        cosine = z_hat @ z_hat.T  # (B, B)
+        cosine.fill_diagonal_(-math.inf)  # a point is not its own neighbour
+        nearest = cosine.argmax(dim=1)  # (B,) nn(i)
+    distance = (z_hat - z_hat[nearest]).norm(dim=1)  # (B,) ‖ẑ_i − ẑ_nn(i)‖
+    return -torch.log(distance + EPS).mean()
+
+
+class EtfProjector(Head):
+    """logits = W · φ(h) + b with φ(h) = normalise(M₂ ReLU(M₁ h)): a frozen ETF projector, then a trained
+    linear classifier.
+
+    M₁ (hidden, p) and M₂ (out, hidden) are exact simplex ETFs (``nclab.etf.simplex_etf``: their rows are
+    unit vectors with pairwise cosine −1/(rows − 1)), stored as buffers, so no optimiser can move them and
+    they are saved with the model. W (C, out) and b are an ``nn.Linear``. An exact ETF of k rows needs
+    k − 1 ≤ its input dimension: hidden ≤ p + 1 and out ≤ hidden + 1 (default hidden = out = p).
+    ``embed(h)`` = φ(h), the features the classifier acts on ("projector" in the layer-wise tables).
+    """
+
+    embeds = True
+    embedding_name = "projector"  # the stage name of φ(h) in nclab.tables.layerwise_nc
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int | None = None, out: int | None = None, seed=0):
+        super().__init__()
+        hidden, out = hidden or in_features, out or in_features
+        for rows, dim, name in ((hidden, in_features, "hidden"), (out, hidden, "out")):
+            if rows - 1 > dim:
+                raise ValueError(
+                    f"projector {name} = {rows}: an exact simplex ETF of {rows} rows needs at least {rows - 1} "
+                    f"input dimensions, it gets {dim}. Use {name} ≤ {dim + 1} (the authors' 4× wider layer "
+                    f"is not an exact ETF: see rectangular_etf)."
+                )
+        self.in_features, self.num_classes, self.hidden, self.out = in_features, num_classes, hidden, out
+        self.register_buffer("first", simplex_etf(hidden, in_features, seed).float())  # M₁ (hidden, p)
+        self.register_buffer("second", simplex_etf(out, hidden, seed + 1).float())  # M₂ (out, hidden)
+        self.classifier = nn.Linear(out, num_classes)
+
+    def embed(self, h: torch.Tensor) -> torch.Tensor:
+        """φ(h) = M₂ ReLU(M₁ h) / ‖M₂ ReLU(M₁ h)‖: (B, p) → (B, out), unit rows."""
+        hidden = F.relu(h @ self.first.T.to(h.dtype))  # (B, hidden)
+        return F.normalize(hidden @ self.second.T.to(h.dtype), dim=1)  # (B, out)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(h))
+
+    def linear(self):
+        return self.classifier.weight, self.classifier.bias
+
+
+class ControlLoss(Hook):
+    """CE(logits, y) with label smoothing + α · L_ent(h), h the encoder's features (``out.features``).
+
+    Also a hook: each epoch's history gets ``ce`` and ``entropy``, the epoch means of the two terms (kept
+    on the device during the epoch, so no synchronisation per step).
+    """
+
+    def __init__(self, alpha: float = 0.05, label_smoothing: float = 0.1):
+        if not alpha >= 0:
+            raise ValueError(f"alpha (the weight of the entropy term) must be ≥ 0, got {alpha!r}")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
+        self.alpha, self.label_smoothing = float(alpha), float(label_smoothing)
+        self._sums, self._steps = None, 0
+
+    def __call__(self, out: BatchOutput, y: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(out.logits.float(), y, label_smoothing=self.label_smoothing)
+        entropy = entropy_regularizer(out.features)
+        terms = torch.stack([ce.detach(), entropy.detach()])
+        self._sums = terms if self._sums is None else self._sums + terms
+        self._steps += 1
+        return ce + self.alpha * entropy
+
+    def end_epoch(self, epoch, model, train_loader) -> dict | None:
+        if not self._steps:
+            return None
+        ce, entropy = (self._sums / self._steps).tolist()
+        self._sums, self._steps = None, 0
+        return {"ce": ce, "entropy": entropy}
+
+    def __repr__(self) -> str:
+        return f"ControlLoss(alpha={self.alpha}, label_smoothing={self.label_smoothing})"
+
+
+def control(
+    alpha: float = 0.05, label_smoothing: float = 0.1, hidden: int | None = None, out: int | None = None, seed: int = 0
+) -> Method:
+    """The NC-control method: ResNet-18 encoder → :class:`EtfProjector` (hidden, out; default p, p) →
+    trained linear classifier, loss :class:`ControlLoss` (α, label smoothing). Every argument is in the
+    run key. Use it as ``train.regime("A", profile, method=control())``."""
+
+    def build_model(config, train_set: ImageSet) -> nn.Module:
+        C, p = train_set.num_classes, 8 * config.width
+        head = EtfProjector(p, C, hidden, out, seed)
+        return models.resnet18(C, config.width, head=head, normalization=train_set.normalization)
+
+    def training(config, train_set: ImageSet):
+        return ControlLoss(alpha, label_smoothing), []
+
+    params = {"alpha": float(alpha), "label_smoothing": float(label_smoothing), "hidden": hidden, "out": out}
+    return Method("control", {**params, "seed": seed}, build_model, training)
+
+
+EPOCHS = {"smoke": 2, "quick": 10, "full": 100}  # per run; two runs fit a T4 session; the authors train 100
+
+
+def recipe(profile: Profile | str | None = None, method: Method | None = None, **overrides) -> TrainConfig:
+    """The training configuration of the NC-control experiment at the scale of ``profile``, for ``method``
+    (default :func:`control`; pass ``nclab.methods.ERM`` for the baseline).
+
+    The authors' recipe, scaled to one GPU: AdamW (β₁ 0.9, decoupled weight decay 0.05), lr 0.01 at batch
+    512 → 2.5e-3 at batch 128 (used for every batch size), cosine schedule after a linear warm-up over
+    5 % of training, label smoothing 0.1 (the baseline's cross-entropy too), :data:`EPOCHS` epochs (10 in
+    the quick profile, so that both runs fit a Colab session; 100 in the full one, as the authors). With
+    plain SGD at lr 0.1 the classifier on the unit-norm projector output learns several times slower than
+    a linear head, which would compare a half-trained model with a trained one. ``overrides`` replace any
+    field.
+    """
+    from ..train import TrainConfig, log_spaced_epochs  # nclab.train imports nclab.methods: import when called
+
+    profile = get_profile(profile)
+    epochs = overrides.pop("epochs", EPOCHS[profile.name])
+    settings = dict(
+        regime="adamw",
+        method=control() if method is None else method,
+        width=profile.width,
+        batch_size=profile.batch_size,
+        epochs=epochs,
+        snapshot_epochs=log_spaced_epochs(epochs, profile.snapshots),
+        optimizer="adamw",
+        lr=2.5e-3,
+        weight_decay=0.05,
+        schedule="cosine",
+        warmup_epochs=0.05 * epochs,
+        label_smoothing=0.1,
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
+def rectangular_etf(rows: int, cols: int, c: int | None = None) -> torch.Tensor:
+    """The authors' projector weight: √(c/(c−1)) (I_{rows×cols} − 11ᵀ/c), float64 (rows, cols), with
+    c = min(rows, cols) by default (their code uses c = the projector's output width, 512, for both the
+    2048 × 512 and the 512 × 2048 layer).
+
+    Square, it is an exact simplex ETF (U = I). Rectangular, it is not: with more rows than columns, the
+    rows past ``cols`` are all one vector, −√(c/(c−1))·1/c; with more columns than rows, the rows do not
+    sum to zero and their pairwise cosines are not −1/(rows − 1) (for the 512 × 2048 layer they are
+    slightly positive). For comparison only; nclab's projector uses ``nclab.etf.simplex_etf``.
+    """
+    c = min(rows, cols) if c is None else c
+    return math.sqrt(c / (c - 1)) * (torch.eye(rows, cols, dtype=torch.float64) - 1.0 / c)
