@@ -14,7 +14,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nclab import data, exercises
-from nclab.exercises import NOT_ANSWERED, check, core, notebook01, notebook02, notebook03, notebook04, run_check
+from nclab.exercises import (
+    NOT_ANSWERED,
+    check,
+    core,
+    notebook01,
+    notebook02,
+    notebook03,
+    notebook04,
+    notebook05,
+    run_check,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = {
@@ -22,6 +32,7 @@ TABLES = {
     "02": notebook02.EXERCISES,
     "03": notebook03.EXERCISES,
     "04": notebook04.EXERCISES,
+    "05": notebook05.EXERCISES,
 }
 
 
@@ -186,6 +197,7 @@ def test_every_question_has_positive_int_points_and_its_notebook_number():
         "02": 4,
         "03": 5,
         "04": 5,
+        "05": 4,
     }
     assert list(exercises.EXERCISES) == [name for table in TABLES.values() for name in table]
 
@@ -221,17 +233,17 @@ def test_a_question_in_two_notebooks_stops_the_import():
     assert done.returncode != 0 and "ValueError: exercise '01_flip' is defined in two notebooks" in done.stderr
 
 
-@pytest.mark.parametrize("module", ["core", "notebook01", "notebook02", "notebook03", "notebook04"])
+@pytest.mark.parametrize("module", ["core", "notebook01", "notebook02", "notebook03", "notebook04", "notebook05"])
 def test_each_module_imports_first_in_a_fresh_interpreter(module):
     code = (
         f"import nclab.exercises.{module}, nclab.exercises as ex\n"
-        f"assert len(ex.EXERCISES) == 13 and ex.check is not None\n"
+        f"assert len(ex.EXERCISES) == 15 and ex.check is not None\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize("module", ["core", "notebook01", "notebook02", "notebook03", "notebook04"])
+@pytest.mark.parametrize("module", ["core", "notebook01", "notebook02", "notebook03", "notebook04", "notebook05"])
 def test_checks_import_only_core_and_the_computing_modules_relatively(module):
     """No circle through the package's __init__, and no absolute ``nclab`` import: the grader's fresh copy
     of the package must check with its own modules, never with the kernel's (possibly overwritten) ones."""

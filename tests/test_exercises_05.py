@@ -1,0 +1,85 @@
+"""The checks of notebook 05's exercises: right answers pass, typical mistakes get a specific message."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nclab.exercises import run_check
+
+
+def entropy_right(z):
+    u = F.normalize(z, dim=1)
+    cosine = u @ u.T - 3 * torch.eye(len(z), dtype=z.dtype)  # no row is its own neighbour
+    return -torch.log((u - u[cosine.argmax(1)]).norm(dim=1) + 1e-8).mean()
+
+
+def entropy_loop(z):
+    total = 0
+    for i in range(len(z)):
+        u = z / z.norm(dim=1, keepdim=True)
+        others = [j for j in range(len(z)) if j != i]
+        j = max(others, key=lambda j: float(u[i] @ u[j]))
+        total = total - torch.log((u[i] - u[j]).norm() + 1e-8)
+    return total / len(z)
+
+
+def etf_right(U):
+    C = U.shape[1]
+    return math.sqrt(C / (C - 1)) * U @ (torch.eye(C, dtype=U.dtype) - 1 / C)
+
+
+def own_neighbour(z):
+    u = F.normalize(z, dim=1)
+    return -torch.log((u - u[(u @ u.T).argmax(1)]).norm(dim=1) + 1e-8).mean()
+
+
+def not_yet(*args):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize(
+    "name, answer",
+    [
+        ("05_entropy", entropy_right),
+        ("05_entropy", entropy_loop),  # a loop is slow but right
+        ("05_etf", etf_right),
+        ("05_etf", lambda U: math.sqrt(U.shape[1] / (U.shape[1] - 1)) * (U - U.mean(dim=1, keepdim=True))),
+    ],
+)
+def test_right_answers_pass(name, answer):
+    result = run_check(name, answer)
+    assert result.passed, result.message
+
+
+@pytest.mark.parametrize(
+    "name, answer, message",
+    [
+        ("05_entropy", own_neighbour, "its own nearest neighbour"),
+        ("05_entropy", lambda z: -entropy_right(z), "mind the sign"),
+        ("05_entropy", lambda z: entropy_right(z) * len(z), "not the sum"),
+        ("05_entropy", lambda z: entropy_right(z).item(), "carries no gradient"),
+        (
+            "05_entropy",
+            lambda z: (
+                -torch.log(
+                    (
+                        z
+                        - z[(torch.cdist(z, z) + torch.diag(torch.full((len(z),), math.inf, dtype=z.dtype))).argmin(1)]
+                    ).norm(dim=1)
+                    + 1e-8
+                ).mean()
+            ),
+            "normalise the rows first",
+        ),
+        ("05_entropy", not_yet, "not answered yet"),
+        ("05_etf", lambda U: U @ (torch.eye(U.shape[1], dtype=U.dtype) - 1 / U.shape[1]), "not unit vectors"),
+        ("05_etf", lambda U: math.sqrt(U.shape[1] / (U.shape[1] - 1)) * U, "centre with"),
+        ("05_etf", lambda U: etf_right(U).T, "return M as (p, C)"),
+        ("05_etf", lambda U: U[:, 0], "expected (3, 3)"),
+    ],
+)
+def test_typical_mistakes_are_named(name, answer, message):
+    result = run_check(name, answer)
+    assert not result.passed and message in result.message, result.message
