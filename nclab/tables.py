@@ -4,9 +4,10 @@
 - :func:`fit_detectors`, :func:`score_sets`, :func:`detection_table`: fit every OOD detector on the
   training features, score every set, and evaluate each (detector, OOD set) pair (notebooks 03, 04, 05);
 - :func:`detection_report`: the same results in the layout of the practical-work report's table;
-- :func:`layer_features`, :func:`layerwise_nc`, :func:`layerwise_probes`: every layer of a network, from the
-  first residual stage to the features its classifier acts on, measured by NC and by linear probes
-  (detection with the energy of an ID probe, transfer with a probe on another data set) (notebook 05).
+- :func:`layer_features`, :func:`layerwise_nc`, :func:`layerwise_probes`, :func:`tradeoff`: every layer of a
+  network, from the first residual stage to the features its classifier acts on, measured by NC and by
+  linear probes (detection with the energy of an ID probe, transfer with a probe on another data set)
+  (notebook 05).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "layer_features",
     "layerwise_nc",
     "layerwise_probes",
+    "tradeoff",
 ]
 
 
@@ -214,3 +216,18 @@ def layerwise_probes(
             row["transfer_accuracy"] = transfer.accuracy(target_layers[stage], target_labels)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def tradeoff(nc: pd.DataFrame, probes: pd.DataFrame, sets: list[str] | None = None) -> pd.DataFrame:
+    """One row per (model, stage): the layer's ``nc1`` (from :func:`layerwise_nc`), ``auroc`` (the mean of
+    the ``auroc:<set>`` columns of :func:`layerwise_probes` over ``sets``, default every OOD set),
+    ``transfer_accuracy`` and ``id_accuracy``: the points of the detection/transfer trade-off."""
+    columns = [f"auroc:{s}" for s in sets] if sets is not None else [c for c in probes if c.startswith("auroc:")]
+    missing = [c for c in columns if c not in probes]
+    if missing:
+        raise ValueError(f"no AUROC column {missing} in the probes table; it has {list(probes.columns)}")
+    nc1 = nc[nc["metric"] == "nc1"].rename(columns={"value": "nc1"})[["model", "stage", "nc1"]]
+    scores = probes.assign(auroc=probes[columns].mean(axis=1))[
+        ["model", "stage", "auroc", "transfer_accuracy", "id_accuracy"]
+    ]
+    return nc1.merge(scores, on=["model", "stage"], how="inner", validate="one_to_one")

@@ -8,9 +8,9 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 
-from . import ood, plots
+from . import collapse, ood, plots
 
-__all__ = ["collapse_explorer", "threshold_explorer"]
+__all__ = ["collapse_explorer", "threshold_explorer", "layer_explorer"]
 
 
 def collapse_explorer(snapshots: dict, classes: list[str], shown: tuple[int, int, int] = (0, 1, 2)):
@@ -88,3 +88,41 @@ def threshold_explorer(scores: dict[str, dict], id_name: str = "ID"):
     threshold.observe(draw, names="value")
     reset_range()
     display(widgets.VBox([widgets.HBox([detector, ood_set]), threshold, output]))
+
+
+def layer_explorer(layers: dict[str, tuple[dict, torch.Tensor]], classes: list[str], shown=(0, 1, 2)):
+    """Pick a model and a layer: the cosine Gram of its class means beside the simplex ETF's, three classes
+    on the plane of their means, and the layer's NC1 in the title (``nclab.plots.plot_geometry``).
+
+    layers: {model: ({layer: (N, d) features}, labels (N,))}, as ``nclab.tables.layer_features`` returns.
+    """
+    model = widgets.Dropdown(options=list(layers), description="model")
+    options = list(layers[model.value][0])
+    stage = widgets.Dropdown(options=options, value=options[-1], description="layer")  # the deepest first
+    output = widgets.Output()
+
+    def draw(change=None):
+        features, labels = layers[model.value]
+        if stage.value not in features:  # a layer the other model has (the projector)
+            return
+        with output:
+            output.clear_output(wait=True)
+            H = features[stage.value]
+            nc1 = collapse.variability_metrics(H, labels)["nc1"]
+            title = f"{model.value}, {stage.value} ({H.shape[1]} dimensions): NC1 = {nc1:.3g}"
+            fig = plots.plot_geometry(H, labels, classes, shown, title=title)
+            display(fig)
+            plt.close(fig)
+
+    def new_model(change=None):
+        options = list(layers[model.value][0])
+        value = stage.value if stage.value in options else options[-1]
+        stage.unobserve(draw, names="value")
+        stage.options, stage.value = options, value
+        stage.observe(draw, names="value")
+        draw()
+
+    model.observe(new_model, names="value")
+    stage.observe(draw, names="value")
+    draw()
+    display(widgets.VBox([widgets.HBox([model, stage]), output]))
