@@ -142,3 +142,46 @@ def test_plot_class_variability_sorts_the_bars():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["y", "z", "x"]
     assert [round(bar.get_height(), 9) for bar in ax.patches] == [0.5, 0.3, 0.1]
     plt.close(fig)
+
+
+LAYERWISE = pd.DataFrame(
+    [
+        {"model": model, "stage": stage, "metric": metric, "value": value}
+        for model, stages in {
+            "baseline": {"stem": 50.0, "layer1": 10.0, "layer4": 1.0},
+            "controlled": {"stem": 60.0, "layer1": 20.0, "layer4": 3.0, "projector": 0.5},
+        }.items()
+        for stage, nc1 in stages.items()
+        for metric, value in (("nc1", nc1), ("ncc_accuracy", 1 / (1 + nc1)))
+    ]
+)
+
+
+def test_plot_layerwise_keeps_the_network_order_and_logs_nc1_only():
+    fig = plots.plot_layerwise(LAYERWISE)
+    nc1, ncc = fig.axes[:2]
+    assert [t.get_text() for t in nc1.get_xticklabels()] == ["stem", "layer1", "layer4", "projector"]
+    assert nc1.get_yscale() == "log" and ncc.get_yscale() == "linear"
+    assert nc1.get_title() == "nc1" and ncc.get_title() == "ncc_accuracy"
+    heights = sorted(y for line in nc1.get_lines() for y in line.get_ydata() if np.isfinite(y))
+    assert heights[0] == pytest.approx(0.5) and heights[-1] == pytest.approx(60.0)  # the projector, the stem
+    plt.close(fig)
+
+
+def test_plot_tradeoff_puts_nc1_on_a_log_x_and_labels_every_layer():
+    points = pd.DataFrame(
+        {
+            "model": ["baseline", "baseline", "controlled"],
+            "stage": ["layer3", "layer4", "projector"],
+            "nc1": [5.0, 1.0, 0.2],
+            "auroc": [0.6, 0.7, 0.8],
+            "transfer_accuracy": [0.9, 0.8, 0.5],
+        }
+    )
+    fig = plots.plot_tradeoff(points)
+    detection, transfer = fig.axes[:2]
+    assert detection.get_xscale() == "log" and transfer.get_xscale() == "log"
+    assert sorted(t.get_text() for t in transfer.texts) == ["layer3", "layer4", "projector"]
+    offsets = np.concatenate([c.get_offsets() for c in transfer.collections])
+    assert sorted(map(tuple, offsets.tolist())) == [(0.2, 0.5), (1.0, 0.8), (5.0, 0.9)]
+    plt.close(fig)

@@ -55,3 +55,31 @@ def test_threshold_widget_starts_at_the_fpr95_threshold_and_follows_the_detector
     figures = [obj for obj in shown if isinstance(obj, plt.Figure)]
     assert "TPR 100.0%" in figures[-1].axes[0].get_title() and "FPR 100.0%" in figures[-1].axes[0].get_title()
     plt.close("all")
+
+
+def test_layer_explorer_draws_the_chosen_model_and_layer_with_its_nc1(monkeypatch):
+    shown, drawn = [], []
+    monkeypatch.setattr(widgets, "display", lambda obj: shown.append(obj))
+    monkeypatch.setattr(
+        plots, "plot_geometry", lambda h, y, classes, chosen, title: drawn.append((h, title)) or plt.figure()
+    )
+    y = torch.arange(12) % 3
+    means = torch.eye(3, 4)[y]  # (12, 4): three classes at three corners
+    collapsed, spread = means, means + torch.linspace(-0.5, 0.5, 12)[:, None]
+    layers = {
+        "baseline": ({"stem": spread, "layer4": collapsed}, y),
+        "controlled": ({"stem": spread, "layer4": spread, "projector": collapsed}, y),
+    }
+    widgets.layer_explorer(layers, ["a", "b", "c"])
+    model, stage = list(_find(shown[-1], ipywidgets.Dropdown))
+    assert stage.value == "layer4" and drawn[-1][0] is collapsed  # the deepest layer first
+    assert drawn[-1][1].startswith("baseline, layer4 (4 dimensions): NC1 = 0")
+    stage.value = "stem"
+    assert drawn[-1][0] is spread and "NC1 = 0 " not in drawn[-1][1]
+    model.value = "controlled"  # keeps the layer when the other model has it
+    assert stage.value == "stem" and list(stage.options) == ["stem", "layer4", "projector"]
+    stage.value = "projector"
+    assert drawn[-1][0] is collapsed and drawn[-1][1].startswith("controlled, projector")
+    model.value = "baseline"  # the projector is not there: back to the deepest layer
+    assert stage.value == "layer4" and drawn[-1][1].startswith("baseline, layer4")
+    plt.close("all")
