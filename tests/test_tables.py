@@ -4,8 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from nclab import collapse, features, heads, models, ood, tables, train
+from nclab import collapse, data, features, heads, methods, models, ood, tables, train
 from nclab.features import FeatureSet
+from nclab.methods import control
+from nclab.probe import LinearProbe
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +126,116 @@ def test_detectors_on_a_head_that_embeds_into_another_dimension():
     assert torch.allclose(scores["mahalanobis"]["far"], by_hand)
     with pytest.raises(ValueError, match="embedded=True"):
         heads.weight_and_bias(head)
+
+
+# --- layer by layer (notebook 05) --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def layerwise_runs(small_train, tmp_path_factory):
+    """A controlled run (frozen ETF projector) and its baseline, one epoch each on 256 stand-in images."""
+    root = tmp_path_factory.mktemp("layerwise")
+    configs = {
+        "baseline": control.recipe("smoke", methods.ERM, epochs=1),
+        "controlled": control.recipe("smoke", epochs=1, width=16),
+    }
+    return {name: train.load_or_train(c, small_train, root=root, progress=False) for name, c in configs.items()}
+
+
+@pytest.fixture(scope="module")
+def layerwise_test(standin_test):
+    return standin_test.subset(160, seed=0)
+
+
+def test_layerwise_nc_measures_every_layer_and_the_classifier_at_the_last(layerwise_runs, layerwise_test):
+    frame = tables.layerwise_nc(layerwise_runs, layerwise_test)
+    assert list(frame.columns) == ["model", "stage", "metric", "value"]
+    stages = {name: list(dict.fromkeys(frame[frame.model == name].stage)) for name in layerwise_runs}
+    assert stages == {"baseline": list(models.STAGES), "controlled": [*models.STAGES, "projector"]}
+    assert frame.value.notna().all() and not frame.duplicated(["model", "stage", "metric"]).any()
+    for name, last in (("baseline", "layer4"), ("controlled", "projector")):
+        rows = frame[frame.model == name]
+        for metric in ("nc3", "nc4_ncc_mismatch", "nc2_etf_distance", "nc2_equinorm_weights"):
+            assert set(rows[rows.metric == metric].stage) == {last}, (name, metric)
+        for metric in ("nc1", "ncc_accuracy", "nc2_equinorm_means"):  # width 16: every stage has d ≥ C − 1 = 7
+            assert set(rows[rows.metric == metric].stage) == set(stages[name]), (name, metric)
+
+    run = layerwise_runs["controlled"]
+    fs = features.extract_features(
+        run.model, data.GpuLoader(layerwise_test, 64, shuffle=False, augment=False, drop_last=False, device="cpu")
+    )
+    W, b = heads.weight_and_bias(run.model, embedded=True)
+    with torch.no_grad():
+        phi = run.model.head.embed(fs.features)
+    by_hand = collapse.nc_metrics(phi, fs.labels, W, b)
+
+    def value(model, stage, metric):
+        return frame[(frame.model == model) & (frame.stage == stage) & (frame.metric == metric)].value.item()
+
+    for metric in ("nc1", "nc3", "nc4_ncc_mismatch"):
+        assert value("controlled", "projector", metric) == pytest.approx(by_hand[metric], rel=1e-4, abs=1e-6)
+    expected = collapse.variability_metrics(fs.features, fs.labels)["nc1"]  # layer4 is the penultimate h
+    assert value("controlled", "layer4", "nc1") == pytest.approx(expected, rel=1e-4)
+
+
+def test_layerwise_probes_detect_and_transfer_at_every_layer(layerwise_runs, small_train, layerwise_test):
+    ood_sets = {"gaussian": data.noise_images("gaussian", 64), "itself": layerwise_test}
+    cifar10_train, cifar10_test = data.train_test_sets("cifar10", "smoke")  # the stand-in: digits 8 and 9
+    target = cifar10_train, cifar10_test.subset(200, seed=0)
+    assert cifar10_train.num_classes == 2 and cifar10_train.standin
+    frame = tables.layerwise_probes(layerwise_runs, small_train, layerwise_test, ood_sets, target)
+    assert set(frame.columns) == {
+        "model",
+        "stage",
+        "id_accuracy",
+        "auroc:gaussian",
+        "auroc:itself",
+        "transfer_accuracy",
+    }
+    assert list(zip(frame.model, frame.stage)) == [
+        *(("baseline", s) for s in models.STAGES),
+        *(("controlled", s) for s in (*models.STAGES, "projector")),
+    ]
+    for column in ("id_accuracy", "transfer_accuracy", "auroc:gaussian"):
+        assert frame[column].between(0, 1).all(), column
+    # the ID set as an OOD set: identical scores, AUROC 0.5 (to the last bit of the trapezoid sum, as sklearn)
+    assert frame["auroc:itself"].tolist() == pytest.approx([0.5] * len(frame), abs=1e-12)
+    assert frame.transfer_accuracy.max() > 0.5  # two classes: some layer transfers better than chance
+
+    run = layerwise_runs["controlled"]
+    train_layers, train_labels = tables.layer_features(run, small_train)
+    test_layers, test_labels = tables.layer_features(run, layerwise_test)
+    noise_layers, _ = tables.layer_features(run, ood_sets["gaussian"])
+    probe = LinearProbe(1e-4).fit(train_layers["projector"], train_labels)
+    energy = ood.Energy().fit(None, weight=probe.weight_, bias=probe.bias_)
+    row = frame[(frame.model == "controlled") & (frame.stage == "projector")].iloc[0]
+    assert row["id_accuracy"] == pytest.approx(probe.accuracy(test_layers["projector"], test_labels))
+    auroc = ood.detection_metrics(energy.score(test_layers["projector"]), energy.score(noise_layers["projector"]))
+    assert row["auroc:gaussian"] == pytest.approx(auroc["auroc"])
+
+
+def test_tradeoff_joins_nc1_with_the_mean_auroc_over_the_chosen_sets():
+    nc = pd.DataFrame(
+        [
+            {"model": m, "stage": s, "metric": k, "value": v}
+            for m, s, nc1 in [("a", "layer3", 4.0), ("a", "layer4", 1.0), ("b", "layer4", 2.0)]
+            for k, v in (("nc1", nc1), ("ncc_accuracy", 0.5))
+        ]
+    )
+    probes = pd.DataFrame(
+        {
+            "model": ["a", "a", "b"],
+            "stage": ["layer3", "layer4", "layer4"],
+            "id_accuracy": [0.7, 0.8, 0.9],
+            "auroc:x": [0.6, 0.8, 1.0],
+            "auroc:y": [0.4, 0.6, 0.5],
+            "transfer_accuracy": [0.9, 0.7, 0.8],
+        }
+    )
+    points = tables.tradeoff(nc, probes)
+    assert list(points.columns) == ["model", "stage", "nc1", "auroc", "transfer_accuracy", "id_accuracy"]
+    assert points["nc1"].tolist() == [4.0, 1.0, 2.0]
+    assert points["auroc"].tolist() == pytest.approx([0.5, 0.7, 0.75])
+    assert tables.tradeoff(nc, probes, ["x"])["auroc"].tolist() == [0.6, 0.8, 1.0]
+    with pytest.raises(ValueError, match="auroc:z"):
+        tables.tradeoff(nc, probes, ["z"])

@@ -128,6 +128,10 @@ class ControlLoss(Hook):
         self._steps += 1
         return ce + self.alpha * entropy
 
+    def load_state_dict(self, state: dict) -> None:
+        """A resume starts at an epoch boundary: forget the steps of an interrupted epoch."""
+        self._sums, self._steps = None, 0
+
     def end_epoch(self, epoch, model, train_loader) -> dict | None:
         if not self._steps:
             return None
