@@ -59,10 +59,32 @@ def test_entropy_regularizer_is_lower_for_spread_embeddings_than_for_clumped_one
     assert control.entropy_regularizer(clumped).item() > 3  # distances ~1e-2: −log ≈ 4.6
 
 
-def test_entropy_regularizer_backpropagates():
-    z = torch.randn(10, 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
+def test_entropy_regularizer_backpropagates_the_gradient_of_the_formula():
+    z = torch.randn(10, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64, requires_grad=True)
     control.entropy_regularizer(z).backward()
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    w = z.detach().clone().requires_grad_(True)  # the same loss, one sample at a time, differentiated by autograd
+    unit = w / w.norm(dim=1, keepdim=True)
+    total = 0
+    for i in range(len(w)):
+        j = max((j for j in range(len(w)) if j != i), key=lambda j: float((unit[i] @ unit[j]).detach()))
+        total = total - torch.log((unit[i] - unit[j]).norm() + 1e-8)
+    (total / len(w)).backward()
+    torch.testing.assert_close(z.grad.float(), w.grad.float(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_entropy_regularizer_and_projector_under_mixed_precision(dtype):
+    """Under AMP the encoder's features are half precision; the loss computes in float32 (it runs outside
+    autocast), the projector in the features' dtype."""
+    z = torch.randn(32, 16, generator=torch.Generator().manual_seed(3))
+    value = control.entropy_regularizer(z.to(dtype))
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    assert value.item() == pytest.approx(control.entropy_regularizer(z.to(dtype).float()).item(), rel=1e-6)
+    head = control.EtfProjector(16, 4)
+    phi = head.embed(z.relu().to(dtype))
+    assert phi.dtype == dtype and torch.isfinite(phi).all()
+    torch.testing.assert_close(phi.float(), head.embed(z.relu()), atol=2e-2, rtol=0)
 
 
 @pytest.mark.parametrize("shape", [(1, 4), (4,), (2, 3, 4)])
@@ -228,6 +250,15 @@ def test_control_loss_is_smoothed_cross_entropy_plus_alpha_entropy():
         control.ControlLoss(label_smoothing=1.0)
 
 
+def test_the_methods_loss_takes_the_configs_label_smoothing(small_train):
+    """One setting serves the baseline's cross-entropy and the controlled loss: a comparison stays fair."""
+    for smoothing in (0.0, 0.1, 0.2):
+        config = control.recipe("smoke", label_smoothing=smoothing)
+        loss, hooks = config.method.training(config, small_train)
+        assert isinstance(loss, control.ControlLoss) and hooks == []
+        assert (loss.label_smoothing, loss.alpha) == (smoothing, 0.05)
+
+
 def test_control_loss_reports_the_epoch_means_of_its_two_terms():
     loss = control.ControlLoss(alpha=0.5)
     assert loss.end_epoch(1, None, None) is None  # no step yet
@@ -253,12 +284,14 @@ def test_control_loss_reports_the_epoch_means_of_its_two_terms():
 def test_the_methods_hyperparameters_name_the_run(small_train, tmp_path):
     method = control.control()
     assert method.name == "control"
-    assert method.hparams == {"alpha": 0.05, "label_smoothing": 0.1, "hidden": None, "out": None, "seed": 0}
+    assert method.hparams == {"alpha": 0.05, "hidden": None, "out": None, "seed": 0, "basis": "random"}
+    variants = [{}, {"alpha": 0.1}, {"hidden": 64}, {"seed": 1}, {"basis": "identity"}]
     folders = {
-        train.run_directory(control.recipe("smoke", m), small_train, tmp_path)
-        for m in (control.control(), control.control(alpha=0.1), control.control(hidden=64), control.control(seed=1))
+        train.run_directory(control.recipe("smoke", control.control(**v)), small_train, tmp_path) for v in variants
     }
-    assert len(folders) == 4
+    assert len(folders) == 5
+    with pytest.raises(ValueError, match="basis"):
+        control.control(basis="eye")
     key = train.TrainConfig(method=control.control(alpha=0.1)).key()
     assert key["method"] == "control" and key["method.alpha"] == 0.1 and key["method.hidden"] is None
     same = train.run_directory(control.recipe("smoke", control.control()), small_train, tmp_path)
@@ -276,6 +309,8 @@ def test_rectangular_etf_is_exact_only_when_square():
     assert cosines.min() > 0  # slightly positive, not −1/511
     torch.testing.assert_close(cosines, torch.full_like(cosines, cosines[0].item()))  # all alike
     assert not torch.allclose(cosines, torch.full_like(cosines, -1 / 511))
+
+    assert cosines[0].item() == pytest.approx(1 / 257)  # (−2/c + n/c²) / (1 − 2/c + n/c²), c = 512, n = 2048
 
     tall = control.rectangular_etf(8, 4)
     assert all(torch.equal(tall[4], tall[i]) for i in range(5, 8))
@@ -300,3 +335,20 @@ def test_the_recipe_is_the_authors_for_both_methods():
     assert control.recipe("quick").epochs == 10 and control.recipe("full").epochs == 100
     longer = control.recipe("smoke", epochs=5, lr=1e-3)
     assert (longer.epochs, longer.lr, longer.snapshot_epochs[-1], longer.warmup_epochs) == (5, 1e-3, 5, 0.25)
+
+
+def test_the_authors_projector_is_the_identity_basis_etf_on_nonnegative_features():
+    """512 → 2048 → 512 with the rectangular matrices = normalise(S ReLU(S h)), S the square ETF with U = I,
+    as soon as h ≥ 0 (a ResNet's pooled features): the 1536 extra hidden units are always 0."""
+    first, second = control.rectangular_etf(2048, 512), control.rectangular_etf(512, 2048)
+    head = control.EtfProjector(512, 10, basis="identity").double()
+    h = 3 * torch.rand(64, 512, dtype=torch.float64)  # ≥ 0
+    hidden = F.relu(h @ first.T)
+    assert (hidden[:, 512:] == 0).all()
+    authors = F.normalize(hidden @ second.T, dim=1)
+    torch.testing.assert_close(head.embed(h), authors, atol=1e-6, rtol=0)
+    signed = torch.randn(64, 512, dtype=torch.float64)  # e.g. a ViT's features: the maps differ
+    assert (head.embed(signed) - F.normalize(F.relu(signed @ first.T) @ second.T, dim=1)).abs().max() > 1e-2
+    torch.testing.assert_close(head.first @ head.first.T, simplex_etf_gram(512), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="hidden = out = p"):
+        control.EtfProjector(512, 10, hidden=256, basis="identity")

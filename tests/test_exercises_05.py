@@ -20,7 +20,7 @@ def entropy_loop(z):
     for i in range(len(z)):
         u = z / z.norm(dim=1, keepdim=True)
         others = [j for j in range(len(z)) if j != i]
-        j = max(others, key=lambda j: float(u[i] @ u[j]))
+        j = max(others, key=lambda j: float((u[i] @ u[j]).detach()))
         total = total - torch.log((u[i] - u[j]).norm() + 1e-8)
     return total / len(z)
 

@@ -16,8 +16,10 @@ Loss = CE (label smoothing 0.1) + α · L_ent(h), α = 0.05 (:class:`ControlLoss
 experiment (the authors' AdamW and cosine schedule) for it and for the baseline, a ResNet-18 with a linear
 head trained on cross-entropy with the same label smoothing and budget. The authors' projector is
 512 → 2048 → 512 with the "rectangular" matrix √(c/(c−1)) (I − 11ᵀ/c) (:func:`rectangular_etf`), not an
-exact ETF when the matrix is not square; nclab uses exact ones (``nclab.etf.simplex_etf``), hence a
-projector no wider than p + 1. Book chapter "Controlling collapse layer by layer"; notebook 05.
+exact ETF when the matrix is not square; on a ResNet's non-negative features it computes the same map as
+the square exact ETF with U = I (``basis="identity"``). nclab uses exact ETFs with a random orthonormal U
+by default (``nclab.etf.simplex_etf``, SPEC §4), hence a projector no wider than p + 1. Book chapter
+"Controlling collapse layer by layer"; notebook 05.
 """
 
 from __future__ import annotations
@@ -68,29 +70,51 @@ class EtfProjector(Head):
     """logits = W · φ(h) + b with φ(h) = normalise(M₂ ReLU(M₁ h)): a frozen ETF projector, then a trained
     linear classifier.
 
-    M₁ (hidden, p) and M₂ (out, hidden) are exact simplex ETFs (``nclab.etf.simplex_etf``: their rows are
-    unit vectors with pairwise cosine −1/(rows − 1)), stored as buffers, so no optimiser can move them and
-    they are saved with the model. W (C, out) and b are an ``nn.Linear``. An exact ETF of k rows needs
-    k − 1 ≤ its input dimension: hidden ≤ p + 1 and out ≤ hidden + 1 (default hidden = out = p).
-    ``embed(h)`` = φ(h), the features the classifier acts on ("projector" in the layer-wise tables).
+    M₁ (hidden, p) and M₂ (out, hidden) are exact simplex ETFs (their rows are unit vectors with pairwise
+    cosine −1/(rows − 1)), stored as buffers, so no optimiser can move them and they are saved with the
+    model. W (C, out) and b are an ``nn.Linear``. An exact ETF of k rows needs k − 1 ≤ its input dimension:
+    hidden ≤ p + 1 and out ≤ hidden + 1 (default hidden = out = p). ``basis``: "random" builds each ETF
+    from a seeded random orthonormal U (``nclab.etf.simplex_etf``, SPEC §4); "identity" uses U = I, i.e.
+    M = √(p/(p−1)) (I − 11ᵀ/p) for both layers (square only), the map the authors' 512 → 2048 → 512
+    projector computes on non-negative features (see :func:`rectangular_etf`). ``embed(h)`` = φ(h), the
+    features the classifier acts on ("projector" in the layer-wise tables).
     """
 
     embeds = True
     embedding_name = "projector"  # the stage name of φ(h) in nclab.tables.layerwise_nc
 
-    def __init__(self, in_features: int, num_classes: int, hidden: int | None = None, out: int | None = None, seed=0):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        hidden: int | None = None,
+        out: int | None = None,
+        seed: int = 0,
+        basis: str = "random",
+    ):
         super().__init__()
         hidden, out = hidden or in_features, out or in_features
+        if basis not in ("random", "identity"):
+            raise ValueError(f"basis must be 'random' (a seeded orthonormal U) or 'identity' (U = I), not {basis!r}")
+        if basis == "identity" and not hidden == out == in_features:
+            raise ValueError(
+                f"basis='identity' builds square ETFs (U = I): it needs hidden = out = p = {in_features}, "
+                f"got hidden = {hidden}, out = {out}"
+            )
         for rows, dim, name in ((hidden, in_features, "hidden"), (out, hidden, "out")):
             if rows - 1 > dim:
                 raise ValueError(
                     f"projector {name} = {rows}: an exact simplex ETF of {rows} rows needs at least {rows - 1} "
                     f"input dimensions, it gets {dim}. Use {name} ≤ {dim + 1} (the authors' 4× wider layer "
-                    f"is not an exact ETF: see rectangular_etf)."
+                    f"is not an exact ETF, and on ResNet features it acts as a p-wide one: see rectangular_etf)."
                 )
         self.in_features, self.num_classes, self.hidden, self.out = in_features, num_classes, hidden, out
-        self.register_buffer("first", simplex_etf(hidden, in_features, seed).float())  # M₁ (hidden, p)
-        self.register_buffer("second", simplex_etf(out, hidden, seed + 1).float())  # M₂ (out, hidden)
+        if basis == "identity":
+            first = second = rectangular_etf(in_features, in_features)  # exact when square
+        else:
+            first, second = simplex_etf(hidden, in_features, seed), simplex_etf(out, hidden, seed + 1)
+        self.register_buffer("first", first.float())  # M₁ (hidden, p)
+        self.register_buffer("second", second.float())  # M₂ (out, hidden)
         self.classifier = nn.Linear(out, num_classes)
 
     def embed(self, h: torch.Tensor) -> torch.Tensor:
@@ -106,7 +130,11 @@ class EtfProjector(Head):
 
 
 class ControlLoss(Hook):
-    """CE(logits, y) with label smoothing + α · L_ent(h), h the encoder's features (``out.features``).
+    """CE(logits, y) with label smoothing ε + α · L_ent(h), h the encoder's features (``out.features``).
+
+    SPEC §4: ε = 0.1, α = 0.05 (the method takes ε from ``TrainConfig.label_smoothing``, as the baseline's
+    cross-entropy does, so that one setting serves both). α was chosen by the authors at batch 512; the
+    nearest-neighbour distances, hence L_ent, depend on the batch size.
 
     Also a hook: each epoch's history gets ``ce`` and ``entropy``, the epoch means of the two terms (kept
     on the device during the epoch, so no synchronisation per step).
@@ -144,22 +172,24 @@ class ControlLoss(Hook):
 
 
 def control(
-    alpha: float = 0.05, label_smoothing: float = 0.1, hidden: int | None = None, out: int | None = None, seed: int = 0
+    alpha: float = 0.05, hidden: int | None = None, out: int | None = None, seed: int = 0, basis: str = "random"
 ) -> Method:
-    """The NC-control method: ResNet-18 encoder → :class:`EtfProjector` (hidden, out; default p, p) →
-    trained linear classifier, loss :class:`ControlLoss` (α, label smoothing). Every argument is in the
-    run key. Use it as ``train.regime("A", profile, method=control())``."""
+    """The NC-control method: ResNet-18 encoder → :class:`EtfProjector` (hidden, out, seed, basis; default
+    p, p, 0, "random") → trained linear classifier, loss :class:`ControlLoss` (α, and the config's label
+    smoothing). Every argument is in the run key. Train it with :func:`recipe` (``recipe(profile)``)."""
+    if basis not in ("random", "identity"):
+        raise ValueError(f"basis must be 'random' or 'identity', not {basis!r}")
 
     def build_model(config, train_set: ImageSet) -> nn.Module:
         C, p = train_set.num_classes, 8 * config.width
-        head = EtfProjector(p, C, hidden, out, seed)
+        head = EtfProjector(p, C, hidden, out, seed, basis)
         return models.resnet18(C, config.width, head=head, normalization=train_set.normalization)
 
     def training(config, train_set: ImageSet):
-        return ControlLoss(alpha, label_smoothing), []
+        return ControlLoss(alpha, config.label_smoothing), []
 
-    params = {"alpha": float(alpha), "label_smoothing": float(label_smoothing), "hidden": hidden, "out": out}
-    return Method("control", {**params, "seed": seed}, build_model, training)
+    params = {"alpha": float(alpha), "hidden": hidden, "out": out, "seed": seed, "basis": basis}
+    return Method("control", params, build_model, training)
 
 
 EPOCHS = {"smoke": 2, "quick": 10, "full": 100}  # per run; two runs fit a T4 session; the authors train 100
@@ -205,8 +235,11 @@ def rectangular_etf(rows: int, cols: int, c: int | None = None) -> torch.Tensor:
 
     Square, it is an exact simplex ETF (U = I). Rectangular, it is not: with more rows than columns, the
     rows past ``cols`` are all one vector, −√(c/(c−1))·1/c; with more columns than rows, the rows do not
-    sum to zero and their pairwise cosines are not −1/(rows − 1) (for the 512 × 2048 layer they are
-    slightly positive). For comparison only; nclab's projector uses ``nclab.etf.simplex_etf``.
+    sum to zero and their pairwise cosines are not −1/(rows − 1) (+1/257 for the 512 × 2048 layer). On
+    non-negative features (a ResNet's h, after ReLU and pooling) the difference vanishes: the 1536 extra
+    hidden units compute −√(c/(c−1))·mean(h) ≤ 0, which the ReLU sets to 0, so the second layer only
+    reads its first 512 columns, and the 512 → 2048 → 512 map equals normalise(S ReLU(S h)) with S the
+    square ETF of U = I: ``EtfProjector(..., basis="identity")``.
     """
     c = min(rows, cols) if c is None else c
     return math.sqrt(c / (c - 1)) * (torch.eye(rows, cols, dtype=torch.float64) - 1.0 / c)
