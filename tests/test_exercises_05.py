@@ -30,6 +30,18 @@ def etf_right(U):
     return math.sqrt(C / (C - 1)) * U @ (torch.eye(C, dtype=U.dtype) - 1 / C)
 
 
+def detached_neighbour(z):
+    u = F.normalize(z, dim=1)
+    cosine = u @ u.T - 3 * torch.eye(len(z), dtype=z.dtype)
+    return -torch.log((u - u[cosine.argmax(1)].detach()).norm(dim=1) + 1e-8).mean()
+
+
+def farthest(z):
+    u = F.normalize(z, dim=1)
+    cosine = u @ u.T + 3 * torch.eye(len(z), dtype=z.dtype)
+    return -torch.log((u - u[cosine.argmin(1)]).norm(dim=1) + 1e-8).mean()
+
+
 def own_neighbour(z):
     u = F.normalize(z, dim=1)
     return -torch.log((u - u[(u @ u.T).argmax(1)]).norm(dim=1) + 1e-8).mean()
@@ -44,6 +56,7 @@ def not_yet(*args):
     [
         ("05_entropy", entropy_right),
         ("05_entropy", entropy_loop),  # a loop is slow but right
+        ("05_entropy", lambda z: entropy_right(z.float())),  # float32 is precise enough
         ("05_etf", etf_right),
         ("05_etf", lambda U: math.sqrt(U.shape[1] / (U.shape[1] - 1)) * (U - U.mean(dim=1, keepdim=True))),
     ],
@@ -74,6 +87,26 @@ def test_right_answers_pass(name, answer):
             "normalise the rows first",
         ),
         ("05_entropy", not_yet, "not answered yet"),
+        ("05_entropy", detached_neighbour, "its gradient is not"),
+        ("05_entropy", farthest, "the *farthest* row"),
+        ("05_entropy", lambda z: entropy_right(z) * 2, "not its square"),  # log d² = 2 log d
+        (
+            "05_entropy",
+            lambda z: -torch.log((F.normalize(z, dim=1) - F.normalize(z, dim=1)).norm(dim=1)).mean(),
+            "keep the + 1e-8",
+        ),
+        (
+            "05_etf",
+            lambda U: math.sqrt(U.shape[1] / (U.shape[1] - 1)) * U @ (torch.eye(U.shape[1]) - 1 / U.shape[1]),
+            "dtype=U.dtype",
+        ),
+        (
+            "05_etf",
+            lambda U: (
+                math.sqrt((U.shape[1] - 1) / U.shape[1]) * U @ (torch.eye(U.shape[1], dtype=U.dtype) - 1 / U.shape[1])
+            ),
+            "the scale is inverted",
+        ),
         ("05_etf", lambda U: U @ (torch.eye(U.shape[1], dtype=U.dtype) - 1 / U.shape[1]), "not unit vectors"),
         ("05_etf", lambda U: math.sqrt(U.shape[1] / (U.shape[1] - 1)) * U, "centre with"),
         ("05_etf", lambda U: etf_right(U).T, "return M as (p, C)"),

@@ -28,25 +28,34 @@ def check_entropy(entropy_estimate: Callable) -> tuple[bool, str]:
     """05_entropy: ``entropy_estimate(z)`` = −(1/B) Σ_i log(‖ẑ_i − ẑ_nn(i)‖ + 1e-8), ẑ = z/‖z‖, nn(i) the
     nearest other row by cosine, as a scalar tensor that back-propagates into z.
 
-    Compared with ``nclab.methods.control.entropy_regularizer`` on a hand case (four unit vectors at 0°,
-    90°, 180°, 270°: every neighbour at distance √2, L = −log √2) and on a random (12, 5) batch with rows of
-    very different norms (so that normalising matters); recognises a row taken as its own neighbour, no
-    normalisation, the farthest row, squared distances, a sum instead of a mean, and the sign.
+    Compared with ``nclab.methods.control.entropy_regularizer``, value and gradient, on a hand case (four
+    vectors at 0°, 60°, 180°, 250° of norms 2, 0.5, 3, 1, no ties: nearest distances 1, 1, 2 sin 35°,
+    2 sin 35°, so L = −½ log(2 sin 35°)) and on a random (12, 5) batch with rows of very different norms
+    (so that normalising matters); recognises a row taken as its own neighbour (also when it gives inf),
+    no normalisation, the farthest row, squared distances, a sum instead of a mean, the sign, and a value
+    without its gradient or with a wrong one.
     """
-    hand = torch.tensor([[2.0, 0], [0, 1], [-3, 0], [0, -0.5]], dtype=torch.float64)
+    angles = torch.tensor([0.0, 60.0, 180.0, 250.0], dtype=torch.float64).deg2rad()
+    norms = torch.tensor([2.0, 0.5, 3.0, 1.0], dtype=torch.float64)[:, None]
+    hand = norms * torch.stack([angles.cos(), angles.sin()], dim=1)
     generator = torch.Generator().manual_seed(11)
     scales = torch.logspace(-1, 1, 12, dtype=torch.float64)[:, None]
     random = torch.randn(12, 5, generator=generator, dtype=torch.float64) * scales
     cases = [
-        ("hand case: the four vectors [2, 0], [0, 1], [-3, 0], [0, -0.5]", hand),
+        ("hand case: four vectors at 0°, 60°, 180°, 250° with norms 2, 0.5, 3, 1", hand),
         ("random (12, 5) batch with row norms from 0.1 to 10", random),
     ]
+    own_neighbour = (
+        "each row is its own nearest neighbour here (distance 0): leave i out of the search, e.g. set the "
+        "diagonal of the cosine matrix to −inf before the argmax."
+    )
     for case, z in cases:
-        expected = methods.control.entropy_regularizer(z).double()
+        z_ref = z.clone().requires_grad_(True)
+        expected = methods.control.entropy_regularizer(z_ref)
+        (gradient,) = torch.autograd.grad(expected, z_ref)
         d = _nearest_distances(z)
         mistakes = {
-            "each row is its own nearest neighbour here (distance 0): leave i out of the search, e.g. set the "
-            "diagonal of the cosine matrix to −inf before the argmax.": -torch.log(torch.tensor(1e-8)).double(),
+            own_neighbour: -torch.log(torch.tensor(1e-8)).double(),
             "normalise the rows first (ẑ = z/‖z‖): the estimator measures how the *directions* spread on the "
             "sphere, not the raw norms.": -torch.log(_nearest_distances(z, normalise=False) + 1e-8).mean(),
             "that is the *farthest* row: the estimator uses the nearest neighbour (largest cosine, smallest "
@@ -62,13 +71,22 @@ def check_entropy(entropy_estimate: Callable) -> tuple[bool, str]:
             got = call(entropy_estimate, case, z_in)
         except Wrong as wrong:
             return False, str(wrong)
-        wrong = compare_close(got, expected, case, mistakes, rtol=1e-5, atol=1e-6)
+        if isinstance(got, torch.Tensor) and got.numel() == 1 and not torch.isfinite(got).all():
+            return False, f"{case}: your value is {got.item()}. {own_neighbour} And keep the + 1e-8 inside the log."
+        wrong = compare_close(got, expected.detach(), case, mistakes, rtol=1e-5, atol=1e-6)
         if wrong:
             return False, wrong
         if not (isinstance(got, torch.Tensor) and got.requires_grad):
             return False, (
                 f"{case}: your value is right but carries no gradient: return a torch tensor computed from z "
                 f"(no .item(), no float(), no torch.no_grad() around the distances), so that it can be trained."
+            )
+        (yours,) = torch.autograd.grad(got.sum(), z_in, allow_unused=True)
+        if yours is None or not torch.allclose(yours.double(), gradient, rtol=1e-4, atol=1e-6):
+            return False, (
+                f"{case}: your value is right but its gradient is not: only the *choice* of the neighbour (an "
+                f"index) may be made without gradient; ẑ_i and ẑ_nn(i) in the distance must both come from z "
+                f"(no .detach() on the neighbour)."
             )
     return True, "−mean log ‖ẑ_i − ẑ_nn(i)‖: low when the batch spreads over the sphere, high when it clumps."
 
@@ -88,7 +106,11 @@ def check_etf(etf_from_basis: Callable) -> tuple[bool, str]:
         C = U.shape[1]
         centring = torch.eye(C, dtype=torch.float64) - 1.0 / C
         expected = math.sqrt(C / (C - 1)) * U @ centring
-        got = call(etf_from_basis, case, U)
+        try:
+            got = call(etf_from_basis, case, U)
+        except Wrong as wrong:
+            hint = " (build I and 11ᵀ/K with dtype=U.dtype: U is float64)" if "dtype" in str(wrong) else ""
+            return False, f"{wrong}{hint}"
         if isinstance(got, torch.Tensor) and got.shape == (C, U.shape[0]) != expected.shape:
             return (
                 False,
