@@ -29,7 +29,9 @@ class LinearProbe:
     features standardised with the training mean m and std σ (σ = 1 for a constant coordinate). This is
     scikit-learn's ``LogisticRegression(C=1/(l2·N))`` on ``StandardScaler`` features. After :meth:`fit`,
     ``weight_`` (C, p) and ``bias_`` (C,) give the logits of the *raw* features, l = weight_ h + bias_
-    (float32, on the features' device); ``iterations_`` is the number of L-BFGS iterations run.
+    (float32, on the features' device); ``iterations_`` is the number of L-BFGS iterations run and
+    ``converged_`` says whether it stopped on its tolerances rather than on ``max_iter`` (or 4 × as many
+    evaluations of the objective).
     """
 
     def __init__(self, l2: float = 1e-4, max_iter: int = 500, tolerance: float = 1e-6):
@@ -55,6 +57,7 @@ class LinearProbe:
             [W, b],
             lr=1,
             max_iter=self.max_iter,
+            max_eval=4 * self.max_iter,
             tolerance_grad=self.tolerance,
             tolerance_change=1e-12,
             history_size=20,
@@ -69,7 +72,9 @@ class LinearProbe:
 
         with torch.enable_grad():
             optimizer.step(objective)
-        self.iterations_ = optimizer.state[optimizer._params[0]].get("n_iter", 0)
+        state = optimizer.state[W]
+        self.iterations_ = state.get("n_iter", 0)
+        self.converged_ = self.iterations_ < self.max_iter and state.get("func_evals", 0) < 4 * self.max_iter
         with torch.no_grad():
             self.weight_ = (W / std).detach()  # (C, p): W s = (W/σ) h − (W/σ) m
             self.bias_ = (b - self.weight_ @ mean).detach()  # (C,)

@@ -7,7 +7,9 @@
 - :func:`layer_features`, :func:`layerwise_nc`, :func:`layerwise_probes`, :func:`tradeoff`: every layer of a
   network, from the first residual stage to the features its classifier acts on, measured by NC and by
   linear probes (detection with the energy of an ID probe, transfer with a probe on another data set)
-  (notebook 05).
+  (notebook 05);
+- :func:`versus_claim`: a method's gain over its baseline next to the gain a paper claims, with a verdict
+  that does not round a small gain up to agreement (notebooks 05–08).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "layerwise_nc",
     "layerwise_probes",
     "tradeoff",
+    "versus_claim",
 ]
 
 
@@ -146,8 +149,8 @@ def detection_report(table: pd.DataFrame, metrics: dict[str, str] | None = None)
 def layer_features(run, data: ImageSet) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """({layer: (N, d) features}, labels (N,)) of ``run.model`` on ``data``, from the first layer to the last.
 
-    The layers are the residual stages ("stem" … "layer4", global-average-pooled; "layer4" is the
-    penultimate h) and, for a head that embeds its features first, φ(h) under the head's
+    The layers are the stem and the residual stages ("stem" … "layer4", global-average-pooled; "layer4"
+    is the penultimate h) and, for a head that embeds its features first, φ(h) under the head's
     ``embedding_name`` ("projector" for ``nclab.methods.control.EtfProjector``, "embedding" otherwise).
     Cached in the run's folder.
     """
@@ -231,3 +234,40 @@ def tradeoff(nc: pd.DataFrame, probes: pd.DataFrame, sets: list[str] | None = No
         ["model", "stage", "auroc", "transfer_accuracy", "id_accuracy"]
     ]
     return nc1.merge(scores, on=["model", "stage"], how="inner", validate="one_to_one")
+
+
+def versus_claim(baseline: dict[str, float], method: dict[str, float], claimed: dict[str, float]) -> pd.DataFrame:
+    """One row per task: ``baseline``, ``method``, their ``difference`` (method − baseline), the ``claimed``
+    difference, and a ``verdict``:
+
+    - "reproduced": same sign as the claim and at least half its size;
+    - "same sign, under half the claim": too small to call a reproduction from one run;
+    - "not reproduced": no gain, or a gain of the opposite sign.
+
+    The three dicts are keyed by task, in the same units (e.g. AUROC in percentage points).
+    """
+    if not set(baseline) == set(method) == set(claimed):
+        raise ValueError(
+            f"baseline, method and claimed must name the same tasks, got {sorted(baseline)}, {sorted(method)} "
+            f"and {sorted(claimed)}"
+        )
+    rows = []
+    for task in claimed:
+        difference, claim = method[task] - baseline[task], claimed[task]
+        if difference * claim <= 0:
+            verdict = "not reproduced"
+        elif abs(difference) >= abs(claim) / 2:
+            verdict = "reproduced"
+        else:
+            verdict = "same sign, under half the claim"
+        rows.append(
+            {
+                "task": task,
+                "baseline": baseline[task],
+                "method": method[task],
+                "difference": difference,
+                "claimed": claim,
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(rows).set_index("task")

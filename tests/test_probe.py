@@ -112,3 +112,12 @@ def test_probe_errors():
         LinearProbe().fit(H, y, num_classes=1)
     wider = LinearProbe().fit(H, y, num_classes=4)  # classes 2 and 3 never seen: still logits for them
     assert wider.weight_.shape == (4, 3) and wider.logits(H).shape == (10, 4)
+
+
+def test_the_probe_says_whether_lbfgs_converged():
+    X, y = load_digits(return_X_y=True)
+    X, y = torch.tensor(X, dtype=torch.float32), torch.tensor(y)
+    probe = LinearProbe(l2=1e-2).fit(X, y)
+    assert probe.converged_ and 0 < probe.iterations_ < probe.max_iter
+    stopped = LinearProbe(l2=1e-2, max_iter=5).fit(X, y)
+    assert not stopped.converged_ and stopped.iterations_ == 5

@@ -212,6 +212,11 @@ def test_layerwise_probes_detect_and_transfer_at_every_layer(layerwise_runs, sma
     assert row["id_accuracy"] == pytest.approx(probe.accuracy(test_layers["projector"], test_labels))
     auroc = ood.detection_metrics(energy.score(test_layers["projector"]), energy.score(noise_layers["projector"]))
     assert row["auroc:gaussian"] == pytest.approx(auroc["auroc"])
+    source_layers, source_labels = tables.layer_features(run, target[0])  # transfer: a probe on CIFAR-10's
+    target_layers, target_labels = tables.layer_features(run, target[1])  # features of the same layer
+    transfer = LinearProbe(1e-4).fit(source_layers["layer4"], source_labels)
+    row = frame[(frame.model == "controlled") & (frame.stage == "layer4")].iloc[0]
+    assert row["transfer_accuracy"] == pytest.approx(transfer.accuracy(target_layers["layer4"], target_labels))
 
 
 def test_tradeoff_joins_nc1_with_the_mean_auroc_over_the_chosen_sets():
@@ -239,3 +244,21 @@ def test_tradeoff_joins_nc1_with_the_mean_auroc_over_the_chosen_sets():
     assert tables.tradeoff(nc, probes, ["x"])["auroc"].tolist() == [0.6, 0.8, 1.0]
     with pytest.raises(ValueError, match="auroc:z"):
         tables.tradeoff(nc, probes, ["z"])
+
+
+def test_versus_claim_calls_a_small_gain_inconclusive_and_a_loss_a_failure():
+    frame = tables.versus_claim(
+        baseline={"detect": 80.0, "transfer": 60.0, "tiny": 50.0, "none": 40.0},
+        method={"detect": 82.0, "transfer": 59.0, "tiny": 50.5, "none": 40.0},
+        claimed={"detect": 2.3, "transfer": 1.8, "tiny": 2.0, "none": 1.0},
+    )
+    assert frame["difference"].tolist() == pytest.approx([2.0, -1.0, 0.5, 0.0])
+    assert frame["verdict"].tolist() == [
+        "reproduced",
+        "not reproduced",
+        "same sign, under half the claim",
+        "not reproduced",
+    ]
+    assert list(frame.columns) == ["baseline", "method", "difference", "claimed", "verdict"]
+    with pytest.raises(ValueError, match="same tasks"):
+        tables.versus_claim({"a": 1.0}, {"a": 2.0}, {"b": 1.0})
