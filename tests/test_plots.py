@@ -90,7 +90,7 @@ def _nc_frame():
 def test_plot_collapse_draws_every_metric_per_run_and_split():
     fig = plots.plot_collapse(_nc_frame(), title="t")
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[:7] == [panel for panel, _, _ in plots._COLLAPSE_PANELS] and not fig.axes[7].axison
+    assert titles[:7] == [panel for panel, _, _ in plots.training._COLLAPSE_PANELS] and not fig.axes[7].axison
     nc1 = fig.axes[0]
     assert nc1.get_yscale() == "log"
     curves = [np.sort(line.get_ydata()) for line in nc1.get_lines() if len(line.get_xdata()) == 3]

@@ -1,0 +1,44 @@
+"""Figures of the layer-by-layer study (notebook 05): NC at every layer, and the detection/transfer
+trade-off."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+__all__ = ["plot_layerwise", "plot_tradeoff"]
+
+
+def plot_layerwise(frame: pd.DataFrame, metrics: tuple[str, ...] = ("nc1", "ncc_accuracy")) -> plt.Figure:
+    """Each of ``metrics`` against the depth (x: the layers in network order), one line per model.
+
+    ``frame``: the tidy output of ``nclab.tables.layerwise_nc`` (model, stage, metric, value). NC grows
+    with depth when nc1 falls (log scale) and the nearest-class-centre accuracy rises.
+    """
+    order = list(dict.fromkeys(frame["stage"]))  # stem … layer4, then the projector
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4), squeeze=False, constrained_layout=True)
+    for ax, metric in zip(axes[0], metrics):
+        part = frame[frame["metric"] == metric]
+        sns.pointplot(part, x="stage", y="value", hue="model", order=order, ax=ax, markers="o")
+        ax.set(title=metric, xlabel="layer", ylabel="")
+        if metric.startswith("nc") and (part["value"] > 0).all() and metric != "ncc_accuracy":
+            ax.set_yscale("log")
+    return fig
+
+
+def plot_tradeoff(frame: pd.DataFrame, tasks: dict[str, str] | None = None) -> plt.Figure:
+    """One panel per task: its score against the layer's NC1 (log x), one point per (model, layer).
+
+    ``frame``: one row per (model, stage) with ``nc1`` and the task columns (default "auroc" = mean
+    detection AUROC, "transfer_accuracy"). More collapse = further left.
+    """
+    tasks = tasks or {"auroc": "detection AUROC (energy of an ID probe)", "transfer_accuracy": "transfer accuracy"}
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.3), squeeze=False, constrained_layout=True)
+    for ax, (column, label) in zip(axes[0], tasks.items()):
+        sns.scatterplot(frame, x="nc1", y=column, hue="model", style="model", s=80, ax=ax, legend=ax is axes[0, -1])
+        for row in frame.itertuples():
+            point = (row.nc1, getattr(row, column))
+            ax.annotate(row.stage, point, fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set(xscale="log", xlabel="NC1 of the layer (log; left = more collapsed)", ylabel=label)
+    return fig

@@ -1,0 +1,217 @@
+"""Figures of training and collapse (notebooks 01 and 02): histories, images, NC over training, the
+geometry of the class means, NC by stage."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+import torch
+
+from ..collapse import class_means, gram_of_means
+from ..data import ImageSet
+from ..etf import simplex_etf_gram
+
+__all__ = [
+    "history_frame",
+    "plot_history",
+    "show_images",
+    "plot_collapse",
+    "plot_geometry",
+    "plot_stages",
+    "plot_class_variability",
+]
+
+
+def history_frame(histories: dict[str, list[dict]]) -> pd.DataFrame:
+    """Long table of training histories: one row per (run, epoch, split) with loss, accuracy and lr."""
+    rows = []
+    for run, history in histories.items():
+        for record in history:
+            for split in ("train", "test"):
+                if f"{split}_loss" in record:
+                    rows.append(
+                        {
+                            "run": run,
+                            "epoch": record["epoch"],
+                            "split": split,
+                            "lr": record["lr"],
+                            "loss": record[f"{split}_loss"],
+                            "accuracy": record[f"{split}_acc"],
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def plot_history(histories: dict[str, list[dict]], title: str | None = None) -> plt.Figure:
+    """Loss, accuracy and learning rate against the epoch for each run (colour) and split (dashes).
+
+    ``histories``: {"regime A": run.history, …}. Train metrics are averaged over the augmented batches
+    of the epoch; test metrics are measured after it, without augmentation.
+    """
+    frame = history_frame(histories)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    markers = frame["epoch"].nunique() <= 12  # few epochs: show the points
+    for ax, metric in zip(axes[:2], ("loss", "accuracy")):
+        sns.lineplot(frame, x="epoch", y=metric, hue="run", style="split", ax=ax, marker="o" if markers else None)
+    axes[0].set_yscale("log")
+    axes[1].set_ylim(0, 1)
+    lrs = frame.drop_duplicates(["run", "epoch"])
+    sns.lineplot(lrs, x="epoch", y="lr", hue="run", ax=axes[2], drawstyle="steps-post", legend=False)
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("learning rate (start of epoch)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def show_images(
+    images: ImageSet | torch.Tensor, labels=None, classes=None, count: int = 16, title: str | None = None
+) -> plt.Figure:
+    """A grid of ``count`` images with their class names.
+
+    ``images`` is an ImageSet (a fixed random sample of it is shown), or a (B, 3, H, W) tensor: uint8
+    (0–255), or floats in [0, 1] as a GpuLoader yields them.
+    """
+    if isinstance(images, ImageSet):
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:count]
+        images, labels, classes = images.images[pick], images.labels[pick], images.classes
+    images = images[:count].detach().cpu()
+    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    columns = min(8, len(images))
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i].clamp(0, 1).permute(1, 2, 0).numpy())
+            if labels is not None:
+                label = int(labels[i])
+                ax.set_title(classes[label] if classes is not None else str(label), fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------
+# Neural collapse
+
+_COLLAPSE_PANELS = [  # (title, columns: {label: key}, log scale)
+    ("NC1: Tr(Σ_W Σ_B†)/C", {"": "nc1"}, True),
+    ("NC2: equinorm (CoV of norms)", {"means": "nc2_equinorm_means", "weights": "nc2_equinorm_weights"}, False),
+    (
+        "NC2: equiangularity (std of cosines)",
+        {"means": "nc2_equiangular_means", "weights": "nc2_equiangular_weights"},
+        False,
+    ),
+    (
+        "NC2: max-angle (mean |cos + 1/(C−1)|)",
+        {"means": "nc2_maxangle_means", "weights": "nc2_maxangle_weights"},
+        False,
+    ),
+    ("NC3: ‖Wᵀ/‖W‖ − M/‖M‖‖²", {"": "nc3"}, True),
+    ("NC4: mismatch with the NCC classifier", {"": "nc4_ncc_mismatch"}, False),
+    ("accuracy", {"": "accuracy"}, False),
+]
+
+
+def plot_collapse(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
+    """NC1–NC4 and accuracy against the epoch, in the style of Papyan et al. (2020), Figs. 2–7.
+
+    ``frame``: the output of ``nclab.tables.nc_over_training`` (rows with stage "output"). Colour = run,
+    line style = split (or means/weights for NC2). Every metric's ideal value is 0 (accuracy: 1).
+    """
+    frame = frame[frame.get("stage", "output") == "output"] if "stage" in frame else frame
+    fig, axes = plt.subplots(2, 4, figsize=(18, 7.5), constrained_layout=True)
+    for ax, (panel, columns, log) in zip(axes.flat, _COLLAPSE_PANELS):
+        long = frame.melt(
+            id_vars=["run", "epoch", "split"],
+            value_vars=[c for c in columns.values() if c in frame],
+            var_name="metric",
+            value_name="value",
+        )
+        long = long[~(long["metric"].str.endswith("_weights") & (long["split"] != "train"))]  # W: one per epoch
+        long["curve"] = long["split"] + long["metric"].map({v: f" {k}" if k else "" for k, v in columns.items()})
+        long.loc[long["metric"].str.endswith("_weights"), "curve"] = "weights"
+        sns.lineplot(long, x="epoch", y="value", hue="run", style="curve", marker="o", ax=ax)
+        ax.set(title=panel, ylabel="", xscale="log" if frame["epoch"].max() > 20 else "linear")
+        if log and (long["value"] > 0).all():
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    axes.flat[-1].axis("off")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_geometry(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    shown: tuple[int, ...] = (0, 1, 2),
+    title: str | None = None,
+) -> plt.Figure:
+    """Left: the cosine Gram of the centred class means next to the simplex ETF's (diagonal 1,
+    off-diagonal −1/(C−1)). Right: the features of the ``shown`` classes projected on the plane spanned by
+    their centred means — under collapse, three tight clusters at the corners of an equilateral triangle."""
+    means, _ = class_means(features, labels)  # (C, p)
+    G, C = gram_of_means(means).cpu(), len(means)
+    fig, (ax_gram, ax_etf, ax_proj) = plt.subplots(1, 3, figsize=(15, 4.3), constrained_layout=True)
+    for ax, matrix, name in (
+        (ax_gram, G, "cosines of centred class means"),
+        (ax_etf, simplex_etf_gram(C), "simplex ETF"),
+    ):
+        sns.heatmap(
+            matrix.numpy(),
+            ax=ax,
+            vmin=-1,
+            vmax=1,
+            cmap="RdBu_r",
+            square=True,
+            xticklabels=C <= 20,
+            yticklabels=C <= 20,
+            cbar=ax is ax_etf,
+        )
+        ax.set_title(name)
+    chosen = torch.tensor(shown)
+    centre = means[chosen].mean(0)  # (p,)
+    basis, _ = torch.linalg.qr((means[chosen[1:]] - means[chosen[0]]).T)  # (p, 2) orthonormal
+    for c in shown:
+        points = (features[labels == c].double() - centre) @ basis  # (N_c, 2)
+        dots = ax_proj.scatter(points[:, 0], points[:, 1], s=6, alpha=0.4, label=classes[c])
+        mean = (means[c] - centre) @ basis
+        ax_proj.scatter(mean[0], mean[1], s=160, marker="*", color=dots.get_facecolor()[0][:3], edgecolor="k")
+    ax_proj.set(title="features of three classes, on the plane of their means", aspect="equal")
+    ax_proj.legend(fontsize=8, markerscale=2)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_stages(frame: pd.DataFrame, metric: str = "nc1") -> plt.Figure:
+    """``metric`` at the output of every residual stage (x) for each run and saved epoch (colour)."""
+    stages = frame[frame["stage"] != "output"]
+    fig, axes = plt.subplots(
+        1,
+        stages["run"].nunique(),
+        figsize=(6 * stages["run"].nunique(), 4),
+        squeeze=False,
+        sharey=True,
+        constrained_layout=True,
+    )
+    for ax, (run, part) in zip(axes.flat, stages.groupby("run", sort=False)):
+        sns.lineplot(part, x="stage", y=metric, hue="epoch", style="split", marker="o", ax=ax, palette="viridis")
+        ax.set(title=f"run {run}: {metric} by depth", yscale="log" if (part[metric] > 0).all() else "linear")
+    return fig
+
+
+def plot_class_variability(variability: torch.Tensor, classes: list[str], top: int = 20) -> plt.Figure:
+    """Per-class within-class variability Tr(Σ_W,c)/Tr(Σ_B), sorted: the tallest bars collapse last."""
+    order = torch.argsort(variability.cpu(), descending=True)[:top]
+    frame = pd.DataFrame({"class": [classes[i] for i in order], "variability": variability.cpu()[order].numpy()})
+    fig, ax = plt.subplots(figsize=(min(0.45 * len(frame) + 2, 14), 3.5), constrained_layout=True)
+    sns.barplot(frame, x="class", y="variability", ax=ax, color="tab:blue")
+    ax.set(ylabel="Tr(Σ_W,c) / Tr(Σ_B)", title=f"the {len(frame)} least collapsed classes")
+    ax.tick_params(axis="x", rotation=60)
+    return fig
