@@ -9,6 +9,11 @@ import torch.nn.functional as F
 from nclab.exercises import run_check
 
 
+def _nn(z):
+    u = F.normalize(z, dim=1)
+    return (u @ u.T - 3 * torch.eye(len(z), dtype=z.dtype)).argmax(1)
+
+
 def entropy_right(z):
     u = F.normalize(z, dim=1)
     cosine = u @ u.T - 3 * torch.eye(len(z), dtype=z.dtype)  # no row is its own neighbour
@@ -58,6 +63,8 @@ def not_yet(*args):
         ("05_entropy", entropy_loop),  # a loop is slow but right
         ("05_entropy", lambda z: entropy_right(z.float())),  # float32 is precise enough
         ("05_etf", etf_right),
+        ("05_etf", lambda U: math.sqrt(U.shape[1] / (U.shape[1] - 1)) * U @ (torch.eye(U.shape[1]) - 1 / U.shape[1])),
+        ("05_etf", lambda U: etf_right(U.double())),  # float64 is fine too
         ("05_etf", lambda U: math.sqrt(U.shape[1] / (U.shape[1] - 1)) * (U - U.mean(dim=1, keepdim=True))),
     ],
 )
@@ -93,12 +100,31 @@ def test_right_answers_pass(name, answer):
         (
             "05_entropy",
             lambda z: -torch.log((F.normalize(z, dim=1) - F.normalize(z, dim=1)).norm(dim=1)).mean(),
-            "keep the + 1e-8",
+            "+ 1e-8 is missing",
+        ),
+        ("05_etf", lambda U: -etf_right(U), "not the one this U gives"),
+        ("05_etf", lambda U: etf_right(U).flip(1), "not the one this U gives"),
+        (
+            "05_entropy",
+            lambda z: -torch.log(1 - (F.normalize(z, dim=1) * F.normalize(z, dim=1)[_nn(z)]).sum(1) + 1e-8).mean(),
+            "not 1 − cos",
+        ),
+        ("05_entropy", lambda z: entropy_right(z) / math.log(10), "not log10"),
+        (
+            "05_entropy",
+            lambda z: (
+                -torch.log(
+                    (z - z[(z @ z.T - 1e9 * torch.eye(len(z), dtype=z.dtype)).argmax(1)]).norm(dim=1) + 1e-8
+                ).mean()
+            ),
+            "for the search and for the distance",
         ),
         (
-            "05_etf",
-            lambda U: math.sqrt(U.shape[1] / (U.shape[1] - 1)) * U @ (torch.eye(U.shape[1]) - 1 / U.shape[1]),
-            "dtype=U.dtype",
+            "05_entropy",
+            lambda z: (
+                -torch.log(((F.normalize(z, dim=1) - F.normalize(z, dim=1)[_nn(z)]) ** 2).sum(1).sqrt() + 1e-8).mean()
+            ),
+            "gradient is NaN or inf",
         ),
         (
             "05_etf",
@@ -109,7 +135,7 @@ def test_right_answers_pass(name, answer):
         ),
         ("05_etf", lambda U: U @ (torch.eye(U.shape[1], dtype=U.dtype) - 1 / U.shape[1]), "not unit vectors"),
         ("05_etf", lambda U: math.sqrt(U.shape[1] / (U.shape[1] - 1)) * U, "centre with"),
-        ("05_etf", lambda U: etf_right(U).T, "return M as (p, C)"),
+        ("05_etf", lambda U: etf_right(U).T, "return M as (p, K)"),
         ("05_etf", lambda U: U[:, 0], "expected (3, 3)"),
     ],
 )

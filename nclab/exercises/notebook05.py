@@ -16,12 +16,13 @@ from .. import etf, methods
 from .core import Exercise, Wrong, call, compare_close
 
 
-def _nearest_distances(z: torch.Tensor, *, normalise: bool = True, farthest: bool = False) -> torch.Tensor:
-    """‖ẑ_i − ẑ_nn(i)‖ for every row (the farthest row instead with ``farthest``), for the known mistakes."""
+def _nearest(z: torch.Tensor, *, normalise: bool = True, farthest: bool = False) -> torch.Tensor:
+    """The index of each row's nearest other row by cosine (its farthest with ``farthest``); without
+    ``normalise``, by the raw dot product z_i·z_j (a mistake)."""
     u = F.normalize(z, dim=1) if normalise else z
-    distances = torch.cdist(u, u)  # (B, B)
-    distances.fill_diagonal_(-math.inf if farthest else math.inf)
-    return distances.max(1).values if farthest else distances.min(1).values
+    similarity = u @ u.T  # (B, B)
+    similarity.fill_diagonal_(math.inf if farthest else -math.inf)
+    return similarity.argmin(1) if farthest else similarity.argmax(1)
 
 
 def check_entropy(entropy_estimate: Callable) -> tuple[bool, str]:
@@ -30,10 +31,11 @@ def check_entropy(entropy_estimate: Callable) -> tuple[bool, str]:
 
     Compared with ``nclab.methods.control.entropy_regularizer``, value and gradient, on a hand case (four
     vectors at 0°, 60°, 180°, 250° of norms 2, 0.5, 3, 1, no ties: nearest distances 1, 1, 2 sin 35°,
-    2 sin 35°, so L = −½ log(2 sin 35°)) and on a random (12, 5) batch with rows of very different norms
-    (so that normalising matters); recognises a row taken as its own neighbour (also when it gives inf),
-    no normalisation, the farthest row, squared distances, a sum instead of a mean, the sign, and a value
-    without its gradient or with a wrong one.
+    2 sin 35°, so L = −½ log(2 sin 35°)), on a random (12, 5) batch with rows of very different norms
+    (so that normalising matters) and on a batch with two equal rows (distance 0: the value must be
+    finite, −log 1e-8 for each, and so must the gradient); recognises a row taken as its own
+    neighbour (also when it gives inf), no normalisation, the farthest row, squared distances, 1 − cos
+    instead of the distance, log10, a sum instead of a mean, the sign, and a missing or wrong gradient.
     """
     angles = torch.tensor([0.0, 60.0, 180.0, 250.0], dtype=torch.float64).deg2rad()
     norms = torch.tensor([2.0, 0.5, 3.0, 1.0], dtype=torch.float64)[:, None]
@@ -41,9 +43,12 @@ def check_entropy(entropy_estimate: Callable) -> tuple[bool, str]:
     generator = torch.Generator().manual_seed(11)
     scales = torch.logspace(-1, 1, 12, dtype=torch.float64)[:, None]
     random = torch.randn(12, 5, generator=generator, dtype=torch.float64) * scales
+    twins = torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    twins[5] = twins[0]  # a duplicate: distance exactly 0 (in any precision)
     cases = [
         ("hand case: four vectors at 0°, 60°, 180°, 250° with norms 2, 0.5, 3, 1", hand),
         ("random (12, 5) batch with row norms from 0.1 to 10", random),
+        ("a (6, 4) batch whose rows 0 and 5 are equal (distance 0)", twins),
     ]
     own_neighbour = (
         "each row is its own nearest neighbour here (distance 0): leave i out of the search, e.g. set the "
@@ -53,14 +58,24 @@ def check_entropy(entropy_estimate: Callable) -> tuple[bool, str]:
         z_ref = z.clone().requires_grad_(True)
         expected = methods.control.entropy_regularizer(z_ref)
         (gradient,) = torch.autograd.grad(expected, z_ref)
-        d = _nearest_distances(z)
+        u = F.normalize(z, dim=1)
+        d = (u - u[_nearest(z)]).norm(dim=1)  # the right distances
+        raw = (z - z[_nearest(z, normalise=False)]).norm(dim=1)  # neighbour by the dot product z_i·z_j
+        euclidean = torch.cdist(z, z).fill_diagonal_(math.inf).min(1).values  # by the raw distance
+        cosine = (u * u[_nearest(z)]).sum(1)
         mistakes = {
             own_neighbour: -torch.log(torch.tensor(1e-8)).double(),
-            "normalise the rows first (ẑ = z/‖z‖): the estimator measures how the *directions* spread on the "
-            "sphere, not the raw norms.": -torch.log(_nearest_distances(z, normalise=False) + 1e-8).mean(),
+            "normalise the rows first (ẑ = z/‖z‖), for the search and for the distance: the estimator measures "
+            "how the *directions* spread on the sphere, not the raw vectors.": -torch.log(raw + 1e-8).mean(),
+            "normalise the rows first (ẑ = z/‖z‖): the nearest neighbour and its distance are measured on the "
+            "unit sphere, not between the raw vectors.": -torch.log(euclidean + 1e-8).mean(),
             "that is the *farthest* row: the estimator uses the nearest neighbour (largest cosine, smallest "
-            "distance).": -torch.log(_nearest_distances(z, farthest=True) + 1e-8).mean(),
+            "distance).": -torch.log((u - u[_nearest(z, farthest=True)]).norm(dim=1) + 1e-8).mean(),
             "use the distance ‖ẑ_i − ẑ_nn(i)‖ itself, not its square.": -torch.log(d**2 + 1e-8).mean(),
+            "use the distance ‖ẑ_i − ẑ_nn(i)‖, not 1 − cos (its square is 2 − 2 cos).": -torch.log(
+                1 - cosine + 1e-8
+            ).mean(),
+            "use the natural logarithm (torch.log), not log10.": -torch.log10(d + 1e-8).mean(),
             "average over the batch (1/B) Σ_i, not the sum.": -torch.log(d + 1e-8).sum(),
             "mind the sign: L = −mean log(distance), so that spreading the batch *lowers* the loss.": torch.log(
                 d + 1e-8
@@ -72,7 +87,10 @@ def check_entropy(entropy_estimate: Callable) -> tuple[bool, str]:
         except Wrong as wrong:
             return False, str(wrong)
         if isinstance(got, torch.Tensor) and got.numel() == 1 and not torch.isfinite(got).all():
-            return False, f"{case}: your value is {got.item()}. {own_neighbour} And keep the + 1e-8 inside the log."
+            return False, (
+                f"{case}: your value is {got.item()}. Either a row is its own neighbour ({own_neighbour}) or the "
+                f"+ 1e-8 is missing from inside the log: it keeps log finite when two rows coincide."
+            )
         wrong = compare_close(got, expected.detach(), case, mistakes, rtol=1e-5, atol=1e-6)
         if wrong:
             return False, wrong
@@ -82,6 +100,11 @@ def check_entropy(entropy_estimate: Callable) -> tuple[bool, str]:
                 f"(no .item(), no float(), no torch.no_grad() around the distances), so that it can be trained."
             )
         (yours,) = torch.autograd.grad(got.sum(), z_in, allow_unused=True)
+        if yours is not None and not torch.isfinite(yours).all():
+            return False, (
+                f"{case}: your value is right but its gradient is NaN or inf where the distance is 0: compute the "
+                f"distance with .norm() (its gradient at 0 is 0), not with the square root of a sum of squares."
+            )
         if yours is None or not torch.allclose(yours.double(), gradient, rtol=1e-4, atol=1e-6):
             return False, (
                 f"{case}: your value is right but its gradient is not: only the *choice* of the neighbour (an "
@@ -92,49 +115,56 @@ def check_entropy(entropy_estimate: Callable) -> tuple[bool, str]:
 
 
 def check_etf(etf_from_basis: Callable) -> tuple[bool, str]:
-    """05_etf: ``etf_from_basis(U)`` = M = √(C/(C−1)) U (I − 11ᵀ/C), U (p, C) with orthonormal columns → (p, C),
-    whose columns are the C unit vertices of a simplex ETF.
+    """05_etf: ``etf_from_basis(U)`` = M = √(K/(K−1)) U (I − 11ᵀ/K), U (p, K) with orthonormal columns → (p, K),
+    whose columns are the K unit vertices of a simplex ETF.
 
     Compared with the formula on a hand case (U = I₃: M = √(3/2) (I − 11ᵀ/3)) and on a random U (7, 4)
-    (orthonormal columns from a QR), also checked through the Gram of the columns (1 on the diagonal,
-    −1/(C−1) off it); recognises the missing scale, the inverted scale, no centring, and M transposed.
+    (orthonormal columns from a QR), both float32 (so that ``torch.eye(K)`` works as well as
+    ``torch.eye(K, dtype=U.dtype)``), also through the Gram of the columns (1 on the diagonal, −1/(K−1)
+    off it); recognises the missing scale, the inverted scale, no centring, M transposed, and another
+    simplex ETF than the one this U gives (−M, columns reordered).
     """
     generator = torch.Generator().manual_seed(12)
     random, _ = torch.linalg.qr(torch.randn(7, 4, generator=generator, dtype=torch.float64))
-    cases = [("hand case: U = I (p = C = 3)", torch.eye(3, dtype=torch.float64)), ("random U (7, 4)", random)]
+    cases = [("hand case: U = I (p = K = 3)", torch.eye(3)), ("random U (7, 4)", random.float())]
     for case, U in cases:
-        C = U.shape[1]
-        centring = torch.eye(C, dtype=torch.float64) - 1.0 / C
-        expected = math.sqrt(C / (C - 1)) * U @ centring
+        K = U.shape[1]
+        U64 = U.double()
+        centring = torch.eye(K, dtype=torch.float64) - 1.0 / K
+        expected = math.sqrt(K / (K - 1)) * U64 @ centring
         try:
             got = call(etf_from_basis, case, U)
         except Wrong as wrong:
-            hint = " (build I and 11ᵀ/K with dtype=U.dtype: U is float64)" if "dtype" in str(wrong) else ""
+            hint = " (build I and 11ᵀ/K with dtype=U.dtype)" if "dtype" in str(wrong) else ""
             return False, f"{wrong}{hint}"
-        if isinstance(got, torch.Tensor) and got.shape == (C, U.shape[0]) != expected.shape:
+        if isinstance(got, torch.Tensor) and got.shape == (K, U.shape[0]) != expected.shape:
             return (
                 False,
-                f"{case}: your output has shape {tuple(got.shape)}: return M as (p, C), one vertex per column.",
+                f"{case}: your output has shape {tuple(got.shape)}: return M as (p, K), one vertex per column.",
             )
         mistakes = {
-            "the columns are centred but not unit vectors: multiply by √(C/(C−1)).": U @ centring,
-            "the scale is inverted: it is √(C/(C−1)) (> 1), which makes each centred column a unit vector.": math.sqrt(
-                (C - 1) / C
+            "the columns are centred but not unit vectors: multiply by √(K/(K−1)).": U64 @ centring,
+            "the scale is inverted: it is √(K/(K−1)) (> 1), which makes each centred column a unit vector.": math.sqrt(
+                (K - 1) / K
             )
-            * U
+            * U64
             @ centring,
-            "centre with (I − 11ᵀ/C): without it the columns stay orthogonal (cosine 0, not −1/(C−1)).": math.sqrt(
-                C / (C - 1)
+            "centre with (I − 11ᵀ/K): without it the columns stay orthogonal (cosine 0, not −1/(K−1)).": math.sqrt(
+                K / (K - 1)
             )
-            * U,
+            * U64,
         }
-        wrong = compare_close(got, expected, case, mistakes, rtol=1e-6, atol=1e-9)
+        wrong = compare_close(got, expected, case, mistakes, rtol=1e-5, atol=1e-6)
         if wrong:
+            if isinstance(got, torch.Tensor) and got.shape == expected.shape and torch.isfinite(got).all():
+                gram = got.detach().double().T @ got.detach().double()
+                if torch.allclose(gram, etf.simplex_etf_gram(K), atol=1e-5):
+                    return False, (
+                        f"{case}: your columns do form a simplex ETF, but not the one this U gives: M must be "
+                        f"√(K/(K−1)) U (I − 11ᵀ/K), with U's columns in their order and sign."
+                    )
             return False, wrong
-        gram = got.double().T @ got.double()
-        if not torch.allclose(gram, etf.simplex_etf_gram(C), atol=1e-6):
-            return False, f"{case}: the columns' Gram is not the simplex ETF's (1 on the diagonal, −1/(C−1) off it)."
-    return True, "M = √(C/(C−1)) U (I − 11ᵀ/C): C unit vectors with pairwise cosine −1/(C−1), in any p ≥ C."
+    return True, "M = √(K/(K−1)) U (I − 11ᵀ/K): K unit vectors with pairwise cosine −1/(K−1), in any p ≥ K."
 
 
 EXERCISES = {
