@@ -34,7 +34,7 @@ class LinearProbe:
     evaluations of the objective).
     """
 
-    def __init__(self, l2: float = 1e-4, max_iter: int = 500, tolerance: float = 1e-6):
+    def __init__(self, l2: float = 1e-4, max_iter: int = 1000, tolerance: float = 1e-6):
         if not l2 > 0:
             raise ValueError(f"l2 must be > 0 (it keeps W finite on separable features), got {l2!r}")
         if not max_iter >= 1:

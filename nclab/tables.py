@@ -198,7 +198,8 @@ def layerwise_probes(
     (``nclab.probe.LinearProbe``) fitted on that layer's ``train`` features; ``auroc:<set>`` for every OOD
     set, the AUROC of the energy score (``nclab.ood.Energy``) of that probe's logits, ID = ``test``
     (SPEC §4: energy on a linear probe); ``transfer_accuracy``, the accuracy on ``target[1]`` of a probe
-    fitted on ``target[0]``'s features of the same layer (OOD generalisation, seed 000).
+    fitted on ``target[0]``'s features of the same layer (OOD generalisation, seed 000); ``converged``,
+    whether both probes' L-BFGS stopped on its tolerances (not on its iteration limit).
     """
     rows = []
     for name, run in runs.items():
@@ -217,6 +218,7 @@ def layerwise_probes(
                 row[f"auroc:{s}"] = ood.detection_metrics(id_scores, energy.score(layers[stage]))["auroc"]
             transfer = LinearProbe(l2).fit(source_layers[stage].to(device), source_labels)
             row["transfer_accuracy"] = transfer.accuracy(target_layers[stage], target_labels)
+            row["converged"] = probe.converged_ and transfer.converged_
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -162,7 +162,7 @@ def test_plot_layerwise_keeps_the_network_order_and_logs_nc1_only():
     nc1, ncc = fig.axes[:2]
     assert [t.get_text() for t in nc1.get_xticklabels()] == ["stem", "layer1", "layer4", "projector"]
     assert nc1.get_yscale() == "log" and ncc.get_yscale() == "linear"
-    assert nc1.get_title() == "nc1" and ncc.get_title() == "ncc_accuracy"
+    assert nc1.get_title() == "nc1 by layer" and ncc.get_ylabel() == "nearest-class-centre accuracy"
     heights = sorted(y for line in nc1.get_lines() for y in line.get_ydata() if np.isfinite(y))
     assert heights[0] == pytest.approx(0.5) and heights[-1] == pytest.approx(60.0)  # the projector, the stem
     plt.close(fig)

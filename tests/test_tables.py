@@ -191,7 +191,9 @@ def test_layerwise_probes_detect_and_transfer_at_every_layer(layerwise_runs, sma
         "auroc:gaussian",
         "auroc:itself",
         "transfer_accuracy",
+        "converged",
     }
+    assert frame["converged"].all()
     assert list(zip(frame.model, frame.stage)) == [
         *(("baseline", s) for s in models.STAGES),
         *(("controlled", s) for s in (*models.STAGES, "projector")),

@@ -9,6 +9,12 @@ import seaborn as sns
 
 __all__ = ["plot_layerwise", "plot_tradeoff"]
 
+LABELS = {  # metric → what the axis shows
+    "nc1": "NC1 = Tr(Σ_W Σ_B†)/C  (log)",
+    "nc1_trace_ratio": "Tr(Σ_W)/Tr(Σ_B)  (log)",
+    "ncc_accuracy": "nearest-class-centre accuracy",
+}
+
 
 def plot_layerwise(frame: pd.DataFrame, metrics: tuple[str, ...] = ("nc1", "ncc_accuracy")) -> plt.Figure:
     """Each of ``metrics`` against the depth (x: the layers in network order), one line per model.
@@ -21,8 +27,8 @@ def plot_layerwise(frame: pd.DataFrame, metrics: tuple[str, ...] = ("nc1", "ncc_
     for ax, metric in zip(axes[0], metrics):
         part = frame[frame["metric"] == metric]
         sns.pointplot(part, x="stage", y="value", hue="model", order=order, ax=ax, markers="o")
-        ax.set(title=metric, xlabel="layer", ylabel="")
-        if metric.startswith("nc") and (part["value"] > 0).all() and metric != "ncc_accuracy":
+        ax.set(title=f"{metric} by layer", xlabel="layer", ylabel=LABELS.get(metric, metric))
+        if metric.startswith("nc1") and (part["value"] > 0).all():
             ax.set_yscale("log")
     return fig
 
@@ -37,8 +43,9 @@ def plot_tradeoff(frame: pd.DataFrame, tasks: dict[str, str] | None = None) -> p
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.3), squeeze=False, constrained_layout=True)
     for ax, (column, label) in zip(axes[0], tasks.items()):
         sns.scatterplot(frame, x="nc1", y=column, hue="model", style="model", s=80, ax=ax, legend=ax is axes[0, -1])
-        for row in frame.itertuples():
+        below = frame["model"] != frame["model"].iloc[0]  # the second model's labels go under its points
+        for row, under in zip(frame.itertuples(), below):
             point = (row.nc1, getattr(row, column))
-            ax.annotate(row.stage, point, fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ax.annotate(row.stage, point, fontsize=7, xytext=(4, -9 if under else 3), textcoords="offset points")
         ax.set(xscale="log", xlabel="NC1 of the layer (log; left = more collapsed)", ylabel=label)
     return fig
