@@ -27,6 +27,8 @@ __all__ = [
     "Normalize",
     "CifarResNet",
     "resnet18",
+    "SmallCNN",
+    "small_cnn",
     "imagenet_weights",
     "load_imagenet_weights",
     "PretrainedWeightsUnavailable",
@@ -132,6 +134,72 @@ def resnet18(
             f"a {num_classes}-class simplex ETF cannot exist there. Use width ≥ {-(-(num_classes - 1) // 8)}."
         )
     return CifarResNet(num_classes, width, head=head, normalization=normalization)
+
+
+class SmallCNN(nn.Module):
+    """A small CNN for 28×28 digits (Colored-MNIST), with the same contract as :class:`CifarResNet`.
+
+    Three 3×3 convolution blocks (BatchNorm, ReLU; a 2×2 max-pool after the first two: 28 → 14 → 7) of
+    ``width``, 2·width and 4·width channels, then global average pooling: h has p = 4·width dimensions.
+    ``model.features(x)`` → h, ``model.head(h)`` → logits (a trained Linear by default), ``model(x)`` →
+    both; the first layer normalises the [0, 1] inputs with the training set's statistics.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        width: int = 32,
+        in_channels: int = 3,
+        head: Head | None = None,
+        normalization: tuple | None = None,
+    ):
+        super().__init__()
+        self.normalize = (
+            Normalize(*normalization)
+            if normalization is not None
+            else Normalize((0.0,) * in_channels, (1.0,) * in_channels)
+        )
+
+        def block(c_in: int, c_out: int, pool: bool) -> list[nn.Module]:
+            layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            return layers + [nn.MaxPool2d(2)] if pool else layers
+
+        self.encoder = nn.Sequential(
+            *block(in_channels, width, True),
+            *block(width, 2 * width, True),
+            *block(2 * width, 4 * width, False),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.width, self.num_classes, self.feature_dim = width, num_classes, 4 * width
+        head = head if head is not None else Linear(self.feature_dim, num_classes)
+        if (head.in_features, head.num_classes) != (self.feature_dim, num_classes):
+            raise ValueError(
+                f"the head maps {head.in_features} features to {head.num_classes} classes; this "
+                f"network has p = {self.feature_dim} features and C = {num_classes} classes"
+            )
+        self.head = head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features h: (B, C_in, 28, 28) in [0, 1] → (B, 4·width)."""
+        return self.encoder(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits: (B, C_in, 28, 28) in [0, 1] → (B, C)."""
+        return self.head(self.features(x))
+
+    def stage_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(
+            "SmallCNN has no residual stages: extract its features with stages=False (the penultimate h only)."
+        )
+
+
+def small_cnn(
+    num_classes: int, width: int = 32, *, head: Head | None = None, normalization: tuple | None = None
+) -> SmallCNN:
+    """A :class:`SmallCNN` for 3-channel 28×28 images: p = 4·width features (128 by default)."""
+    channels = 3 if normalization is None else len(normalization[0])
+    return SmallCNN(num_classes, width, channels, head=head, normalization=normalization)
 
 
 def imagenet_weights(width: int = 64) -> dict[str, torch.Tensor]:

