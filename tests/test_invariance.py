@@ -1,0 +1,127 @@
+"""IRMv1 and V-REx (nclab.methods.invariance): penalties on hand cases, the annealing schedule and its
+checkpointed state, and on real digits: V-REx beats ERM on Colored-MNIST's test environment."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nclab import data, train
+from nclab.losses import BatchOutput
+from nclab.methods import invariance
+
+LOG3 = math.log(3.0)
+
+
+def _logits(n):
+    return torch.tensor([[0.0, LOG3]] * n)  # p(y = 1) = 0.75 for every sample
+
+
+def test_irmv1_penalty_is_zero_for_a_calibrated_classifier_and_known_otherwise():
+    calibrated = invariance.irmv1_penalty(_logits(4), torch.tensor([1, 1, 1, 0]))  # 3 of 4 are 1: p = 0.75
+    assert calibrated.item() == pytest.approx(0.0, abs=1e-12)
+    over = invariance.irmv1_penalty(_logits(4), torch.tensor([1, 1, 0, 0]))  # dR/ds = (0.75 − 0.5) log 3
+    assert over.item() == pytest.approx(((0.75 - 0.5) * LOG3) ** 2, rel=1e-5)
+    logits = _logits(4).requires_grad_(True)
+    invariance.irmv1_penalty(logits, torch.tensor([1, 1, 0, 0])).backward()
+    assert logits.grad.abs().sum() > 0  # create_graph: the penalty trains the model
+
+
+def _out(logits, env):
+    return BatchOutput(torch.zeros(len(env), 2), logits, {"env": torch.tensor(env)})
+
+
+def test_irm_loss_of_an_invariant_predictor_is_its_risk():
+    """The same calibrated predictor in both environments: penalty 0, loss = the mean risk."""
+    y = torch.tensor([1, 1, 1, 0, 1, 1, 1, 0])
+    loss = invariance.InvarianceLoss("irm", penalty_weight=100.0, anneal_steps=0)
+    value = loss(_out(_logits(8), [0, 0, 0, 0, 1, 1, 1, 1]), y)
+    risk = F.cross_entropy(_logits(4), y[:4])
+    assert value.item() == pytest.approx(risk.item() / 100, rel=1e-6)  # (R + λ·0) / λ
+    y_shifted = torch.tensor([1, 1, 1, 0, 1, 1, 0, 0])  # environment 1 is not calibrated: a penalty
+    penalty = ((0.75 - 0.5) * LOG3) ** 2 / 2  # mean over the two environments
+    risks = [F.cross_entropy(_logits(4), y_shifted[:4]), F.cross_entropy(_logits(4), y_shifted[4:])]
+    expected = (sum(risks) / 2 + 100 * penalty) / 100
+    assert loss(_out(_logits(8), [0, 0, 0, 0, 1, 1, 1, 1]), y_shifted).item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )
+
+
+def test_vrex_penalty_is_the_variance_of_the_environment_risks():
+    loss = invariance.InvarianceLoss("vrex", penalty_weight=10.0, anneal_steps=0)
+    y = torch.tensor([1, 1, 1, 0, 1, 1, 0, 0])
+    risks = torch.stack([F.cross_entropy(_logits(4), y[:4]), F.cross_entropy(_logits(4), y[4:])])
+    expected = (risks.mean() + 10 * ((risks[0] - risks[1]) / 2) ** 2) / 10
+    assert loss(_out(_logits(8), [0, 0, 0, 0, 1, 1, 1, 1]), y).item() == pytest.approx(expected.item(), rel=1e-6)
+    one_env = loss(_out(_logits(4), [1, 1, 1, 1]), y[:4])  # a batch from one environment: no variance
+    assert one_env.item() == pytest.approx(risks[0].item() / 10, rel=1e-6)
+
+
+def test_the_penalty_weight_is_annealed_and_the_step_count_is_checkpointed():
+    y = torch.tensor([1, 1, 0, 0, 1, 1, 1, 0])
+    batch = _out(_logits(8), [0, 0, 0, 0, 1, 1, 1, 1])
+    loss = invariance.InvarianceLoss("irm", penalty_weight=1000.0, anneal_steps=2)
+    early = [loss(batch, y).item()]
+    loss.after_step(batch, y)
+    early.append(loss(batch, y).item())
+    loss.after_step(batch, y)
+    late = loss(batch, y).item()
+    risk = (F.cross_entropy(_logits(4), y[:4]) + F.cross_entropy(_logits(4), y[4:])).item() / 2
+    penalty = ((0.75 - 0.5) * LOG3) ** 2 / 2
+    assert early == pytest.approx([risk + penalty] * 2, rel=1e-5)  # λ = 1 while annealing
+    assert late == pytest.approx((risk + 1000 * penalty) / 1000, rel=1e-5)  # then λ, divided by λ
+    assert loss.state_dict() == {"steps": 2}
+    means = loss.end_epoch(1, None, None)
+    assert means == pytest.approx({"risk": risk, "penalty": penalty}, rel=1e-5)
+    fresh = invariance.InvarianceLoss("irm", penalty_weight=1000.0, anneal_steps=2)
+    fresh.load_state_dict({"steps": 2})
+    assert fresh(batch, y).item() == pytest.approx(late, rel=1e-6)
+
+
+def test_invariance_losses_say_what_they_need():
+    with pytest.raises(ValueError, match="extra 'env'"):
+        invariance.InvarianceLoss("irm", 10.0, 0)(BatchOutput(torch.zeros(2, 2), _logits(2)), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="'irm'"):
+        invariance.InvarianceLoss("dro", 10.0, 0)
+    with pytest.raises(ValueError, match="penalty_weight"):
+        invariance.InvarianceLoss("irm", 0.5, 0)
+    with pytest.raises(ValueError, match="anneal_steps"):
+        invariance.InvarianceLoss("vrex", 10.0, -1)
+    assert invariance.irmv1(1e3, 50).hparams == {"penalty_weight": 1000.0, "anneal_steps": 50}
+    assert train.TrainConfig(method=invariance.vrex()).key()["method"] == "vrex"
+
+
+COMMON = dict(
+    regime="adamw",
+    dataset="colored-mnist",
+    width=16,
+    epochs=8,
+    batch_size=64,
+    augment=False,
+    optimizer="adamw",
+    lr=1e-3,
+    weight_decay=1e-4,
+    schedule="cosine",
+)  # 31 steps per epoch: the penalty (after 100 steps) acts during the last 5 epochs
+
+
+@pytest.fixture(scope="module")
+def colored_runs(tmp_path_factory):
+    train_set, test_set = data.colored_mnist("smoke")
+    root = tmp_path_factory.mktemp("colored")
+
+    def run(method):
+        config = train.TrainConfig(method=method, **COMMON)
+        return train.load_or_train(config, train_set, test_set, device="cpu", root=root, progress=False)
+
+    return run
+
+
+def test_vrex_beats_erm_on_the_test_environment_of_real_digits(colored_runs):
+    """IRMv1 is not tested this way yet: with this budget it stays on the colour (its tuning on the smoke
+    and quick profiles belongs to notebook 06)."""
+    erm, invariant = colored_runs(invariance.ERM_DIGITS), colored_runs(invariance.vrex())
+    erm_acc, invariant_acc = erm.history[-1]["test_acc"], invariant.history[-1]["test_acc"]
+    assert erm_acc < 0.2 and invariant_acc > erm_acc + 0.2, (erm_acc, invariant_acc)
+    assert {"risk", "penalty"} <= set(invariant.history[-1])
