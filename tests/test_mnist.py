@@ -128,3 +128,32 @@ def test_small_cnn_follows_the_model_contract():
         model.stage_features(x)
     with pytest.raises(ValueError, match="p = 32 features"):
         models.small_cnn(2, width=8, head=models.Linear(16, 2))
+
+
+def test_without_colour_keeps_the_digits_and_removes_the_colour(smoke_colored, tmp_path):
+    train_set, test_set = smoke_colored
+    gray_train, gray_test = data.without_colour(train_set), data.without_colour(test_set)
+    assert gray_train.name == "grayscale-mnist/train" and torch.equal(gray_train.labels, train_set.labels)
+    assert all(torch.equal(gray_train.extras[k], train_set.extras[k]) for k in train_set.extras)
+    assert torch.equal(gray_train.images[:, 0], gray_train.images[:, 1])  # the same ink in red and green
+    assert torch.equal(gray_train.images[:, 0], train_set.images.amax(1)) and (gray_train.images[:, 2] == 0).all()
+    assert gray_train.normalization[0][0] == pytest.approx(gray_train.normalization[0][1])
+    cnn = Method(
+        "erm-cnn",
+        build_model=lambda config, s: models.small_cnn(s.num_classes, config.width, normalization=s.normalization),
+    )
+    config = train.TrainConfig(
+        regime="adamw",
+        dataset="grayscale-mnist",
+        method=cnn,
+        width=8,
+        epochs=3,
+        batch_size=64,
+        augment=False,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=1e-4,
+        schedule="cosine",
+    )
+    run = train.load_or_train(config, gray_train, gray_test, device="cpu", root=tmp_path, progress=False)
+    assert run.history[-1]["test_acc"] > 0.55  # the shape transfers: no colour to be fooled by (ceiling 0.75)

@@ -11,7 +11,7 @@ Everything a notebook needs is importable from ``nclab.data`` itself.
 """
 
 from .loader import GpuLoader, random_crop, random_flip
-from .mnist import colored_mnist, make_environment, mnist_digits
+from .mnist import colored_mnist, make_environment, mnist_digits, without_colour
 from .sets import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -41,6 +41,7 @@ __all__ = [
     "colored_mnist",
     "make_environment",
     "mnist_digits",
+    "without_colour",
     "GpuLoader",
     "random_crop",
     "random_flip",

@@ -20,6 +20,7 @@ profile's colour trap is real). Book chapter "NCFAL"; notebook 06.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ import torchvision
 from ..config import Profile, data_dir, get_profile
 from .sets import ImageSet
 
-__all__ = ["mnist_digits", "make_environment", "colored_mnist", "COLOR_FLIPS", "LABEL_NOISE"]
+__all__ = ["mnist_digits", "make_environment", "colored_mnist", "without_colour", "COLOR_FLIPS", "LABEL_NOISE"]
 
 COLOR_FLIPS = (0.1, 0.2, 0.9)  # e of the two training environments and of the test environment
 LABEL_NOISE = 0.25  # probability that the binary label is flipped
@@ -133,3 +134,13 @@ def _imageset(parts: list, name: str, standin: bool) -> ImageSet:
     images, labels, colors, envs, digits = (torch.cat(column) for column in zip(*parts))
     extras = {"env": envs, "color": colors, "digit": digits}
     return ImageSet(images, labels, list(CLASSES), name, standin=standin, extras=extras)
+
+
+def without_colour(s: ImageSet) -> ImageSet:
+    """The same digits, labels and extras with the colour removed: the ink in both the red and the green
+    channel (yellow on black), so the colour carries no information. Trained on it, a model can only use
+    the shape: the grayscale oracle, the ceiling of an invariant predictor (75 %, the label noise). The
+    name becomes ``grayscale-mnist/<split>``; the normalisation is recomputed."""
+    ink = s.images.amax(dim=1, keepdim=True)  # (N, 1, H, W)
+    images = torch.cat([ink, ink, torch.zeros_like(ink)], dim=1)
+    return replace(s, images=images, name=s.name.replace("colored-mnist", "grayscale-mnist"), normalization=None)
