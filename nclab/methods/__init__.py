@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..data import GpuLoader
     from ..train import TrainConfig
 
-__all__ = ["Method", "Hook", "ERM", "standard_model", "standard_training", "control", "invariance"]
+__all__ = ["Method", "Hook", "ERM", "standard_model", "standard_training", "control", "invariance", "ncfal"]
 
 
 class Hook:
@@ -124,4 +124,4 @@ class Method:
 ERM = Method("erm")  # empirical risk minimisation: cross-entropy, ResNet-18, a linear head
 
 
-from . import control, invariance  # noqa: E402  (the methods use Method and Hook, defined above)
+from . import control, invariance, ncfal  # noqa: E402  (the methods use Method and Hook, defined above)
