@@ -21,6 +21,8 @@ def test_agreement_ignores_the_names_of_the_environments():
     assert ncfal.environment_agreement(torch.tensor([0, 0, 1, 1, 1, 1]), true) == pytest.approx(5 / 6)
     assert ncfal.environment_agreement(torch.tensor([0, 1, 0, 1, 0, 1]), true) == pytest.approx(4 / 6)
     assert ncfal.environment_agreement(torch.tensor([2, 2, 2, 0, 0, 5]), true) == pytest.approx(5 / 6)
+    assert ncfal.environment_agreement(torch.tensor([5, 5, 5, 0, 0, 2]), true) == pytest.approx(5 / 6)  # 3 for 2
+    assert ncfal.environment_agreement(torch.tensor([7, 7, 3, 3, 9, 9]), true) == pytest.approx(4 / 6)
     with pytest.raises(ValueError, match="one entry each"):
         ncfal.environment_agreement(true[:3], true)
 
@@ -59,6 +61,21 @@ def test_inference_finds_the_true_environments_of_a_hand_case_and_stops():
         ncfal.infer_environments(toy, initial[:5], fit_local, scores=scores)
     with pytest.raises(ValueError, match="reassignment needs two or more"):
         ncfal.infer_environments(toy, torch.zeros(12, dtype=torch.long), fit_local, scores=scores)
+
+
+def test_inference_stops_when_every_sample_lands_in_one_environment():
+    toy = _two_clusters()
+
+    def fit_local(subset, environment, round_):
+        return environment
+
+    def scores(environment, s):  # local model 1 wins every sample
+        return torch.full((len(s),), float(environment))
+
+    initial = torch.tensor([0, 1] * 6)
+    assigned, rounds = ncfal.infer_environments(toy, initial, fit_local, max_rounds=5, scores=scores)
+    assert (assigned == 1).all() and rounds["collapsed"].tolist() == [True] and len(rounds) == 1
+    assert rounds["agreement"].tolist() == [0.5]
 
 
 def test_label_logits_reads_each_samples_own_label():

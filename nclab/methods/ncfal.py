@@ -18,12 +18,12 @@ sizes).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 
 import pandas as pd
 import torch
 import torch.nn as nn
+from scipy.optimize import linear_sum_assignment
 
 from ..data import GpuLoader, ImageSet
 
@@ -41,19 +41,18 @@ def reassign_environments(logits_of_label: torch.Tensor) -> torch.Tensor:
 
 
 def environment_agreement(assigned: torch.Tensor, true: torch.Tensor) -> float:
-    """The fraction of samples whose inferred environment is their true one, under the best renaming of
-    the inferred environments (environment ids carry no meaning). assigned, true: (N,) int64."""
+    """The fraction of samples whose inferred environment is their true one, under the best one-to-one
+    renaming of the inferred environments (environment ids carry no meaning; with more inferred than true
+    environments, the extra ones count as wrong). assigned, true: (N,) int64. The best renaming is a
+    maximum-weight matching on the contingency table (``scipy.optimize.linear_sum_assignment``)."""
     if assigned.shape != true.shape:
         raise ValueError(f"assigned {tuple(assigned.shape)} and true {tuple(true.shape)} must have one entry each")
-    inferred, actual = torch.unique(assigned), torch.unique(true)
-    if len(inferred) > 8:
-        raise ValueError(f"{len(inferred)} environments: the search over renamings is for a handful")
-    best = 0
-    for image in itertools.permutations(actual.tolist(), min(len(inferred), len(actual))):
-        rename = dict(zip(inferred.tolist(), image))
-        matches = sum(int(((assigned == e) & (true == rename[e])).sum()) for e in rename)
-        best = max(best, matches)
-    return best / len(true)
+    inferred, rows = torch.unique(assigned.cpu(), return_inverse=True)
+    actual, cols = torch.unique(true.cpu(), return_inverse=True)
+    table = torch.zeros(len(inferred), len(actual), dtype=torch.long)
+    table.index_put_((rows, cols), torch.ones_like(rows), accumulate=True)  # samples per (inferred, true)
+    matched_rows, matched_cols = linear_sum_assignment(table.numpy(), maximize=True)
+    return float(table[matched_rows, matched_cols].sum()) / len(true)
 
 
 @torch.no_grad()
@@ -82,28 +81,31 @@ def infer_environments(
     fit_local(subset, environment, round) → a model trained on ``subset``; scores(model, data) → (N,) the
     logit of each sample's label (default :func:`label_logits`). Returns (final environments (N,), one
     row per round: ``round``, ``changed`` (samples that moved), ``sizes``, and ``agreement`` with the
-    true environments when ``data`` has them). Stops when nothing moves or after ``max_rounds``. An
-    environment that ends up empty keeps its local model out of the next round.
+    true environments when ``data`` has them, and ``collapsed``, True on the row after which every
+    sample sits in one environment). Stops when nothing moves, when everything has collapsed into one
+    environment (reassignment then has nothing to compare), or after ``max_rounds``. An environment that
+    ends up empty has no local model in the next round.
     """
     if initial.shape != (len(data),):
         raise ValueError(f"initial needs one environment per sample, ({len(data)},), got {tuple(initial.shape)}")
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be ≥ 1, got {max_rounds}")
-    assigned, rows = initial.clone().long(), []
+    assigned, rows = initial.clone().long().cpu(), []
     true = data.extras.get("env")
+    if len(torch.unique(assigned)) < 2:
+        raise ValueError("initial puts every sample in one environment; reassignment needs two or more")
     for round_ in range(1, max_rounds + 1):
         environments = torch.unique(assigned).tolist()
-        if len(environments) < 2:
-            raise ValueError(f"round {round_}: every sample is in one environment; reassignment needs two or more")
         logits = torch.stack(
-            [scores(fit_local(data.select(assigned == e), e, round_), data) for e in environments]
+            [scores(fit_local(data.select(assigned == e), e, round_), data).cpu() for e in environments]
         )  # (E, N)
         new = torch.tensor(environments)[reassign_environments(logits)]
         row = {"round": round_, "changed": int((new != assigned).sum()), "sizes": torch.bincount(new).tolist()}
         if true is not None:
-            row["agreement"] = environment_agreement(new, true)
+            row["agreement"] = environment_agreement(new, true.cpu())
+        row["collapsed"] = len(torch.unique(new)) < 2
         rows.append(row)
         assigned = new
-        if row["changed"] == 0:
+        if row["changed"] == 0 or row["collapsed"]:
             break
     return assigned, pd.DataFrame(rows)
