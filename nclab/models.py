@@ -55,6 +55,17 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def _checked_head(head: Head | None, p: int, num_classes: int) -> Head:
+    """``head`` (default: a trained Linear) after checking that it maps p features to C classes."""
+    head = head if head is not None else Linear(p, num_classes)
+    if (head.in_features, head.num_classes) != (p, num_classes):
+        raise ValueError(
+            f"the head maps {head.in_features} features to {head.num_classes} classes; this "
+            f"network has p = {p} features and C = {num_classes} classes"
+        )
+    return head
+
+
 class CifarResNet(torchvision.models.ResNet):
     """torchvision's ResNet with a 3×3, stride-1 stem, no max-pool, a configurable width and a head.
 
@@ -91,13 +102,7 @@ class CifarResNet(torchvision.models.ResNet):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        head = head if head is not None else Linear(self.feature_dim, num_classes)
-        if (head.in_features, head.num_classes) != (self.feature_dim, num_classes):
-            raise ValueError(
-                f"the head maps {head.in_features} features to {head.num_classes} classes; this "
-                f"network has p = {self.feature_dim} features and C = {num_classes} classes"
-            )
-        self.head = head
+        self.head = _checked_head(head, self.feature_dim, num_classes)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn1(self.conv1(self.normalize(x))))
@@ -172,13 +177,7 @@ class SmallCNN(nn.Module):
             nn.Flatten(),
         )
         self.width, self.num_classes, self.feature_dim = width, num_classes, 4 * width
-        head = head if head is not None else Linear(self.feature_dim, num_classes)
-        if (head.in_features, head.num_classes) != (self.feature_dim, num_classes):
-            raise ValueError(
-                f"the head maps {head.in_features} features to {head.num_classes} classes; this "
-                f"network has p = {self.feature_dim} features and C = {num_classes} classes"
-            )
-        self.head = head
+        self.head = _checked_head(head, self.feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features h: (B, C_in, 28, 28) in [0, 1] → (B, 4·width)."""

@@ -8,7 +8,7 @@ import torch
 
 from nclab import data, features, models, train
 from nclab.data import mnist
-from nclab.methods import Method
+from nclab.methods import invariance
 
 
 def _within_binomial(successes: torch.Tensor, p: float, sigmas: float = 5.0) -> bool:
@@ -46,6 +46,24 @@ def test_make_environment_checks_its_inputs():
     assert labels.tolist() == [0, 0, 0, 0] and torch.equal(colors, labels)
     _, labels, colors = mnist.make_environment(images, digits + 5, 1.0, 0.0)  # colour always flipped
     assert labels.tolist() == [1, 1, 1, 1] and colors.tolist() == [0, 0, 0, 0]
+
+
+def _train_erm(train_set, test_set, root):
+    """3 epochs of ERM on the digits model (width 8, AdamW): seconds on the CPU."""
+    config = train.TrainConfig(
+        regime="adamw",
+        dataset=train_set.name.split("/")[0],
+        method=invariance.ERM_DIGITS,
+        width=8,
+        epochs=3,
+        batch_size=64,
+        augment=False,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=1e-4,
+        schedule="cosine",
+    )
+    return train.load_or_train(config, train_set, test_set, device="cpu", root=root, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -90,24 +108,7 @@ def test_erm_learns_the_colour_and_fails_on_the_test_environment(smoke_colored, 
     """The trap is real on real digits: ERM's test-environment accuracy is below its training accuracy
     (and below chance: it follows the colour, which the test environment reverses)."""
     train_set, test_set = smoke_colored
-    cnn = Method(
-        "erm-cnn",
-        build_model=lambda config, s: models.small_cnn(s.num_classes, config.width, normalization=s.normalization),
-    )
-    config = train.TrainConfig(
-        regime="adamw",
-        dataset="colored-mnist",
-        method=cnn,
-        width=8,
-        epochs=3,
-        batch_size=64,
-        augment=False,
-        optimizer="adamw",
-        lr=1e-3,
-        weight_decay=1e-4,
-        schedule="cosine",
-    )
-    run = train.load_or_train(config, train_set, test_set, device="cpu", root=tmp_path, progress=False)
+    run = _train_erm(train_set, test_set, tmp_path)
     train_acc, test_acc = run.history[-1]["train_acc"], run.history[-1]["test_acc"]
     assert train_acc > 0.75 and test_acc < 0.5 and test_acc < train_acc
     fs = features.extract_features(
@@ -138,22 +139,5 @@ def test_without_colour_keeps_the_digits_and_removes_the_colour(smoke_colored, t
     assert torch.equal(gray_train.images[:, 0], gray_train.images[:, 1])  # the same ink in red and green
     assert torch.equal(gray_train.images[:, 0], train_set.images.amax(1)) and (gray_train.images[:, 2] == 0).all()
     assert gray_train.normalization[0][0] == pytest.approx(gray_train.normalization[0][1])
-    cnn = Method(
-        "erm-cnn",
-        build_model=lambda config, s: models.small_cnn(s.num_classes, config.width, normalization=s.normalization),
-    )
-    config = train.TrainConfig(
-        regime="adamw",
-        dataset="grayscale-mnist",
-        method=cnn,
-        width=8,
-        epochs=3,
-        batch_size=64,
-        augment=False,
-        optimizer="adamw",
-        lr=1e-3,
-        weight_decay=1e-4,
-        schedule="cosine",
-    )
-    run = train.load_or_train(config, gray_train, gray_test, device="cpu", root=tmp_path, progress=False)
+    run = _train_erm(gray_train, gray_test, tmp_path)
     assert run.history[-1]["test_acc"] > 0.55  # the shape transfers: no colour to be fooled by (ceiling 0.75)

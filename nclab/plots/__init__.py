@@ -10,41 +10,11 @@ from __future__ import annotations
 
 import seaborn as sns
 
-from .detection import (
-    plot_dim_sweep,
-    plot_nc5_over_training,
-    plot_principal_plane,
-    plot_roc_curves,
-    plot_score_histograms,
-    plot_threshold,
-)
-from .layers import plot_layerwise, plot_tradeoff
-from .training import (
-    history_frame,
-    plot_class_variability,
-    plot_collapse,
-    plot_geometry,
-    plot_history,
-    plot_stages,
-    show_images,
-)
+from . import detection, layers, training
+from .detection import *  # noqa: F403
+from .layers import *  # noqa: F403
+from .training import *  # noqa: F403
 
-__all__ = [
-    "history_frame",
-    "plot_history",
-    "show_images",
-    "plot_collapse",
-    "plot_geometry",
-    "plot_stages",
-    "plot_class_variability",
-    "plot_score_histograms",
-    "plot_roc_curves",
-    "plot_threshold",
-    "plot_principal_plane",
-    "plot_dim_sweep",
-    "plot_nc5_over_training",
-    "plot_layerwise",
-    "plot_tradeoff",
-]
+__all__ = [*training.__all__, *detection.__all__, *layers.__all__]
 
 sns.set_theme(context="notebook", style="whitegrid")
