@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nclab import data
+from nclab import data, train
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +34,26 @@ def toy_scores():
         "good": {"ID": ind, "near": near, "far": far},
         "flipped": {"ID": -ind, "near": -near, "far": torch.randn(80, generator=generator)},
     }
+
+
+@pytest.fixture(scope="session")
+def digits_config():
+    """A TrainConfig factory for the Colored-MNIST tests: the digits model's training (AdamW lr 1e-3,
+    cosine, batch 64, no augmentation) with the given method, data set name, width and epochs."""
+
+    def make(method, dataset="colored-mnist", width=16, epochs=8):
+        return train.TrainConfig(
+            regime="adamw",
+            dataset=dataset,
+            method=method,
+            width=width,
+            epochs=epochs,
+            batch_size=64,
+            augment=False,
+            optimizer="adamw",
+            lr=1e-3,
+            weight_decay=1e-4,
+            schedule="cosine",
+        )
+
+    return make

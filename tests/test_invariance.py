@@ -92,27 +92,14 @@ def test_invariance_losses_say_what_they_need():
     assert train.TrainConfig(method=invariance.vrex()).key()["method"] == "vrex"
 
 
-COMMON = dict(
-    regime="adamw",
-    dataset="colored-mnist",
-    width=16,
-    epochs=8,
-    batch_size=64,
-    augment=False,
-    optimizer="adamw",
-    lr=1e-3,
-    weight_decay=1e-4,
-    schedule="cosine",
-)  # 31 steps per epoch: the penalty (after 100 steps) acts during the last 5 epochs
-
-
 @pytest.fixture(scope="module")
-def colored_runs(tmp_path_factory):
+def colored_runs(tmp_path_factory, digits_config):
+    """Runs of 8 epochs, width 16: 31 steps per epoch, so the penalty (after 100 steps) acts during the last 5."""
     train_set, test_set = data.colored_mnist("smoke")
     root = tmp_path_factory.mktemp("colored")
 
     def run(method):
-        config = train.TrainConfig(method=method, **COMMON)
+        config = digits_config(method)
         return train.load_or_train(config, train_set, test_set, device="cpu", root=root, progress=False)
 
     return run

@@ -48,22 +48,15 @@ def test_make_environment_checks_its_inputs():
     assert labels.tolist() == [1, 1, 1, 1] and colors.tolist() == [0, 0, 0, 0]
 
 
-def _train_erm(train_set, test_set, root):
-    """3 epochs of ERM on the digits model (width 8, AdamW): seconds on the CPU."""
-    config = train.TrainConfig(
-        regime="adamw",
-        dataset=train_set.name.split("/")[0],
-        method=invariance.ERM_DIGITS,
-        width=8,
-        epochs=3,
-        batch_size=64,
-        augment=False,
-        optimizer="adamw",
-        lr=1e-3,
-        weight_decay=1e-4,
-        schedule="cosine",
-    )
-    return train.load_or_train(config, train_set, test_set, device="cpu", root=root, progress=False)
+@pytest.fixture
+def train_erm(digits_config):
+    """3 epochs of ERM on the digits model (width 8): seconds on the CPU."""
+
+    def run(train_set, test_set, root):
+        config = digits_config(invariance.ERM_DIGITS, train_set.name.split("/")[0], width=8, epochs=3)
+        return train.load_or_train(config, train_set, test_set, device="cpu", root=root, progress=False)
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +97,11 @@ def test_the_environments_reach_the_training_loop_as_extras(smoke_colored):
         assert torch.equal(extras[key], train_set.extras[key][index])
 
 
-def test_erm_learns_the_colour_and_fails_on_the_test_environment(smoke_colored, tmp_path):
+def test_erm_learns_the_colour_and_fails_on_the_test_environment(smoke_colored, tmp_path, train_erm):
     """The trap is real on real digits: ERM's test-environment accuracy is below its training accuracy
     (and below chance: it follows the colour, which the test environment reverses)."""
     train_set, test_set = smoke_colored
-    run = _train_erm(train_set, test_set, tmp_path)
+    run = train_erm(train_set, test_set, tmp_path)
     train_acc, test_acc = run.history[-1]["train_acc"], run.history[-1]["test_acc"]
     assert train_acc > 0.75 and test_acc < 0.5 and test_acc < train_acc
     fs = features.extract_features(
@@ -131,7 +124,7 @@ def test_small_cnn_follows_the_model_contract():
         models.small_cnn(2, width=8, head=models.Linear(16, 2))
 
 
-def test_without_colour_keeps_the_digits_and_removes_the_colour(smoke_colored, tmp_path):
+def test_without_colour_keeps_the_digits_and_removes_the_colour(smoke_colored, tmp_path, train_erm):
     train_set, test_set = smoke_colored
     gray_train, gray_test = data.without_colour(train_set), data.without_colour(test_set)
     assert gray_train.name == "grayscale-mnist/train" and torch.equal(gray_train.labels, train_set.labels)
@@ -139,5 +132,5 @@ def test_without_colour_keeps_the_digits_and_removes_the_colour(smoke_colored, t
     assert torch.equal(gray_train.images[:, 0], gray_train.images[:, 1])  # the same ink in red and green
     assert torch.equal(gray_train.images[:, 0], train_set.images.amax(1)) and (gray_train.images[:, 2] == 0).all()
     assert gray_train.normalization[0][0] == pytest.approx(gray_train.normalization[0][1])
-    run = _train_erm(gray_train, gray_test, tmp_path)
+    run = train_erm(gray_train, gray_test, tmp_path)
     assert run.history[-1]["test_acc"] > 0.55  # the shape transfers: no colour to be fooled by (ceiling 0.75)

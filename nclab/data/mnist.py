@@ -130,11 +130,7 @@ def colored_mnist(
     for env, pool in ((0, train_pool[0::2]), (1, train_pool[1::2]), (2, test_pool)):
         colored, labels, colors = make_environment(images[pool], digits[pool], color_flips[env], label_noise, generator)
         parts.append((colored, labels, colors, torch.full_like(labels, env), digits[pool]))
-    train, test = [
-        _imageset(parts[:2], "colored-mnist/train", standin),
-        _imageset(parts[2:], "colored-mnist/test", standin),
-    ]
-    return train, test
+    return _imageset(parts[:2], "colored-mnist/train", standin), _imageset(parts[2:], "colored-mnist/test", standin)
 
 
 def _imageset(parts: list, name: str, standin: bool) -> ImageSet:

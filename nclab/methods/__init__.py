@@ -35,7 +35,17 @@ if TYPE_CHECKING:
     from ..data import GpuLoader
     from ..train import TrainConfig
 
-__all__ = ["Method", "Hook", "ERM", "standard_model", "standard_training", "control", "invariance", "ncfal"]
+__all__ = [
+    "Method",
+    "Hook",
+    "EpochMeans",
+    "ERM",
+    "standard_model",
+    "standard_training",
+    "control",
+    "invariance",
+    "ncfal",
+]
 
 
 class Hook:
@@ -70,6 +80,34 @@ class Hook:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class EpochMeans:
+    """Running means of a loss's named terms over one epoch, kept on the device (no sync per step).
+
+    ``add(*values)`` after each batch (scalar tensors, detached here), ``pop()`` at the end of the epoch →
+    {name: mean} or None when nothing was added, and a fresh start; ``reset()`` forgets an interrupted
+    epoch (a resume starts at an epoch boundary).
+    """
+
+    def __init__(self, *names: str):
+        self.names = names
+        self.reset()
+
+    def reset(self) -> None:
+        self._sums, self._count = None, 0
+
+    def add(self, *values: torch.Tensor) -> None:
+        terms = torch.stack([value.detach() for value in values])
+        self._sums = terms if self._sums is None else self._sums + terms
+        self._count += 1
+
+    def pop(self) -> dict | None:
+        if not self._count:
+            return None
+        means = dict(zip(self.names, (self._sums / self._count).tolist()))
+        self.reset()
+        return means
 
 
 def standard_model(config: TrainConfig, train_set: ImageSet) -> nn.Module:

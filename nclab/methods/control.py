@@ -37,7 +37,7 @@ from ..data import ImageSet
 from ..etf import simplex_etf
 from ..heads import Head
 from ..losses import BatchOutput
-from . import Hook, Method
+from . import EpochMeans, Hook, Method
 
 if TYPE_CHECKING:
     from ..train import TrainConfig
@@ -64,6 +64,11 @@ def entropy_regularizer(z: torch.Tensor) -> torch.Tensor:
         nearest = cosine.argmax(dim=1)  # (B,) nn(i)
     distance = (z_hat - z_hat[nearest]).norm(dim=1)  # (B,) ‖ẑ_i − ẑ_nn(i)‖
     return -torch.log(distance + EPS).mean()
+
+
+def _check_basis(basis: str) -> None:
+    if basis not in ("random", "identity"):
+        raise ValueError(f"basis must be 'random' (a seeded orthonormal U) or 'identity' (U = I), not {basis!r}")
 
 
 class EtfProjector(Head):
@@ -94,8 +99,7 @@ class EtfProjector(Head):
     ):
         super().__init__()
         hidden, out = hidden or in_features, out or in_features
-        if basis not in ("random", "identity"):
-            raise ValueError(f"basis must be 'random' (a seeded orthonormal U) or 'identity' (U = I), not {basis!r}")
+        _check_basis(basis)
         if basis == "identity" and not hidden == out == in_features:
             raise ValueError(
                 f"basis='identity' builds square ETFs (U = I): it needs hidden = out = p = {in_features}, "
@@ -146,26 +150,20 @@ class ControlLoss(Hook):
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
         self.alpha, self.label_smoothing = float(alpha), float(label_smoothing)
-        self._sums, self._steps = None, 0
+        self._means = EpochMeans("ce", "entropy")
 
     def __call__(self, out: BatchOutput, y: torch.Tensor) -> torch.Tensor:
         ce = F.cross_entropy(out.logits.float(), y, label_smoothing=self.label_smoothing)
         entropy = entropy_regularizer(out.features)
-        terms = torch.stack([ce.detach(), entropy.detach()])
-        self._sums = terms if self._sums is None else self._sums + terms
-        self._steps += 1
+        self._means.add(ce, entropy)
         return ce + self.alpha * entropy
 
     def load_state_dict(self, state: dict) -> None:
         """A resume starts at an epoch boundary: forget the steps of an interrupted epoch."""
-        self._sums, self._steps = None, 0
+        self._means.reset()
 
     def end_epoch(self, epoch, model, train_loader) -> dict | None:
-        if not self._steps:
-            return None
-        ce, entropy = (self._sums / self._steps).tolist()
-        self._sums, self._steps = None, 0
-        return {"ce": ce, "entropy": entropy}
+        return self._means.pop()
 
     def __repr__(self) -> str:
         return f"ControlLoss(alpha={self.alpha}, label_smoothing={self.label_smoothing})"
@@ -177,8 +175,7 @@ def control(
     """The NC-control method: ResNet-18 encoder → :class:`EtfProjector` (hidden, out, seed, basis; default
     p, p, 0, "random") → trained linear classifier, loss :class:`ControlLoss` (α, and the config's label
     smoothing). Every argument is in the run key. Train it with :func:`recipe` (``recipe(profile)``)."""
-    if basis not in ("random", "identity"):
-        raise ValueError(f"basis must be 'random' or 'identity', not {basis!r}")
+    _check_basis(basis)  # here too: a wrong basis fails when the method is made, not when it trains
 
     def build_model(config, train_set: ImageSet) -> nn.Module:
         C, p = train_set.num_classes, 8 * config.width

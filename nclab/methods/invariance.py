@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .. import models
 from ..data import ImageSet
 from ..losses import BatchOutput
-from . import Hook, Method, standard_training
+from . import EpochMeans, Hook, Method, standard_training
 
 __all__ = [
     "digits_model",
@@ -93,7 +93,7 @@ class InvarianceLoss(Hook):
         if not anneal_steps >= 0:
             raise ValueError(f"anneal_steps must be ≥ 0, got {anneal_steps!r}")
         self.kind, self.penalty_weight, self.anneal_steps = kind, float(penalty_weight), int(anneal_steps)
-        self.steps, self._sums, self._count = 0, None, 0
+        self.steps, self._means = 0, EpochMeans("risk", "penalty")
 
     def __call__(self, out: BatchOutput, y: torch.Tensor) -> torch.Tensor:
         if "env" not in out.extras:
@@ -108,26 +108,21 @@ class InvarianceLoss(Hook):
         else:
             penalty = risks.var(correction=0) if len(risks) > 1 else risks.sum() * 0  # one environment: 0
         weight = self.penalty_weight if self.steps >= self.anneal_steps else 1.0
-        terms = torch.stack([risks.mean().detach(), penalty.detach()])
-        self._sums = terms if self._sums is None else self._sums + terms
-        self._count += 1
+        self._means.add(risks.mean(), penalty)
         return (risks.mean() + weight * penalty) / max(weight, 1.0)
 
     def after_step(self, out, y) -> None:
         self.steps += 1
 
     def end_epoch(self, epoch, model, train_loader) -> dict | None:
-        if not self._count:
-            return None
-        risk, penalty = (self._sums / self._count).tolist()
-        self._sums, self._count = None, 0
-        return {"risk": risk, "penalty": penalty}
+        return self._means.pop()
 
     def state_dict(self) -> dict:
         return {"steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
-        self.steps, self._sums, self._count = int(state["steps"]), None, 0
+        self.steps = int(state["steps"])
+        self._means.reset()
 
 
 def _invariance(name: str, kind: str, penalty_weight: float, anneal_steps: int) -> Method:
