@@ -14,20 +14,59 @@ environments are not given, it infers them, in rounds:
 ``ImageSet`` and returns it); :func:`environment_agreement` scores a partition against the true
 environments up to a renaming of the environments (the seed compares with a random split of the same
 sizes).
+
+The method itself (:func:`ncfal`) trains, on the environments given by the training set's extra ``env``
+(the true ones, inferred ones from :func:`with_environments`, or a random split):
+
+- an :class:`InputMask` m on the image, in an opponent colour basis (luminance, red − green,
+  blue − yellow: a fixed orthonormal change of basis, so a mask *can* remove colour, which a mask on
+  the RGB pixels of Colored-MNIST cannot: there the colour is which channel carries the ink);
+  m = sigmoid(a + τ·noise) while learning (logistic noise, a relaxed on/off gate), sigmoid(a) at test;
+- an encoder on the masked image (``nclab.models.small_cnn`` by default, the ResNet-18 optionally) and
+  one local head per environment, all the **same** fixed simplex ETF (``nclab.heads.FixedETF``): one
+  buffer, so every environment's semantic features are pulled onto one ETF, and nothing trains it;
+- the loss of :class:`NcfalLoss`: mean_e R^e (cross-entropy of environment e against the ETF) + λ ·
+  alignment (how much the environments' class-mean prototypes differ) + β · mean(m) (a mask keeps only
+  what it needs). The paper's weights are not public; nclab's choice is in :func:`ncfal`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import pandas as pd
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from .. import models
 from ..data import GpuLoader, ImageSet
+from ..heads import FixedETF
+from ..losses import BatchOutput, CrossEntropy
+from . import EpochMeans, Hook, Method
+from .invariance import environment_risks
 
-__all__ = ["reassign_environments", "environment_agreement", "label_logits", "infer_environments"]
+__all__ = [
+    "reassign_environments",
+    "environment_agreement",
+    "label_logits",
+    "infer_environments",
+    "random_split",
+    "with_environments",
+    "OPPONENT_BASIS",
+    "InputMask",
+    "MaskedNet",
+    "masked_model",
+    "alignment_penalty",
+    "NcfalLoss",
+    "ncfal",
+    "local_model",
+    "environment_accuracy",
+    "etf_distance",
+]
 
 
 def reassign_environments(logits_of_label: torch.Tensor) -> torch.Tensor:
@@ -109,3 +148,321 @@ def infer_environments(
         if row["changed"] == 0 or row["collapsed"]:
             break
     return assigned, pd.DataFrame(rows)
+
+
+def random_split(data: ImageSet, seed: int = 0, key: str = "env") -> torch.Tensor:
+    """A random partition with the sizes of the true environments (the extra ``key``): the true
+    environment ids shuffled, (N,) int64. The seed's baseline for environment inference."""
+    if key not in data.extras:
+        raise ValueError(f"{data.name} has no extra {key!r} whose environment sizes a random split could copy")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return data.extras[key].cpu()[order].clone()
+
+
+def with_environments(data: ImageSet, env: torch.Tensor) -> ImageSet:
+    """``data`` whose extra ``env`` is ``env`` (N,): the environments a method trains on (inferred ones, a
+    random split). The true environments stay in the extra ``true_env``. The content, hence the run's
+    folder, changes with ``env``."""
+    if env.shape != (len(data),):
+        raise ValueError(f"env needs one environment per sample, ({len(data)},), got {tuple(env.shape)}")
+    extras = dict(data.extras)
+    if "env" in extras:
+        extras.setdefault("true_env", extras["env"])
+    extras["env"] = env.long().cpu()
+    return replace(data, extras=extras)
+
+
+# Rows: luminance, red − green, blue − yellow; orthonormal, so its transpose maps back to RGB.
+OPPONENT_BASIS = torch.tensor(
+    [
+        [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)],
+        [1 / math.sqrt(2), -1 / math.sqrt(2), 0.0],
+        [1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)],
+    ]
+)
+MASK_CHANNELS = {"opponent": ["luminance", "red − green", "blue − yellow"], "rgb": ["red", "green", "blue"]}
+
+
+class InputMask(nn.Module):
+    """A learnable soft mask on the input: x ↦ Bᵀ(m ⊙ B x), m = sigmoid(a) ∈ (0, 1)^(3×H×W), per pixel and
+    colour channel of the basis B.
+
+    ``basis="opponent"``: B = :data:`OPPONENT_BASIS` (luminance, red − green, blue − yellow), so the mask
+    can keep the shape of a digit and drop its colour; ``"rgb"``: B = I (the mask acts on the RGB pixels).
+    While training, m = sigmoid(a + τ·ε) with ε standard logistic noise (``noise`` τ ≥ 0): a relaxed
+    Bernoulli gate, so keeping a pixel half-open costs risk; in eval mode m = sigmoid(a). ``init`` sets a
+    (the mask starts almost fully open: sigmoid(3) ≈ 0.95). The parameter is a / ``gain``: the mask's
+    logits move ``gain`` times faster than the network's weights under Adam(W), whose steps are about
+    lr in size whatever the gradient's (at lr 10⁻³, a few hundred steps would barely move a otherwise).
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int] = (3, 28, 28),
+        basis: str = "opponent",
+        noise: float = 1.0,
+        init: float = 3.0,
+        gain: float = 20.0,
+    ):
+        super().__init__()
+        if basis not in MASK_CHANNELS:
+            raise ValueError(f"basis must be one of {sorted(MASK_CHANNELS)}, not {basis!r}")
+        if shape[0] != 3:
+            raise ValueError(f"InputMask works on 3-channel images (C, H, W), got shape {shape}")
+        if not noise >= 0:
+            raise ValueError(f"noise (the logistic noise's scale τ) must be ≥ 0, got {noise!r}")
+        if not gain > 0:
+            raise ValueError(f"gain must be > 0, got {gain!r}")
+        self.basis_name, self.noise, self.gain = basis, float(noise), float(gain)
+        self.register_buffer("basis", OPPONENT_BASIS.clone() if basis == "opponent" else torch.eye(3))
+        self.weight = nn.Parameter(torch.full(shape, float(init) / self.gain))
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """a = gain · weight: (3, H, W)."""
+        return self.gain * self.weight
+
+    def values(self) -> torch.Tensor:
+        """The mask without noise, sigmoid(a): (3, H, W), detached."""
+        return torch.sigmoid(self.logits).detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1] → the masked images, back in RGB."""
+        logits = self.logits
+        if self.training and self.noise > 0:
+            u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
+            logits = logits + self.noise * (u.log() - (-u).log1p())  # + τ · logistic noise
+        basis = self.basis.to(x.dtype)
+        z = torch.einsum("kc,bchw->bkhw", basis, x)  # coordinates in the basis
+        return torch.einsum("kc,bkhw->bchw", basis, torch.sigmoid(logits).to(x.dtype) * z)
+
+
+class MaskedNet(nn.Module):
+    """An encoder that sees the masked input: ``features(x)`` = net.features(mask(x)), ``head`` = net.head.
+    The same contract as every nclab model; ``model.mask`` is the :class:`InputMask`."""
+
+    def __init__(self, mask: InputMask, net: nn.Module):
+        super().__init__()
+        self.mask, self.net = mask, net
+        self.num_classes, self.feature_dim = net.num_classes, net.feature_dim
+
+    @property
+    def head(self) -> nn.Module:
+        return self.net.head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.features(self.mask(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _encoder(config, train_set: ImageSet, encoder: str, etf_scale: float, etf_seed: int) -> nn.Module:
+    """The digits CNN (``"cnn"``) or the ResNet-18 (``"resnet18"``) of ``config.width`` with a fixed-ETF head."""
+    C, p = train_set.num_classes, 4 * config.width if encoder == "cnn" else 8 * config.width
+    head = FixedETF(p, C, scale=etf_scale, seed=etf_seed)
+    build = {"cnn": models.small_cnn, "resnet18": models.resnet18}
+    if encoder not in build:
+        raise ValueError(f"encoder must be 'cnn' (the small digits CNN) or 'resnet18', not {encoder!r}")
+    return build[encoder](C, config.width, head=head, normalization=train_set.normalization)
+
+
+def masked_model(
+    config, train_set: ImageSet, *, encoder="cnn", basis="opponent", noise=1.0, gain=20.0, etf_scale=1.0, etf_seed=0
+):
+    """NCFAL's network: an :class:`InputMask` for the training images' shape, then the encoder with the
+    fixed-ETF head (the local head of every environment)."""
+    return MaskedNet(
+        InputMask(tuple(train_set.images.shape[1:]), basis, noise, gain=gain),
+        _encoder(config, train_set, encoder, etf_scale, etf_seed),
+    )
+
+
+def alignment_penalty(features: torch.Tensor, y: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+    """How much the environments' class-mean prototypes differ, relative to the spread of the features (0
+    when every environment has the same class means, at most about 1): mean_{e,c} ‖μ_ec − μ̄_c‖² / mean_i
+    ‖h_i − h̄‖², with μ_ec the mean feature of class c in environment e and μ̄_c = mean_e μ_ec. Only the
+    classes present in every environment of the batch count; features (B, p), y and env (B,)."""
+    h = features.float()
+    environments, classes = torch.unique(env), torch.unique(y)
+    cells = torch.stack([(env == e)[:, None] & (y[:, None] == classes) for e in environments])  # (E, B, C)
+    counts = cells.sum(1)  # (E, C)
+    shared = (counts > 0).all(0)  # classes seen in every environment
+    if len(environments) < 2 or int(shared.sum()) == 0:
+        return h.sum() * 0
+    cells, counts = cells[:, :, shared].float(), counts[:, shared]
+    means = torch.einsum("ebc,bp->ecp", cells, h) / counts[..., None]  # (E, C', p)
+    spread = (means - means.mean(0)).pow(2).sum(-1).mean()
+    return spread / ((h - h.mean(0)).pow(2).sum(-1).mean() + 1e-8)
+
+
+class NcfalLoss(Hook):
+    """mean_e R^e + λ · :func:`alignment_penalty` + β · mean(m): the risks against the shared fixed ETF,
+    the environments' prototypes pulled together, and a mask that keeps only what it needs.
+
+    As in the IRM baselines (``nclab.methods.invariance``), λ is 1 for the first ``anneal_steps`` steps
+    and ``penalty_weight`` after, and the first two terms are then divided by λ when λ > 1. The
+    environments are the extra ``env`` the loader hands over. A hook: it counts optimiser steps (saved in
+    the checkpoint) and reports the epoch means of ``risk``, ``alignment`` and ``mask`` (the mean of m).
+    """
+
+    def __init__(self, penalty_weight: float, anneal_steps: int, mask_weight: float):
+        for name, value in (
+            ("penalty_weight", penalty_weight),
+            ("anneal_steps", anneal_steps),
+            ("mask_weight", mask_weight),
+        ):
+            if not value >= 0:
+                raise ValueError(f"{name} must be ≥ 0, got {value!r}")
+        self.penalty_weight, self.anneal_steps, self.mask_weight = (
+            float(penalty_weight),
+            int(anneal_steps),
+            float(mask_weight),
+        )
+        self.steps, self._means = 0, EpochMeans("risk", "alignment", "mask")
+
+    def __call__(self, out: BatchOutput, y: torch.Tensor) -> torch.Tensor:
+        if "env" not in out.extras:
+            raise ValueError(
+                "NCFAL needs each sample's environment: train on a data set with the extra 'env' (true ones "
+                "from nclab.data.colored_mnist, or inferred ones via ncfal.with_environments)"
+            )
+        mask = getattr(out.model, "mask", None)
+        if not isinstance(mask, InputMask):
+            raise ValueError(
+                "NCFAL's loss needs the masked network (ncfal.masked_model), whose model.mask it regularises"
+            )
+        env = out.extras["env"]
+        risks, _ = environment_risks(out.logits, y, env)
+        alignment = alignment_penalty(out.features, y, env)
+        kept = torch.sigmoid(mask.logits).mean()
+        weight = self.penalty_weight if self.steps >= self.anneal_steps else 1.0
+        self._means.add(risks.mean(), alignment, kept)
+        return (risks.mean() + weight * alignment) / max(weight, 1.0) + self.mask_weight * kept
+
+    def after_step(self, out, y) -> None:
+        self.steps += 1
+
+    def end_epoch(self, epoch, model, train_loader) -> dict | None:
+        return self._means.pop()
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+        self._means.reset()
+
+
+def ncfal(
+    penalty_weight: float = 1e3,
+    anneal_steps: int = 100,
+    mask_weight: float = 0.1,
+    noise: float = 1.0,
+    *,
+    gain: float = 20.0,
+    encoder: str = "cnn",
+    basis: str = "opponent",
+    etf_scale: float = 1.0,
+    etf_seed: int = 0,
+) -> Method:
+    """NCFAL on the environments of the training set's extra ``env`` (every argument enters the run key).
+
+    nclab's choice of the weights the paper does not publish: λ = ``penalty_weight`` (10³) on the
+    prototype alignment after ``anneal_steps`` (100) steps at λ = 1, with the same annealing and division
+    as the IRM baselines; β = ``mask_weight`` (0.1) on the mean of the mask; τ = ``noise`` (1) on the
+    mask's logits while learning. ``encoder``: ``"cnn"`` (the digits CNN, p = 4·width) or ``"resnet18"``;
+    ``basis``: the mask's colour basis (``"opponent"`` or ``"rgb"``); the fixed ETF head has scale
+    ``etf_scale`` and comes from ``nclab.etf.simplex_etf(C, p, etf_seed)``.
+    """
+    architecture = dict(
+        encoder=encoder,
+        basis=basis,
+        noise=float(noise),
+        gain=float(gain),
+        etf_scale=float(etf_scale),
+        etf_seed=int(etf_seed),
+    )
+    NcfalLoss(penalty_weight, anneal_steps, mask_weight)  # check the weights now, not at training time
+
+    def build(config, train_set: ImageSet) -> nn.Module:
+        return masked_model(config, train_set, **architecture)
+
+    def training(config, train_set: ImageSet):
+        return NcfalLoss(penalty_weight, anneal_steps, mask_weight), []
+
+    params = {**architecture, "penalty_weight": float(penalty_weight), "anneal_steps": int(anneal_steps)}
+    params["mask_weight"] = float(mask_weight)
+    return Method("ncfal", params, build, training)
+
+
+def local_model(encoder: str = "cnn", etf_scale: float = 1.0, etf_seed: int = 0) -> Method:
+    """The local model of environment inference: the encoder with the same fixed-ETF head, trained by
+    plain cross-entropy on one environment's samples (no mask)."""
+
+    def build(config, train_set: ImageSet) -> nn.Module:
+        return _encoder(config, train_set, encoder, etf_scale, etf_seed)
+
+    def training(config, train_set: ImageSet):
+        return CrossEntropy(), []
+
+    params = dict(encoder=encoder, etf_scale=float(etf_scale), etf_seed=int(etf_seed))
+    return Method("ncfal-local", params, build, training)
+
+
+@torch.no_grad()
+def _features_and_logits(model: nn.Module, data: ImageSet, batch_size: int = 1_000):
+    device = next(model.parameters()).device
+    loader = GpuLoader(data, batch_size, shuffle=False, augment=False, drop_last=False, device=device)
+    was_training = model.training
+    model.eval()
+    parts = []
+    for x, y, extras in loader:
+        h = model.features(x)
+        parts.append((h.float().cpu(), model.head(h).float().cpu(), y.cpu(), extras))
+    model.train(was_training)
+    h, logits, y = (torch.cat(column) for column in list(zip(*parts))[:3])
+    return h, logits, y
+
+
+def environment_accuracy(model: nn.Module, data: ImageSet, key: str = "env") -> dict[int, float]:
+    """{environment: accuracy of ``model`` on its samples} for the extra ``key`` of ``data``."""
+    _, logits, y = _features_and_logits(model, data)
+    correct, env = (logits.argmax(1) == y).float(), data.extras[key].cpu()
+    return {int(e): float(correct[env == e].mean()) for e in torch.unique(env)}
+
+
+def etf_distance(prototypes: torch.Tensor, classifier: torch.Tensor) -> float:
+    """‖P − Ŵ‖_F: P (C, p) class prototypes, Ŵ the classifier's rows centred over the classes; both
+    row-normalised. 0 when each class's prototype points along its classifier vector; for a fixed
+    simplex-ETF head Ŵ is the ETF itself. Up to 2√C when every prototype points away from its own."""
+    W = classifier.double() - classifier.double().mean(0)
+    return float(torch.linalg.norm(F.normalize(prototypes.double(), dim=1) - F.normalize(W, dim=1)))
+
+
+def environment_metrics(model: nn.Module, sets: list[ImageSet], key: str = "env") -> pd.DataFrame:
+    """One row per environment of the extra ``key`` across ``sets`` (e.g. [train, test]): ``accuracy``
+    and ``etf_distance`` (:func:`etf_distance` between the environment's class means, centred by the
+    mean class mean of the first set, and the model's classifier). The paper's motivating quantity:
+    features that collapse onto the same ETF in every environment are aligned."""
+    W, _ = model.head.linear()
+    centre, rows = None, []
+    for data in sets:
+        h, logits, y = _features_and_logits(model, data)
+        env = data.extras[key].cpu()
+        C = data.num_classes
+        if centre is None:
+            centre = torch.stack([h[y == c].mean(0) for c in range(C)]).mean(0)
+        for e in torch.unique(env).tolist():
+            inside = env == e
+            means = torch.stack([h[inside & (y == c)].mean(0) for c in range(C)])
+            accuracy = float((logits[inside].argmax(1) == y[inside]).float().mean())
+            rows.append(
+                {
+                    "environment": e,
+                    "samples": int(inside.sum()),
+                    "accuracy": accuracy,
+                    "etf_distance": etf_distance(means - centre, W.detach().cpu()),
+                }
+            )
+    return pd.DataFrame(rows)
