@@ -8,6 +8,8 @@
   network, from the first residual stage to the features its classifier acts on, measured by NC and by
   linear probes (detection with the energy of an ID probe, transfer with a probe on another data set)
   (notebook 05);
+- :func:`ood_generalization`, :func:`partition_rounds`: accuracy and ETF distance of every method in every
+  Colored-MNIST environment, and what environment inference put where, round by round (notebook 06);
 - :func:`versus_claim`: a method's gain over its baseline next to the gain a paper claims, with a verdict
   that does not round a small gain up to agreement (notebooks 05–08).
 """
@@ -35,6 +37,8 @@ __all__ = [
     "layerwise_nc",
     "layerwise_probes",
     "tradeoff",
+    "ood_generalization",
+    "partition_rounds",
     "versus_claim",
 ]
 
@@ -273,3 +277,50 @@ def versus_claim(baseline: dict[str, float], method: dict[str, float], claimed: 
             }
         )
     return pd.DataFrame(rows).set_index("task")
+
+
+ENVIRONMENT_NAMES = {0: "train (e = 0.1)", 1: "train (e = 0.2)", 2: "test (e = 0.9)"}  # Colored-MNIST's
+
+
+def ood_generalization(entries: dict[str, tuple], names: dict[int, str] | None = None) -> pd.DataFrame:
+    """One row per (method, environment): ``accuracy``, ``etf_distance`` (``nclab.methods.ncfal.
+    environment_metrics``) and ``samples``. ``entries``: {method: (model, [train, test])}, each model
+    measured on its own sets (the grayscale oracle on the grayscale ones) and on their **true**
+    environments (the extra ``env`` of the sets as ``nclab.data.colored_mnist`` made them); ``names``
+    labels the environments (default: Colored-MNIST's colour flips)."""
+    from .methods.ncfal import environment_metrics
+
+    names = ENVIRONMENT_NAMES if names is None else names
+    frames = []
+    for method, (model, sets) in entries.items():
+        if any("true_env" in s.extras for s in sets):
+            raise ValueError(
+                f"{method}: measure on the original sets (true environments), not on a set whose 'env' was replaced"
+            )
+        frame = environment_metrics(model, sets)
+        frames.append(frame.assign(method=method, environment=frame["environment"].map(lambda e: names.get(e, e))))
+    return pd.concat(frames, ignore_index=True)[["method", "environment", "samples", "accuracy", "etf_distance"]]
+
+
+def partition_rounds(data: ImageSet, history: pd.DataFrame, initial: torch.Tensor | None = None) -> pd.DataFrame:
+    """What environment inference put where: one row per (round, inferred environment) with ``samples``,
+    ``colour_agrees`` (the fraction whose colour agrees with their label, when ``data`` has the extra
+    ``color``) and ``from_env_<k>`` (the fraction from true environment k, when it has ``env``). Round 0
+    is ``initial`` (the starting split) when given. ``history``: the table of
+    ``nclab.methods.ncfal.infer_environments`` (its ``assigned`` column)."""
+    rounds = [(0, initial)] if initial is not None else []
+    rounds += list(zip(history["round"], history["assigned"]))
+    labels, color, true = data.labels.cpu(), data.extras.get("color"), data.extras.get("env")
+    rows = []
+    for round_, assigned in rounds:
+        assigned = assigned.cpu()
+        for e in torch.unique(assigned).tolist():
+            inside = assigned == e
+            row = {"round": int(round_), "environment": e, "samples": int(inside.sum())}
+            if color is not None:
+                row["colour_agrees"] = float((color.cpu()[inside] == labels[inside]).float().mean())
+            if true is not None:
+                for k in torch.unique(true).tolist():
+                    row[f"from_env_{k}"] = float((true.cpu()[inside] == k).float().mean())
+            rows.append(row)
+    return pd.DataFrame(rows)

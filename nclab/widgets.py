@@ -10,7 +10,7 @@ from IPython.display import display
 
 from . import collapse, ood, plots
 
-__all__ = ["collapse_explorer", "threshold_explorer", "layer_explorer"]
+__all__ = ["collapse_explorer", "threshold_explorer", "layer_explorer", "mask_explorer"]
 
 
 def collapse_explorer(snapshots: dict, classes: list[str], shown: tuple[int, int, int] = (0, 1, 2)):
@@ -126,3 +126,37 @@ def layer_explorer(layers: dict[str, tuple[dict, torch.Tensor]], classes: list[s
     stage.observe(draw, names="value")
     draw()
     display(widgets.VBox([widgets.HBox([model, stage]), output]))
+
+
+def mask_explorer(model, data, classes: list[str] | None = None):
+    """Browse the samples of ``data`` (an ImageSet with Colored-MNIST's extras) through NCFAL's mask: each
+    image beside the masked input its encoder sees (``model.mask``, in eval mode: no noise), with its
+    label, digit, colour, environment and the model's prediction (``nclab.plots.plot_masked_sample``)."""
+    classes = classes or data.classes
+    index = widgets.IntSlider(0, 0, len(data) - 1, description="sample", continuous_update=False)
+    output = widgets.Output()
+    device = next(model.parameters()).device
+
+    def draw(change=None):
+        i = index.value
+        x = data.images[i : i + 1].to(device).float() / 255
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            masked, prediction = model.mask(x)[0], int(model(x).argmax(1))
+        model.train(was_training)
+        extras = {key: int(values[i]) for key, values in data.extras.items() if key in ("digit", "color", "env")}
+        colour = {0: "red", 1: "green"}.get(extras.get("color"), "?")
+        caption = (
+            f"sample {i}: label {classes[int(data.labels[i])]!r} (digit {extras.get('digit', '?')}), {colour} ink, "
+            f"environment {extras.get('env', '?')} → predicted {classes[prediction]!r}"
+        )
+        with output:
+            output.clear_output(wait=True)
+            fig = plots.plot_masked_sample(x[0], masked, caption)
+            display(fig)
+            plt.close(fig)
+
+    index.observe(draw, names="value")
+    draw()
+    display(widgets.VBox([index, output]))

@@ -54,6 +54,8 @@ __all__ = [
     "environment_agreement",
     "label_logits",
     "infer_environments",
+    "recipe",
+    "local_fitter",
     "random_split",
     "with_environments",
     "OPPONENT_BASIS",
@@ -66,6 +68,7 @@ __all__ = [
     "local_model",
     "environment_accuracy",
     "etf_distance",
+    "environment_metrics",
 ]
 
 
@@ -119,7 +122,8 @@ def infer_environments(
     initial: (N,) the starting environment of every sample (E = its number of distinct values);
     fit_local(subset, environment, round) → a model trained on ``subset``; scores(model, data) → (N,) the
     logit of each sample's label (default :func:`label_logits`). Returns (final environments (N,), one
-    row per round: ``round``, ``changed`` (samples that moved), ``sizes``, and ``agreement`` with the
+    row per round: ``round``, ``changed`` (samples that moved), ``sizes``, ``assigned`` (the round's
+    environments, (N,)), and ``agreement`` with the
     true environments when ``data`` has them, and ``collapsed``, True on the row after which every
     sample sits in one environment). Stops when nothing moves, when everything has collapsed into one
     environment (reassignment then has nothing to compare), or after ``max_rounds``. An environment that
@@ -140,6 +144,7 @@ def infer_environments(
         )  # (E, N)
         new = torch.tensor(environments)[reassign_environments(logits)]
         row = {"round": round_, "changed": int((new != assigned).sum()), "sizes": torch.bincount(new).tolist()}
+        row["assigned"] = new
         if true is not None:
             row["agreement"] = environment_agreement(new, true.cpu())
         row["collapsed"] = len(torch.unique(new)) < 2
@@ -148,6 +153,54 @@ def infer_environments(
         if row["changed"] == 0 or row["collapsed"]:
             break
     return assigned, pd.DataFrame(rows)
+
+
+PROFILE_SCALE = {  # profile → (width, epochs, batch size, local model epochs)
+    "smoke": (16, 8, 64, 4),
+    "quick": (32, 10, 128, 4),
+    "full": (64, 30, 128, 10),
+}
+
+
+def recipe(profile=None, method: Method | None = None, *, dataset: str = "colored-mnist", **overrides):
+    """The TrainConfig of every Colored-MNIST run at the scale of ``profile`` (the same budget for NCFAL and
+    its baselines): AdamW lr 10⁻³, weight decay 10⁻⁴, cosine schedule, no augmentation (a flip or crop
+    would not touch the colour, and the digits are centred), the profile's width / epochs / batch size of
+    :data:`PROFILE_SCALE`. ``method`` defaults to :func:`ncfal`; ``dataset`` is ``"grayscale-mnist"``
+    for the oracle; ``overrides`` replace any field."""
+    from ..config import get_profile
+    from ..train import TrainConfig
+
+    width, epochs, batch_size, _ = PROFILE_SCALE[get_profile(profile).name]
+    settings = dict(
+        regime="adamw",
+        dataset=dataset,
+        method=ncfal() if method is None else method,
+        width=width,
+        epochs=epochs,
+        batch_size=batch_size,
+        augment=False,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=1e-4,
+        schedule="cosine",
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
+def local_fitter(config, *, epochs: int | None = None, device=None, progress: bool = False) -> Callable:
+    """``fit_local(subset, environment, round)`` for :func:`infer_environments`: trains (or loads from the
+    cache) a :func:`local_model` with ``config``'s recipe (``epochs``: the profile's local epochs of
+    :data:`PROFILE_SCALE` by default) on the subset, and returns it."""
+    from ..config import get_profile
+    from ..train import load_or_train
+
+    local = replace(config, method=local_model(), epochs=epochs or PROFILE_SCALE[get_profile().name][3])
+
+    def fit_local(subset: ImageSet, environment: int, round_: int) -> nn.Module:
+        return load_or_train(local, subset, device=device, progress=progress).model
+
+    return fit_local
 
 
 def random_split(data: ImageSet, seed: int = 0, key: str = "env") -> torch.Tensor:
