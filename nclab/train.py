@@ -297,6 +297,8 @@ def fit(
             scheduler.step()
             for hook in hooks:
                 hook.after_step(out, y)
+            if [hook for hook in hooks if hook.restart_optimizer()]:
+                optimizer.state.clear()  # moments start again from zero at the next step
             loss_sum += value.detach() * len(y)  # stays on the device: no sync per step
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)

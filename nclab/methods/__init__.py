@@ -59,6 +59,10 @@ class Hook:
       the optimiser has not stepped yet: change them here (a gradient projection);
     - ``after_step(out, y)``: the optimiser step is done (with fp16 loss scaling it may have been skipped
       for inf/NaN gradients; the hook still runs): move weights, update running statistics;
+    - ``restart_optimizer()`` → bool, asked right after ``after_step``: True makes the loop forget the
+      optimiser's state (SGD's momentum, Adam's moments) before the next step, as when a penalty's weight
+      jumps and the moments built under the old objective would damp the new one (DomainBed does this
+      for IRM); the learning-rate schedule goes on;
     - ``end_epoch(epoch, model, train_loader)`` → dict or None, after the epoch's last step: what it returns
       is added to the epoch's history record; ``train_loader.data`` is the training ImageSet (for a pass
       over the un-augmented data, build a ``GpuLoader(..., augment=False)`` from it);
@@ -71,6 +75,9 @@ class Hook:
 
     def after_step(self, out: BatchOutput, y: torch.Tensor) -> None:
         pass
+
+    def restart_optimizer(self) -> bool:
+        return False
 
     def end_epoch(self, epoch: int, model: nn.Module, train_loader: GpuLoader) -> dict | None:
         return None

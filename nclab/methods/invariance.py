@@ -15,9 +15,10 @@ As in the IRM paper's Colored-MNIST code, λ is 1 for the first ``anneal_steps``
 comparable; the history's ``train_loss`` is that divided value, its ``risk`` and ``penalty`` columns the
 undivided terms). The penalties use the whole batch of each environment: the biased estimate, as the IRM
 paper's Colored-MNIST code does (its text describes an unbiased one that splits the batch in two).
-Unlike DomainBed, the optimiser's state is not reset when λ jumps (a hook cannot reach the optimiser):
-AdamW's second moments, built during the annealing, damp the first penalised steps. With SGD and
-weight decay, the division by λ also makes the decay λ times stronger relative to the data terms.
+As in DomainBed, the optimiser's state is restarted when λ jumps (:class:`AnnealedPenalty`): AdamW's
+second moments, built on the risk alone, would otherwise damp the penalised steps for hundreds of steps.
+With SGD and weight decay, the division by λ also makes the decay λ times stronger relative to the data
+terms.
 The digits model of all Colored-MNIST methods is ``nclab.models.small_cnn`` (:func:`digits_model`);
 :data:`ERM_DIGITS` is the plain cross-entropy baseline.
 Book chapter "NCFAL"; notebook 06.
@@ -39,6 +40,8 @@ __all__ = [
     "ERM_DIGITS",
     "environment_risks",
     "irmv1_penalty",
+    "batch_environments",
+    "AnnealedPenalty",
     "InvarianceLoss",
     "irmv1",
     "vrex",
@@ -76,53 +79,84 @@ def irmv1_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return gradient.pow(2)
 
 
-class InvarianceLoss(Hook):
-    """mean_e R^e + λ · penalty, with penalty = mean_e IRMv1 penalty (``kind="irm"``) or Var_e R^e (``"vrex"``).
+class AnnealedPenalty(Hook):
+    """A loss mean_e R^e + λ · penalty whose weight λ is 1 for the first ``anneal_steps`` optimiser steps and
+    ``penalty_weight`` after, the sum then divided by λ when λ > 1 (the IRM paper's schedule; λ = 0 gives
+    ERM on the same batches). When λ jumps, the optimiser's state is restarted (``restart_optimizer``),
+    as DomainBed does: Adam's moments, built on the risk alone, would otherwise damp the penalised steps.
 
-    λ = 1 during the first ``anneal_steps`` optimiser steps, ``penalty_weight`` after, and then the loss
-    is divided by λ if λ > 1 (the IRM paper's schedule; λ = 0 gives ERM on the same batches). A hook: it
-    counts the optimiser steps (``after_step``), saves the count in the checkpoint, and reports the epoch
-    means of ``risk`` and ``penalty``.
+    A hook: it counts the optimiser steps (saved in the checkpoint) and reports the epoch means of the
+    ``terms`` a subclass adds with ``self.means.add``. Subclasses implement ``__call__`` with
+    :meth:`combine`.
     """
 
-    def __init__(self, kind: str, penalty_weight: float, anneal_steps: int):
-        if kind not in ("irm", "vrex"):
-            raise ValueError(f"kind must be 'irm' (IRMv1) or 'vrex' (V-REx), not {kind!r}")
+    terms: tuple[str, ...] = ("risk", "penalty")
+
+    def __init__(self, penalty_weight: float, anneal_steps: int):
         if not penalty_weight >= 0:
             raise ValueError(f"penalty_weight must be ≥ 0 (λ after the annealing), got {penalty_weight!r}")
         if not anneal_steps >= 0:
             raise ValueError(f"anneal_steps must be ≥ 0, got {anneal_steps!r}")
-        self.kind, self.penalty_weight, self.anneal_steps = kind, float(penalty_weight), int(anneal_steps)
-        self.steps, self._means = 0, EpochMeans("risk", "penalty")
+        self.penalty_weight, self.anneal_steps = float(penalty_weight), int(anneal_steps)
+        self.steps, self.means = 0, EpochMeans(*self.terms)
 
-    def __call__(self, out: BatchOutput, y: torch.Tensor) -> torch.Tensor:
-        if "env" not in out.extras:
-            raise ValueError(
-                "this loss needs each sample's environment: train on a data set with the extra 'env' "
-                "(nclab.data.colored_mnist) so that the loader hands it to the loop"
-            )
-        env = out.extras["env"]
-        risks, environments = environment_risks(out.logits, y, env)
-        if self.kind == "irm":
-            penalty = torch.stack([irmv1_penalty(out.logits[env == e], y[env == e]) for e in environments]).mean()
-        else:
-            penalty = risks.var(correction=0) if len(risks) > 1 else risks.sum() * 0  # one environment: 0
-        weight = self.penalty_weight if self.steps >= self.anneal_steps else 1.0
-        self._means.add(risks.mean(), penalty)
-        return (risks.mean() + weight * penalty) / max(weight, 1.0)
+    @property
+    def weight(self) -> float:
+        """λ at the current step."""
+        return self.penalty_weight if self.steps >= self.anneal_steps else 1.0
+
+    def combine(self, risk: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+        """(risk + λ · penalty) / max(λ, 1)."""
+        return (risk + self.weight * penalty) / max(self.weight, 1.0)
 
     def after_step(self, out, y) -> None:
         self.steps += 1
 
+    def restart_optimizer(self) -> bool:
+        return self.steps == self.anneal_steps > 0 and self.penalty_weight != 1.0
+
     def end_epoch(self, epoch, model, train_loader) -> dict | None:
-        return self._means.pop()
+        return self.means.pop()
 
     def state_dict(self) -> dict:
         return {"steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = int(state["steps"])
-        self._means.reset()
+        self.means.reset()
+
+
+def batch_environments(out: BatchOutput) -> torch.Tensor:
+    """The environment of each sample of the batch, ``out.extras["env"]`` (B,), or an error saying where
+    it comes from."""
+    if "env" not in out.extras:
+        raise ValueError(
+            "this loss needs each sample's environment: train on a data set with the extra 'env' "
+            "(nclab.data.colored_mnist, or nclab.methods.ncfal.with_environments) so that the loader hands it "
+            "to the loop"
+        )
+    return out.extras["env"]
+
+
+class InvarianceLoss(AnnealedPenalty):
+    """mean_e R^e + λ · penalty, with penalty = mean_e IRMv1 penalty (``kind="irm"``) or Var_e R^e (``"vrex"``),
+    on :class:`AnnealedPenalty`'s schedule; reports the epoch means of ``risk`` and ``penalty``."""
+
+    def __init__(self, kind: str, penalty_weight: float, anneal_steps: int):
+        if kind not in ("irm", "vrex"):
+            raise ValueError(f"kind must be 'irm' (IRMv1) or 'vrex' (V-REx), not {kind!r}")
+        super().__init__(penalty_weight, anneal_steps)
+        self.kind = kind
+
+    def __call__(self, out: BatchOutput, y: torch.Tensor) -> torch.Tensor:
+        env = batch_environments(out)
+        risks, environments = environment_risks(out.logits, y, env)
+        if self.kind == "irm":
+            penalty = torch.stack([irmv1_penalty(out.logits[env == e], y[env == e]) for e in environments]).mean()
+        else:
+            penalty = risks.var(correction=0) if len(risks) > 1 else risks.sum() * 0  # one environment: 0
+        self.means.add(risks.mean(), penalty)
+        return self.combine(risks.mean(), penalty)
 
 
 def _invariance(name: str, kind: str, penalty_weight: float, anneal_steps: int) -> Method:
