@@ -1,5 +1,5 @@
 """IRMv1 and V-REx (nclab.methods.invariance): penalties on hand cases, the annealing schedule and its
-checkpointed state, and on real digits: V-REx beats ERM on Colored-MNIST's test environment."""
+checkpointed state, and on real digits: V-REx and IRMv1 beat ERM on Colored-MNIST's test environment."""
 
 import math
 
@@ -105,10 +105,11 @@ def colored_runs(tmp_path_factory, digits_config):
     return run
 
 
-def test_vrex_beats_erm_on_the_test_environment_of_real_digits(colored_runs):
-    """IRMv1 is not tested this way yet: with this budget it stays on the colour (its tuning on the smoke
-    and quick profiles belongs to notebook 06)."""
-    erm, invariant = colored_runs(invariance.ERM_DIGITS), colored_runs(invariance.vrex())
+@pytest.mark.parametrize("method", [invariance.vrex(), invariance.irmv1()], ids=["vrex", "irmv1"])
+def test_invariance_penalties_beat_erm_on_the_test_environment_of_real_digits(colored_runs, method):
+    """With the optimiser restarted when λ jumps; without the restart, IRMv1 stayed on the colour at this
+    budget (test accuracy 0.10, as ERM's)."""
+    erm, invariant = colored_runs(invariance.ERM_DIGITS), colored_runs(method)
     erm_acc, invariant_acc = erm.history[-1]["test_acc"], invariant.history[-1]["test_acc"]
     assert erm_acc < 0.2 and invariant_acc > erm_acc + 0.2, (erm_acc, invariant_acc)
     assert {"risk", "penalty"} <= set(invariant.history[-1])

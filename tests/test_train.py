@@ -342,6 +342,43 @@ def test_hooks_act_between_backward_and_step_on_unscaled_gradients(small_train, 
     assert len(hook.largest) == 2 and 0 < max(hook.largest) < 100  # unscaled: the fp16 scale is 65536
 
 
+class _RestartAt(methods.Hook):
+    """Asks for a fresh optimiser state once, right after step ``at``."""
+
+    def __init__(self, at):
+        self.at, self.steps = at, 0
+
+    def after_step(self, out, y):
+        self.steps += 1
+
+    def restart_optimizer(self):
+        return self.steps == self.at
+
+
+def test_a_hook_can_restart_the_optimiser_and_the_schedule_goes_on(small_train, monkeypatch):
+    """AdamW's state after 6 steps with a restart after step 2 counts 4 steps (the moments start again);
+    the learning-rate schedule is the same as without the restart."""
+    part = small_train.subset(64)  # 2 steps per epoch, 3 epochs
+    config_ = _tiny_config(optimizer="adamw", lr=1e-3, weight_decay=0.0, snapshot_epochs=())
+    model = _fresh_model()
+    optimizers = []
+    original = train.make_optimizer
+
+    def spy(model_, config__):
+        optimizers.append(original(model_, config__))
+        return optimizers[-1]
+
+    monkeypatch.setattr(train, "make_optimizer", spy)
+    hook = _RestartAt(2)
+    history = train.fit(model, config_, _loaders(part), hooks=[hook], progress=False)
+    monkeypatch.undo()
+    state = optimizers[0].state[model.head.weight]
+    assert float(state["step"]) == 4 and hook.steps == 6
+    assert [round(r["lr"], 8) for r in history] == [
+        round(r["lr"], 8) for r in train.fit(_fresh_model(), config_, _loaders(part), progress=False)
+    ]  # the schedule is not restarted
+
+
 def test_loss_sees_features_logits_extras_and_the_model(small_train):
     seen, part = [], small_train.subset(64)
 
