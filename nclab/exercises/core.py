@@ -223,3 +223,32 @@ def compare_close(
         f"{case}: largest difference at flat index {index}: got {got.flatten()[index].item():.6g}, "
         f"expected {expected.flatten()[index].item():.6g} (tolerance {rtol:g} relative)."
     )
+
+
+def compare_gradient(
+    got: Any,
+    inputs: torch.Tensor,
+    expected: torch.Tensor,
+    case: str,
+    *,
+    no_gradient: str,
+    wrong_gradient: str,
+    detached: str | None = None,
+    not_finite: str | None = None,
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+) -> str | None:
+    """None when ``got`` (a value already found right) back-propagates into ``inputs`` with the gradient
+    ``expected`` (of ``got.sum()``); else the case and the matching explanation: ``no_gradient`` (not a
+    tensor in a graph), ``detached`` (no path to ``inputs``; default ``wrong_gradient``), ``not_finite``
+    (NaN or inf; default ``wrong_gradient``) or ``wrong_gradient``."""
+    if not (isinstance(got, torch.Tensor) and got.requires_grad):
+        return f"{case}: your value is right but carries no gradient{no_gradient}"
+    (yours,) = torch.autograd.grad(got.sum(), inputs, allow_unused=True)
+    if yours is None:
+        return f"{case}: your value is right but {detached or wrong_gradient}"
+    if not torch.isfinite(yours).all():
+        return f"{case}: your value is right but {not_finite or wrong_gradient}"
+    if not torch.allclose(yours.double(), expected.double(), rtol=rtol, atol=atol):
+        return f"{case}: your value is right but {wrong_gradient}"
+    return None

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import etf, methods
-from .core import Exercise, Wrong, call, compare_close
+from .core import Exercise, Wrong, call, compare_close, compare_gradient
 
 
 def _nearest(z: torch.Tensor, *, normalise: bool = True, farthest: bool = False) -> torch.Tensor:
@@ -94,23 +94,21 @@ def check_entropy(entropy_estimate: Callable) -> tuple[bool, str]:
         wrong = compare_close(got, expected.detach(), case, mistakes, rtol=1e-5, atol=1e-6)
         if wrong:
             return False, wrong
-        if not (isinstance(got, torch.Tensor) and got.requires_grad):
-            return False, (
-                f"{case}: your value is right but carries no gradient: return a torch tensor computed from z "
-                f"(no .item(), no float(), no torch.no_grad() around the distances), so that it can be trained."
-            )
-        (yours,) = torch.autograd.grad(got.sum(), z_in, allow_unused=True)
-        if yours is not None and not torch.isfinite(yours).all():
-            return False, (
-                f"{case}: your value is right but its gradient is NaN or inf where the distance is 0: compute the "
-                f"distance with .norm() (its gradient at 0 is 0), not with the square root of a sum of squares."
-            )
-        if yours is None or not torch.allclose(yours.double(), gradient, rtol=1e-4, atol=1e-6):
-            return False, (
-                f"{case}: your value is right but its gradient is not: only the *choice* of the neighbour (an "
-                f"index) may be made without gradient; ẑ_i and ẑ_nn(i) in the distance must both come from z "
-                f"(no .detach() on the neighbour)."
-            )
+        wrong = compare_gradient(
+            got,
+            z_in,
+            gradient,
+            case,
+            no_gradient=": return a torch tensor computed from z (no .item(), no float(), no torch.no_grad() "
+            "around the distances), so that it can be trained.",
+            not_finite="its gradient is NaN or inf where the distance is 0: compute the distance with .norm() "
+            "(its gradient at 0 is 0), not with the square root of a sum of squares.",
+            wrong_gradient="its gradient is not: only the *choice* of the neighbour (an index) may be made "
+            "without gradient; ẑ_i and ẑ_nn(i) in the distance must both come from z (no .detach() on the "
+            "neighbour).",
+        )
+        if wrong:
+            return False, wrong
     return True, "−mean log ‖ẑ_i − ẑ_nn(i)‖: low when the batch spreads over the sphere, high when it clumps."
 
 

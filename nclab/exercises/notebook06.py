@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import methods
-from .core import Exercise, Wrong, call, compare, compare_close, show
+from .core import Exercise, Wrong, call, compare, compare_close, compare_gradient, show
 
 
 def check_assign(assign_environments: Callable) -> tuple[bool, str]:
@@ -120,22 +120,21 @@ def check_irm_penalty(irm_penalty: Callable) -> tuple[bool, str]:
         wrong = compare_close(got, expected.detach(), case, mistakes, rtol=1e-5, atol=1e-9)
         if wrong:
             return False, wrong
-        if not (isinstance(got, torch.Tensor) and got.requires_grad):
-            return False, (
-                f"{case}: your value is right but carries no gradient into the logits: compute ∂R/∂s with "
-                f"torch.autograd.grad(..., create_graph=True) so that the penalty itself can be trained."
-            )
-        (yours,) = torch.autograd.grad(got.sum(), z, allow_unused=True)
-        if yours is None:
-            return False, (
-                f"{case}: your value is right but carries no gradient into the logits: compute it from the logits "
-                f"you were given (no .detach()), so that the penalty can train the network that made them."
-            )
-        if not torch.allclose(yours.double(), gradient, rtol=1e-4, atol=1e-8):
-            return False, (
-                f"{case}: your value is right but its gradient is not: the derivative with respect to s must "
-                f"stay in the graph (create_graph=True), and s must multiply the logits you were given."
-            )
+        wrong = compare_gradient(
+            got,
+            z,
+            gradient,
+            case,
+            no_gradient=" into the logits: compute ∂R/∂s with torch.autograd.grad(..., create_graph=True) so "
+            "that the penalty itself can be trained.",
+            detached="carries no gradient into the logits: compute it from the logits you were given (no "
+            ".detach()), so that the penalty can train the network that made them.",
+            wrong_gradient="its gradient is not: the derivative with respect to s must stay in the graph "
+            "(create_graph=True), and s must multiply the logits you were given.",
+            atol=1e-8,
+        )
+        if wrong:
+            return False, wrong
     return True, "(∂R/∂s at s = 1)²: zero when no rescaling of the classifier lowers the risk of this environment."
 
 
