@@ -246,7 +246,7 @@ class InputMask(nn.Module):
     Bernoulli gate, so keeping a pixel half-open costs risk; in eval mode m = sigmoid(a). ``init`` sets a
     (the mask starts almost fully open: sigmoid(3) ≈ 0.95). The parameter is a / ``gain``: the mask's
     logits move ``gain`` times faster than the network's weights under Adam(W), whose steps are about
-    lr in size whatever the gradient's (at lr 10⁻³, a few hundred steps would barely move a otherwise; 100 lets the mask close in a few epochs).
+    lr in size whatever the gradient's (at lr 10⁻³, a few hundred steps would barely move a otherwise).
     """
 
     def __init__(
@@ -416,8 +416,10 @@ def ncfal(
     as the IRM baselines (and the optimiser restarted at the jump); β = ``mask_weight`` (0.05) on the
     mean of the mask; τ = ``noise`` (1) on the mask's logits while learning; the mask's logits learn
     ``gain`` (100) times faster than the network. Chosen on the smoke profile's Colored-MNIST with
-    inferred environments (one seed): the test accuracy moved by a few points at most over λ from 10 to
-    10⁴ and β from 10⁻³ to 0.3; a ``gain`` of 20 left the mask almost uniform. ``encoder``: ``"cnn"`` (the digits CNN, p = 4·width) or ``"resnet18"``;
+    inferred environments, one seed: over λ from 10 to 10⁴ and β from 10⁻³ to 0.3 the test accuracy
+    stayed between 53 % and 61 %; with a ``gain`` of 20 the mask stayed about 0.84 everywhere, with 100
+    it closes the background (about 0.55 on average, 0.9 on the digits). ``encoder``: ``"cnn"`` (the
+    digits CNN, p = 4·width) or ``"resnet18"``;
     ``basis``: the mask's colour basis (``"opponent"`` or ``"rgb"``); the fixed ETF head has scale
     ``etf_scale`` and comes from ``nclab.etf.simplex_etf(C, p, etf_seed)``.
     """
