@@ -107,3 +107,44 @@ def test_sum_of_cross_entropies_is_named():
 
     result = run_check("06_irm", summed)
     assert not result.passed and "not the sum" in result.message, result.message
+
+
+def test_ties_go_to_the_lower_environment():
+    def higher(logits, labels):
+        return len(logits) - 1 - own_logits(logits, labels).flip(0).argmax(0)
+
+    result = run_check("06_assign", higher)
+    assert not result.passed and "*lower* environment" in result.message, result.message
+    complex_ = run_check("06_assign", lambda logits, labels: assign_right(logits, labels).to(torch.complex64))
+    assert not complex_.passed and "int64" in complex_.message
+
+
+def test_a_float32_closed_form_passes_the_gradient_check():
+    def float32(logits, y):
+        p = F.softmax(logits.float(), dim=1)
+        return ((p - F.one_hot(y, logits.shape[1])) * logits.float()).sum(1).mean() ** 2
+
+    result = run_check("06_irm", float32)
+    assert result.passed, result.message
+
+
+class _Cheat(torch.Tensor):
+    """A tensor subclass that says it equals anything."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.equal, torch.allclose):
+            return True
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize(
+    "name, answer",
+    [
+        ("06_assign", lambda logits, labels: torch.zeros(len(labels), dtype=torch.long).as_subclass(_Cheat)),
+        ("06_irm", lambda logits, y: (0 * logits.sum()).as_subclass(_Cheat)),
+    ],
+)
+def test_a_tensor_subclass_that_fakes_the_comparison_fails(name, answer):
+    result = run_check(name, answer)
+    assert not result.passed and "plain torch.Tensor" in result.message, result.message

@@ -99,6 +99,12 @@ def merge_tables(*tables: Mapping[str, Exercise]) -> dict[str, Exercise]:
 # Comparing tensors, naming the mistake
 
 
+PLAIN_TENSOR = (
+    "{case}: your output is a {kind}, a subclass of torch.Tensor: return a plain torch.Tensor (a subclass can "
+    "change how tensors compare)."
+)
+
+
 def show(x: Any) -> str:
     """What ``x`` is, in words for a message: "a (2, 3) uint8 tensor", "a list"."""
     if isinstance(x, torch.Tensor):
@@ -114,6 +120,8 @@ def compare(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, tor
     """
     if not isinstance(got, torch.Tensor):
         return f"{case}: expected {show(expected)}, got {show(got)}."
+    if type(got) is not torch.Tensor:
+        return PLAIN_TENSOR.format(case=case, kind=type(got).__name__)
     if got.shape != expected.shape:
         return f"{case}: your output has shape {tuple(got.shape)}, expected {tuple(expected.shape)}."
     if got.dtype != expected.dtype:
@@ -179,6 +187,8 @@ def as_float_tensor(got: Any, case: str, expected: torch.Tensor) -> torch.Tensor
             raise Wrong(f"{case}: expected a number, got {show(got)}.") from None
     if not isinstance(got, torch.Tensor):
         raise Wrong(f"{case}: expected {show(expected)}, got {show(got)}: return a torch tensor.")
+    if type(got) is not torch.Tensor:
+        raise Wrong(PLAIN_TENSOR.format(case=case, kind=type(got).__name__))
     if got.numel() == 1 and expected.dim() == 0:
         return got.detach().reshape(()).double()
     if got.shape != expected.shape:
@@ -244,6 +254,8 @@ def compare_gradient(
     (NaN or inf; default ``wrong_gradient``) or ``wrong_gradient``."""
     if not (isinstance(got, torch.Tensor) and got.requires_grad):
         return f"{case}: your value is right but carries no gradient{no_gradient}"
+    if type(got) is not torch.Tensor:
+        return PLAIN_TENSOR.format(case=case, kind=type(got).__name__)
     (yours,) = torch.autograd.grad(got.sum(), inputs, allow_unused=True)
     if yours is None:
         return f"{case}: your value is right but {detached or wrong_gradient}"
