@@ -297,7 +297,7 @@ def fit(
             scheduler.step()
             for hook in hooks:
                 hook.after_step(out, y)
-            if [hook for hook in hooks if hook.restart_optimizer()]:
+            if any(hook.restart_optimizer() for hook in hooks):
                 optimizer.state.clear()  # moments start again from zero at the next step
             loss_sum += value.detach() * len(y)  # stays on the device: no sync per step
             correct += (logits.argmax(1) == y).sum()

@@ -148,3 +148,29 @@ class _Cheat(torch.Tensor):
 def test_a_tensor_subclass_that_fakes_the_comparison_fails(name, answer):
     result = run_check(name, answer)
     assert not result.passed and "plain torch.Tensor" in result.message, result.message
+
+
+def test_more_named_mistakes():
+    def centred(logits, labels):
+        return own_logits(logits - logits.mean(2, keepdim=True), labels).argmax(0)
+
+    def split(logits, y):
+        grads = []
+        for part in (slice(0, None, 2), slice(1, None, 2)):
+            scale = torch.tensor(1.0, dtype=logits.dtype, requires_grad=True)
+            loss = F.cross_entropy(logits[part] * scale, y[part])
+            grads.append(torch.autograd.grad(loss, scale, create_graph=True)[0])
+        return grads[0] * grads[1]
+
+    def softmax_first(logits, y):
+        scale = torch.tensor(1.0, dtype=logits.dtype, requires_grad=True)
+        loss = F.cross_entropy(F.softmax(logits * scale, dim=1), y)
+        return torch.autograd.grad(loss, scale, create_graph=True)[0] ** 2
+
+    for name, answer, message in [
+        ("06_assign", centred, "*minus the mean logit*"),
+        ("06_irm", split, "split-batch"),
+        ("06_irm", softmax_first, "do not apply softmax first"),
+    ]:
+        result = run_check(name, answer)
+        assert not result.passed and message in result.message, result.message

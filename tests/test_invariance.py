@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nclab import data, train
+from nclab import data, methods, train
 from nclab.losses import BatchOutput
 from nclab.methods import invariance
 
@@ -88,7 +88,7 @@ def test_invariance_losses_say_what_they_need():
         invariance.InvarianceLoss("irm", -1.0, 0)
     with pytest.raises(ValueError, match="anneal_steps"):
         invariance.InvarianceLoss("vrex", 10.0, -1)
-    assert invariance.irmv1(1e3, 50).hparams == {"penalty_weight": 1000.0, "anneal_steps": 50}
+    assert invariance.irmv1(1e3, 50).hparams == {"penalty_weight": 1000.0, "anneal_steps": 50, "restart": True}
     assert train.TrainConfig(method=invariance.vrex()).key()["method"] == "vrex"
 
 
@@ -144,3 +144,49 @@ def test_irmv1_penalty_gradient_matches_finite_differences():
     logits = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
     y = torch.tensor([0, 1, 2, 0, 1, 1])
     assert torch.autograd.gradcheck(lambda l: invariance.irmv1_penalty(l, y).double(), (logits,))
+
+
+class _Disconnect(Exception):
+    pass
+
+
+class _DisconnectAt(methods.Hook):
+    """Raises at the end of epoch ``at`` (before its checkpoint): a kernel that dies there."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def end_epoch(self, epoch, model, train_loader):
+        if epoch == self.at:
+            raise _Disconnect
+
+
+@pytest.mark.parametrize("anneal_steps", [4, 6], ids=["jump at an epoch boundary", "jump inside an epoch"])
+def test_a_run_resumed_across_the_optimiser_restart_ends_with_the_same_weights(tmp_path, anneal_steps):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (128, 3, 28, 28), dtype=torch.uint8, generator=generator)
+    extras = {"env": torch.randint(0, 2, (128,), generator=generator)}
+    toy = data.ImageSet(
+        images, torch.randint(0, 2, (128,), generator=generator), ["a", "b"], "toy/train", extras=extras
+    )
+    config = train.TrainConfig(
+        regime="test", dataset="toy", method=invariance.irmv1(1e3, anneal_steps), width=4, epochs=3, batch_size=32,
+        augment=False, optimizer="adamw", lr=1e-3, weight_decay=0.0, schedule="cosine",
+    )  # fmt: skip
+
+    def run(folder, stop_at=None):
+        torch.manual_seed(0)
+        model = config.method.build_model(config, toy)
+        loader = data.GpuLoader(toy, 32, shuffle=True, augment=False, drop_last=True, seed=0, device="cpu")
+        loss, hooks = config.method.training(config, toy)
+        train.fit(
+            model, config, loader, run_dir=folder, loss=loss, hooks=[*hooks, _DisconnectAt(stop_at)], progress=False
+        )
+        return model
+
+    whole = run(tmp_path / "whole")
+    with pytest.raises(_Disconnect):
+        run(tmp_path / "resumed", stop_at=2)  # 4 steps per epoch: epoch 1's checkpoint is there, epoch 2's not
+    resumed = run(tmp_path / "resumed")
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

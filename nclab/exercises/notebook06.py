@@ -16,6 +16,12 @@ from .. import methods
 from .core import Exercise, Wrong, call, compare, compare_close, compare_gradient, show
 
 
+def own_centred(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each model's logit of the label minus its mean logit, (E, N) (a mistake in 06_assign)."""
+    centred = logits - logits.mean(2, keepdim=True)
+    return centred.gather(2, labels[None, :, None].expand(len(logits), -1, 1))[..., 0]
+
+
 def check_assign(assign_environments: Callable) -> tuple[bool, str]:
     """06_assign: ``assign_environments(local_logits, labels)`` → (N,) int64, the environment e whose local
     model gives sample i the largest logit **for its own label**: argmax_e local_logits[e, i, labels[i]],
@@ -30,16 +36,16 @@ def check_assign(assign_environments: Callable) -> tuple[bool, str]:
     """
     hand = torch.tensor(
         [
-            [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 0.0], [0.5, 0.0, 0.0]],  # model 0
-            [[1.5, -5.0, -5.0], [3.0, 0.5, 0.0], [0.0, 0.0, 2.0], [0.0, 2.0, 1.0], [0.5, 1.0, 0.0]],  # model 1
+            [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 0.0], [0.5, 0.0, 0.0], [2.0, 0.0, 0.0]],
+            [[1.5, -5.0, -5.0], [3.0, 0.5, 0.0], [0.0, 0.0, 2.0], [0.0, 2.0, 1.0], [0.5, 1.0, 0.0], [1.5, 1.4, -3.0]],
         ]
-    )
-    hand_labels = torch.tensor([0, 1, 2, 1, 0])  # sample 4: a tie, which goes to model 0
+    )  # (E = 2 models, N = 6 samples, C = 3)
+    hand_labels = torch.tensor([0, 1, 2, 1, 0, 0])  # sample 4: a tie, which goes to model 0
     generator = torch.Generator().manual_seed(13)
     random = torch.randint(-2, 3, (3, 50, 4), generator=generator).float()  # whole numbers: many ties
     random_labels = torch.randint(0, 4, (50,), generator=generator)
     cases = [
-        ("hand case: 2 local models, 5 samples, 3 classes (sample 4 is a tie)", hand, hand_labels),
+        ("hand case: 2 local models, 6 samples, 3 classes (sample 4 is a tie)", hand, hand_labels),
         ("random case: 3 local models, 50 samples, 4 classes, whole-number logits", random, random_labels),
     ]
     for case, logits, labels in cases:
@@ -54,6 +60,8 @@ def check_assign(assign_environments: Callable) -> tuple[bool, str]:
             ),
             "that compares the label's softmax *probability*; the assignment (SPEC §5) compares the label's "
             "logit, which does not depend on how the model spreads the rest of its scores.": probability.argmax(0),
+            "that compares the label's logit *minus the mean logit*; the assignment compares the label's logit "
+            "itself.": own_centred(logits, labels).argmax(0),
             "a tie goes to the *lower* environment (as torch.argmax does): your answer sends it to the higher one.": (
                 len(logits) - 1 - own.flip(0).argmax(0)
             ),
@@ -107,7 +115,17 @@ def check_irm_penalty(irm_penalty: Callable) -> tuple[bool, str]:
         (by_logits,) = torch.autograd.grad(F.cross_entropy(with_logits, y), with_logits)
         s_sum = torch.ones((), dtype=torch.float64, requires_grad=True)
         (slope_sum,) = torch.autograd.grad(F.cross_entropy(logits * s_sum, y, reduction="sum"), s_sum)
+        halves = []
+        for part in (slice(0, None, 2), slice(1, None, 2)):
+            s_half = torch.ones((), dtype=torch.float64, requires_grad=True)
+            halves.append(torch.autograd.grad(F.cross_entropy(logits[part] * s_half, y[part]), s_half)[0])
+        s_soft = torch.ones((), dtype=torch.float64, requires_grad=True)
+        (slope_soft,) = torch.autograd.grad(F.cross_entropy(F.softmax(logits * s_soft, dim=1), y), s_soft)
         mistakes = {
+            "that is the IRM paper's split-batch estimate (the product of the two halves' derivatives); here "
+            "the penalty is the square of the derivative on all the samples.": halves[0] * halves[1],
+            "F.cross_entropy takes the logits and applies the softmax itself: do not apply softmax first "
+            "(SPEC §9).": slope_soft**2,
             "square the derivative: the penalty is (∂R/∂s)², which is ≥ 0 and vanishes where s = 1 is optimal.": slope,
             "square the derivative rather than take its absolute value: (∂R/∂s)² is smooth where it vanishes, "
             "|∂R/∂s| is not.": slope.abs(),

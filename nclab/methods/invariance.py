@@ -88,7 +88,8 @@ class AnnealedPenalty(Hook):
     """A loss mean_e R^e + λ · penalty whose weight λ is 1 for the first ``anneal_steps`` optimiser steps and
     ``penalty_weight`` after, the sum then divided by λ when λ > 1 (the IRM paper's schedule; λ = 0 gives
     ERM on the same batches). When λ jumps, the optimiser's state is restarted (``restart_optimizer``),
-    as DomainBed does: Adam's moments, built on the risk alone, would otherwise damp the penalised steps.
+    as DomainBed does: Adam's moments, built on the risk alone, would otherwise damp the penalised steps
+    (``restart=False`` keeps them, for the comparison).
 
     A hook: it counts the optimiser steps (saved in the checkpoint) and reports the epoch means of the
     ``terms`` a subclass adds with ``self.means.add``. Subclasses implement ``__call__`` with
@@ -97,12 +98,12 @@ class AnnealedPenalty(Hook):
 
     terms: tuple[str, ...] = ("risk", "penalty")
 
-    def __init__(self, penalty_weight: float, anneal_steps: int):
+    def __init__(self, penalty_weight: float, anneal_steps: int, restart: bool = True):
         if not penalty_weight >= 0:
             raise ValueError(f"penalty_weight must be ≥ 0 (λ after the annealing), got {penalty_weight!r}")
         if not anneal_steps >= 0:
             raise ValueError(f"anneal_steps must be ≥ 0, got {anneal_steps!r}")
-        self.penalty_weight, self.anneal_steps = float(penalty_weight), int(anneal_steps)
+        self.penalty_weight, self.anneal_steps, self.restart = float(penalty_weight), int(anneal_steps), bool(restart)
         self.steps, self.means = 0, EpochMeans(*self.terms)
 
     @property
@@ -118,7 +119,7 @@ class AnnealedPenalty(Hook):
         self.steps += 1
 
     def restart_optimizer(self) -> bool:
-        return self.steps == self.anneal_steps > 0 and self.penalty_weight != 1.0
+        return self.restart and self.steps == self.anneal_steps > 0 and self.penalty_weight != 1.0
 
     def end_epoch(self, epoch, model, train_loader) -> dict | None:
         return self.means.pop()
@@ -147,10 +148,10 @@ class InvarianceLoss(AnnealedPenalty):
     """mean_e R^e + λ · penalty, with penalty = mean_e IRMv1 penalty (``kind="irm"``) or Var_e R^e (``"vrex"``),
     on :class:`AnnealedPenalty`'s schedule; reports the epoch means of ``risk`` and ``penalty``."""
 
-    def __init__(self, kind: str, penalty_weight: float, anneal_steps: int):
+    def __init__(self, kind: str, penalty_weight: float, anneal_steps: int, restart: bool = True):
         if kind not in ("irm", "vrex"):
             raise ValueError(f"kind must be 'irm' (IRMv1) or 'vrex' (V-REx), not {kind!r}")
-        super().__init__(penalty_weight, anneal_steps)
+        super().__init__(penalty_weight, anneal_steps, restart)
         self.kind = kind
 
     def __call__(self, out: BatchOutput, y: torch.Tensor) -> torch.Tensor:
@@ -164,21 +165,22 @@ class InvarianceLoss(AnnealedPenalty):
         return self.combine(risks.mean(), penalty)
 
 
-def _invariance(name: str, kind: str, penalty_weight: float, anneal_steps: int) -> Method:
+def _invariance(name: str, kind: str, penalty_weight: float, anneal_steps: int, restart: bool) -> Method:
     def training(config, train_set: ImageSet):
-        return InvarianceLoss(kind, penalty_weight, anneal_steps), []
+        return InvarianceLoss(kind, penalty_weight, anneal_steps, restart), []
 
-    params = {"penalty_weight": float(penalty_weight), "anneal_steps": int(anneal_steps)}
+    params = {"penalty_weight": float(penalty_weight), "anneal_steps": int(anneal_steps), "restart": bool(restart)}
     return Method(name, params, digits_model, training)
 
 
-def irmv1(penalty_weight: float = 1e4, anneal_steps: int = 100) -> Method:
+def irmv1(penalty_weight: float = 1e4, anneal_steps: int = 100, restart: bool = True) -> Method:
     """IRMv1 on the digits model: mean_e R^e + λ mean_e ‖∇_s R^e‖², λ = ``penalty_weight`` after
-    ``anneal_steps`` steps (the IRM paper's Colored-MNIST search found λ ≈ 9·10⁴, 190 steps of
-    full-batch training; nclab's default is a round value for mini-batches)."""
-    return _invariance("irmv1", "irm", penalty_weight, anneal_steps)
+    ``anneal_steps`` steps, the optimiser restarted then unless ``restart=False`` (the IRM paper's
+    Colored-MNIST search found λ ≈ 9·10⁴, 190 steps of full-batch training; nclab's default is a round
+    value for mini-batches)."""
+    return _invariance("irmv1", "irm", penalty_weight, anneal_steps, restart)
 
 
-def vrex(penalty_weight: float = 1e4, anneal_steps: int = 100) -> Method:
+def vrex(penalty_weight: float = 1e4, anneal_steps: int = 100, restart: bool = True) -> Method:
     """V-REx on the digits model: mean_e R^e + λ Var_e R^e, with the same schedule as :func:`irmv1`."""
-    return _invariance("vrex", "vrex", penalty_weight, anneal_steps)
+    return _invariance("vrex", "vrex", penalty_weight, anneal_steps, restart)
