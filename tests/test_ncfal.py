@@ -337,3 +337,11 @@ def test_ncfal_with_inferred_environments_beats_erm_on_the_test_environment(infe
         tables.ood_generalization(
             {"x": (runs["ERM"].model, [ncfal.with_environments(train_set, 1 - train_set.extras["env"])])}
         )
+
+
+def test_local_models_train_on_environments_smaller_than_a_batch():
+    train_set, _ = data.colored_mnist("smoke")
+    fit_local = ncfal.local_fitter(ncfal.recipe("smoke", width=4), epochs=1, device="cpu")
+    small = train_set.select(torch.arange(30))  # fewer than the batch of 64
+    model = fit_local(small, 0, 1)
+    assert isinstance(model.head, heads.FixedETF) and ncfal.label_logits(model, small).shape == (30,)
