@@ -45,6 +45,7 @@ __all__ = [
     "control",
     "invariance",
     "ncfal",
+    "spa",
 ]
 
 
@@ -169,4 +170,4 @@ class Method:
 ERM = Method("erm")  # empirical risk minimisation: cross-entropy, ResNet-18, a linear head
 
 
-from . import control, invariance, ncfal  # noqa: E402  (the methods use Method and Hook, defined above)
+from . import control, invariance, ncfal, spa  # noqa: E402  (the methods use Method and Hook, defined above)
