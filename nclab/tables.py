@@ -10,6 +10,9 @@
   (notebook 05);
 - :func:`ood_generalization`, :func:`partition_rounds`: accuracy and ETF distance of every method in every
   Colored-MNIST environment, and what environment inference put where, round by round (notebook 06);
+- :func:`per_class_alignment`, :func:`long_tail_groups`: every class's training count, group, test
+  accuracy, classifier norm and alignment cos(w_c, μ_c − μ_G), and the same summarised per many / medium /
+  few group with NC1–NC3 restricted to the group (notebook 07);
 - :func:`versus_claim`: a method's gain over its baseline next to the gain a paper claims, with a verdict
   that does not round a small gain up to agreement (notebooks 05–08).
 """
@@ -22,8 +25,8 @@ import pandas as pd
 import torch
 
 from . import heads, ood
-from .collapse import nc_metrics, variability_metrics
-from .data import ImageSet
+from .collapse import centred_means, class_means, nc_metrics, variability_metrics
+from .data import GROUPS, ImageSet, class_groups
 from .features import FeatureSet, cached_features
 from .probe import LinearProbe
 
@@ -39,6 +42,8 @@ __all__ = [
     "tradeoff",
     "ood_generalization",
     "partition_rounds",
+    "per_class_alignment",
+    "long_tail_groups",
     "versus_claim",
 ]
 
@@ -323,4 +328,68 @@ def partition_rounds(data: ImageSet, history: pd.DataFrame, initial: torch.Tenso
                 for k in torch.unique(true).tolist():
                     row[f"from_env_{k}"] = float((true.cpu()[inside] == k).float().mean())
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_class_alignment(
+    train: FeatureSet, test: FeatureSet, model_or_head, classes: list[str] | None = None
+) -> pd.DataFrame:
+    """One row per class: ``class``, ``train_images`` (its training count), ``group`` (many / medium / few,
+    ``nclab.data.class_groups``), ``test_accuracy`` (recall on the balanced test set), ``weight_norm``
+    ‖w_c‖ and ``alignment`` cos(w_c, μ_c − μ_G), with μ_c the class means of the training features and μ_G
+    their mean (SPEC §6). Minority collapse shows as small tail norms; misalignment as low cosines."""
+    W, _ = _classifier(model_or_head)[1:]
+    C = W.shape[0]
+    counts = torch.bincount(train.labels, minlength=C)
+    means, _ = class_means(train.features, train.labels, C)
+    M, _ = centred_means(means)  # (p, C)
+    cosine = torch.nn.functional.cosine_similarity(W.double().cpu(), M.T.cpu(), dim=1)
+    correct = (test.predictions == test.labels).double()
+    recall = torch.zeros(C, dtype=torch.float64).index_add_(0, test.labels, correct)
+    recall = recall / torch.bincount(test.labels, minlength=C).clamp_min(1)
+    groups, _ = class_groups(counts)
+    return pd.DataFrame(
+        {
+            "class": classes or list(range(C)),
+            "train_images": counts.tolist(),
+            "group": groups,
+            "test_accuracy": recall.tolist(),
+            "weight_norm": W.double().norm(dim=1).cpu().tolist(),
+            "alignment": cosine.tolist(),
+        }
+    )
+
+
+def long_tail_groups(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.DataFrame:
+    """One row per group (many, medium, few, then "all"): ``classes``, ``train_images``, ``test_accuracy``
+    (over the group's test images), the mean ``weight_norm`` and ``alignment`` of its classes, and
+    ``nc1``, ``nc2_equiangular_means``, ``nc3`` computed on the training features of the group's classes
+    alone, with their classifier rows (NaN for a group of fewer than 2 classes)."""
+    per_class = per_class_alignment(train, test, model_or_head)
+    W, b = _classifier(model_or_head)[1:]
+    rows = []
+    for group in [*GROUPS, "all"]:
+        members = per_class.index[per_class["group"] == group] if group != "all" else per_class.index
+        if len(members) == 0:
+            continue
+        index = torch.tensor(list(members))
+        in_train, in_test = torch.isin(train.labels, index), torch.isin(test.labels, index)
+        row = {
+            "group": group,
+            "classes": len(members),
+            "train_images": int(per_class.loc[members, "train_images"].sum()),
+            "test_accuracy": float((test.predictions[in_test] == test.labels[in_test]).double().mean()),
+            "weight_norm": float(per_class.loc[members, "weight_norm"].mean()),
+            "alignment": float(per_class.loc[members, "alignment"].mean()),
+        }
+        metrics = {}
+        if len(members) >= 2:
+            remap = torch.full((W.shape[0],), -1, dtype=torch.long)
+            remap[index] = torch.arange(len(index))
+            metrics = nc_metrics(
+                train.features[in_train], remap[train.labels[in_train]], W[index], None if b is None else b[index]
+            )
+        for key in ("nc1", "nc2_equiangular_means", "nc3"):
+            row[key] = metrics.get(key, float("nan"))
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -174,3 +174,40 @@ def test_the_centres_survive_an_interrupted_run(small_train, tmp_path, variant):
     assert torch.equal(whole_hook.means, resumed_hook.means) and torch.equal(whole_hook.seen, resumed_hook.seen)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def _feature_set(features, labels, logits):
+    from nclab.features import FeatureSet
+
+    return FeatureSet(features=features, logits=logits, labels=labels)
+
+
+def test_per_class_alignment_and_groups_on_a_hand_case():
+    """8 classes with the long-tailed counts of the smoke stand-in (n_max 250, IF 100); each feature is 3·e_c
+    plus an offset, the classifier rows are e_c − mean: perfectly aligned, every norm known."""
+    from nclab import tables
+
+    counts = data.long_tailed_counts(250, 8, 100)
+    labels = torch.arange(8).repeat_interleave(torch.tensor(counts))
+    E = torch.eye(8)
+    features = 3 * E[labels] + 1.0  # a common offset: removed by the centring on μ_G
+    head = torch.nn.Linear(8, 8)
+    with torch.no_grad():
+        head.weight.copy_(E - E.mean(0))
+        head.bias.zero_()
+    model = SimpleNamespace(head=__import__("nclab").heads.Linear(8, 8))
+    model.head.load_state_dict(head.state_dict())
+    test_labels = torch.arange(8).repeat_interleave(10)
+    test_logits = torch.eye(8)[test_labels]
+    test_logits[test_labels == 7] = torch.eye(8)[0]  # the last class is always mistaken for class 0
+    train_fs = _feature_set(features, labels, features @ head.weight.T)
+    test_fs = _feature_set(3 * E[test_labels], test_labels, test_logits)
+    per_class = tables.per_class_alignment(train_fs, test_fs, model.head)
+    assert per_class["train_images"].tolist() == counts
+    assert per_class["group"].tolist() == ["many"] * 3 + ["medium"] * 2 + ["few"] * 3
+    assert per_class["alignment"].tolist() == pytest.approx([1.0] * 8)
+    assert per_class["test_accuracy"].tolist() == [1.0] * 7 + [0.0]
+    groups = tables.long_tail_groups(train_fs, test_fs, model.head).set_index("group")
+    assert groups.loc["few", "test_accuracy"] == pytest.approx(2 / 3) and groups.loc["all", "classes"] == 8
+    assert groups.loc["many", "nc1"] == pytest.approx(0.0, abs=1e-9)  # no within-class spread
+    assert groups.loc["all", "train_images"] == sum(counts)

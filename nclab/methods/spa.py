@@ -35,6 +35,8 @@ __all__ = [
     "slerp",
     "LogitAdjusted",
     "long_tail_method",
+    "EPOCHS",
+    "recipe",
 ]
 
 
@@ -258,3 +260,32 @@ def long_tail_method(
 
     name = base if spa is None else f"{base}-spa-{spa}"
     return Method(name, params, standard_model, training)
+
+
+EPOCHS = {"smoke": 8, "quick": 12, "full": 200}  # per run; 9 runs in notebook 07
+
+
+def recipe(profile=None, method: Method | None = None, *, dataset: str = "cifar100-lt100", **overrides):
+    """The TrainConfig of every long-tailed run at the scale of ``profile``, the same budget for every
+    method: SGD (momentum 0.9) at lr 0.1, weight decay 5·10⁻⁴, a cosine schedule after a linear warm-up
+    over 5 % of training, random crop and flip, the profile's width and batch size, :data:`EPOCHS`
+    epochs (the seed trains 200). ``dataset``: the long-tailed set's name (``cifar100-lt100`` for
+    ``data.long_tailed(cifar100, 100)``); ``method`` defaults to plain cross-entropy."""
+    from ..config import get_profile
+    from ..train import TrainConfig
+
+    profile = get_profile(profile)
+    epochs = overrides.pop("epochs", EPOCHS[profile.name])
+    settings = dict(
+        regime="lt",
+        dataset=dataset,
+        method=long_tail_method() if method is None else method,
+        width=profile.width,
+        epochs=epochs,
+        batch_size=profile.batch_size,
+        lr=0.1,
+        weight_decay=5e-4,
+        schedule="cosine",
+        warmup_epochs=0.05 * epochs,
+    )
+    return TrainConfig(**{**settings, **overrides})
