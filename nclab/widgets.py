@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+import pandas as pd
 import torch
 from IPython.display import display
 
 from . import collapse, ood, plots
 
-__all__ = ["collapse_explorer", "threshold_explorer", "layer_explorer", "mask_explorer"]
+__all__ = ["collapse_explorer", "threshold_explorer", "layer_explorer", "mask_explorer", "alignment_explorer"]
 
 
 def collapse_explorer(snapshots: dict, classes: list[str], shown: tuple[int, int, int] = (0, 1, 2)):
@@ -160,3 +161,35 @@ def mask_explorer(model, data, classes: list[str] | None = None):
     index.observe(draw, names="value")
     draw()
     display(widgets.VBox([index, output]))
+
+
+def alignment_explorer(per_class: dict[tuple, pd.DataFrame]):
+    """Choose an imbalance factor and methods: the per-class alignment and classifier norms of those runs
+    (``nclab.plots.plot_class_alignment``). ``per_class``: {(imbalance factor, method): the output of
+    ``nclab.tables.per_class_alignment``}."""
+    factors = sorted({factor for factor, _ in per_class})
+    factor = widgets.Dropdown(options=factors, value=factors[-1], description="IF")
+    chosen = widgets.SelectMultiple(description="methods", rows=6)
+    output = widgets.Output()
+
+    def draw(change=None):
+        tables_ = {name: per_class[(factor.value, name)] for name in chosen.value if (factor.value, name) in per_class}
+        with output:
+            output.clear_output(wait=True)
+            if not tables_:
+                print("choose at least one method")
+                return
+            fig = plots.plot_class_alignment(tables_)
+            display(fig)
+            plt.close(fig)
+
+    def new_factor(change=None):
+        names = [name for f, name in per_class if f == factor.value]
+        chosen.unobserve(draw, names="value")
+        chosen.options, chosen.value = names, tuple(names[:2])
+        chosen.observe(draw, names="value")
+        draw()
+
+    factor.observe(new_factor, names="value")
+    new_factor()
+    display(widgets.VBox([widgets.HBox([factor, chosen]), output]))

@@ -1,0 +1,69 @@
+"""Figures of long-tailed learning (notebook 07): the class histogram, the per-class alignment and norms
+of the classifier, accuracy per group, and accuracy against alignment (the seed's Figure 1)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+__all__ = ["plot_class_histogram", "plot_class_alignment", "plot_group_accuracy", "plot_accuracy_vs_alignment"]
+
+GROUP_COLOURS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
+
+
+def plot_class_histogram(per_class: pd.DataFrame, title: str = "training images per class") -> plt.Figure:
+    """Bars of ``train_images`` per class (sorted, as the profile makes them), coloured by group.
+    ``per_class``: columns ``train_images`` and ``group`` (``nclab.tables.per_class_alignment``)."""
+    fig, ax = plt.subplots(figsize=(9, 3.5), constrained_layout=True)
+    ax.bar(range(len(per_class)), per_class["train_images"], color=per_class["group"].map(GROUP_COLOURS), width=1.0)
+    for group, colour in GROUP_COLOURS.items():
+        ax.bar([], [], color=colour, label=group)
+    ax.set(xlabel="class (sorted by size)", ylabel="training images", yscale="log", title=title)
+    ax.legend()
+    return fig
+
+
+def plot_class_alignment(per_class: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Two panels, one line per method, classes ordered by training size: the alignment cos(w_c, μ_c − μ_G)
+    (left) and the classifier norm ‖w_c‖ (right, minority collapse). ``per_class``: {method: the output of
+    ``nclab.tables.per_class_alignment``}."""
+    frame = pd.concat(
+        [table.reset_index(names="rank").assign(method=name) for name, table in per_class.items()], ignore_index=True
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True)
+    for ax, column, label in [
+        (axes[0], "alignment", "cos(w_c, μ_c − μ_G)"),
+        (axes[1], "weight_norm", "‖w_c‖"),
+    ]:
+        sns.lineplot(frame, x="rank", y=column, hue="method", ax=ax, marker="o", markersize=4, legend=ax is axes[1])
+        ax.set(xlabel="class, from the largest to the smallest", ylabel=label, title=f"{label} by class")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    return fig
+
+
+def plot_group_accuracy(groups: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Test accuracy per group (x: many, medium, few, all), one bar per method. ``groups``: {method: the
+    output of ``nclab.tables.long_tail_groups``}."""
+    frame = pd.concat([table.assign(method=name) for name, table in groups.items()], ignore_index=True)
+    fig, ax = plt.subplots(figsize=(10, 4), constrained_layout=True)
+    sns.barplot(frame, x="group", y="test_accuracy", hue="method", ax=ax)
+    ax.set(ylim=(0, 1), xlabel="", ylabel="test accuracy", title="accuracy per group (balanced test set)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    return fig
+
+
+def plot_accuracy_vs_alignment(summary: pd.DataFrame) -> plt.Figure:
+    """One point per method: its mean alignment cosine (x) against its test accuracy (y), labelled: the seed's
+    Figure 1 (baseline, aligned and deliberately misaligned models). ``summary``: columns ``method``,
+    ``alignment`` and ``test_accuracy`` (the "all" rows of ``long_tail_groups``)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.3), constrained_layout=True)
+    sns.scatterplot(summary, x="alignment", y="test_accuracy", hue="method", s=90, ax=ax, legend=False)
+    for row in summary.itertuples():
+        ax.annotate(
+            row.method, (row.alignment, row.test_accuracy), fontsize=8, xytext=(5, 3), textcoords="offset points"
+        )
+    ax.set(
+        xlabel="mean cos(w_c, μ_c − μ_G) over the classes", ylabel="test accuracy", title="accuracy against alignment"
+    )
+    return fig
