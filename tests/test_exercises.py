@@ -24,6 +24,7 @@ from nclab.exercises import (
     notebook04,
     notebook05,
     notebook06,
+    notebook07,
     run_check,
 )
 
@@ -35,6 +36,7 @@ TABLES = {
     "04": notebook04.EXERCISES,
     "05": notebook05.EXERCISES,
     "06": notebook06.EXERCISES,
+    "07": notebook07.EXERCISES,
 }
 
 
@@ -201,6 +203,7 @@ def test_every_question_has_positive_int_points_and_its_notebook_number():
         "04": 5,
         "05": 4,
         "06": 4,
+        "07": 3,
     }
     assert list(exercises.EXERCISES) == [name for table in TABLES.values() for name in table]
 
@@ -237,19 +240,19 @@ def test_a_question_in_two_notebooks_stops_the_import():
 
 
 @pytest.mark.parametrize(
-    "module", ["core", "notebook01", "notebook02", "notebook03", "notebook04", "notebook05", "notebook06"]
+    "module", ["core", "notebook01", "notebook02", "notebook03", "notebook04", "notebook05", "notebook06", "notebook07"]
 )
 def test_each_module_imports_first_in_a_fresh_interpreter(module):
     code = (
         f"import nclab.exercises.{module}, nclab.exercises as ex\n"
-        f"assert len(ex.EXERCISES) == 17 and ex.check is not None\n"
+        f"assert len(ex.EXERCISES) == 19 and ex.check is not None\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize(
-    "module", ["core", "notebook01", "notebook02", "notebook03", "notebook04", "notebook05", "notebook06"]
+    "module", ["core", "notebook01", "notebook02", "notebook03", "notebook04", "notebook05", "notebook06", "notebook07"]
 )
 def test_checks_import_only_core_and_the_computing_modules_relatively(module):
     """No circle through the package's __init__, and no absolute ``nclab`` import: the grader's fresh copy
