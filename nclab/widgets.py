@@ -171,8 +171,11 @@ def alignment_explorer(per_class: dict[tuple, pd.DataFrame]):
     factor = widgets.Dropdown(options=factors, value=factors[-1], description="IF")
     chosen = widgets.SelectMultiple(description="methods", rows=6)
     output = widgets.Output()
+    updating = []  # non-empty while the method list is being reset
 
     def draw(change=None):
+        if updating:
+            return
         tables_ = {name: per_class[(factor.value, name)] for name in chosen.value if (factor.value, name) in per_class}
         with output:
             output.clear_output(wait=True)
@@ -185,11 +188,12 @@ def alignment_explorer(per_class: dict[tuple, pd.DataFrame]):
 
     def new_factor(change=None):
         names = [name for f, name in per_class if f == factor.value]
-        chosen.unobserve(draw, names="value")
+        updating.append(True)
         chosen.options, chosen.value = names, tuple(names[:2])
-        chosen.observe(draw, names="value")
+        updating.clear()
         draw()
 
     factor.observe(new_factor, names="value")
+    chosen.observe(draw, names="value")
     new_factor()
     display(widgets.VBox([widgets.HBox([factor, chosen]), output]))

@@ -12,14 +12,16 @@ __all__ = ["plot_class_histogram", "plot_class_alignment", "plot_group_accuracy"
 GROUP_COLOURS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
 
 
-def plot_class_histogram(per_class: pd.DataFrame, title: str = "training images per class") -> plt.Figure:
-    """Bars of ``train_images`` per class (sorted, as the profile makes them), coloured by group.
-    ``per_class``: columns ``train_images`` and ``group`` (``nclab.tables.per_class_alignment``)."""
+def plot_class_histogram(counts, groups: list[str], title: str = "training images per class") -> plt.Figure:
+    """Bars of the training images of every class (log scale, in class order: the profile's), coloured by
+    group. ``counts``: (C,) images per class; ``groups``: the group of every class
+    (``nclab.data.class_groups``)."""
+    counts = [int(n) for n in counts]
     fig, ax = plt.subplots(figsize=(9, 3.5), constrained_layout=True)
-    ax.bar(range(len(per_class)), per_class["train_images"], color=per_class["group"].map(GROUP_COLOURS), width=1.0)
+    ax.bar(range(len(counts)), counts, color=[GROUP_COLOURS[g] for g in groups], width=0.9)
     for group, colour in GROUP_COLOURS.items():
-        ax.bar([], [], color=colour, label=group)
-    ax.set(xlabel="class (sorted by size)", ylabel="training images", yscale="log", title=title)
+        ax.bar([], [], color=colour, label=f"{group} ({groups.count(group)} classes)")
+    ax.set(xlabel="class", ylabel="training images (log)", yscale="log", title=title)
     ax.legend()
     return fig
 
