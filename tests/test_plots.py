@@ -185,3 +185,31 @@ def test_plot_tradeoff_puts_nc1_on_a_log_x_and_labels_every_layer():
     offsets = np.concatenate([c.get_offsets() for c in transfer.collections])
     assert sorted(map(tuple, offsets.tolist())) == [(0.2, 0.5), (1.0, 0.8), (5.0, 0.9)]
     plt.close(fig)
+
+
+def test_the_generalization_and_long_tail_figures_draw_what_they_name():
+    frame = pd.DataFrame({"method": ["ERM", "ERM", "NCFAL", "NCFAL"], "environment": ["train", "test"] * 2,
+                          "accuracy": [0.9, 0.1, 0.7, 0.6], "etf_distance": [0.5, 2.7, 0.8, 1.0]})  # fmt: skip
+    fig = plots.plot_ood_generalization(frame)
+    assert [line.get_ydata()[0] for line in fig.axes[0].lines[-2:]] == [0.5, 0.75]  # chance and the shape ceiling
+    fig = plots.plot_etf_vs_accuracy(frame)
+    assert "test" in fig.axes[0].get_xlabel() and len(fig.axes[0].texts) == 2
+    partition = pd.DataFrame({"round": [0, 0, 1, 1], "environment": [0, 1, 0, 1], "samples": [5, 5, 2, 8],
+                              "colour_agrees": [0.8, 0.9, 0.0, 1.0]})  # fmt: skip
+    assert len(plots.plot_partition(partition).axes) == 2
+    fig = plots.plot_mask(torch.rand(3, 4, 4), ["luminance", "red − green", "blue − yellow"])
+    assert fig.axes[0].get_title().startswith("luminance")
+    assert len(plots.plot_masked_sample(torch.rand(3, 4, 4), torch.rand(3, 4, 4), "a caption").axes) == 3
+    per_class = pd.DataFrame({"train_images": [50, 10, 2], "group": ["many", "medium", "few"],
+                              "test_accuracy": [0.9, 0.5, 0.1], "weight_norm": [2.0, 1.0, 0.5],
+                              "alignment": [0.9, 0.5, 0.1]})  # fmt: skip
+    fig = plots.plot_class_histogram(per_class["train_images"], per_class["group"].tolist())
+    assert fig.axes[0].get_yscale() == "log" and len(fig.axes[0].patches) == 3
+    assert len(plots.plot_class_alignment({"CE": per_class, "SpA": per_class}).axes) == 2
+    groups = pd.DataFrame(
+        {"group": ["many", "few", "all"], "test_accuracy": [0.9, 0.1, 0.5], "alignment": [0.9, 0.2, 0.6]}
+    )
+    assert plots.plot_group_accuracy({"CE": groups}).axes[0].get_ylim() == (0, 1)
+    summary = pd.DataFrame({"method": ["CE", "SpA"], "alignment": [0.5, 0.8], "test_accuracy": [0.4, 0.5]})
+    assert len(plots.plot_accuracy_vs_alignment(summary).axes[0].texts) == 2
+    plt.close("all")

@@ -83,3 +83,52 @@ def test_layer_explorer_draws_the_chosen_model_and_layer_with_its_nc1(monkeypatc
     model.value = "baseline"  # the projector is not there: back to the deepest layer
     assert stage.value == "layer4" and drawn[-1][1].startswith("baseline, layer4")
     plt.close("all")
+
+
+def _per_class(offset):
+    import pandas as pd
+
+    return pd.DataFrame({"train_images": [50, 10, 2], "group": ["many", "medium", "few"],
+                         "test_accuracy": [0.9, 0.5, 0.1], "weight_norm": [2.0, 1.0, 0.5],
+                         "alignment": [0.9 - offset, 0.5, 0.1]})  # fmt: skip
+
+
+def test_alignment_explorer_follows_the_imbalance_factor_and_the_methods(monkeypatch):
+    shown, drawn = [], []
+    monkeypatch.setattr(widgets, "display", lambda obj: shown.append(obj))
+    monkeypatch.setattr(plots, "plot_class_alignment", lambda tables: drawn.append(sorted(tables)) or plt.figure())
+    per_class = {(100, "CE"): _per_class(0), (100, "SpA"): _per_class(0.1), (100, "LA"): _per_class(0.2),
+                 (10, "CE"): _per_class(0.3)}  # fmt: skip
+    widgets.alignment_explorer(per_class)
+    factor = next(_find(shown[-1], ipywidgets.Dropdown))
+    methods = next(_find(shown[-1], ipywidgets.SelectMultiple))
+    assert factor.value == 100 and methods.value == ("CE", "SpA") and drawn[-1] == ["CE", "SpA"]
+    methods.value = ("LA",)
+    assert drawn[-1] == ["LA"]
+    factor.value = 10
+    assert list(methods.options) == ["CE"] and drawn[-1] == ["CE"]
+    plt.close("all")
+
+
+def test_mask_explorer_shows_the_chosen_sample_through_the_mask(monkeypatch):
+    from nclab import data
+    from nclab.methods import ncfal
+
+    shown, drawn = [], []
+    monkeypatch.setattr(widgets, "display", lambda obj: shown.append(obj))
+    monkeypatch.setattr(
+        plots, "plot_masked_sample", lambda x, masked, caption: drawn.append((x, masked, caption)) or plt.figure()
+    )
+    train_set, _ = data.colored_mnist("smoke")
+    part = train_set.select(torch.arange(10))
+    config = ncfal.recipe("smoke", width=4)
+    model = config.method.build_model(config, part).train()
+    widgets.mask_explorer(model, part)
+    slider = next(_find(shown[-1], ipywidgets.IntSlider))
+    assert slider.max == 9 and "sample 0" in drawn[-1][2] and "environment" in drawn[-1][2]
+    slider.value = 3
+    x, masked, caption = drawn[-1]
+    assert model.training  # the explorer restores the mode it found
+    torch.testing.assert_close(masked, model.eval().mask(x[None])[0])  # no noise: the eval mask
+    assert caption.startswith("sample 3")
+    plt.close("all")
