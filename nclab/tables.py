@@ -362,11 +362,21 @@ def per_class_alignment(
 
 def long_tail_groups(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.DataFrame:
     """One row per group (many, medium, few, then "all"): ``classes``, ``train_images``, ``test_accuracy``
-    (over the group's test images), the mean ``weight_norm`` and ``alignment`` of its classes, and
-    ``nc1``, ``nc2_equiangular_means``, ``nc3`` computed on the training features of the group's classes
-    alone, with their classifier rows (NaN for a group of fewer than 2 classes)."""
+    (over the group's test images), the mean ``weight_norm`` and ``alignment`` of its classes,
+    ``max_cos_means`` and ``max_cos_weights`` (the largest cosine between two of its centred class means,
+    centred on all classes' μ_G, and between two of its classifier rows: near 1 when the group's classes
+    merge, as in minority collapse), and ``nc1``, ``nc2_equiangular_means``, ``nc3`` computed on the
+    training features of the group's classes alone, with their classifier rows (NaN for a group of fewer
+    than 2 classes)."""
     per_class = per_class_alignment(train, test, model_or_head)
     W, b = _classifier(model_or_head)[1:]
+    M, _ = centred_means(class_means(train.features, train.labels, W.shape[0])[0])  # (p, C)
+
+    def largest_cosine(rows: torch.Tensor) -> float:
+        unit = torch.nn.functional.normalize(rows.double(), dim=1)
+        cosines = unit @ unit.T
+        return float(cosines[~torch.eye(len(rows), dtype=torch.bool)].max())
+
     rows = []
     for group in [*GROUPS, "all"]:
         members = per_class.index[per_class["group"] == group] if group != "all" else per_class.index
@@ -382,6 +392,8 @@ def long_tail_groups(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.D
             "weight_norm": float(per_class.loc[members, "weight_norm"].mean()),
             "alignment": float(per_class.loc[members, "alignment"].mean()),
         }
+        row["max_cos_means"] = largest_cosine(M.T.cpu()[index]) if len(members) >= 2 else float("nan")
+        row["max_cos_weights"] = largest_cosine(W.cpu()[index]) if len(members) >= 2 else float("nan")
         metrics = {}
         if len(members) >= 2:
             remap = torch.full((W.shape[0],), -1, dtype=torch.long)
