@@ -346,7 +346,8 @@ def per_class_alignment(
     cosine = torch.nn.functional.cosine_similarity(W.double().cpu(), M.T.cpu(), dim=1)
     correct = (test.predictions == test.labels).double()
     recall = torch.zeros(C, dtype=torch.float64).index_add_(0, test.labels, correct)
-    recall = recall / torch.bincount(test.labels, minlength=C).clamp_min(1)
+    test_counts = torch.bincount(test.labels, minlength=C)
+    recall = torch.where(test_counts > 0, recall / test_counts.clamp_min(1), torch.nan)  # no test image: NaN
     groups, _ = class_groups(counts)
     return pd.DataFrame(
         {
@@ -366,8 +367,9 @@ def long_tail_groups(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.D
     ``max_cos_means`` and ``max_cos_weights`` (the largest cosine between two of its centred class means,
     centred on all classes' μ_G, and between two of its classifier rows: near 1 when the group's classes
     merge, as in minority collapse), and ``nc1``, ``nc2_equiangular_means``, ``nc3`` computed on the
-    training features of the group's classes alone, with their classifier rows (NaN for a group of fewer
-    than 2 classes)."""
+    training features of the group's classes alone, with their classifier rows, so centred on the group's
+    own mean of class means (NaN for a group of fewer than 2 classes, ``nc2_equiangular_means`` for fewer
+    than 3: one pair has no spread; NaN too where a zero classifier row leaves them undefined)."""
     per_class = per_class_alignment(train, test, model_or_head)
     W, b = _classifier(model_or_head)[1:]
     M, _ = centred_means(class_means(train.features, train.labels, W.shape[0])[0])  # (p, C)
@@ -398,9 +400,14 @@ def long_tail_groups(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.D
         if len(members) >= 2:
             remap = torch.full((W.shape[0],), -1, dtype=torch.long)
             remap[index] = torch.arange(len(index))
-            metrics = nc_metrics(
-                train.features[in_train], remap[train.labels[in_train]], W[index], None if b is None else b[index]
-            )
+            try:
+                metrics = nc_metrics(
+                    train.features[in_train], remap[train.labels[in_train]], W[index], None if b is None else b[index]
+                )
+            except ValueError:  # a zero classifier row: its cosines are undefined
+                metrics = {}
+            if len(members) < 3:
+                metrics.pop("nc2_equiangular_means", None)
         for key in ("nc1", "nc2_equiangular_means", "nc3"):
             row[key] = metrics.get(key, float("nan"))
         rows.append(row)

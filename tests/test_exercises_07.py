@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,9 @@ def not_yet(*args):
         ("07_counts", lambda n, C, IF: [int(n * (1 / IF) ** (c / (C - 1))) for c in range(C)]),  # the LDAM code
         ("07_counts", lambda n, C, IF: torch.tensor(counts_right(n, C, IF))),
         ("07_counts", lambda n, C, IF: tuple(counts_right(n, C, IF))),
+        ("07_counts", lambda n, C, IF: np.floor(n * float(IF) ** (-np.arange(C) / (C - 1))).astype(int)),  # NumPy
+        ("07_counts", lambda n, C, IF: list(np.floor(n * float(IF) ** (-np.arange(C) / (C - 1))).astype(np.int64))),
+        ("07_counts", lambda n, C, IF: torch.floor(n * IF ** (-torch.arange(C) / (C - 1)))),  # floored floats
         ("07_project", project_right),
         ("07_project", project_loop),
         ("07_project", lambda w, g, mu, keep: project_right(w.float(), g.float(), mu.float(), keep)),

@@ -233,3 +233,26 @@ def test_on_a_real_long_tail_ce_shows_minority_collapse_and_spa_reg_aligns(stand
     assert head["weight_norm"].mean() > tail["weight_norm"].mean()
     assert head["test_accuracy"].mean() > 0.7 and tail["test_accuracy"].mean() < 0.2
     assert results["reg"]["alignment"].mean() > ce["alignment"].mean() + 0.1
+
+
+def test_a_non_finite_feature_row_does_not_poison_the_centres():
+    centres = spa.ClassCentres(2)
+    h = torch.tensor([[1.0, 0.0], [float("inf"), 0.0], [0.0, 1.0]])
+    centres.update(h, torch.tensor([0, 0, 1]))
+    assert torch.isfinite(centres.centres()).all()
+    torch.testing.assert_close(centres.means, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+
+
+def test_spa_reg_aligns_the_rows_of_classes_absent_from_the_batch():
+    """Class 2 is not in the batch: its row still counts, against its running centre."""
+    W = torch.eye(3, 4)
+    reg = spa.SpARegLoss(CrossEntropy(), 3, weight=1.0)
+    reg.update(3 * torch.eye(3, 4), torch.arange(3))  # every class seen once
+    h, y = 3 * torch.eye(3, 4)[:2], torch.tensor([0, 1])
+    out, y = _batch(-W, h, y)  # every row points away from its class
+    with_absent = reg(out, y) - CrossEntropy()(out, y)
+    assert with_absent.item() > 1.0  # three rows, all misaligned: the mean of 1 − cos is above 1
+    W_fixed = -W.clone()
+    W_fixed[2] = -W_fixed[2]  # now row 2 (absent from the batch) points at its centre
+    out, y = _batch(W_fixed, h, y)
+    assert (reg(out, y) - CrossEntropy()(out, y)).item() < with_absent.item()

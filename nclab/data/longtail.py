@@ -27,7 +27,8 @@ CIFAR_N_MAX = 500  # images per class of CIFAR-100's training set: the threshold
 
 
 def long_tailed_counts(n_max: int, num_classes: int, imbalance_factor: float) -> list[int]:
-    """n_c = ⌊n_max · IF^(−c/(C−1))⌋ for c = 0 … C−1 (IF ≥ 1; IF = 1 keeps every class at n_max)."""
+    """n_c = ⌊n_max · IF^(−c/(C−1))⌋ for c = 0 … C−1 (IF ≥ 1; IF = 1 keeps every class at n_max), at least
+    1 image per class (the floor alone would give 0 where n_max < IF)."""
     if not imbalance_factor >= 1:
         raise ValueError(f"imbalance_factor is n_max / n_min ≥ 1, got {imbalance_factor!r}")
     if num_classes < 2 or n_max < 1:

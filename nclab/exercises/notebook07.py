@@ -6,8 +6,10 @@ Its table ``EXERCISES`` (question → answer name, check, points) is merged into
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -15,16 +17,27 @@ from .. import data, methods
 from .core import Exercise, Wrong, call, compare, compare_close
 
 
-def _as_counts(got, case: str, expected: torch.Tensor) -> torch.Tensor | str:
-    """The answer as an int64 tensor (a list, tuple or integer tensor), or a message."""
-    if isinstance(got, torch.Tensor) and type(got) is torch.Tensor:
-        if got.is_floating_point() or got.is_complex():
-            return f"{case}: return whole numbers of images (floor them), not {got.dtype} values."
+def _as_counts(got, case: str) -> torch.Tensor | str:
+    """The answer as an int64 tensor (a list or tuple of integers, an integer or whole-valued tensor or
+    NumPy array), or a message saying what to return."""
+    if (
+        isinstance(got, (list, tuple))
+        and got
+        and all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in got)
+    ):
+        return torch.tensor([int(n) for n in got], dtype=torch.long)
+    if isinstance(got, np.ndarray) and got.dtype.kind in "iuf":
+        got = torch.from_numpy(got.copy())
+    if type(got) is torch.Tensor and not got.is_complex() and got.dtype != torch.bool:
+        if got.is_floating_point():
+            if not bool(torch.isfinite(got).all()) or not torch.equal(got, got.floor()):
+                return (
+                    f"{case}: return whole numbers of images (floor them), not {got.dtype} values like "
+                    f"{got[:2].tolist()}."
+                )
         return got.long()
-    if isinstance(got, (list, tuple)) and all(isinstance(n, int) and not isinstance(n, bool) for n in got):
-        return torch.tensor(got, dtype=torch.long)
-    if isinstance(got, (list, tuple)) and all(isinstance(n, float) for n in got):
-        return f"{case}: return whole numbers of images (math.floor), not floats like {got[:2]}."
+    if isinstance(got, (list, tuple)) and got and all(isinstance(n, numbers.Real) for n in got):
+        return f"{case}: return whole numbers of images (math.floor gives ints), not floats like {list(got[:2])}."
     return f"{case}: return a list of C ints (or an int tensor), got {type(got).__name__}."
 
 
@@ -47,7 +60,7 @@ def check_counts(long_tailed_counts: Callable) -> tuple[bool, str]:
             got = call(long_tailed_counts, case, n_max, C, IF)
         except Wrong as wrong:
             return False, str(wrong)
-        got = _as_counts(got, case, expected)
+        got = _as_counts(got, case)
         if isinstance(got, str):
             return False, got
         c = torch.arange(C, dtype=torch.float64)

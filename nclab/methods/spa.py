@@ -70,7 +70,8 @@ class ClassCentres(Hook):
 
     ``centres()`` → (C, p) float32: the EMA means minus their mean over the classes seen so far (μ_c −
     μ_G, SPEC §1's centring), zero rows for classes not seen yet; ``normalised()`` the same rows divided
-    by their norms. The EMA and which classes were seen are saved in the checkpoint.
+    by their norms. The EMA and which classes were seen are saved in the checkpoint. Rows of non-finite
+    features (an fp16 overflow) are left out of the update.
     """
 
     def __init__(self, num_classes: int, momentum: float = 0.9):
@@ -81,6 +82,8 @@ class ClassCentres(Hook):
 
     def update(self, features: torch.Tensor, y: torch.Tensor) -> None:
         h = features.detach().float()
+        finite = torch.isfinite(h).all(1)  # an overflowed half-precision row must not poison every centre
+        h, y = h[finite], y[finite]
         if self.means is None:
             self.means = torch.zeros(self.num_classes, h.shape[1], device=h.device)
             self.seen = torch.zeros(self.num_classes, dtype=torch.bool, device=h.device)
@@ -133,19 +136,22 @@ class SpAProj(ClassCentres):
     def after_backward(self, out: BatchOutput, y: torch.Tensor) -> None:
         self.update(out.features, y)
         weight = _classifier_weight(out.model)
-        if weight.grad is not None:
-            weight.grad.copy_(spa_project(weight.detach(), weight.grad, self.normalised(), self.keep))
+        if weight.grad is not None and self.means is not None and bool(self.seen.any()):
+            projected = spa_project(weight.detach(), weight.grad, self.normalised(), self.keep)
+            if bool(torch.isfinite(projected).all()):  # else leave the gradient to the scaler's inf check
+                weight.grad.copy_(projected)
 
     def after_step(self, out, y) -> None:  # the centres were updated before the step
         pass
 
 
 class SpARegLoss(ClassCentres):
-    """``base`` loss + λ (1/C') Σ_c (1 − cos(w_c, μ_c − μ_G)) over the C' classes of the batch (nclab's
-    SpA-Reg; the seed's exact form is not public). μ_c is the batch mean of class c's features (so the
-    term trains the features and the classifier), μ_G the EMA centres' mean (a constant). λ < 0 pushes
-    rows and means apart: the seed's "misaligned" model. Reports the epoch means of ``base`` and
-    ``alignment`` (the mean cosine)."""
+    """``base`` loss + λ (1/C') Σ_c (1 − cos(w_c, μ_c − μ_G)) over the C' classes seen so far (nclab's
+    SpA-Reg; the seed's exact form is not public). μ_c is the batch mean of class c's features when c is
+    in the batch (so the term trains the features and the classifier) and its running centre otherwise
+    (so a tail class's row is aligned at every step, not only when one of its rare images is drawn);
+    μ_G is the mean of the running centres (a constant). λ < 0 pushes rows and means apart: the seed's
+    "misaligned" model. Reports the epoch means of ``base`` and ``alignment`` (the mean cosine)."""
 
     def __init__(self, base, num_classes: int, weight: float = 1.0, momentum: float = 0.9):
         super().__init__(num_classes, momentum)
@@ -154,12 +160,17 @@ class SpARegLoss(ClassCentres):
     def __call__(self, out: BatchOutput, y: torch.Tensor) -> torch.Tensor:
         base = self.base(out, y)
         h = out.features.float()
-        classes = torch.unique(y)
-        onehot = (y[:, None] == classes[None, :]).float()  # (B, C')
-        means = (onehot.T @ h) / onehot.sum(0)[:, None]  # (C', p), differentiable
-        mu_G = self.means[self.seen].mean(0) if self.means is not None and bool(self.seen.any()) else h.mean(0).detach()
-        W = _classifier_weight(out.model)[classes].float()
-        cosine = F.cosine_similarity(W, means - mu_G, dim=1)
+        onehot = F.one_hot(y, self.num_classes).float()  # (B, C)
+        counts = onehot.sum(0)
+        batch_means = (onehot.T @ h) / counts.clamp_min(1)[:, None]  # (C, p), differentiable where present
+        present = counts > 0
+        if self.means is None or not bool(self.seen.any()):  # the very first batch: its own means only
+            means, mu_G, rows = batch_means, batch_means[present].mean(0).detach(), present
+        else:
+            means = torch.where(present[:, None], batch_means, self.means)
+            mu_G, rows = self.means[self.seen].mean(0), present | self.seen
+        W = _classifier_weight(out.model).float()
+        cosine = F.cosine_similarity(W[rows], (means - mu_G)[rows], dim=1)
         self._terms.add(base.detach(), cosine.mean().detach())
         return base + self.weight * (1 - cosine).mean()
 
@@ -274,7 +285,9 @@ def recipe(profile=None, method: Method | None = None, *, dataset: str = "cifar1
     """The TrainConfig of every long-tailed run at the scale of ``profile``, the same budget for every
     method: SGD (momentum 0.9) at lr 0.1, weight decay 5·10⁻⁴, a cosine schedule after a linear warm-up
     over 5 % of training, random crop and flip, the profile's width and batch size, :data:`EPOCHS`
-    epochs (the seed trains 200). ``dataset``: the long-tailed set's name (``cifar100-lt100`` for
+    epochs (the seed trains 200). The smoke profile trains 8 epochs, not SPEC §8's 1–2: its long-tailed
+    stand-in has 512 images (8 steps an epoch, about a second on a CPU), and in 2 epochs nothing but the
+    head classes would be learnt. ``dataset``: the long-tailed set's name (``cifar100-lt100`` for
     ``data.long_tailed(cifar100, 100)``); ``method`` defaults to plain cross-entropy."""
     from ..config import get_profile
     from ..train import TrainConfig
