@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nclab import data, train
+from nclab import data, methods, train
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +57,24 @@ def digits_config():
         )
 
     return make
+
+
+class Disconnect(Exception):
+    """What a dying kernel looks like to a test: raised by :class:`DisconnectAt`."""
+
+
+class DisconnectAt(methods.Hook):
+    """A hook that raises :class:`Disconnect` at the end of epoch ``at``, before that epoch's checkpoint."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def end_epoch(self, epoch, model, train_loader):
+        if epoch == self.at:
+            raise Disconnect
+
+
+@pytest.fixture
+def disconnect_at():
+    """(DisconnectAt, Disconnect): a hook that interrupts a run at an epoch's end, and what it raises."""
+    return DisconnectAt, Disconnect

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nclab import data, methods, train
+from nclab import data, train
 from nclab.losses import BatchOutput
 from nclab.methods import invariance
 
@@ -146,23 +146,9 @@ def test_irmv1_penalty_gradient_matches_finite_differences():
     assert torch.autograd.gradcheck(lambda l: invariance.irmv1_penalty(l, y).double(), (logits,))
 
 
-class _Disconnect(Exception):
-    pass
-
-
-class _DisconnectAt(methods.Hook):
-    """Raises at the end of epoch ``at`` (before its checkpoint): a kernel that dies there."""
-
-    def __init__(self, at):
-        self.at = at
-
-    def end_epoch(self, epoch, model, train_loader):
-        if epoch == self.at:
-            raise _Disconnect
-
-
 @pytest.mark.parametrize("anneal_steps", [4, 6], ids=["jump at an epoch boundary", "jump inside an epoch"])
-def test_a_run_resumed_across_the_optimiser_restart_ends_with_the_same_weights(tmp_path, anneal_steps):
+def test_a_run_resumed_across_the_optimiser_restart_ends_with_the_same_weights(tmp_path, anneal_steps, disconnect_at):
+    DisconnectAt, Disconnect = disconnect_at
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (128, 3, 28, 28), dtype=torch.uint8, generator=generator)
     extras = {"env": torch.randint(0, 2, (128,), generator=generator)}
@@ -180,12 +166,12 @@ def test_a_run_resumed_across_the_optimiser_restart_ends_with_the_same_weights(t
         loader = data.GpuLoader(toy, 32, shuffle=True, augment=False, drop_last=True, seed=0, device="cpu")
         loss, hooks = config.method.training(config, toy)
         train.fit(
-            model, config, loader, run_dir=folder, loss=loss, hooks=[*hooks, _DisconnectAt(stop_at)], progress=False
+            model, config, loader, run_dir=folder, loss=loss, hooks=[*hooks, DisconnectAt(stop_at)], progress=False
         )
         return model
 
     whole = run(tmp_path / "whole")
-    with pytest.raises(_Disconnect):
+    with pytest.raises(Disconnect):
         run(tmp_path / "resumed", stop_at=2)  # 4 steps per epoch: epoch 1's checkpoint is there, epoch 2's not
     resumed = run(tmp_path / "resumed")
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nclab import data, methods, models, train
+from nclab import data, models, train
 from nclab.losses import BatchOutput, CrossEntropy
 from nclab.methods import spa
 
@@ -137,21 +137,9 @@ def test_long_tail_methods_are_named_by_their_pieces():
         spa._classifier_weight(models.resnet18(3, 4, head=__import__("nclab").heads.FixedETF(32, 3)))
 
 
-class _Disconnect(Exception):
-    pass
-
-
-class _DisconnectAt(methods.Hook):
-    def __init__(self, at):
-        self.at = at
-
-    def end_epoch(self, epoch, model, train_loader):
-        if epoch == self.at:
-            raise _Disconnect
-
-
 @pytest.mark.parametrize("variant", ["proj", "reg", "slerp"])
-def test_the_centres_survive_an_interrupted_run(small_train, tmp_path, variant):
+def test_the_centres_survive_an_interrupted_run(small_train, tmp_path, variant, disconnect_at):
+    DisconnectAt, Disconnect = disconnect_at
     lt = data.long_tailed(small_train, 4)
     method = spa.long_tail_method(variant, every=3)
     config = train.TrainConfig(regime="test", dataset=lt.name.split("/")[0], method=method, width=4, epochs=3,
@@ -163,12 +151,12 @@ def test_the_centres_survive_an_interrupted_run(small_train, tmp_path, variant):
         loader = data.GpuLoader(lt, 16, shuffle=True, augment=True, drop_last=True, seed=0, device="cpu")
         loss, hooks = method.training(config, lt)
         train.fit(
-            model, config, loader, run_dir=folder, loss=loss, hooks=[*hooks, _DisconnectAt(stop_at)], progress=False
+            model, config, loader, run_dir=folder, loss=loss, hooks=[*hooks, DisconnectAt(stop_at)], progress=False
         )
         return model, (loss if variant == "reg" else hooks[0])
 
     whole, whole_hook = run(tmp_path / "whole")
-    with pytest.raises(_Disconnect):
+    with pytest.raises(Disconnect):
         run(tmp_path / "resumed", stop_at=2)
     resumed, resumed_hook = run(tmp_path / "resumed")
     assert torch.equal(whole_hook.means, resumed_hook.means) and torch.equal(whole_hook.seen, resumed_hook.seen)
