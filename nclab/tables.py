@@ -27,6 +27,7 @@ import torch
 from . import heads, ood
 from .collapse import centred_means, class_means, nc_metrics, variability_metrics
 from .data import GROUPS, ImageSet, class_groups
+from .data.mnist import COLOR_FLIPS
 from .features import FeatureSet, cached_features
 from .probe import LinearProbe
 
@@ -284,7 +285,9 @@ def versus_claim(baseline: dict[str, float], method: dict[str, float], claimed: 
     return pd.DataFrame(rows).set_index("task")
 
 
-ENVIRONMENT_NAMES = {0: "train (e = 0.1)", 1: "train (e = 0.2)", 2: "test (e = 0.9)"}  # Colored-MNIST's
+ENVIRONMENT_NAMES = {  # Colored-MNIST's environments, named by their colour flip e
+    env: f"{'test' if env == 2 else 'train'} (e = {flip:g})" for env, flip in enumerate(COLOR_FLIPS)
+}
 
 
 def ood_generalization(entries: dict[str, tuple], names: dict[int, str] | None = None) -> pd.DataFrame:
@@ -338,7 +341,11 @@ def per_class_alignment(
     ``nclab.data.class_groups``), ``test_accuracy`` (recall on the balanced test set), ``weight_norm``
     ‖w_c‖ and ``alignment`` cos(w_c, μ_c − μ_G), with μ_c the class means of the training features and μ_G
     their mean (SPEC §6). Minority collapse shows as small tail norms; misalignment as low cosines."""
-    W, _ = _classifier(model_or_head)[1:]
+    return _per_class(train, test, _classifier(model_or_head)[1], classes)[0]
+
+
+def _per_class(train: FeatureSet, test: FeatureSet, W: torch.Tensor, classes=None) -> tuple[pd.DataFrame, torch.Tensor]:
+    """(:func:`per_class_alignment`'s table, the training class means (C, p)) for classifier rows W."""
     C = W.shape[0]
     counts = torch.bincount(train.labels, minlength=C)
     means, _ = class_means(train.features, train.labels, C)
@@ -349,7 +356,7 @@ def per_class_alignment(
     test_counts = torch.bincount(test.labels, minlength=C)
     recall = torch.where(test_counts > 0, recall / test_counts.clamp_min(1), torch.nan)  # no test image: NaN
     groups, _ = class_groups(counts)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "class": classes or list(range(C)),
             "train_images": counts.tolist(),
@@ -359,6 +366,7 @@ def per_class_alignment(
             "alignment": cosine.tolist(),
         }
     )
+    return table, means
 
 
 def long_tail_groups(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.DataFrame:
@@ -370,14 +378,13 @@ def long_tail_groups(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.D
     training features of the group's classes alone, with their classifier rows, so centred on the group's
     own mean of class means (NaN for a group of fewer than 2 classes, ``nc2_equiangular_means`` for fewer
     than 3: one pair has no spread; NaN too where a zero classifier row leaves them undefined)."""
-    per_class = per_class_alignment(train, test, model_or_head)
     W, b = _classifier(model_or_head)[1:]
-    M, _ = centred_means(class_means(train.features, train.labels, W.shape[0])[0])  # (p, C)
-
-    def largest_cosine(rows: torch.Tensor) -> float:
-        unit = torch.nn.functional.normalize(rows.double(), dim=1)
-        cosines = unit @ unit.T
-        return float(cosines[~torch.eye(len(rows), dtype=torch.bool)].max())
+    per_class, means = _per_class(train, test, W)
+    unit = {
+        "max_cos_means": torch.nn.functional.normalize(centred_means(means)[0].T.cpu(), dim=1),
+        "max_cos_weights": torch.nn.functional.normalize(W.double().cpu(), dim=1),
+    }
+    grams = {key: rows @ rows.T for key, rows in unit.items()}  # cosines between classes (C, C)
 
     rows = []
     for group in [*GROUPS, "all"]:
@@ -394,8 +401,9 @@ def long_tail_groups(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.D
             "weight_norm": float(per_class.loc[members, "weight_norm"].mean()),
             "alignment": float(per_class.loc[members, "alignment"].mean()),
         }
-        row["max_cos_means"] = largest_cosine(M.T.cpu()[index]) if len(members) >= 2 else float("nan")
-        row["max_cos_weights"] = largest_cosine(W.cpu()[index]) if len(members) >= 2 else float("nan")
+        for key, gram in grams.items():  # the largest cosine between two different classes of the group
+            pairs = gram[index][:, index][~torch.eye(len(index), dtype=torch.bool)]
+            row[key] = float(pairs.max()) if len(members) >= 2 else float("nan")
         metrics = {}
         if len(members) >= 2:
             remap = torch.full((W.shape[0],), -1, dtype=torch.long)

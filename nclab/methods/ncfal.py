@@ -68,7 +68,6 @@ __all__ = [
     "NcfalLoss",
     "ncfal",
     "local_model",
-    "environment_accuracy",
     "etf_distance",
     "environment_metrics",
 ]
@@ -466,13 +465,6 @@ def local_model(encoder: str = "cnn", etf_scale: float = 1.0, etf_seed: int = 0)
 
     params = dict(encoder=encoder, etf_scale=float(etf_scale), etf_seed=int(etf_seed))
     return Method("ncfal-local", params, build, training)
-
-
-def environment_accuracy(model: nn.Module, data: ImageSet, key: str = "env") -> dict[int, float]:
-    """{environment: accuracy of ``model`` on its samples} for the extra ``key`` of ``data``."""
-    fs = _extract(model, data)
-    correct, env = (fs.logits.argmax(1) == fs.labels).float(), data.extras[key].cpu()
-    return {int(e): float(correct[env == e].mean()) for e in torch.unique(env)}
 
 
 def etf_distance(prototypes: torch.Tensor, classifier: torch.Tensor) -> float:
