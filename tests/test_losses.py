@@ -220,6 +220,7 @@ def test_supcon_loss_adds_a_second_view_through_the_encoder():
     torch.manual_seed(1)
     value = two(out, y)
     torch.manual_seed(1)
+    torch.randint(0, 1, (6, 2))  # the crop offsets (all 0 without padding), drawn first
     flips = torch.rand(6) < 0.5
     second = model.features(torch.where(flips[:, None, None, None], x.flip(-1), x))
     assert value.item() == pytest.approx(losses.supcon(torch.cat([h, second]), torch.cat([y, y]), 0.1).item(), rel=1e-5)
