@@ -13,6 +13,9 @@
 - :func:`per_class_alignment`, :func:`long_tail_groups`: every class's training count, group, test
   accuracy, classifier norm and alignment cos(w_c, μ_c − μ_G), and the same summarised per many / medium /
   few group with NC1–NC3 restricted to the group (notebook 07);
+- :func:`model_nc`, :func:`first_match`, :func:`prototype_vs_probe`, :func:`transfer_probes`: one model's NC
+  metrics, how early each loss reaches the baseline's final NC, a trained head vs class-mean prototypes vs a
+  linear probe, and linear-probe transfer to another data set (notebook 08);
 - :func:`versus_claim`: a method's gain over its baseline next to the gain a paper claims, with a verdict
   that does not round a small gain up to agreement (notebooks 05–08).
 """
@@ -20,6 +23,8 @@
 from __future__ import annotations
 
 import itertools
+import time
+from dataclasses import replace
 
 import pandas as pd
 import torch
@@ -32,6 +37,7 @@ from .features import FeatureSet, cached_features
 from .probe import LinearProbe
 
 __all__ = [
+    "model_nc",
     "nc_over_training",
     "fit_detectors",
     "score_sets",
@@ -45,6 +51,9 @@ __all__ = [
     "partition_rounds",
     "per_class_alignment",
     "long_tail_groups",
+    "first_match",
+    "prototype_vs_probe",
+    "transfer_probes",
     "versus_claim",
 ]
 
@@ -64,6 +73,19 @@ def _embedded(head: heads.Head | None, features: torch.Tensor) -> torch.Tensor:
     return head.embed(features.to(device)).float().cpu()
 
 
+def model_nc(model_or_head, features: FeatureSet) -> dict[str, float]:
+    """``accuracy`` and every ``nc_metrics`` key of one model on one feature set, measured on the features
+    its classifier acts on (φ(h) = ``head.embed(h)``: h itself for a linear head, h/‖h‖ for a cosine or
+    prototype head) with the head's W and b and the class means of ``features``."""
+    head, W, b = _classifier(model_or_head)
+    return {"accuracy": features.accuracy, **nc_metrics(_embedded(head, features.features), features.labels, W, b)}
+
+
+def _embedded_set(head: heads.Head, fs: FeatureSet) -> FeatureSet:
+    """The feature set with φ(h) in place of h (itself for a head that does not embed)."""
+    return fs if not head.embeds else replace(fs, features=_embedded(head, fs.features))
+
+
 def nc_over_training(runs: dict, datasets: dict, stages: bool = False) -> pd.DataFrame:
     """NC metrics of every saved epoch of every run: a long table.
 
@@ -79,12 +101,10 @@ def nc_over_training(runs: dict, datasets: dict, stages: bool = False) -> pd.Dat
     for name, run in runs.items():
         for epoch in sorted(run.snapshots):
             model = run.load_snapshot(epoch)
-            head, W, b = _classifier(model)
             for split, data in datasets.items():
                 fs = cached_features(model, data, run.run_dir, stages=stages)
                 row = {"run": name, "epoch": epoch, "split": split, "accuracy": fs.accuracy}
-                metrics = nc_metrics(_embedded(head, fs.features), fs.labels, W, b)
-                rows.append({**row, "stage": "output", **metrics})
+                rows.append({**row, "stage": "output", **model_nc(model, fs)})
                 for stage, H in fs.stages.items():
                     rows.append({**row, "stage": stage, **variability_metrics(H, fs.labels)})
     return pd.DataFrame(rows)
@@ -285,6 +305,74 @@ def versus_claim(baseline: dict[str, float], method: dict[str, float], claimed: 
     return pd.DataFrame(rows).set_index("task")
 
 
+def first_match(trace: pd.DataFrame, metrics, reference: str = "CE", within: float = 0.075) -> pd.DataFrame:
+    """How early each run reaches the reference run's final value of each NC metric.
+
+    ``trace``: a long table with columns ``run``, ``step`` and the ``metrics`` (every run traced at the
+    same optimisation steps, e.g. ``methods.design.traces``). The target of a metric is its value at the
+    reference run's last traced step; a run *reaches* it at the first traced step from which the metric
+    stays at or below the target until the end (a value that dips below and comes back up does not
+    count). One row per (run, metric): ``target``, ``step`` (NaN if never), ``fraction`` = step / the
+    reference run's last step, and ``within`` (fraction ≤ ``within``, 7.5 % in seed 004).
+    """
+    if reference not in set(trace["run"]):
+        raise ValueError(f"no run {reference!r} in the trace: it has {sorted(set(trace['run']))}")
+    final = trace[trace["run"] == reference].sort_values("step").iloc[-1]
+    rows = []
+    for run, part in trace.groupby("run", sort=False):
+        part = part.sort_values("step")
+        for metric in metrics:
+            above = ~(part[metric] <= final[metric]).to_numpy()  # NaN counts as not reached
+            stays = len(above) - int(above[::-1].argmax()) if above.any() else 0  # first index after the last miss
+            step = float(part["step"].iloc[stays]) if stays < len(part) else float("nan")
+            fraction = step / float(final["step"])
+            rows.append({"run": run, "metric": metric, "target": float(final[metric]), "step": step,
+                         "fraction": fraction, "within": bool(fraction <= within)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def prototype_vs_probe(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.DataFrame:
+    """Three classifiers on one encoder's penultimate features: its own head, the class-mean prototypes
+    (``heads.Prototype``: normalised means of the normalised training features, argmax cosine) and a
+    linear probe (``probe.LinearProbe``, logistic regression on the standardised training features).
+
+    One row each: ``classifier``, ``test_accuracy``, ``fit_seconds`` (the time to build it from the
+    training features; the head was trained with the network: NaN).
+    """
+    rows = [{"classifier": "trained head", "test_accuracy": test.accuracy, "fit_seconds": float("nan")}]
+    began = time.perf_counter()
+    prototypes = heads.Prototype.from_features(train.features, train.labels, test.logits.shape[1])
+    seconds = time.perf_counter() - began
+    accuracy = (prototypes(test.features).argmax(1) == test.labels).double().mean().item()
+    rows.append({"classifier": "class-mean prototypes", "test_accuracy": accuracy, "fit_seconds": seconds})
+    began = time.perf_counter()
+    probe = LinearProbe().fit(train.features, train.labels, test.logits.shape[1])
+    seconds = time.perf_counter() - began
+    accuracy = probe.accuracy(test.features, test.labels)
+    rows.append({"classifier": "linear probe", "test_accuracy": accuracy, "fit_seconds": seconds})
+    return pd.DataFrame(rows)
+
+
+def transfer_probes(runs: dict, target_train: ImageSet, target_test: ImageSet, reference: str = "CE") -> pd.DataFrame:
+    """Linear-probe transfer: each run's frozen encoder, a ``probe.LinearProbe`` on its penultimate
+    features of ``target_train``, evaluated on ``target_test``.
+
+    ``runs``: {name: Run}. One row per run: ``run``, ``accuracy`` on the target's test set and
+    ``relative_gain`` = accuracy / the ``reference`` run's − 1 (seed 004 reports this, averaged). Features
+    are cached in each run's folder.
+    """
+    rows = []
+    for name, run in runs.items():
+        train = cached_features(run.model, target_train, run.run_dir)
+        test = cached_features(run.model, target_test, run.run_dir)
+        probe = LinearProbe().fit(train.features, train.labels, target_train.num_classes)
+        rows.append({"run": name, "accuracy": probe.accuracy(test.features, test.labels)})
+    table = pd.DataFrame(rows)
+    if reference in set(table["run"]):
+        table["relative_gain"] = table["accuracy"] / float(table.set_index("run").loc[reference, "accuracy"]) - 1
+    return table
+
+
 ENVIRONMENT_NAMES = {  # Colored-MNIST's environments, named by their colour flip e
     env: f"{'test' if env == 2 else 'train'} (e = {flip:g})" for env, flip in enumerate(COLOR_FLIPS)
 }
@@ -339,9 +427,11 @@ def per_class_alignment(
 ) -> pd.DataFrame:
     """One row per class: ``class``, ``train_images`` (its training count), ``group`` (many / medium / few,
     ``nclab.data.class_groups``), ``test_accuracy`` (recall on the balanced test set), ``weight_norm``
-    ‖w_c‖ and ``alignment`` cos(w_c, μ_c − μ_G), with μ_c the class means of the training features and μ_G
-    their mean (SPEC §6). Minority collapse shows as small tail norms; misalignment as low cosines."""
-    return _per_class(train, test, _classifier(model_or_head)[1], classes)[0]
+    ‖w_c‖ and ``alignment`` cos(w_c, μ_c − μ_G), with μ_c the class means of the training features (of
+    φ(h), the features the classifier acts on: h/‖h‖ for a cosine head) and μ_G their mean (SPEC §6).
+    Minority collapse shows as small tail norms; misalignment as low cosines."""
+    head, W, _ = _classifier(model_or_head)
+    return _per_class(_embedded_set(head, train), test, W, classes)[0]
 
 
 def _per_class(train: FeatureSet, test: FeatureSet, W: torch.Tensor, classes=None) -> tuple[pd.DataFrame, torch.Tensor]:
@@ -376,9 +466,11 @@ def long_tail_groups(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.D
     centred on all classes' μ_G, and between two of its classifier rows: near 1 when the group's classes
     merge, as in minority collapse), and ``nc1``, ``nc2_equiangular_means``, ``nc3`` computed on the
     training features of the group's classes alone, with their classifier rows, so centred on the group's
-    own mean of class means (NaN for a group of fewer than 2 classes, ``nc2_equiangular_means`` for fewer
-    than 3: one pair has no spread; NaN too where a zero classifier row leaves them undefined)."""
-    W, b = _classifier(model_or_head)[1:]
+    own mean of class means, all on φ(h) as in :func:`per_class_alignment` (NaN for a group of fewer than 2
+    classes, ``nc2_equiangular_means`` for fewer than 3: one pair has no spread; NaN too where a zero
+    classifier row leaves them undefined)."""
+    head, W, b = _classifier(model_or_head)
+    train = _embedded_set(head, train)
     per_class, means = _per_class(train, test, W)
     unit = {
         "max_cos_means": torch.nn.functional.normalize(centred_means(means)[0].T.cpu(), dim=1),

@@ -25,6 +25,7 @@ from nclab.exercises import (
     notebook05,
     notebook06,
     notebook07,
+    notebook08,
     run_check,
 )
 
@@ -37,7 +38,9 @@ TABLES = {
     "05": notebook05.EXERCISES,
     "06": notebook06.EXERCISES,
     "07": notebook07.EXERCISES,
+    "08": notebook08.EXERCISES,
 }
+MODULES = ["core", *(f"notebook{number}" for number in TABLES)]
 
 
 def _not_implemented(*args, **kwargs):
@@ -204,6 +207,7 @@ def test_every_question_has_positive_int_points_and_its_notebook_number():
         "05": 4,
         "06": 4,
         "07": 3,
+        "08": 4,
     }
     assert list(exercises.EXERCISES) == [name for table in TABLES.values() for name in table]
 
@@ -239,21 +243,17 @@ def test_a_question_in_two_notebooks_stops_the_import():
     assert done.returncode != 0 and "ValueError: exercise '01_flip' is defined in two notebooks" in done.stderr
 
 
-@pytest.mark.parametrize(
-    "module", ["core", "notebook01", "notebook02", "notebook03", "notebook04", "notebook05", "notebook06", "notebook07"]
-)
+@pytest.mark.parametrize("module", MODULES)
 def test_each_module_imports_first_in_a_fresh_interpreter(module):
     code = (
         f"import nclab.exercises.{module}, nclab.exercises as ex\n"
-        f"assert len(ex.EXERCISES) == 19 and ex.check is not None\n"
+        f"assert len(ex.EXERCISES) == 21 and ex.check is not None\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize(
-    "module", ["core", "notebook01", "notebook02", "notebook03", "notebook04", "notebook05", "notebook06", "notebook07"]
-)
+@pytest.mark.parametrize("module", MODULES)
 def test_checks_import_only_core_and_the_computing_modules_relatively(module):
     """No circle through the package's __init__, and no absolute ``nclab`` import: the grader's fresh copy
     of the package must check with its own modules, never with the kernel's (possibly overwritten) ones."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import notebook01, notebook02, notebook03, notebook04, notebook05, notebook06, notebook07
+from . import notebook01, notebook02, notebook03, notebook04, notebook05, notebook06, notebook07, notebook08
 from .core import NOT_ANSWERED, Exercise, Result, Wrong, merge_tables
 from .core import run_check as _run_check
 
@@ -28,6 +28,7 @@ EXERCISES: dict[str, Exercise] = merge_tables(
     notebook05.EXERCISES,
     notebook06.EXERCISES,
     notebook07.EXERCISES,
+    notebook08.EXERCISES,
 )
 
 

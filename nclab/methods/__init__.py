@@ -43,6 +43,7 @@ __all__ = [
     "standard_model",
     "standard_training",
     "control",
+    "design",
     "invariance",
     "ncfal",
     "spa",
@@ -170,4 +171,4 @@ class Method:
 ERM = Method("erm")  # empirical risk minimisation: cross-entropy, ResNet-18, a linear head
 
 
-from . import control, invariance, ncfal, spa  # noqa: E402  (the methods use Method and Hook, defined above)
+from . import control, design, invariance, ncfal, spa  # noqa: E402  (the methods use Method and Hook, defined above)

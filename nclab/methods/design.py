@@ -1,0 +1,309 @@
+"""Neural collapse by design (seed 004, "Neural Collapse by Design", SPEC §7): losses whose optimum is the
+simplex ETF, and classifiers that are their class means.
+
+Cross-entropy reaches neural collapse only late, in the terminal phase, and leaves the norms of the
+features free. Seed 004 fixes each of the two usual paradigms where it fails:
+
+- from the cross-entropy side, **normalised losses** on the unit sphere (features and class vectors
+  normalised, a temperature τ): NormFace (softmax over the C class vectors), **NTCE** (the class vector is
+  the anchor, contrasted against the B samples of the batch: more negatives) and **NONL** (the same with
+  the negatives alone in the denominator: the alignment and uniformity terms decoupled);
+- from the contrastive side, **SupCon** trains an encoder without a classifier; its class-mean prototypes
+  (``heads.Prototype``) classify as well as a linear probe trained afterwards.
+
+And a baseline that *fixes* the geometry instead of learning it: a frozen simplex-ETF head
+(``heads.FixedETF``) trained by dot regression. :func:`by_design` builds each as a :class:`Method` (model,
+loss, hooks), with :class:`NCTrace`, a hook that measures every NC metric of the training features at
+log-spaced optimisation steps (learning is unchanged), and :class:`RunningPrototypes`, which keeps a
+SupCon model's prototype head at its running class means. :func:`recipe` gives the common budget,
+:data:`SEED_CLAIMS` the seed's numbers and :func:`claims_table` a verdict per claim. Book chapter
+"Neural collapse by design"; notebook 08.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .. import heads, losses, models
+from ..data import GpuLoader, ImageSet
+from ..features import extract_features
+from . import Hook, Method, standard_model
+from .spa import ClassCentres
+
+__all__ = [
+    "LOSSES",
+    "NCTrace",
+    "RunningPrototypes",
+    "by_design",
+    "traces",
+    "PROFILE_SCALE",
+    "recipe",
+    "TRACED_METRICS",
+    "SEED_CLAIMS",
+    "claims_table",
+]
+
+LOSSES = {  # name → what it trains
+    "ce": "cross-entropy, linear head",
+    "normface": "NormFace: cross-entropy over cosines / τ, cosine head",
+    "ntce": "NTCE: class vector against every sample of the batch, cosine head",
+    "nonl": "NONL: class vector against the negatives of the batch only, cosine head",
+    "etf-dr": "dot regression onto a frozen simplex-ETF head",
+    "supcon": "supervised contrastive, two views, class-mean prototype head",
+}
+
+
+class NCTrace(Hook):
+    """Every NC metric (SPEC §1) of a fixed set of training images at chosen optimisation steps.
+
+    After the optimiser steps listed in ``steps`` (counted from 1), the model runs in eval mode over
+    ``data`` (un-augmented) and ``nclab.tables.model_nc`` measures the features its classifier acts on;
+    BatchNorm's running statistics and the random generators are left untouched, so the run learns
+    exactly what it would learn without the trace. ``records`` (one dict per traced step: ``step``,
+    ``accuracy`` and every ``nc_metrics`` key) is checkpointed, so a resumed run keeps its earlier points.
+    """
+
+    def __init__(self, data: ImageSet, steps, batch_size: int = 500):
+        self.data, self.steps, self.batch_size = data, frozenset(int(s) for s in steps), int(batch_size)
+        self.step, self.records, self._loader = 0, [], None
+
+    def after_step(self, out, y) -> None:
+        self.step += 1
+        if self.step in self.steps:
+            from ..tables import model_nc  # tables come after methods in the data flow
+
+            device = y.device
+            if self._loader is None or self._loader.device != device:
+                self._loader = GpuLoader(
+                    self.data, self.batch_size, shuffle=False, augment=False, drop_last=False, device=device
+                )
+            metrics = model_nc(out.model, extract_features(out.model, self._loader))
+            self.records.append({"step": self.step, **metrics})
+
+    def frame(self) -> pd.DataFrame:
+        """The records as a table, one row per traced step."""
+        return pd.DataFrame(self.records)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "records": self.records}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.records = int(state["step"]), list(state["records"])
+
+
+class RunningPrototypes(ClassCentres):
+    """Keeps a ``heads.Prototype`` head at p_c = normalise(EMA of the normalised features of class c).
+
+    After every step, the batch's normalised features update the running class means (momentum 0.9, as
+    ``spa.ClassCentres``) and the head's prototypes become those means, normalised: the classifier that a
+    contrastive loss optimises without training it (seed 004). Classes not seen yet keep their initial
+    prototype.
+    """
+
+    def update(self, features: torch.Tensor, y: torch.Tensor) -> None:
+        super().update(F.normalize(features.detach().float(), dim=1), y)
+
+    def after_step(self, out, y) -> None:
+        self.update(out.features, y)
+        head = heads.head_of(out.model)
+        with torch.no_grad():
+            seen = self.seen.to(head.prototypes.device)
+            head.prototypes[seen] = F.normalize(self.means[self.seen], dim=1).to(head.prototypes)
+
+
+def _model(loss: str, config, train_set: ImageSet, tau: float, etf_scale: float):
+    C, p = train_set.num_classes, 8 * config.width  # ResNet-18's penultimate width
+    if loss in ("normface", "ntce", "nonl"):
+        head = heads.Cosine(p, C, tau)
+    elif loss == "etf-dr":
+        head = heads.FixedETF(p, C, scale=etf_scale)
+    else:  # supcon: prototypes start as random unit vectors and follow the class means from the first step
+        head = heads.Prototype(p, C)
+        head.prototypes.copy_(F.normalize(torch.randn(C, p), dim=1))
+        head.fitted.fill_(True)
+    return models.resnet18(C, config.width, head=head, normalization=train_set.normalization)
+
+
+def by_design(
+    loss: str = "ntce",
+    *,
+    tau: float = 0.1,
+    trace: int = 16,
+    trace_images: int = 5_000,
+    views: int = 2,
+    etf_scale: float = 1.0,
+) -> Method:
+    """A ResNet-18 trained by one of :data:`LOSSES`, with the head that loss needs.
+
+    ``loss``: "ce" (linear head, cross-entropy), "normface", "ntce", "nonl" (``heads.Cosine(τ)``: its rows
+    are the class vectors, its logits ŵ_c·ĥ/τ), "etf-dr" (``heads.FixedETF(scale=etf_scale)``, dot
+    regression), "supcon" (``losses.SupConLoss(τ, views)``, a ``heads.Prototype`` head kept at the running
+    class means by :class:`RunningPrototypes`). ``tau``: the temperature (SPEC §7: 0.1–0.2). ``trace``:
+    how many log-spaced optimisation steps :class:`NCTrace` measures (0: none) on a stratified subset of
+    at most ``trace_images`` training images. Every hyperparameter that applies enters the run key; with
+    ``trace=0``, ``by_design("ce")`` is the plain cross-entropy method ``spa.long_tail_method()`` (the same
+    run).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {loss!r}")
+    if not tau > 0 or trace < 0 or trace_images < 1:
+        raise ValueError(f"need tau > 0, trace ≥ 0 and trace_images ≥ 1, got {tau!r}, {trace!r}, {trace_images!r}")
+    params = {
+        "normface": {"tau": tau},
+        "ntce": {"tau": tau},
+        "nonl": {"tau": tau},
+        "etf-dr": {"etf_scale": etf_scale},
+        "supcon": {"tau": tau, "views": views},
+    }.get(loss, {})
+    if trace:
+        params.update(trace=int(trace), trace_images=int(trace_images))
+
+    def build_model(config, train_set: ImageSet):
+        if loss == "ce":
+            return standard_model(config, train_set)
+        return _model(loss, config, train_set, tau, etf_scale)
+
+    def training(config, train_set: ImageSet):
+        from ..train import log_spaced_epochs  # train imports methods
+
+        C = train_set.num_classes
+        built = {
+            "ce": (losses.CrossEntropy(config.label_smoothing), []),
+            "normface": (losses.NormFaceLoss(tau), []),
+            "ntce": (losses.NTCELoss(tau), []),
+            "nonl": (losses.NONLLoss(tau), []),
+            "etf-dr": (losses.DotRegressionLoss(), []),
+            "supcon": (losses.SupConLoss(tau, views), [RunningPrototypes(C)]),
+        }
+        criterion, hooks = built[loss]
+        if trace:
+            total = config.epochs * max(len(train_set) // config.batch_size, 1)
+            traced = train_set if len(train_set) <= trace_images else train_set.subset(trace_images, seed=0)
+            hooks = [*hooks, NCTrace(traced, log_spaced_epochs(total, trace))]
+        return criterion, hooks
+
+    return Method(loss, params, build_model, training)
+
+
+def traces(runs: dict) -> pd.DataFrame:
+    """The :class:`NCTrace` records of every run as one long table: ``run``, ``step``, ``epoch`` (steps
+    counted in epochs: 1.0 = the end of the first), ``accuracy`` and every NC metric. ``runs``: {name: Run}
+    whose method traced (``by_design(..., trace > 0)``)."""
+    frames = []
+    for name, run in runs.items():
+        trace = next((hook for hook in run.hooks if isinstance(hook, NCTrace)), None)
+        if trace is None:
+            raise ValueError(f"run {name!r} was not traced: train it with by_design(..., trace=16)")
+        frame = trace.frame()
+        frame.insert(0, "run", name)
+        frame.insert(2, "epoch", frame["step"] / (max(trace.steps) / run.config.epochs))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+PROFILE_SCALE = {  # profile → (training images: None = all, epochs, augment)
+    "smoke": (384, 8, False),
+    "quick": (10_000, 15, True),
+    "full": (None, 200, True),
+}
+
+
+def recipe(profile=None, method: Method | None = None, *, dataset: str = "cifar100", **overrides):
+    """The TrainConfig of every run of notebook 08 at the scale of ``profile``, the same budget for every
+    loss: SGD (momentum 0.9) at lr 0.1, weight decay 5·10⁻⁴, a cosine schedule after a linear warm-up over
+    5 % of training, the profile's width and batch size, :data:`PROFILE_SCALE`'s epochs and augmentation.
+    ``quick`` and ``full`` train with random crops and flips, as the seed's CIFAR runs; ``smoke`` trains 8
+    epochs on 384 images without augmentation (SPEC §8 says 1–2 epochs: in 2 epochs no loss would reach
+    the terminal phase, whose speed is what this notebook compares; Papyan et al. also train without
+    augmentation). ``method`` defaults to ``by_design("ntce")``; ``dataset`` names the training set."""
+    from ..config import get_profile
+    from ..train import TrainConfig
+
+    profile = get_profile(profile)
+    _, epochs, augment = PROFILE_SCALE[profile.name]
+    epochs = overrides.pop("epochs", epochs)
+    settings = dict(
+        regime="design",
+        dataset=dataset,
+        method=by_design() if method is None else method,
+        width=profile.width,
+        epochs=epochs,
+        batch_size=profile.batch_size,
+        augment=augment,
+        lr=0.1,
+        weight_decay=5e-4,
+        schedule="cosine",
+        warmup_epochs=0.05 * epochs,
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
+TRACED_METRICS = {  # the five NC metrics of the "time to collapse" comparison → what each measures
+    "nc1": "NC1: within-class variability",
+    "nc2_equinorm_means": "NC2: equal norms of the class means",
+    "nc2_maxangle_means": "NC2: class means at the ETF's angles",
+    "nc3": "NC3: classifier ∝ class means",
+    "nc4_ncc_mismatch": "NC4: classifier = nearest class mean",
+}
+
+SEED_CLAIMS = {  # seed 004's abstract, on CIFAR-10/100, Tiny-ImageNet and ImageNet-1K (ResNets)
+    "normalised losses beat CE": "NTCE and NONL surpass CE's test accuracy",
+    "collapse early": "NTCE/NONL match CE's converged NC on 4 of 5 metrics in under 7.5 % of its iterations",
+    "prototypes = probe": "SupCon + class-mean prototypes match SupCon + a linear probe, without training it",
+    "transfer": "+5.5 % mean relative linear-probe transfer accuracy over CE",
+    "transfer under imbalance": "up to +8.7 % relative transfer accuracy under severe class imbalance",
+}
+
+
+def claims_table(measured: dict) -> pd.DataFrame:
+    """One row per claim of :data:`SEED_CLAIMS`: the seed's number, ours, and whether ours agrees.
+
+    ``measured`` (any subset of the keys; a missing one reads "not measured"):
+    ``"accuracy"``: {loss: test accuracy} with "ce", "ntce", "nonl"; ``"metrics_matched"``: {loss: number of
+    :data:`TRACED_METRICS` matched within 7.5 % of CE's steps} for "ntce" and "nonl"; ``"prototypes"`` and
+    ``"probe"``: test accuracies of SupCon's prototypes and linear probe; ``"transfer"`` and
+    ``"transfer_imbalanced"``: {loss: probe accuracy on the target} with "ce" and the losses compared.
+    Verdicts, in the words of ``tables.versus_claim``: "reproduced" when a gain is positive for both losses,
+    when both match at least 4 of 5 metrics in time, when the prototypes are at most one percentage point
+    below the probe, and when a relative transfer gain is at least half the seed's ("same sign, under half
+    the claim" when positive but smaller); "not reproduced" otherwise.
+    """
+
+    def relative(scores: dict) -> float:
+        gains = [scores[k] / scores["ce"] - 1 for k in ("ntce", "nonl") if k in scores]
+        return sum(gains) / len(gains)
+
+    rows = []
+    accuracy = measured.get("accuracy")
+    if accuracy:
+        worst = min(accuracy[k] - accuracy["ce"] for k in ("ntce", "nonl"))
+        ours = f"NTCE {accuracy['ntce'] - accuracy['ce']:+.1%}, NONL {accuracy['nonl'] - accuracy['ce']:+.1%} vs CE"
+        rows.append(("normalised losses beat CE", "> 0 points", ours, "reproduced" if worst > 0 else "not reproduced"))
+    matched = measured.get("metrics_matched")
+    if matched:
+        ours = f"NTCE {matched['ntce']}/5, NONL {matched['nonl']}/5"
+        verdict = "reproduced" if min(matched["ntce"], matched["nonl"]) >= 4 else "not reproduced"
+        rows.append(("collapse early", "4/5 within 7.5 %", ours, verdict))
+    if "prototypes" in measured and "probe" in measured:
+        gap = measured["prototypes"] - measured["probe"]
+        ours = f"prototypes {measured['prototypes']:.1%}, probe {measured['probe']:.1%} ({gap:+.1%})"
+        rows.append(("prototypes = probe", "equal", ours, "reproduced" if gap >= -0.01 else "not reproduced"))
+    for key, claimed in (("transfer", 0.055), ("transfer_imbalanced", 0.087)):
+        if measured.get(key):
+            gain = relative(measured[key])
+            verdict = (
+                "reproduced"
+                if gain >= claimed / 2
+                else "same sign, under half the claim"
+                if gain > 0
+                else "not reproduced"
+            )
+            name = "transfer" if key == "transfer" else "transfer under imbalance"
+            rows.append((name, f"{claimed:+.1%} relative", f"{gain:+.1%} relative (mean of NTCE, NONL)", verdict))
+    measured_names = {row[0] for row in rows}
+    rows += [(name, "", "not measured", "") for name in SEED_CLAIMS if name not in measured_names]
+    table = pd.DataFrame(rows, columns=["claim", "seed", "this run", "verdict"])
+    table.insert(1, "what the seed says", table["claim"].map(SEED_CLAIMS))
+    return table.set_index("claim").loc[list(SEED_CLAIMS)].reset_index()

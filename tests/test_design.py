@@ -1,0 +1,237 @@
+"""Neural collapse by design (nclab.methods.design): each loss brings its head, the fixed-ETF head does not
+move, the NC trace measures without changing what is learnt and survives a resume, the running prototypes
+follow the class means, and the tables of notebook 08 on hand cases."""
+
+import math
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nclab import data, heads, losses, models, tables, train
+from nclab.features import FeatureSet
+from nclab.methods import design, spa
+
+
+def _config(method, dataset="cifar100", epochs=2, **overrides):
+    settings = dict(regime="test", dataset=dataset, method=method, width=2, epochs=epochs, batch_size=32,
+                    augment=False, lr=0.05, snapshot_epochs=())  # fmt: skip
+    return train.TrainConfig(**{**settings, **overrides})
+
+
+def _fit(method, data_set, folder=None, extra_hooks=(), **overrides):
+    config = _config(method, data_set.name.split("/")[0], **overrides)
+    torch.manual_seed(0)
+    model = method.build_model(config, data_set)
+    loader = data.GpuLoader(data_set, 32, shuffle=True, augment=False, drop_last=True, seed=0, device="cpu")
+    loss, hooks = method.training(config, data_set)
+    train.fit(model, config, loader, run_dir=folder, loss=loss, hooks=[*hooks, *extra_hooks], progress=False)
+    return model, loss, hooks
+
+
+@pytest.mark.parametrize(
+    "loss, head, criterion",
+    [
+        ("ce", heads.Linear, losses.CrossEntropy),
+        ("normface", heads.Cosine, losses.NormFaceLoss),
+        ("ntce", heads.Cosine, losses.NTCELoss),
+        ("nonl", heads.Cosine, losses.NONLLoss),
+        ("etf-dr", heads.FixedETF, losses.DotRegressionLoss),
+        ("supcon", heads.Prototype, losses.SupConLoss),
+    ],
+)
+def test_each_loss_brings_its_head_and_its_loss(small_train, loss, head, criterion):
+    method = design.by_design(loss, tau=0.2)
+    config = _config(method)
+    model = method.build_model(config, small_train)
+    built, hooks = method.training(config, small_train)
+    assert isinstance(model.head, head) and isinstance(built, criterion)
+    assert any(isinstance(hook, design.NCTrace) for hook in hooks)
+    assert (loss == "supcon") == any(isinstance(hook, design.RunningPrototypes) for hook in hooks)
+    if head is heads.Cosine:
+        assert model.head.tau == built.tau == 0.2  # the head's logits and the loss use one temperature
+    assert method.name == loss and ("tau" in method.hparams) == (loss in ("normface", "ntce", "nonl", "supcon"))
+
+
+def test_untraced_cross_entropy_is_the_plain_cross_entropy_run():
+    plain, traced = design.by_design("ce", trace=0), design.by_design("ce")
+    assert _config(plain).key() == _config(spa.long_tail_method()).key()  # one run, shared with notebook 07
+    assert _config(traced).key() != _config(plain).key()
+    assert design.by_design("ntce", tau=0.1).params != design.by_design("ntce", tau=0.2).params
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        design.by_design("arcface")
+    with pytest.raises(ValueError, match="tau > 0"):
+        design.by_design("ntce", tau=0)
+
+
+def test_the_fixed_etf_head_does_not_move_and_the_features_do(small_train):
+    method = design.by_design("etf-dr", trace=0)
+    config = _config(method)
+    torch.manual_seed(0)
+    before = method.build_model(config, small_train).state_dict()
+    model, _, _ = _fit(method, small_train)
+    after = model.state_dict()
+    assert torch.equal(before["head.weight"], after["head.weight"])  # a buffer: no optimiser moves it
+    first = next(name for name in before if name.endswith("weight") and not name.startswith("head"))
+    assert not torch.equal(before[first], after[first])
+    assert not any(name.startswith("head.") for name, _ in model.named_parameters())
+
+
+def test_the_trace_measures_at_its_steps_without_changing_what_is_learnt(small_train):
+    traced = design.by_design("ntce", trace=5)
+    model, _, hooks = _fit(traced, small_train)
+    untraced, _, _ = _fit(design.by_design("ntce", trace=0), small_train)
+    for (name, a), b in zip(model.state_dict().items(), untraced.state_dict().values()):
+        assert torch.equal(a, b), name  # eval-mode passes leave BatchNorm's statistics and the RNG alone
+    trace = hooks[-1]
+    total = 2 * (len(small_train) // 32)
+    assert [r["step"] for r in trace.records] == sorted(trace.steps) == list(train.log_spaced_epochs(total, 5))
+    assert {"accuracy", "nc1", "nc3", "nc4_ncc_mismatch"} <= set(trace.records[-1])
+    # the last record is the final model's NC on the training images
+    final = tables.model_nc(model, _extract(model, small_train))
+    assert trace.records[-1]["nc1"] == pytest.approx(final["nc1"], rel=1e-5)
+
+
+def _extract(model, data_set):
+    from nclab.features import extract_features
+
+    return extract_features(model, data.GpuLoader(data_set, 500, shuffle=False, augment=False, drop_last=False))
+
+
+def test_the_trace_survives_an_interrupted_run(small_train, tmp_path, disconnect_at):
+    DisconnectAt, Disconnect = disconnect_at
+    method = design.by_design("nonl", trace=6)
+    _, _, whole = _fit(method, small_train, tmp_path / "whole", [DisconnectAt(None)], epochs=3)
+    with pytest.raises(Disconnect):
+        _fit(method, small_train, tmp_path / "resumed", [DisconnectAt(2)], epochs=3)
+    _, _, resumed = _fit(method, small_train, tmp_path / "resumed", [DisconnectAt(None)], epochs=3)
+    assert resumed[-1].records == whole[-1].records and resumed[-1].step == whole[-1].step
+
+
+def test_running_prototypes_are_the_normalised_means_of_the_normalised_features():
+    head = heads.Prototype(2, 3)
+    head.prototypes.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+    model = SimpleNamespace(head=head)
+    hook = design.RunningPrototypes(3, momentum=0.5)
+    features = torch.tensor([[3.0, 0.0], [0.0, 0.5], [1.0, 1.0]])  # class 0: (1, 0) and (0, 1) once normalised
+    out = losses.BatchOutput(features, torch.zeros(3, 3), model=model)
+    hook.after_step(out, torch.tensor([0, 0, 1]))
+    assert torch.allclose(head.prototypes[0], F.normalize(torch.tensor([0.5, 0.5]), dim=0))
+    assert torch.allclose(head.prototypes[1], F.normalize(torch.tensor([1.0, 1.0]), dim=0))
+    assert torch.equal(head.prototypes[2], torch.tensor([-1.0, 0.0]))  # not seen: as initialised
+    hook.after_step(losses.BatchOutput(torch.tensor([[0.0, 2.0]]), torch.zeros(1, 3), model=model), torch.tensor([0]))
+    # EMA with momentum 0.5 of the normalised means: 0.5·(½, ½) + 0.5·(0, 1) = (¼, ¾)
+    assert torch.allclose(head.prototypes[0], F.normalize(torch.tensor([0.25, 0.75]), dim=0))
+
+
+def test_supcon_trains_its_prototype_head_through_fit(small_train):
+    model, _, hooks = _fit(design.by_design("supcon", trace=0), small_train, epochs=1)
+    prototypes = hooks[0]
+    assert bool(prototypes.seen.all())
+    assert torch.allclose(model.head.prototypes, F.normalize(prototypes.means, dim=1))
+
+
+def test_traces_put_every_run_in_one_table():
+    def run(records, epochs=2):
+        trace = design.NCTrace(None, steps=[r["step"] for r in records])
+        trace.records = records
+        return SimpleNamespace(hooks=[trace], config=SimpleNamespace(epochs=epochs))
+
+    table = design.traces({"CE": run([{"step": 2, "nc1": 1.0}, {"step": 8, "nc1": 0.5}]),
+                           "NTCE": run([{"step": 2, "nc1": 0.4}, {"step": 8, "nc1": 0.1}])})  # fmt: skip
+    assert list(table.columns[:3]) == ["run", "step", "epoch"]
+    assert table["epoch"].tolist() == [0.5, 2.0, 0.5, 2.0]  # 8 steps = 2 epochs of 4
+    with pytest.raises(ValueError, match="not traced"):
+        design.traces({"x": SimpleNamespace(hooks=[], config=None)})
+
+
+def test_first_match_reaches_and_keeps_the_reference_value():
+    trace = pd.DataFrame(
+        {
+            "run": ["CE"] * 4 + ["A"] * 4 + ["B"] * 4 + ["C"] * 4,
+            "step": [1, 2, 3, 4] * 4,
+            "nc1": [4, 3, 2, 1, 2, 0.5, 1.5, 0.5, 0.9, 0.8, 0.7, 0.6, 2, 2, 2, math.nan],
+        }
+    )
+    table = tables.first_match(trace, ["nc1"], within=0.3).set_index("run")
+    assert table.loc["CE", "step"] == 4 and table.loc["CE", "fraction"] == 1.0
+    assert table.loc["A", "step"] == 4  # below at step 2, above again at step 3: reached only at 4
+    assert table.loc["B", "step"] == 1 and table.loc["B", "fraction"] == 0.25 and table.loc["B", "within"]
+    assert math.isnan(table.loc["C", "step"]) and not table.loc["C", "within"]
+    assert set(table["target"]) == {1.0}
+    with pytest.raises(ValueError, match="no run 'CE'"):
+        tables.first_match(trace[trace["run"] != "CE"], ["nc1"])
+
+
+def test_prototypes_and_probe_on_separable_features():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]])
+    labels = torch.arange(3).repeat(20)
+    h = centres[labels] * (1 + torch.rand(60, 1, generator=generator)) + 0.3 * torch.randn(60, 3, generator=generator)
+    logits = -torch.cdist(h, centres)  # a "trained head": the nearest centre
+    fs = FeatureSet(h, logits, labels)
+    table = tables.prototype_vs_probe(fs, fs, heads.Linear(3, 3)).set_index("classifier")
+    assert list(table.index) == ["trained head", "class-mean prototypes", "linear probe"]
+    assert table["test_accuracy"].tolist() == [1.0, 1.0, 1.0]
+    assert math.isnan(table.loc["trained head", "fit_seconds"]) and table.loc["linear probe", "fit_seconds"] > 0
+
+
+def test_transfer_probes_are_relative_to_the_reference(tmp_path):
+    target_train, target_test = data.train_test_sets("cifar10", "smoke")
+    torch.manual_seed(0)
+    runs = {name: SimpleNamespace(model=models.resnet18(8, width=2).eval(), run_dir=tmp_path / name)
+            for name in ("CE", "NTCE")}  # fmt: skip
+    table = tables.transfer_probes(runs, target_train, target_test).set_index("run")
+    assert table.loc["CE", "relative_gain"] == 0
+    ntce = table.loc["NTCE"]
+    assert ntce["relative_gain"] == pytest.approx(ntce["accuracy"] / table.loc["CE", "accuracy"] - 1)
+    assert 0.5 <= table["accuracy"].min() <= 1  # two classes: a probe does at least as well as chance
+
+
+def test_per_class_alignment_reads_a_cosine_head_on_normalised_features():
+    generator = torch.Generator().manual_seed(1)
+    h = torch.randn(40, 4, generator=generator) * torch.rand(40, 1, generator=generator) * 10
+    labels = torch.arange(4).repeat(10)
+    cosine = heads.Cosine(4, 4, tau=0.5)
+    fs = FeatureSet(h, cosine(h).detach(), labels)
+    got = tables.per_class_alignment(fs, fs, cosine)
+    linear = heads.Linear(4, 4, bias=False)
+    linear.weight.data = F.normalize(cosine.weight.data, dim=1) / 0.5
+    expected = tables.per_class_alignment(FeatureSet(F.normalize(h, dim=1), fs.logits, labels), fs, linear)
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_claims_table_gives_a_verdict_per_claim():
+    measured = {
+        "accuracy": {"ce": 0.80, "ntce": 0.82, "nonl": 0.79},
+        "metrics_matched": {"ntce": 4, "nonl": 5},
+        "prototypes": 0.70,
+        "probe": 0.705,
+        "transfer": {"ce": 0.80, "ntce": 0.88, "nonl": 0.84},  # +10 %, +5 %: mean +7.5 %
+    }
+    table = design.claims_table(measured).set_index("claim")
+    assert list(table.index) == list(design.SEED_CLAIMS)
+    assert table.loc["normalised losses beat CE", "verdict"] == "not reproduced"  # NONL is below CE
+    assert table.loc["collapse early", "verdict"] == "reproduced"
+    assert table.loc["prototypes = probe", "verdict"] == "reproduced"  # within one point
+    assert table.loc["transfer", "verdict"] == "reproduced" and "+7.5%" in table.loc["transfer", "this run"]
+    assert table.loc["transfer under imbalance", "this run"] == "not measured"
+    weaker = design.claims_table({"transfer": {"ce": 0.8, "ntce": 0.81, "nonl": 0.81}}).set_index("claim")
+    assert weaker.loc["transfer", "verdict"] == "same sign, under half the claim"
+
+
+def test_on_real_digits_nonl_learns_and_collapses(standin_train, tmp_path):
+    """The smoke recipe on the real-pixel stand-in: NONL classifies the training set and its traced NC1
+    falls by an order of magnitude over the run (learning happened, and collapse began)."""
+    subset = standin_train.subset(design.PROFILE_SCALE["smoke"][0], seed=0)
+    config = design.recipe("smoke", design.by_design("nonl", trace=6), epochs=6)
+    run = train.load_or_train(config, subset, root=tmp_path, progress=False)
+    trace = design.traces({"NONL": run})
+    assert run.final["train_acc"] > 0.9
+    assert trace["nc1"].iloc[-1] < trace["nc1"].iloc[0] / 10
+    assert trace["accuracy"].iloc[-1] > 0.9
