@@ -213,3 +213,23 @@ def test_the_generalization_and_long_tail_figures_draw_what_they_name():
     summary = pd.DataFrame({"method": ["CE", "SpA"], "alignment": [0.5, 0.8], "test_accuracy": [0.4, 0.5]})
     assert len(plots.plot_accuracy_vs_alignment(summary).axes[0].texts) == 2
     plt.close("all")
+
+
+def test_the_design_figures_draw_the_trace_the_race_and_the_accuracies():
+    trace = pd.DataFrame({"run": ["CE"] * 3 + ["NTCE"] * 3, "step": [1, 4, 16] * 2,
+                          "nc1": [5.0, 1.0, 0.5, 2.0, 0.3, 0.1],
+                          "nc4_ncc_mismatch": [0.5, 0.1, 0.0, 0.4, 0.0, 0.0]})  # fmt: skip
+    fig = plots.plot_nc_trace(trace, {"nc1": "NC1", "nc4_ncc_mismatch": "NC4"})
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["NC1", "NC4"]
+    assert fig.axes[0].get_xscale() == "log" == fig.axes[0].get_yscale()
+    assert 0.5 in [line.get_ydata()[0] for line in fig.axes[0].lines]  # CE's final NC1, dashed
+    matches = pd.DataFrame({"run": ["CE", "CE", "NTCE", "NTCE"], "metric": ["nc1", "nc3"] * 2,
+                            "fraction": [1.0, 1.0, 0.05, np.nan]})  # fmt: skip
+    fig = plots.plot_first_match(matches)
+    hatched = [bar.get_hatch() for bar in fig.axes[0].patches if bar.get_height() > 0]
+    assert hatched.count("//") == 1  # the metric NTCE never reached
+    accuracies = pd.DataFrame({"run": ["CE", "CE", "SupCon", "SupCon"], "classifier": ["head", "probe"] * 2,
+                               "test_accuracy": [0.8, 0.82, 0.7, 0.75]})  # fmt: skip
+    fig = plots.plot_accuracies(accuracies, x="run", hue="classifier", title="t")
+    assert fig.axes[0].get_ylim() == (0, 1.08) and len(fig.axes[0].texts) == 4
+    plt.close("all")

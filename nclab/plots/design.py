@@ -1,0 +1,56 @@
+"""Figures of neural collapse by design (notebook 08): every NC metric along training for every loss, how
+early each loss reaches cross-entropy's final collapse, and the accuracy of each classifier."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+__all__ = ["plot_nc_trace", "plot_first_match", "plot_accuracies"]
+
+
+def plot_nc_trace(trace: pd.DataFrame, metrics: dict[str, str], reference: str = "CE") -> plt.Figure:
+    """One panel per NC metric (log scales), one line per run, against the optimisation step (log): the
+    reference run's final value is a dashed line, the level the others race to. ``trace``: the long table
+    of ``methods.design.traces``; ``metrics``: {column: title} (``methods.design.TRACED_METRICS``)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.6), constrained_layout=True)
+    final = trace[trace["run"] == reference].sort_values("step").iloc[-1]
+    for ax, (metric, title) in zip(axes, metrics.items()):
+        shown = trace[trace[metric] > 0]  # a log axis cannot show an exact 0 (a mismatch of none)
+        sns.lineplot(shown, x="step", y=metric, hue="run", ax=ax, marker="o", markersize=3, legend=ax is axes[-1])
+        ax.axhline(final[metric], color="black", linestyle="--", linewidth=1)
+        ax.set(xscale="log", yscale="log", xlabel="optimisation step", ylabel="", title=title)
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    axes[0].annotate(f"{reference}, final", (0.02, 0.02), xycoords="axes fraction", fontsize=8)
+    return fig
+
+
+def plot_first_match(matches: pd.DataFrame, within: float = 0.075) -> plt.Figure:
+    """For every run and NC metric, the fraction of the reference run's steps it needed to reach (and keep)
+    the reference's final value (``tables.first_match``); a run that never did is drawn at 1 with a hatch.
+    The dotted line is seed 004's 7.5 %."""
+    frame = matches.assign(shown=matches["fraction"].fillna(1.0))
+    fig, ax = plt.subplots(figsize=(10, 3.8), constrained_layout=True)
+    sns.barplot(frame, x="metric", y="shown", hue="run", ax=ax)
+    for bars, (_, part) in zip(ax.containers, frame.groupby("run", sort=False)):
+        for bar, missing in zip(bars, part["fraction"].isna()):
+            if missing:
+                bar.set_hatch("//")
+    ax.axhline(within, color="black", linestyle=":", linewidth=1, label=f"{within:.1%} (seed 004)")
+    ax.set(ylim=(0, 1.05), xlabel="", ylabel="fraction of the reference's steps",
+           title="how early each loss reaches cross-entropy's final collapse (hatched: never)")  # fmt: skip
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    return fig
+
+
+def plot_accuracies(frame: pd.DataFrame, x: str, hue: str, title: str, y: str = "test_accuracy") -> plt.Figure:
+    """Bars of an accuracy column (``y``) grouped by ``x`` and coloured by ``hue``, on [0, 1], the value on
+    each bar: the classifiers of each encoder (``tables.prototype_vs_probe``), or transfer accuracies."""
+    fig, ax = plt.subplots(figsize=(10, 3.8), constrained_layout=True)
+    sns.barplot(frame, x=x, y=y, hue=hue, ax=ax)
+    for bars in ax.containers:
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set(ylim=(0, 1.08), xlabel="", ylabel=y.replace("_", " "), title=title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    return fig
