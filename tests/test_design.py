@@ -219,10 +219,14 @@ def test_claims_table_gives_a_verdict_per_claim():
     assert table.loc["normalised losses beat CE", "verdict"] == "not reproduced"  # NONL is below CE
     assert table.loc["collapse early", "verdict"] == "reproduced"
     assert table.loc["prototypes = probe", "verdict"] == "reproduced"  # within one point
-    assert table.loc["transfer", "verdict"] == "reproduced" and "+7.5%" in table.loc["transfer", "this run"]
+    assert table.loc["transfer", "verdict"] == "reproduced"
+    assert table.loc["transfer", "this run"] == "+7.5% relative (NTCE and NONL)"
     assert table.loc["transfer under imbalance", "this run"] == "not measured"
-    weaker = design.claims_table({"transfer": {"ce": 0.8, "ntce": 0.81, "nonl": 0.81}}).set_index("claim")
-    assert weaker.loc["transfer", "verdict"] == "same sign, under half the claim"
+    weaker = design.claims_table({"transfer_imbalanced": {"ce": 0.8, "nonl": 0.81}}).set_index("claim")
+    assert weaker.loc["transfer under imbalance", "verdict"] == "same sign, under half the claim"
+    assert weaker.loc["transfer under imbalance", "this run"] == "+1.2% relative (NONL)"
+    with pytest.raises(ValueError, match="needs 'ce'"):
+        design.claims_table({"transfer": {"ntce": 0.8}})
 
 
 def test_on_real_digits_nonl_learns_and_collapses(standin_train, tmp_path):

@@ -228,6 +228,8 @@ def test_the_design_figures_draw_the_trace_the_race_and_the_accuracies():
     fig = plots.plot_first_match(matches)
     hatched = [bar.get_hatch() for bar in fig.axes[0].patches if bar.get_height() > 0]
     assert hatched.count("//") == 1  # the metric NTCE never reached
+    assert [tick.get_text() for tick in fig.axes[0].get_xticklabels()] == ["NC1", "NC3"]
+    assert plots.design._short("nc2_equinorm_means") == "NC2\nequinorm"
     accuracies = pd.DataFrame({"run": ["CE", "CE", "SupCon", "SupCon"], "classifier": ["head", "probe"] * 2,
                                "test_accuracy": [0.8, 0.82, 0.7, 0.75]})  # fmt: skip
     fig = plots.plot_accuracies(accuracies, x="run", hue="classifier", title="t")

@@ -26,11 +26,17 @@ def plot_nc_trace(trace: pd.DataFrame, metrics: dict[str, str], reference: str =
     return fig
 
 
+def _short(metric: str) -> str:
+    """A metric's column name as a short, wrapped axis label: "nc2_equinorm_means" → "NC2\nequinorm"."""
+    name, *rest = metric.split("_")
+    return "\n".join([name.upper(), *[word for word in rest if word not in ("means", "weights")][:1]])
+
+
 def plot_first_match(matches: pd.DataFrame, within: float = 0.075) -> plt.Figure:
     """For every run and NC metric, the fraction of the reference run's steps it needed to reach (and keep)
     the reference's final value (``tables.first_match``); a run that never did is drawn at 1 with a hatch.
     The dotted line is seed 004's 7.5 %."""
-    frame = matches.assign(shown=matches["fraction"].fillna(1.0))
+    frame = matches.assign(shown=matches["fraction"].fillna(1.0), metric=matches["metric"].map(_short))
     fig, ax = plt.subplots(figsize=(10, 3.8), constrained_layout=True)
     sns.barplot(frame, x="metric", y="shown", hue="run", ax=ax)
     for bars, (_, part) in zip(ax.containers, frame.groupby("run", sort=False)):
