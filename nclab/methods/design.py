@@ -41,6 +41,7 @@ __all__ = [
     "PROFILE_SCALE",
     "recipe",
     "TRACED_METRICS",
+    "MORE_METRICS",
     "SEED_CLAIMS",
     "claims_table",
 ]
@@ -248,6 +249,13 @@ TRACED_METRICS = {  # the five NC metrics of the "time to collapse" comparison �
     "nc2_maxangle_means": "NC2: class means at the ETF's angles",
     "nc3": "NC3: classifier ∝ class means",
     "nc4_ncc_mismatch": "NC4: classifier = nearest class mean",
+}
+
+MORE_METRICS = {  # the other NC metrics of the trace (nc_metrics' keys) → what each measures
+    "nc1_trace_ratio": "NC1: Tr Σ_W / Tr Σ_B",
+    "nc2_equiangular_means": "NC2: equal angles of the means",
+    "nc2_equinorm_weights": "NC2: equal norms of the rows",
+    "nc2_etf_distance": "NC2: classifier Gram vs ETF",
 }
 
 SEED_CLAIMS = {  # seed 004's abstract, on CIFAR-10/100, Tiny-ImageNet and ImageNet-1K (ResNets)
