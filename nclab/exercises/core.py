@@ -9,6 +9,7 @@ exception. The checks themselves live in ``notebookNN.py``, one module per noteb
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,14 @@ PLAIN_TENSOR = (
     "{case}: your output is a {kind}, a subclass of torch.Tensor: return a plain torch.Tensor (a subclass can "
     "change how tensors compare)."
 )
+DENSE_TENSOR = "{case}: your output is a {layout} tensor on the {device} device: return an ordinary dense tensor."
+
+
+def _not_dense(got: torch.Tensor, case: str) -> str | None:
+    """A message when ``got`` is sparse, quantised or on the meta device (its values cannot be compared)."""
+    if got.layout != torch.strided or got.is_quantized or got.device.type == "meta":
+        return DENSE_TENSOR.format(case=case, layout=str(got.layout).removeprefix("torch."), device=got.device.type)
+    return None
 
 
 def show(x: Any) -> str:
@@ -122,6 +131,8 @@ def compare(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, tor
         return f"{case}: expected {show(expected)}, got {show(got)}."
     if type(got) is not torch.Tensor:
         return PLAIN_TENSOR.format(case=case, kind=type(got).__name__)
+    if _not_dense(got, case):
+        return _not_dense(got, case)
     if got.shape != expected.shape:
         return f"{case}: your output has shape {tuple(got.shape)}, expected {tuple(expected.shape)}."
     if got.dtype != expected.dtype:
@@ -180,6 +191,10 @@ def random_images(batch: int, size: int, seed: int) -> torch.Tensor:
 
 def as_float_tensor(got: Any, case: str, expected: torch.Tensor) -> torch.Tensor:
     """``got`` as a float64 tensor of ``expected``'s shape (a number for a 0-d ``expected``); else Wrong."""
+    if isinstance(got, (str, bytes)):
+        raise Wrong(f"{case}: expected {show(expected)}, got {show(got)}: return a number or a tensor, not text.")
+    if isinstance(got, numbers.Complex) and not isinstance(got, numbers.Real):
+        raise Wrong(f"{case}: your output is a complex number; this value is real, return a float.")
     if expected.dim() == 0 and not isinstance(got, torch.Tensor):
         try:
             return torch.tensor(float(got), dtype=torch.float64)
@@ -189,11 +204,15 @@ def as_float_tensor(got: Any, case: str, expected: torch.Tensor) -> torch.Tensor
         raise Wrong(f"{case}: expected {show(expected)}, got {show(got)}: return a torch tensor.")
     if type(got) is not torch.Tensor:
         raise Wrong(PLAIN_TENSOR.format(case=case, kind=type(got).__name__))
+    if _not_dense(got, case):
+        raise Wrong(_not_dense(got, case))
+    if got.is_complex():
+        raise Wrong(f"{case}: your output is {got.dtype}; these values are real numbers, return a float tensor.")
     if got.numel() == 1 and expected.dim() == 0:
         return got.detach().reshape(()).double()
     if got.shape != expected.shape:
         raise Wrong(f"{case}: your output has shape {tuple(got.shape)}, expected {tuple(expected.shape)}.")
-    if not (got.is_floating_point() or got.is_complex()):
+    if not got.is_floating_point():
         raise Wrong(f"{case}: your output is {got.dtype}; these values are real numbers, return a float tensor.")
     return got.detach().double()
 
@@ -256,7 +275,13 @@ def compare_gradient(
         return f"{case}: your value is right but carries no gradient{no_gradient}"
     if type(got) is not torch.Tensor:
         return PLAIN_TENSOR.format(case=case, kind=type(got).__name__)
-    (yours,) = torch.autograd.grad(got.sum(), inputs, allow_unused=True)
+    try:
+        (yours,) = torch.autograd.grad(got.sum(), inputs, allow_unused=True)
+    except RuntimeError:  # the graph was freed by a .backward() in the answer, or is not differentiable
+        return (
+            f"{case}: your value is right but its gradient cannot be computed: return the value itself, "
+            f"without calling .backward() on it (or on a part of it) inside your function."
+        )
     if yours is None:
         return f"{case}: your value is right but {detached or wrong_gradient}"
     if not torch.isfinite(yours).all():

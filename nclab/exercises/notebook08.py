@@ -30,7 +30,7 @@ def check_nonl(nonl_loss: Callable) -> tuple[bool, str]:
     Compared with ``nclab.losses.nonl`` on a float32 hand case in 2-D (w = 2e₁, 3e₂, −½e₁; u = 3e₁, ½e₂,
     2e₂, −4e₁; y = 0, 0, 1, 2; τ = ½: L = ¼[−6 + 2 log(1 + e⁻²) + log(2 + e²) + log(2 + e⁻²)] ≈ −0.687) and
     on a random float64 case (B = 12, one class seen once, rows of norms 0.1 … 10, τ = 0.2), whose
-    gradient in u is compared too; recognises the NTCE denominator (all j), a denominator over j ≠ i,
+    gradients in u and in w are compared too; recognises the NTCE denominator (all j), a denominator over j ≠ i,
     NormFace, u or w not normalised (or u divided by the norm of the whole matrix), τ missing or
     multiplied, a sum over the batch, the anchor transposed (s_ji), the sign, per-sample losses (B,),
     and a missing or detached gradient.
@@ -108,7 +108,32 @@ def check_nonl(nonl_loss: Callable) -> tuple[bool, str]:
             )
             if wrong:
                 return False, wrong
+            wrong = _class_vector_gradient(nonl_loss, case, u, w, y, tau)
+            if wrong:
+                return False, wrong
     return True, "−s_ii + log Σ_{y_j ≠ y_i} exp(s_ij): pull û_i to its class vector, push the others' samples away."
+
+
+def _class_vector_gradient(nonl_loss: Callable, case: str, u, w, y, tau) -> str | None:
+    """None when the answer back-propagates into the class vectors w as ``losses.nonl`` does (in training,
+    w are the rows of the cosine head); else the message."""
+    reference = w.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(losses.nonl(u, reference, y, tau), reference)
+    w_in = w.clone().requires_grad_(True)
+    try:
+        got = call(nonl_loss, case, u, w_in, y, tau)
+    except Wrong as wrong:
+        return str(wrong)
+    return compare_gradient(
+        got,
+        w_in,
+        gradient,
+        case,
+        no_gradient=": return a torch tensor computed from u and w, so that the loss can train the class vectors.",
+        detached="carries no gradient into the class vectors w: compute it from the w you were given.",
+        wrong_gradient="its gradient in the class vectors w is not right: normalise w with F.normalize (or divide "
+        "by its norm without .detach()), so that the loss trains the head too.",
+    )
 
 
 def _prototype_mistakes(
@@ -150,7 +175,8 @@ def check_prototypes(prototype_predict: Callable) -> tuple[bool, str]:
     (0, 10); class 1 = unit vectors at 150°, 170°; four queries of norms 0.3 to 5) and on a random float32
     case (60 training rows of 8 features, 5 classes, norms 0.1 to 10; 40 queries); recognises the mean of
     the raw features, prototypes not normalised (by dot product or by distance), the nearest class mean
-    by Euclidean distance (NC4's NCC), argmin, the scores (N, C) instead of the classes, and a float output.
+    by Euclidean distance (NC4's NCC), argmin, the scores (N, C) instead of the classes, and a float output;
+    a mistake is named only when the answer makes it on both cases (else the first wrong class is shown).
     """
 
     def polar(degrees: float, norm: float) -> list[float]:
@@ -172,6 +198,7 @@ def check_prototypes(prototype_predict: Callable) -> tuple[bool, str]:
          "170° of norms 1, 2, 0.3, 5", hand_train, torch.tensor([0, 0, 1, 1]), hand_query),
         ("random case: 60 training rows of 8 features in 5 classes, norms 0.1 to 10; 40 queries", train, labels, query),
     ]  # fmt: skip
+    answers = []
     for case, train_features, train_labels, features in cases:
         scores, mistakes = _prototype_mistakes(train_features.double(), train_labels, features.double())
         expected = heads.Prototype.from_features(train_features.double(), train_labels)(features.double()).argmax(1)
@@ -188,7 +215,11 @@ def check_prototypes(prototype_predict: Callable) -> tuple[bool, str]:
             if got.is_floating_point() or got.is_complex() or got.dtype == torch.bool:
                 return False, f"{case}: return the classes as an int64 tensor (an argmax), not {show(got)}."
             got = got.long()
-        wrong = compare(got, expected, case, mistakes)
+        answers.append((case, got, expected, mistakes))
+    # a mistake is named only when the answer makes it in every case: 4 queries can agree with it by chance
+    made = {m for m in mistakes if all(compare(got, wrong[m], case, {}) is None for case, got, _, wrong in answers)}
+    for case, got, expected, mistakes in answers:
+        wrong = compare(got, expected, case, {m: classes for m, classes in mistakes.items() if m in made})
         if wrong:
             return False, wrong
     return True, "argmax_c p_c·ĥ: each sample goes to the class whose mean direction is closest in angle."
