@@ -91,15 +91,22 @@ def _checked(u: torch.Tensor, y: torch.Tensor, tau: float | None, w: torch.Tenso
         raise ValueError(f"features must be (B, p) with one label each, got {tuple(u.shape)} and {tuple(y.shape)}")
     if w is not None and (w.ndim != 2 or w.shape[1] != u.shape[1]):
         raise ValueError(f"class vectors must be (C, {u.shape[1]}), got {tuple(w.shape)}")
-    if w is not None and len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(w):
+    if w is not None and len(y) and y.device.type == "cpu" and not 0 <= int(y.min()) <= int(y.max()) < len(w):
+        # (checked on the CPU only: on a GPU the check would wait for the device at every step)
         raise ValueError(f"labels must lie in 0..{len(w) - 1} (one class vector each), got {y.min()}..{y.max()}")
     if tau is not None and not tau > 0:
         raise ValueError(f"the temperature tau must be > 0, got {tau!r}")
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    """Rows divided by their norms, in float32 (or float64 when given)."""
-    return F.normalize(x if x.dtype == torch.float64 else x.float(), dim=1)
+def _unit(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Rows divided by their norms, in ``dtype`` (default: float64 for float64 input, else float32)."""
+    dtype = dtype or (torch.float64 if x.dtype == torch.float64 else torch.float32)
+    return F.normalize(x.to(dtype), dim=1)
+
+
+def _dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float64 when any input is float64, else float32 (half-precision features are computed in float32)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def normface(u: torch.Tensor, w: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
@@ -109,12 +116,14 @@ def normface(u: torch.Tensor, w: torch.Tensor, y: torch.Tensor, tau: float) -> t
     = −(1/B) Σ_i log( exp(ŵ_{y_i}·û_i/τ) / Σ_c exp(ŵ_c·û_i/τ) ). Wang et al., "NormFace", ACM MM 2017.
     """
     _checked(u, y, tau, w)
-    return F.cross_entropy(_unit(u) @ _unit(w).T / tau, y)
+    dtype = _dtype(u, w)
+    return F.cross_entropy(_unit(u, dtype) @ _unit(w, dtype).T / tau, y)
 
 
 def _anchor_scores(u: torch.Tensor, w: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
     """s_ij = ŵ_{y_i}·û_j/τ: (B, B), row i the class vector of sample i against every sample of the batch."""
-    return _unit(w)[y] @ _unit(u).T / tau
+    dtype = _dtype(u, w)
+    return _unit(w, dtype)[y] @ _unit(u, dtype).T / tau
 
 
 def ntce(u: torch.Tensor, w: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
@@ -142,12 +151,11 @@ def nonl(u: torch.Tensor, w: torch.Tensor, y: torch.Tensor, tau: float) -> torch
     _checked(u, y, tau, w)
     s = _anchor_scores(u, w, y, tau)  # (B, B)
     negative = y[None, :] != y[:, None]  # (B, B): j is a negative of i
-    alignment = -s.diagonal().mean()
-    has = negative.any(dim=1)
-    if not bool(has.any()):
-        return alignment
-    uniformity = torch.logsumexp(s[has].masked_fill(~negative[has], -math.inf), dim=1)
-    return alignment + uniformity.mean()
+    has = negative.any(dim=1, keepdim=True)  # (B, 1)
+    # a row without negatives keeps finite entries (its log-sum-exp is then discarded, gradient 0 included)
+    push = torch.logsumexp(s.masked_fill(~negative & has, -math.inf), dim=1)
+    uniformity = torch.where(has[:, 0], push, torch.zeros_like(push)).sum() / has.sum().clamp_min(1)
+    return -s.diagonal().mean() + uniformity  # no branch on the data: no wait for the device
 
 
 def dot_regression(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -155,9 +163,10 @@ def dot_regression(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.T
 
     h: (B, p) raw features (not normalised: the loss sets their direction, their norm is free), w: (C, p)
     the head's fixed class vectors, y: (B,). Zero when every h_i points along its ŵ_{y_i}; with ‖h‖ a
-    constant, its gradient in h_i is (cos − 1)·‖ŵ‖ŵ_{y_i}: it turns h_i toward ŵ_{y_i} and never pushes the
-    other classes, so a small class is not crushed by the large ones (Yang et al., "Inducing neural collapse
-    in imbalanced learning", NeurIPS 2022). A zero feature row counts as norm 10⁻⁸.
+    constant, its gradient in h_i is (cos − 1)·‖ŵ‖ŵ_{y_i}: only a pull toward its own class vector, where
+    cross-entropy's gradient also pushes h_i away from every other class vector, pushes that a long tail
+    makes lopsided (Yang et al., "Inducing neural collapse in imbalanced learning", NeurIPS 2022). A zero
+    feature row counts as norm 10⁻⁸.
     """
     _checked(h, y, None, w)
     h = h if h.dtype == torch.float64 else h.float()
@@ -184,10 +193,8 @@ def supcon(u: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
     positive = (y[None, :] == y[:, None]) & ~self_pair
     count = positive.sum(dim=1)
     has = count > 0
-    if not bool(has.any()):
-        return (z * 0).sum()
-    mean_positive = log_prob.masked_fill(~positive, 0).sum(dim=1)[has] / count[has]
-    return -mean_positive.mean()
+    mean_positive = log_prob.masked_fill(~positive, 0).sum(dim=1) / count.clamp_min(1)  # 0 without a positive
+    return -(mean_positive * has).sum() / has.sum().clamp_min(1)  # no branch on the data: no wait for the device
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -254,6 +261,12 @@ class SupConLoss(nn.Module):
     view is made here by a random crop (zero padding ``padding``) and flip of the same images, run through
     the encoder, and every image then has at least one positive, itself seen differently. The second view's
     randomness comes from torch's generator of the inputs' device, which ``fit`` checkpoints.
+
+    Three differences from Khosla et al.: their two views are both drawn from the original image with strong
+    augmentation (colour jitter, grey scale, resized crops), here view 2 is a crop and flip of view 1 (which
+    the loader may have cropped and flipped already: a crop of a crop); the encoder runs on the two views as
+    two batches, so BatchNorm normalises each view with its own statistics and updates its running ones
+    twice per step; and there is no projection head, the loss acts on the penultimate features.
     """
 
     def __init__(self, tau: float = 0.1, views: int = 2, padding: int = 4):

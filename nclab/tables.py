@@ -331,8 +331,9 @@ def first_match(trace: pd.DataFrame, metrics, reference: str = "CE", within: flo
     return pd.DataFrame(rows)
 
 
-def prototype_vs_probe(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.DataFrame:
-    """Three classifiers on one encoder's penultimate features: its own head, the class-mean prototypes
+def prototype_vs_probe(train: FeatureSet, test: FeatureSet) -> pd.DataFrame:
+    """Three classifiers on one encoder's penultimate features: its own head (the logits of ``test``), the
+    class-mean prototypes
     (``heads.Prototype``: normalised means of the normalised training features, argmax cosine) and a
     linear probe (``probe.LinearProbe``, logistic regression on the standardised training features).
 

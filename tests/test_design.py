@@ -55,11 +55,30 @@ def test_each_loss_brings_its_head_and_its_loss(small_train, loss, head, criteri
     assert method.name == loss and ("tau" in method.hparams) == (loss in ("normface", "ntce", "nonl", "supcon"))
 
 
-def test_untraced_cross_entropy_is_the_plain_cross_entropy_run():
+def test_untraced_cross_entropy_is_the_plain_cross_entropy_run(small_train):
     plain, traced = design.by_design("ce", trace=0), design.by_design("ce")
     assert _config(plain).key() == _config(spa.long_tail_method()).key()  # one run, shared with notebook 07
     assert _config(traced).key() != _config(plain).key()
     assert design.by_design("ntce", tau=0.1).params != design.by_design("ntce", tau=0.2).params
+    # ... and it is the same run: the same model and the same loss
+    built = []
+    for method in (plain, spa.long_tail_method()):
+        torch.manual_seed(0)
+        built.append((method.build_model(_config(method), small_train), *method.training(_config(method), small_train)))
+    (ours, our_loss, our_hooks), (theirs, their_loss, their_hooks) = built
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    assert type(our_loss) is type(their_loss) and our_hooks == their_hooks == []
+
+
+def test_every_loss_starts_from_the_same_encoder(small_train):
+    weights = {}
+    for loss in design.LOSSES:
+        method = design.by_design(loss, trace=0)
+        torch.manual_seed(0)
+        state = method.build_model(_config(method), small_train).state_dict()
+        weights[loss] = {name: value for name, value in state.items() if not name.startswith("head.")}
+    for loss, state in weights.items():
+        assert all(torch.equal(state[name], value) for name, value in weights["ce"].items()), loss
 
 
 def test_bad_arguments_are_refused():
@@ -111,6 +130,18 @@ def test_the_trace_survives_an_interrupted_run(small_train, tmp_path, disconnect
         _fit(method, small_train, tmp_path / "resumed", [DisconnectAt(2)], epochs=3)
     _, _, resumed = _fit(method, small_train, tmp_path / "resumed", [DisconnectAt(None)], epochs=3)
     assert resumed[-1].records == whole[-1].records and resumed[-1].step == whole[-1].step
+
+
+def test_a_supcon_run_resumes_to_the_same_weights_and_prototypes(small_train, tmp_path, disconnect_at):
+    DisconnectAt, Disconnect = disconnect_at  # the second view's random crops and the running means
+    method = design.by_design("supcon", trace=0)
+    whole, _, whole_hooks = _fit(method, small_train, tmp_path / "whole", [DisconnectAt(None)], epochs=3)
+    with pytest.raises(Disconnect):
+        _fit(method, small_train, tmp_path / "resumed", [DisconnectAt(2)], epochs=3)
+    resumed, _, resumed_hooks = _fit(method, small_train, tmp_path / "resumed", [DisconnectAt(None)], epochs=3)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(whole_hooks[0].means, resumed_hooks[0].means)
 
 
 def test_running_prototypes_are_the_normalised_means_of_the_normalised_features():
@@ -175,10 +206,21 @@ def test_prototypes_and_probe_on_separable_features():
     h = centres[labels] * (1 + torch.rand(60, 1, generator=generator)) + 0.3 * torch.randn(60, 3, generator=generator)
     logits = -torch.cdist(h, centres)  # a "trained head": the nearest centre
     fs = FeatureSet(h, logits, labels)
-    table = tables.prototype_vs_probe(fs, fs, heads.Linear(3, 3)).set_index("classifier")
+    table = tables.prototype_vs_probe(fs, fs).set_index("classifier")
     assert list(table.index) == ["trained head", "class-mean prototypes", "linear probe"]
     assert table["test_accuracy"].tolist() == [1.0, 1.0, 1.0]
     assert math.isnan(table.loc["trained head", "fit_seconds"]) and table.loc["linear probe", "fit_seconds"] > 0
+
+
+def test_the_prototypes_average_directions_not_raw_features():
+    # class 0: one long feature at 80° and two short ones at 0°; class 1: unit features at 120°
+    polar = lambda degrees, norm: [norm * math.cos(math.radians(degrees)), norm * math.sin(math.radians(degrees))]  # noqa: E731
+    train = FeatureSet(torch.tensor([polar(80, 20), polar(0, 1), polar(0, 1), polar(120, 1), polar(120, 1)]),
+                       torch.zeros(5, 2), torch.tensor([0, 0, 0, 1, 1]))  # fmt: skip
+    query = FeatureSet(torch.tensor([polar(95, 1)]), torch.zeros(1, 2), torch.tensor([1]))
+    # the mean direction of class 0 is ≈ 27°, so 95° is nearer 120° (class 1); the raw mean points at ≈ 74°
+    table = tables.prototype_vs_probe(train, query).set_index("classifier")
+    assert table.loc["class-mean prototypes", "test_accuracy"] == 1.0
 
 
 def test_transfer_probes_are_relative_to_the_reference(tmp_path):
@@ -209,7 +251,9 @@ def test_per_class_alignment_reads_a_cosine_head_on_normalised_features():
 def test_claims_table_gives_a_verdict_per_claim():
     measured = {
         "accuracy": {"ce": 0.80, "ntce": 0.82, "nonl": 0.79},
+        "test_images": 1000,
         "metrics_matched": {"ntce": 4, "nonl": 5},
+        "ce_train_accuracy": 1.0,
         "prototypes": 0.70,
         "probe": 0.705,
         "transfer": {"ce": 0.80, "ntce": 0.88, "nonl": 0.84},  # +10 %, +5 %: mean +7.5 %
@@ -222,11 +266,24 @@ def test_claims_table_gives_a_verdict_per_claim():
     assert table.loc["transfer", "verdict"] == "reproduced"
     assert table.loc["transfer", "this run"] == "+7.5% relative (NTCE and NONL)"
     assert table.loc["transfer under imbalance", "this run"] == "not measured"
+
+
+def test_claims_table_needs_a_gain_above_noise_and_a_converged_baseline():
+    # CE at 80 % on 1,000 test images: two standard errors of a difference are 2·√(2·0.8·0.2/1000) = 3.6 points
+    small = {"accuracy": {"ce": 0.80, "ntce": 0.82, "nonl": 0.83}, "test_images": 1000}
+    large = {"accuracy": {"ce": 0.80, "ntce": 0.85, "nonl": 0.86}, "test_images": 1000}
+    assert design.claims_table(small).loc[0, "verdict"] == "same sign, within noise"
+    assert design.claims_table(large).loc[0, "verdict"] == "reproduced"
+    assert "noise ±3.6%" in design.claims_table(large).loc[0, "this run"]
+    early = {"metrics_matched": {"ntce": 5, "nonl": 5}, "ce_train_accuracy": 0.9}
+    assert design.claims_table(early).loc[1, "verdict"] == "no verdict: CE not converged"
     weaker = design.claims_table({"transfer_imbalanced": {"ce": 0.8, "nonl": 0.81}}).set_index("claim")
     assert weaker.loc["transfer under imbalance", "verdict"] == "same sign, under half the claim"
     assert weaker.loc["transfer under imbalance", "this run"] == "+1.2% relative (NONL)"
     with pytest.raises(ValueError, match="needs 'ce'"):
         design.claims_table({"transfer": {"ntce": 0.8}})
+    with pytest.raises(ValueError, match="test_images"):
+        design.claims_table({"accuracy": {"ce": 0.8, "nonl": 0.9}})
 
 
 def test_on_real_digits_nonl_learns_and_collapses(standin_train, tmp_path):

@@ -226,3 +226,36 @@ def test_supcon_loss_adds_a_second_view_through_the_encoder():
     assert value.item() == pytest.approx(losses.supcon(torch.cat([h, second]), torch.cat([y, y]), 0.1).item(), rel=1e-5)
     with pytest.raises(ValueError, match="second view"):
         two(losses.BatchOutput(h, out.logits), y)
+
+
+def test_mixed_and_half_precision_inputs_are_computed_in_a_common_float_type():
+    u, w, y = _batch(7)
+    for loss in (losses.normface, losses.ntce, losses.nonl):
+        exact = loss(u, w, y, 0.1)
+        assert loss(u, w.float(), y, 0.1).dtype == torch.float64  # float64 features, float32 class vectors
+        half = loss(u.half().requires_grad_(), w.float(), y, 0.1)
+        assert half.dtype == torch.float32 and half.item() == pytest.approx(exact.item(), rel=1e-2)
+    # zero rows (no direction: a normalised loss's gradient there is 1/ε, finite in float32; in float16 it
+    # overflows and the GradScaler skips the step, as for any overflow)
+    h = torch.zeros(len(y), u.shape[1], requires_grad=True)
+    for value in (
+        losses.dot_regression(h, w.float(), y),
+        losses.ntce(h, w.float(), y, 0.05),
+        losses.supcon(h, y, 0.05),
+    ):
+        value.backward()
+        assert math.isfinite(value.item()) and torch.isfinite(h.grad).all()
+        h.grad = None
+
+
+def test_supcon_loss_runs_under_bfloat16_autocast_on_the_cpu():
+    torch.manual_seed(0)
+    model = models.resnet18(3, width=2)
+    x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = model.features(x)
+    assert h.dtype == torch.bfloat16
+    value = losses.SupConLoss(0.1)(losses.BatchOutput(h, model.head(h.float()), model=model, inputs=x), y)
+    value.backward()
+    assert value.dtype == torch.float32 and math.isfinite(value.item())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -223,6 +223,7 @@ def test_the_design_figures_draw_the_trace_the_race_and_the_accuracies():
     assert [ax.get_title() for ax in fig.axes[:2]] == ["NC1", "NC4"]
     assert fig.axes[0].get_xscale() == "log" == fig.axes[0].get_yscale()
     assert 0.5 in [line.get_ydata()[0] for line in fig.axes[0].lines]  # CE's final NC1, dashed
+    assert len(plots.plot_nc_trace(trace, {"nc1": "NC1"}).axes) == 1  # one metric: one panel
     matches = pd.DataFrame({"run": ["CE", "CE", "NTCE", "NTCE"], "metric": ["nc1", "nc3"] * 2,
                             "fraction": [1.0, 1.0, 0.05, np.nan]})  # fmt: skip
     fig = plots.plot_first_match(matches)

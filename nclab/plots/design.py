@@ -9,17 +9,22 @@ import seaborn as sns
 
 __all__ = ["plot_nc_trace", "plot_first_match", "plot_accuracies"]
 
+FLOOR = 1e-6  # NC values below this are 0 up to float32 rounding (a frozen ETF's NC2): not drawn on a log axis
+
 
 def plot_nc_trace(trace: pd.DataFrame, metrics: dict[str, str], reference: str = "CE") -> plt.Figure:
     """One panel per NC metric (log scales), one line per run, against the optimisation step (log): the
     reference run's final value is a dashed line, the level the others race to. ``trace``: the long table
-    of ``methods.design.traces``; ``metrics``: {column: title} (``methods.design.TRACED_METRICS``)."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.6), constrained_layout=True)
+    of ``methods.design.traces``; ``metrics``: {column: title} (``methods.design.TRACED_METRICS``). Values
+    below :data:`FLOOR` (zero up to float rounding) are left out."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.6), constrained_layout=True, squeeze=False)
+    axes = axes[0]
     final = trace[trace["run"] == reference].sort_values("step").iloc[-1]
     for ax, (metric, title) in zip(axes, metrics.items()):
-        shown = trace[trace[metric] > 0]  # a log axis cannot show an exact 0 (a mismatch of none)
+        shown = trace[trace[metric] > FLOOR]  # 0 up to rounding (a frozen ETF's own NC2) has no place on a log axis
         sns.lineplot(shown, x="step", y=metric, hue="run", ax=ax, marker="o", markersize=3, legend=ax is axes[-1])
-        ax.axhline(final[metric], color="black", linestyle="--", linewidth=1)
+        if final[metric] > FLOOR:
+            ax.axhline(final[metric], color="black", linestyle="--", linewidth=1)
         ax.set(xscale="log", yscale="log", xlabel="optimisation step", ylabel="", title=title)
     axes[-1].legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
     axes[0].annotate(f"{reference}, final", (0.02, 0.02), xycoords="axes fraction", fontsize=8)
