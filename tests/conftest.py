@@ -59,6 +59,17 @@ def digits_config():
     return make
 
 
+class CheatingTensor(torch.Tensor):
+    """What a student's answer could return to fake a comparison: a tensor subclass that says it equals
+    anything (``torch.equal``/``torch.allclose`` → True). Every exercise check must reject it."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.equal, torch.allclose):
+            return True
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
 class Disconnect(Exception):
     """What a dying kernel looks like to a test: raised by :class:`DisconnectAt`."""
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import CheatingTensor
 from nclab.exercises import run_check
 
 
@@ -128,21 +129,11 @@ def test_a_float32_closed_form_passes_the_gradient_check():
     assert result.passed, result.message
 
 
-class _Cheat(torch.Tensor):
-    """A tensor subclass that says it equals anything."""
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        if func in (torch.equal, torch.allclose):
-            return True
-        return super().__torch_function__(func, types, args, kwargs or {})
-
-
 @pytest.mark.parametrize(
     "name, answer",
     [
-        ("06_assign", lambda logits, labels: torch.zeros(len(labels), dtype=torch.long).as_subclass(_Cheat)),
-        ("06_irm", lambda logits, y: (0 * logits.sum()).as_subclass(_Cheat)),
+        ("06_assign", lambda logits, labels: torch.zeros(len(labels), dtype=torch.long).as_subclass(CheatingTensor)),
+        ("06_irm", lambda logits, y: (0 * logits.sum()).as_subclass(CheatingTensor)),
     ],
 )
 def test_a_tensor_subclass_that_fakes_the_comparison_fails(name, answer):

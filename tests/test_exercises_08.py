@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import CheatingTensor
 from nclab import heads, losses
 from nclab.exercises import run_check
 
@@ -198,21 +199,11 @@ def test_every_prototype_mistake_is_named_by_the_hand_case_or_the_random_one():
     assert "random case" in run_check("08_prototypes", wrong).message
 
 
-class _Cheat(torch.Tensor):
-    """A tensor subclass that says it equals anything."""
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        if func in (torch.equal, torch.allclose):
-            return True
-        return super().__torch_function__(func, types, args, kwargs or {})
-
-
 @pytest.mark.parametrize(
     "name, answer",
     [
-        ("08_nonl", lambda u, w, y, tau: (0 * u.sum()).as_subclass(_Cheat)),
-        ("08_prototypes", lambda h, y, q: torch.zeros(len(q), dtype=torch.long).as_subclass(_Cheat)),
+        ("08_nonl", lambda u, w, y, tau: (0 * u.sum()).as_subclass(CheatingTensor)),
+        ("08_prototypes", lambda h, y, q: torch.zeros(len(q), dtype=torch.long).as_subclass(CheatingTensor)),
     ],
 )
 def test_a_tensor_subclass_that_fakes_the_comparison_fails(name, answer):
