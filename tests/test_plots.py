@@ -224,6 +224,9 @@ def test_the_design_figures_draw_the_trace_the_race_and_the_accuracies():
     assert fig.axes[0].get_xscale() == "log" == fig.axes[0].get_yscale()
     assert 0.5 in [line.get_ydata()[0] for line in fig.axes[0].lines]  # CE's final NC1, dashed
     assert len(plots.plot_nc_trace(trace, {"nc1": "NC1"}).axes) == 1  # one metric: one panel
+    # a run whose values are 0 up to rounding is left out of a panel, but keeps its colour in the legend
+    fig = plots.plot_nc_trace(trace.assign(nc1=[1e-9] * 3 + [2.0, 0.3, 0.1]), {"nc1": "NC1"})
+    assert [text.get_text() for text in fig.axes[0].get_legend().get_texts()] == ["CE", "NTCE"]
     matches = pd.DataFrame({"run": ["CE", "CE", "NTCE", "NTCE"], "metric": ["nc1", "nc3"] * 2,
                             "fraction": [1.0, 1.0, 0.05, np.nan]})  # fmt: skip
     fig = plots.plot_first_match(matches)

@@ -20,9 +20,11 @@ def plot_nc_trace(trace: pd.DataFrame, metrics: dict[str, str], reference: str =
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.6), constrained_layout=True, squeeze=False)
     axes = axes[0]
     final = trace[trace["run"] == reference].sort_values("step").iloc[-1]
+    runs = list(dict.fromkeys(trace["run"]))  # one colour per run in every panel, whichever runs a panel shows
     for ax, (metric, title) in zip(axes, metrics.items()):
         shown = trace[trace[metric] > FLOOR]  # 0 up to rounding (a frozen ETF's own NC2) has no place on a log axis
-        sns.lineplot(shown, x="step", y=metric, hue="run", ax=ax, marker="o", markersize=3, legend=ax is axes[-1])
+        sns.lineplot(shown, x="step", y=metric, hue="run", hue_order=runs, ax=ax, marker="o", markersize=3,
+                     legend=ax is axes[-1])  # fmt: skip
         if final[metric] > FLOOR:
             ax.axhline(final[metric], color="black", linestyle="--", linewidth=1)
         ax.set(xscale="log", yscale="log", xlabel="optimisation step", ylabel="", title=title)
