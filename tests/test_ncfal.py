@@ -4,7 +4,6 @@ penalty and the loss on hand cases, the fixed ETF heads that do not move, and th
 digits against ERM."""
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -289,19 +288,15 @@ def test_with_environments_keeps_the_true_ones_and_random_split_keeps_the_sizes(
 @pytest.fixture(scope="module")
 def inferred(tmp_path_factory):
     """The smoke profile's whole NCFAL pipeline on real digits: environment inference from a random split
-    with cached local models, then NCFAL on the inferred environments, and ERM with the same recipe."""
+    with cached local models, then NCFAL on the inferred environments, and ERM with the same recipe. Exactly
+    notebook 06's runs, in the test session's cache: its nbval run then loads them instead of training."""
     train_set, test_set = data.colored_mnist("smoke")
-    root = tmp_path_factory.mktemp("ncfal")
     config = ncfal.recipe("smoke")
-
-    def fit_local(subset, environment, round_):
-        local = replace(config, method=ncfal.local_model(), epochs=4)
-        return train.load_or_train(local, subset, device="cpu", root=root, progress=False).model
-
-    start = ncfal.random_split(train_set)
+    fit_local = ncfal.local_fitter(config, device="cpu")
+    start = ncfal.random_split(train_set, seed=0)
     assigned, rounds = ncfal.infer_environments(train_set, start, fit_local, max_rounds=5)
     runs = {
-        name: train.load_or_train(cfg, s, test_set, device="cpu", root=root, progress=False)
+        name: train.load_or_train(cfg, s, test_set, device="cpu", progress=False)
         for name, cfg, s in [
             ("ERM", ncfal.recipe("smoke", invariance.ERM_DIGITS), train_set),
             ("NCFAL (inferred)", config, ncfal.with_environments(train_set, assigned)),

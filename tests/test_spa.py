@@ -203,9 +203,10 @@ def test_per_class_alignment_and_groups_on_a_hand_case():
     assert groups.loc["many", "max_cos_weights"] == pytest.approx(-1 / 7)
 
 
-def test_on_a_real_long_tail_ce_shows_minority_collapse_and_spa_reg_aligns(standin_train, tmp_path):
+def test_on_a_real_long_tail_ce_shows_minority_collapse_and_spa_reg_aligns(standin_train):
     """The smoke stand-in at IF 100 (512 real digit images): under CE the head classes' rows are longer than
-    the tail's and the tail is never predicted; SpA-Reg raises the mean alignment cosine."""
+    the tail's and the tail is never predicted; SpA-Reg raises the mean alignment cosine. Notebook 07's own
+    runs, in the test session's cache (its nbval run loads them)."""
     from nclab import features, tables
 
     test_set = data.train_test_sets("cifar100", "smoke")[1]
@@ -213,7 +214,7 @@ def test_on_a_real_long_tail_ce_shows_minority_collapse_and_spa_reg_aligns(stand
     results = {}
     for name, method in {"ce": spa.long_tail_method(), "reg": spa.long_tail_method("reg")}.items():
         config = spa.recipe("smoke", method, dataset="cifar100-lt100")
-        run = train.load_or_train(config, lt, device="cpu", root=tmp_path, progress=False)
+        run = train.load_or_train(config, lt, device="cpu", progress=False)
         fs = [features.cached_features(run.model, s, run.run_dir) for s in (lt, test_set)]
         results[name] = tables.per_class_alignment(*fs, run.model)
     ce = results["ce"]
