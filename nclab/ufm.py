@@ -1,0 +1,143 @@
+"""The unconstrained-features model (UFM): neural collapse as the optimum of a problem small enough to
+solve on a CPU in seconds (SPEC §10).
+
+A network expressive enough can place its last-layer features anywhere; the UFM (Mixon et al. 2020; the
+"layer-peeled model" of Fang et al. 2021) takes that literally. The features H = [h_i] (N, p) of the N
+training samples are free variables, trained with the classifier (W, b) by full-batch gradient descent on
+
+    (1/N) Σ_i ℓ(W h_i + b, y_i) + (λ_W/2)‖W‖²_F + (λ_H/2)‖H‖²_F + (λ_b/2)‖b‖²,
+
+ℓ the cross-entropy (or the squared error to the one-hot label). With balanced classes and p ≥ C − 1 every
+global minimiser of the cross-entropy problem is collapsed (Zhu et al., NeurIPS 2021, Thm 3.1): h_i equal
+to its class mean (NC1), the rows of W a simplex ETF (NC2), w_c ∝ h_c (NC3), hence NC4, and b = 0 when
+λ_b > 0. :class:`UFM` trains it and measures every SPEC §1 metric along the way with the same
+``collapse.nc_metrics`` as for real networks; :func:`optimum` gives the optimum's norms in closed form.
+With imbalanced classes the minority rows of W merge (Fang et al., PNAS 2021: minority collapse).
+Book chapter "Why collapse"; notebook 00.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .collapse import nc_metrics, variability_metrics
+
+__all__ = ["UFM", "optimum"]
+
+
+def optimum(num_classes: int, per_class: int, lambda_H: float, lambda_W: float) -> dict[str, float]:
+    """The norms of the collapsed global minimiser of the balanced cross-entropy UFM (λ_b > 0, so b = 0).
+
+    At the optimum every h_i is its class mean h_c, the rows w_c form a simplex ETF of norm ω and
+    w_c = α h_c with α = √(n λ_H / λ_W) (n = ``per_class``, C = ``num_classes``). The logits of a sample
+    of class c are then t on its class and −t/(C−1) elsewhere, t = ω²/α, and the objective reduces to
+
+        F(t) = log(1 + (C−1) e^{−tC/(C−1)}) + C √(n λ_H λ_W) · t,
+
+    minimised at e^{−tC/(C−1)} = κ / (1 − (C−1)κ), κ = √(n λ_H λ_W), when κ < 1/C; else at t = 0 (the
+    regularisation wins: W = 0, H = 0). Returns ``margin`` t, ``w_norm`` ω = √(α t), ``h_norm`` √(t/α)
+    and ``objective`` F(t). Derived from Zhu et al. (2021), Theorem 3.1.
+    """
+    C, n = int(num_classes), int(per_class)
+    if C < 2 or n < 1 or not (lambda_H > 0 and lambda_W > 0):
+        raise ValueError(f"need C ≥ 2, n ≥ 1 and λ_H, λ_W > 0, got {C}, {n}, {lambda_H}, {lambda_W}")
+    kappa, alpha = math.sqrt(n * lambda_H * lambda_W), math.sqrt(n * lambda_H / lambda_W)
+    t = 0.0 if kappa >= 1 / C else -(C - 1) / C * math.log(kappa / (1 - (C - 1) * kappa))
+    objective = math.log(1 + (C - 1) * math.exp(-t * C / (C - 1))) + C * kappa * t
+    return {"margin": t, "w_norm": math.sqrt(alpha * t), "h_norm": math.sqrt(t / alpha), "objective": objective}
+
+
+@dataclass
+class UFM:
+    """The unconstrained-features model: free features H (N, p), a classifier W (C, p) and b (C,).
+
+    ``per_class``: images per class, an int (balanced) or one count per class (imbalanced). ``loss``:
+    "ce" (cross-entropy) or "mse" (½‖W h + b − onehot(y)‖², averaged over the samples). λ's: the weight
+    decays of SPEC §10. ``lr``: the gradient-descent step; ``seed``: the random start (small Gaussian H,
+    W). ``dtype``: float64 by default, so that NC1 can be followed down to 10⁻¹⁰ and below.
+    """
+
+    num_classes: int
+    dim: int
+    per_class: int | list[int] = 10
+    lambda_H: float = 5e-4
+    lambda_W: float = 5e-4
+    lambda_b: float = 5e-4
+    loss: str = "ce"
+    lr: float = 2.0
+    seed: int = 0
+    dtype: torch.dtype = torch.float64
+
+    def __post_init__(self):
+        counts = [self.per_class] * self.num_classes if isinstance(self.per_class, int) else list(self.per_class)
+        if len(counts) != self.num_classes or min(counts) < 1:
+            raise ValueError(f"per_class must be an int ≥ 1 or {self.num_classes} counts ≥ 1, got {self.per_class}")
+        if self.loss not in ("ce", "mse"):
+            raise ValueError(f"loss must be 'ce' or 'mse', not {self.loss!r}")
+        if min(self.lambda_H, self.lambda_W, self.lambda_b) < 0 or not self.lr > 0:
+            raise ValueError("the weight decays must be ≥ 0 and the step lr > 0")
+        self.counts = counts
+        self.labels = torch.repeat_interleave(torch.arange(self.num_classes), torch.tensor(counts))  # (N,)
+        generator = torch.Generator().manual_seed(self.seed)
+        N, p, C = len(self.labels), self.dim, self.num_classes
+        self.H = (0.1 * torch.randn(N, p, generator=generator, dtype=self.dtype)).requires_grad_()
+        self.W = (0.1 * torch.randn(C, p, generator=generator, dtype=self.dtype)).requires_grad_()
+        self.b = torch.zeros(C, dtype=self.dtype, requires_grad=True)
+        self.step = 0
+
+    def objective(self) -> torch.Tensor:
+        """The regularised loss of SPEC §10 at the current H, W, b."""
+        logits = self.H @ self.W.T + self.b  # (N, C)
+        if self.loss == "ce":
+            fit = F.cross_entropy(logits, self.labels)
+        else:
+            fit = 0.5 * ((logits - F.one_hot(self.labels, self.num_classes).to(logits)) ** 2).sum(1).mean()
+        decay = self.lambda_W * self.W.pow(2).sum() + self.lambda_H * self.H.pow(2).sum()
+        return fit + 0.5 * (decay + self.lambda_b * self.b.pow(2).sum())
+
+    def metrics(self) -> dict[str, float]:
+        """Every SPEC §1 metric of the current features and classifier (``collapse.nc_metrics``; NC1 alone,
+        ``variability_metrics``, when p < C − 1), the objective, and the mean norms of the class means and
+        of the rows of W."""
+        with torch.no_grad():
+            H, W = self.H.detach(), self.W.detach()
+            if self.dim >= self.num_classes - 1:
+                metrics = nc_metrics(H, self.labels, W, self.b.detach())
+            else:  # no simplex ETF fits in R^p: NC1 only (SPEC §1)
+                metrics = variability_metrics(H, self.labels, self.num_classes)
+            return {
+                "objective": self.objective().item(),
+                "w_norm": W.norm(dim=1).mean().item(),
+                "h_norm": self.class_means().norm(dim=1).mean().item(),
+                **metrics,
+            }
+
+    def fit(self, steps: int, records: int = 40) -> pd.DataFrame:
+        """``steps`` more steps of full-batch gradient descent; returns the trajectory: one row per
+        log-spaced step (about ``records`` of them, the first and last included) with ``step`` and every
+        key of :meth:`metrics`."""
+        if steps < 1:
+            raise ValueError(f"steps must be ≥ 1, got {steps}")
+        start = self.step
+        keep = {int(s) for s in np.unique(np.geomspace(1, steps, records).round())} | {steps}
+        optimizer = torch.optim.SGD([self.H, self.W, self.b], lr=self.lr)
+        rows = [{"step": start, **self.metrics()}] if start == 0 else []
+        for done in range(1, steps + 1):
+            optimizer.zero_grad(set_to_none=True)
+            self.objective().backward()
+            optimizer.step()
+            self.step += 1
+            if done in keep:
+                rows.append({"step": self.step, **self.metrics()})
+        return pd.DataFrame(rows)
+
+    def class_means(self) -> torch.Tensor:
+        """The class means h_c of the current features: (C, p)."""
+        H = self.H.detach()
+        return torch.stack([H[self.labels == c].mean(0) for c in range(self.num_classes)])
