@@ -116,6 +116,14 @@ def test_the_trace_measures_at_its_steps_without_changing_what_is_learnt(small_t
     assert trace.records[-1]["nc1"] == pytest.approx(final["nc1"], rel=1e-5)
 
 
+def test_the_trace_measures_a_stratified_subset_of_a_large_training_set(small_train):
+    method = design.by_design("ntce", trace=3, trace_images=40)
+    _, hooks = method.training(_config(method), small_train)
+    traced = hooks[-1].data
+    assert len(traced) == 40 and traced.fingerprint == small_train.subset(40, seed=0).fingerprint
+    assert torch.bincount(traced.labels).tolist() == [5] * 8  # stratified: every class alike
+
+
 def _extract(model, data_set):
     from nclab.features import extract_features
 
