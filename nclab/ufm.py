@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .collapse import nc_metrics, variability_metrics
+from .features import FeatureSet
 
 __all__ = ["UFM", "optimum"]
 
@@ -90,6 +91,7 @@ class UFM:
         self.W = (0.1 * torch.randn(C, p, generator=generator, dtype=self.dtype)).requires_grad_()
         self.b = torch.zeros(C, dtype=self.dtype, requires_grad=True)
         self.step = 0
+        self.snapshots: dict[int, FeatureSet] = {}  # step → features, logits, labels (fit(..., snapshots=True))
 
     def objective(self) -> torch.Tensor:
         """The regularised loss of SPEC §10 at the current H, W, b."""
@@ -103,39 +105,51 @@ class UFM:
 
     def metrics(self) -> dict[str, float]:
         """Every SPEC §1 metric of the current features and classifier (``collapse.nc_metrics``; NC1 alone,
-        ``variability_metrics``, when p < C − 1), the objective, and the mean norms of the class means and
-        of the rows of W."""
+        ``variability_metrics``, when p < C − 1), the objective, the training accuracy, and the mean norms
+        of the class means and of the rows of W."""
         with torch.no_grad():
             H, W = self.H.detach(), self.W.detach()
             if self.dim >= self.num_classes - 1:
                 metrics = nc_metrics(H, self.labels, W, self.b.detach())
             else:  # no simplex ETF fits in R^p: NC1 only (SPEC §1)
                 metrics = variability_metrics(H, self.labels, self.num_classes)
+            logits = H @ W.T + self.b.detach()
             return {
                 "objective": self.objective().item(),
+                "accuracy": (logits.argmax(1) == self.labels).double().mean().item(),
                 "w_norm": W.norm(dim=1).mean().item(),
                 "h_norm": self.class_means().norm(dim=1).mean().item(),
                 **metrics,
             }
 
-    def fit(self, steps: int, records: int = 40) -> pd.DataFrame:
+    def fit(self, steps: int, records: int = 40, snapshots: bool = False) -> pd.DataFrame:
         """``steps`` more steps of full-batch gradient descent; returns the trajectory: one row per
         log-spaced step (about ``records`` of them, the first and last included) with ``step`` and every
-        key of :meth:`metrics`."""
+        key of :meth:`metrics`. With ``snapshots``, the features at those steps are kept too, in
+        ``self.snapshots`` ({step: FeatureSet}, as ``widgets.collapse_explorer`` takes them)."""
         if steps < 1:
             raise ValueError(f"steps must be ≥ 1, got {steps}")
         start = self.step
         keep = {int(s) for s in np.unique(np.geomspace(1, steps, records).round())} | {steps}
         optimizer = torch.optim.SGD([self.H, self.W, self.b], lr=self.lr)
-        rows = [{"step": start, **self.metrics()}] if start == 0 else []
-        for done in range(1, steps + 1):
-            optimizer.zero_grad(set_to_none=True)
-            self.objective().backward()
-            optimizer.step()
-            self.step += 1
-            if done in keep:
+        rows = []
+        for done in range(0 if start == 0 else 1, steps + 1):
+            if done:
+                optimizer.zero_grad(set_to_none=True)
+                self.objective().backward()
+                optimizer.step()
+                self.step += 1
+            if done in keep or done == 0:
                 rows.append({"step": self.step, **self.metrics()})
+                if snapshots:
+                    self.snapshots[self.step] = self.features()
         return pd.DataFrame(rows)
+
+    def features(self) -> FeatureSet:
+        """The current features, logits W h + b and labels, detached: a FeatureSet like a network's."""
+        with torch.no_grad():
+            H = self.H.detach().clone()
+            return FeatureSet(H, H @ self.W.detach().T + self.b.detach(), self.labels.clone())
 
     def class_means(self) -> torch.Tensor:
         """The class means h_c of the current features: (C, p)."""

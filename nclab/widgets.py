@@ -14,21 +14,24 @@ from . import collapse, ood, plots
 __all__ = ["collapse_explorer", "threshold_explorer", "layer_explorer", "mask_explorer", "alignment_explorer"]
 
 
-def collapse_explorer(snapshots: dict, classes: list[str], shown: tuple[int, int, int] = (0, 1, 2)):
+def collapse_explorer(
+    snapshots: dict, classes: list[str], shown: tuple[int, int, int] = (0, 1, 2), unit: str = "epoch"
+):
     """A slider over the saved epochs: the cosine Gram of the class means beside the features of three
     classes projected on the plane of their centred means.
 
-    snapshots: {epoch: FeatureSet} (training features at each saved epoch); ``shown``: the three classes.
+    snapshots: {epoch: FeatureSet} (training features at each saved epoch, or at each recorded step of the
+    unconstrained-features model, ``unit="step"``); ``shown``: the three classes.
     """
     epochs = sorted(snapshots)
-    slider = widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch", continuous_update=False)
+    slider = widgets.SelectionSlider(options=epochs, value=epochs[-1], description=unit, continuous_update=False)
     output = widgets.Output()
 
     def draw(change=None):
         with output:
             output.clear_output(wait=True)
             fs = snapshots[slider.value]
-            fig = plots.plot_geometry(fs.features, fs.labels, classes, shown, title=f"epoch {slider.value}")
+            fig = plots.plot_geometry(fs.features, fs.labels, classes, shown, title=f"{unit} {slider.value}")
             display(fig)
             plt.close(fig)
 

@@ -76,6 +76,17 @@ def test_mse_loss_collapses_too_and_few_dimensions_give_nc1_only():
     assert "nc1" in narrow and "nc2_etf_distance" not in narrow
 
 
+def test_snapshots_are_feature_sets_at_the_recorded_steps():
+    model = ufm.UFM(3, 4, per_class=5)
+    trajectory = model.fit(50, records=5, snapshots=True)
+    assert sorted(model.snapshots) == trajectory["step"].tolist() and trajectory["step"].iloc[0] == 0
+    last = model.snapshots[50]
+    assert torch.equal(last.features, model.H.detach()) and last.accuracy == trajectory["accuracy"].iloc[-1]
+    assert torch.allclose(last.logits, (model.H @ model.W.T + model.b).detach())
+    more = model.fit(10, records=2)  # training goes on from step 50: no second step-0 row
+    assert more["step"].tolist() == [51, 60] and model.step == 60
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="per_class"):
         ufm.UFM(3, 4, per_class=[5, 5])

@@ -32,6 +32,8 @@ def test_collapse_explorer_draws_the_geometry_of_the_chosen_epoch(monkeypatch):
     assert drawn[-1][1] == "epoch 20" and drawn[-1][2] == (2, 0, 1) and drawn[-1][0][0, 0] == 20
     slider.value = 5
     assert drawn[-1][1] == "epoch 5" and drawn[-1][0][0, 0] == 5 and len(drawn) == 2
+    widgets.collapse_explorer(snapshots, ["a", "b", "c"], unit="step")  # the UFM's snapshots are steps
+    assert next(_find(shown[-1], ipywidgets.SelectionSlider)).description == "step" and drawn[-1][1] == "step 20"
     plt.close("all")
 
 
