@@ -26,7 +26,10 @@ def test_plot_history_draws_loss_accuracy_and_lr():
     assert accuracy.get_ylim() == (0, 1)
     plotted = sorted(float(y) for line in accuracy.get_lines() for y in line.get_ydata() if len(line.get_xdata()) == 3)
     assert plotted[-1] == pytest.approx(0.9)  # train acc at epoch 3
-    plt.close(fig)
+    two = plots.plot_history({"A": HISTORY[:2]})  # a 2-epoch smoke run: ticks at epochs 1 and 2, no 1.5
+    for ax in [*fig.axes[:3], *two.axes[:3]]:
+        assert all(float(tick).is_integer() for tick in ax.get_xticks()), ax.get_xticks()
+    plt.close("all")
 
 
 def test_show_images_draws_loader_batches_and_uint8_images(small_train):
@@ -99,6 +102,7 @@ def test_plot_collapse_draws_every_metric_per_run_and_split():
     nc2 = fig.axes[1]  # weights: one curve per run
     labels = [t.get_text() for t in nc2.get_legend().get_texts()]
     assert "weights" in labels and "train means" in labels and "test weights" not in labels
+    assert all(float(tick).is_integer() for ax in fig.axes[:7] for tick in ax.get_xticks())  # whole epochs
     plt.close(fig)
 
 

@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib import ticker
 
 from ..collapse import class_means, gram_of_means
 from ..data import ImageSet
@@ -43,6 +44,14 @@ def history_frame(histories: dict[str, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _epoch_axis(ax: plt.Axes) -> None:
+    """Ticks at whole epochs only (a run of 2 epochs has no epoch 1.5), written 1, 10, 100 on a log axis."""
+    if ax.get_xscale() == "log":
+        ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+    else:
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+
+
 def plot_history(histories: dict[str, list[dict]], title: str | None = None) -> plt.Figure:
     """Loss, accuracy and learning rate against the epoch for each run (colour) and split (dashes).
 
@@ -60,6 +69,8 @@ def plot_history(histories: dict[str, list[dict]], title: str | None = None) -> 
     sns.lineplot(lrs, x="epoch", y="lr", hue="run", ax=axes[2], drawstyle="steps-post", legend=False)
     axes[2].set_yscale("log")
     axes[2].set_ylabel("learning rate (start of epoch)")
+    for ax in axes:
+        _epoch_axis(ax)
     if title:
         fig.suptitle(title)
     return fig
@@ -138,6 +149,7 @@ def plot_collapse(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
         ax.set(title=panel, ylabel="", xscale="log" if frame["epoch"].max() > 20 else "linear")
         if log and (long["value"] > 0).all():
             ax.set_yscale("log")
+        _epoch_axis(ax)
         ax.legend(fontsize=7)
     axes.flat[-1].axis("off")
     if title:
