@@ -21,13 +21,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .collapse import nc_metrics, variability_metrics
+from .collapse import class_means, nc_metrics, variability_metrics
 from .features import FeatureSet
+from .train import log_spaced_epochs
 
 __all__ = ["UFM", "optimum"]
 
@@ -103,20 +103,20 @@ class UFM:
         decay = self.lambda_W * self.W.pow(2).sum() + self.lambda_H * self.H.pow(2).sum()
         return fit + 0.5 * (decay + self.lambda_b * self.b.pow(2).sum())
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, features: FeatureSet | None = None) -> dict[str, float]:
         """Every SPEC §1 metric of the current features and classifier (``collapse.nc_metrics``; NC1 alone,
         ``variability_metrics``, when p < C − 1), the objective, the training accuracy, and the mean norms
-        of the class means and of the rows of W."""
+        of the class means and of the rows of W. ``features``: :meth:`features`, when already taken."""
+        fs = self.features() if features is None else features
         with torch.no_grad():
-            H, W = self.H.detach(), self.W.detach()
+            W = self.W.detach()
             if self.dim >= self.num_classes - 1:
-                metrics = nc_metrics(H, self.labels, W, self.b.detach())
+                metrics = nc_metrics(fs.features, fs.labels, W, self.b.detach())
             else:  # no simplex ETF fits in R^p: NC1 only (SPEC §1)
-                metrics = variability_metrics(H, self.labels, self.num_classes)
-            logits = H @ W.T + self.b.detach()
+                metrics = variability_metrics(fs.features, fs.labels, self.num_classes)
             return {
                 "objective": self.objective().item(),
-                "accuracy": (logits.argmax(1) == self.labels).double().mean().item(),
+                "accuracy": fs.accuracy,
                 "w_norm": W.norm(dim=1).mean().item(),
                 "h_norm": self.class_means().norm(dim=1).mean().item(),
                 **metrics,
@@ -130,7 +130,7 @@ class UFM:
         if steps < 1:
             raise ValueError(f"steps must be ≥ 1, got {steps}")
         start = self.step
-        keep = {int(s) for s in np.unique(np.geomspace(1, steps, records).round())} | {steps}
+        keep = set(log_spaced_epochs(steps, records))  # log-spaced steps, the last included
         optimizer = torch.optim.SGD([self.H, self.W, self.b], lr=self.lr)
         rows = []
         for done in range(0 if start == 0 else 1, steps + 1):
@@ -140,9 +140,10 @@ class UFM:
                 optimizer.step()
                 self.step += 1
             if done in keep or done == 0:
-                rows.append({"step": self.step, **self.metrics()})
+                fs = self.features()
+                rows.append({"step": self.step, **self.metrics(fs)})
                 if snapshots:
-                    self.snapshots[self.step] = self.features()
+                    self.snapshots[self.step] = fs
         return pd.DataFrame(rows)
 
     def features(self) -> FeatureSet:
@@ -153,5 +154,4 @@ class UFM:
 
     def class_means(self) -> torch.Tensor:
         """The class means h_c of the current features: (C, p)."""
-        H = self.H.detach()
-        return torch.stack([H[self.labels == c].mean(0) for c in range(self.num_classes)])
+        return class_means(self.H.detach(), self.labels, self.num_classes)[0]
