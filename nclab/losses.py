@@ -169,8 +169,8 @@ def dot_regression(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.T
     feature row counts as norm 10⁻⁸.
     """
     _checked(h, y, None, w)
-    h = h if h.dtype == torch.float64 else h.float()
-    w_y = w.to(h.dtype)[y]  # (B, p)
+    dtype = _dtype(h, w)  # as the normalised losses: float64 if either input is, else float32
+    h, w_y = h.to(dtype), w.to(dtype)[y]  # (B, p), (B, p)
     norm_h = h.norm(dim=1).clamp_min(1e-8).detach()  # (B,), a constant
     dot = (h * w_y).sum(dim=1)
     return 0.5 * ((dot - w_y.norm(dim=1) * norm_h) ** 2 / norm_h).mean()
