@@ -29,7 +29,15 @@ from .collapse import class_means, nc_metrics, variability_metrics
 from .features import FeatureSet
 from .train import log_spaced_epochs
 
-__all__ = ["UFM", "optimum"]
+__all__ = [
+    "UFM",
+    "optimum",
+    "mean_pairwise_cosine",
+    "cosine_search",
+    "cosine_table",
+    "lambda_sweep",
+    "imbalance_sweep",
+]
 
 
 def optimum(num_classes: int, per_class: int, lambda_H: float, lambda_W: float) -> dict[str, float]:
@@ -155,3 +163,129 @@ class UFM:
     def class_means(self) -> torch.Tensor:
         """The class means h_c of the current features: (C, p)."""
         return class_means(self.H.detach(), self.labels, self.num_classes)[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The bound on the mean pairwise cosine, and the sweeps of notebook 00
+
+
+def mean_pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor:
+    """The mean of cos(v_i, v_j) over the C(C−1) ordered pairs i ≠ j of the rows of ``vectors`` (C, p).
+
+    Since 0 ≤ ‖Σ_c v̂_c‖² = C + Σ_{i≠j} cos(v_i, v_j), it is never below −1/(C−1), with equality iff the unit
+    vectors v̂_c sum to zero (SPEC §10). Differentiable: :func:`cosine_search` descends on it.
+    """
+    if vectors.dim() != 2 or len(vectors) < 2:
+        raise ValueError(f"vectors must be (C, p) with C ≥ 2 rows, got shape {tuple(vectors.shape)}")
+    unit = F.normalize(vectors, dim=1)
+    C = len(unit)
+    return ((unit @ unit.T).sum() - C) / (C * (C - 1))  # the diagonal's C ones left out
+
+
+def cosine_search(num_classes: int, dim: int, target: str = "mean", starts: int = 4, steps: int = 300, seed: int = 0):
+    """Look for C unit vectors in R^p of small pairwise cosines by Adam from ``starts`` random starts
+    (float64). ``target`` "mean": minimise :func:`mean_pairwise_cosine`; "largest": minimise the largest
+    pairwise cosine (through a log-sum-exp of the cosines at temperature 0.005, a smooth maximum).
+
+    Returns ``mean`` and ``largest`` pairwise cosine of the best configuration, and ``bound`` −1/(C−1).
+    The mean reaches the bound whenever the unit vectors can sum to zero (in the plane, a regular polygon);
+    the largest cosine reaches it only at a simplex ETF, every pair at −1/(C−1), which needs p ≥ C − 1.
+    """
+    if target not in ("mean", "largest"):
+        raise ValueError(f"target must be 'mean' or 'largest', not {target!r}")
+    generator = torch.Generator().manual_seed(seed)
+    off_diagonal = ~torch.eye(num_classes, dtype=torch.bool)
+    best = None
+    for _ in range(starts):
+        vectors = torch.randn(num_classes, dim, generator=generator, dtype=torch.float64).requires_grad_()
+        optimizer = torch.optim.Adam([vectors], lr=0.05)
+        for _ in range(steps):
+            unit = F.normalize(vectors, dim=1)
+            cosines = (unit @ unit.T)[off_diagonal]  # (C(C−1),)
+            loss = cosines.mean() if target == "mean" else 0.005 * torch.logsumexp(cosines / 0.005, dim=0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            unit = F.normalize(vectors, dim=1)
+            cosines = (unit @ unit.T)[off_diagonal]
+            found = {"mean": cosines.mean().item(), "largest": cosines.max().item()}
+        if best is None or found[target] < best[target]:
+            best = found
+    return {**best, "bound": -1 / (num_classes - 1)}
+
+
+def cosine_table(classes=range(2, 11), starts: int = 4, steps: int = 300) -> pd.DataFrame:
+    """:func:`cosine_search` for each C in ``classes``, in p = C − 1 dimensions (room for a simplex ETF) and
+    in the plane (p = 2), for both targets: one row per (C, dimension, target) with the mean and largest
+    pairwise cosine found and the bound −1/(C−1)."""
+    rows = []
+    for C in classes:
+        for dimension, p in (("p = C − 1", C - 1), ("p = 2", 2)):
+            for target in ("mean", "largest"):
+                found = cosine_search(C, p, target, starts=starts, steps=steps)
+                rows.append({"C": C, "dimension": dimension, "p": p, "target": target, **found})
+    return pd.DataFrame(rows)
+
+
+def lambda_sweep(
+    lambdas, num_classes: int = 4, dim: int = 8, per_class: int = 10, steps: int = 3000, lr: float = 1.0
+) -> pd.DataFrame:
+    """One balanced UFM per weight decay λ (λ_H = λ_W = λ_b = λ): the norms and objective gradient descent
+    reaches beside :func:`optimum`'s closed form, and how collapsed it is. One row per λ."""
+    rows = []
+    for lam in lambdas:
+        model = UFM(num_classes, dim, per_class, lambda_H=lam, lambda_W=lam, lambda_b=lam, lr=lr)
+        final = model.fit(steps, records=2).iloc[-1]
+        best = optimum(num_classes, per_class, lam, lam)
+        rows.append(
+            {
+                "lambda": lam,
+                "kappa": math.sqrt(per_class) * lam,
+                "w_norm": final["w_norm"],
+                "w_norm_closed_form": best["w_norm"],
+                "h_norm": final["h_norm"],
+                "h_norm_closed_form": best["h_norm"],
+                "objective": final["objective"],
+                "objective_closed_form": best["objective"],
+                "nc1": final["nc1"],
+                "nc2_etf_distance": final["nc2_etf_distance"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def imbalance_sweep(
+    ratios,
+    majority: int = 40,
+    num_classes: int = 4,
+    minority_classes: int = 2,
+    dim: int = 8,
+    weight_decay: float = 2e-2,
+    steps: int = 2000,
+) -> pd.DataFrame:
+    """Minority collapse: the last ``minority_classes`` of ``num_classes`` get ``majority / ratio`` features
+    (at least 1) and the others ``majority``. One row per ratio: the cosine between the minority rows of W
+    (their mean over pairs), the same for the minority class means, the cosine the ETF would give
+    (−1/(C−1)), and the training accuracy of the minority classes. ``weight_decay``: λ_H = λ_W = λ_b; the
+    stronger it is, the lower the ratio at which the minority rows merge (Fang et al., 2021)."""
+    rows = []
+    for minority in sorted({max(1, round(majority / ratio)) for ratio in ratios}, reverse=True):
+        counts = [majority] * (num_classes - minority_classes) + [minority] * minority_classes
+        lam = weight_decay
+        model = UFM(num_classes, dim, per_class=counts, lambda_H=lam, lambda_W=lam, lambda_b=lam, lr=1.0)
+        model.fit(steps, records=2)
+        fs = model.features()
+        rare = slice(num_classes - minority_classes, None)
+        in_rare = fs.labels >= num_classes - minority_classes
+        rows.append(
+            {
+                "ratio": majority / minority,
+                "minority_size": minority,
+                "cos_minority_weights": mean_pairwise_cosine(model.W.detach()[rare]).item(),
+                "cos_minority_means": mean_pairwise_cosine(model.class_means()[rare]).item(),
+                "cos_etf": -1 / (num_classes - 1),
+                "minority_accuracy": (fs.logits[in_rare].argmax(1) == fs.labels[in_rare]).double().mean().item(),
+            }
+        )
+    return pd.DataFrame(rows)

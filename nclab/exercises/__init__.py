@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import notebook01, notebook02, notebook03, notebook04, notebook05, notebook06, notebook07, notebook08
+from . import notebook00, notebook01, notebook02, notebook03, notebook04, notebook05, notebook06, notebook07, notebook08
 from .core import NOT_ANSWERED, Exercise, Result, Wrong, merge_tables
 from .core import run_check as _run_check
 
 __all__ = ["check", "run_check", "points", "Result", "Exercise", "Wrong", "EXERCISES", "NOT_ANSWERED"]
 
 EXERCISES: dict[str, Exercise] = merge_tables(
+    notebook00.EXERCISES,
     notebook01.EXERCISES,
     notebook02.EXERCISES,
     notebook03.EXERCISES,

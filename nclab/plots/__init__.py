@@ -6,7 +6,8 @@ NC5 (notebooks 03–04); ``layers``: NC at every layer and the detection/transfe
 ``generalization``: Colored-MNIST's environments, the inferred partition and the learnt mask (notebook 06);
 ``longtail``: class sizes, per-class alignment and norms, accuracy per group and against alignment
 (notebook 07); ``design``: NC along training per loss, how early each reaches cross-entropy's collapse,
-classifier and transfer accuracies (notebook 08).
+classifier and transfer accuracies (notebook 08); ``theory``: the unconstrained-features model's collapse, simplex, cosine bound and
+sweeps (notebook 00).
 Every function is also available here, as ``nclab.plots.plot_history`` etc.
 """
 
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import seaborn as sns
 
-from . import design, detection, generalization, layers, longtail, training
+from . import design, detection, generalization, layers, longtail, theory, training
 from .design import *  # noqa: F403
 from .detection import *  # noqa: F403
 from .generalization import *  # noqa: F403
 from .layers import *  # noqa: F403
 from .longtail import *  # noqa: F403
+from .theory import *  # noqa: F403
 from .training import *  # noqa: F403
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     *generalization.__all__,
     *longtail.__all__,
     *design.__all__,
+    *theory.__all__,
 ]
 
 sns.set_theme(context="notebook", style="whitegrid")
