@@ -6,8 +6,8 @@ NC5 (notebooks 03–04); ``layers``: NC at every layer and the detection/transfe
 ``generalization``: Colored-MNIST's environments, the inferred partition and the learnt mask (notebook 06);
 ``longtail``: class sizes, per-class alignment and norms, accuracy per group and against alignment
 (notebook 07); ``design``: NC along training per loss, how early each reaches cross-entropy's collapse,
-classifier and transfer accuracies (notebook 08); ``theory``: the unconstrained-features model's collapse, simplex, cosine bound and
-sweeps (notebook 00).
+classifier and transfer accuracies (notebook 08); ``theory``: the unconstrained-features model's
+collapse, simplex, cosine bound and sweeps (notebook 00).
 Every function is also available here, as ``nclab.plots.plot_history`` etc.
 """
 
