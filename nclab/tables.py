@@ -16,6 +16,8 @@
 - :func:`model_nc`, :func:`first_match`, :func:`prototype_vs_probe`, :func:`transfer_probes`: one model's NC
   metrics, how early each loss reaches the baseline's final NC, a trained head vs class-mean prototypes vs a
   linear probe, and linear-probe transfer to another data set (notebook 08);
+- :func:`collapse_references`: the practical-work report's NC table beside the same quantities measured
+  here, on a network or on the unconstrained-features model (notebooks 00 and 02);
 - :func:`versus_claim`: a method's gain over its baseline next to the gain a paper claims, with a verdict
   that does not round a small gain up to agreement (notebooks 05–08).
 """
@@ -30,7 +32,7 @@ import pandas as pd
 import torch
 
 from . import heads, ood
-from .collapse import centred_means, class_means, nc_metrics, variability_metrics
+from .collapse import PRACTICAL_WORK_REPORT, centred_means, class_means, nc_metrics, variability_metrics
 from .data import GROUPS, ImageSet, class_groups
 from .data.mnist import COLOR_FLIPS
 from .features import FeatureSet, cached_features
@@ -55,6 +57,7 @@ __all__ = [
     "prototype_vs_probe",
     "transfer_probes",
     "versus_claim",
+    "collapse_references",
 ]
 
 
@@ -513,3 +516,17 @@ def long_tail_groups(train: FeatureSet, test: FeatureSet, model_or_head) -> pd.D
             row[key] = metrics.get(key, float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def collapse_references(measured: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """The practical-work report's NC table (``collapse.PRACTICAL_WORK_REPORT``: ResNet-18, CIFAR-100, 400
+    epochs) as its last column, after one column per ``measured`` entry ({name: the output of
+    ``collapse.practical_work_metrics``}), one row per quantity. The report's NCC training accuracy is
+    printed as the report gives it, although it contradicts its own NCC agreement."""
+    for name, values in measured.items():
+        missing = set(PRACTICAL_WORK_REPORT) - set(values)
+        if missing:
+            raise ValueError(f"{name!r} lacks {sorted(missing)}: pass collapse.practical_work_metrics(...) outputs")
+    columns = {name: pd.Series(values) for name, values in measured.items()}
+    columns["report (seed 002): ResNet-18, CIFAR-100, 400 epochs"] = pd.Series(PRACTICAL_WORK_REPORT)
+    return pd.DataFrame(columns).loc[list(PRACTICAL_WORK_REPORT)]

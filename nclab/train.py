@@ -39,6 +39,7 @@ __all__ = [
     "TrainConfig",
     "regime",
     "log_spaced_epochs",
+    "terminal_phase",
     "lr_factor",
     "make_optimizer",
     "amp_dtype",
@@ -126,18 +127,33 @@ def log_spaced_epochs(epochs: int, count: int) -> tuple[int, ...]:
     return tuple(sorted({int(round(e)) for e in np.geomspace(1, epochs, max(count, 1))} | {epochs}))
 
 
+def terminal_phase(history: list[dict]) -> int | None:
+    """The epoch at which the terminal phase of training starts in ``history`` (``Run.history``): the first
+    epoch from which the training accuracy stays at 100 % to the end; None if the last epoch is below it.
+
+    The accuracy is the one the history records, averaged over the epoch's batches in train mode (augmented
+    when the run augments, so a run with augmentation may never reach 100 % although it fits its clean
+    training set)."""
+    start = None
+    for record in history:
+        start = (start or record["epoch"]) if record["train_acc"] >= 1.0 else None
+    return start
+
+
 def regime(name: str, profile: Profile | str | None = None, **overrides) -> TrainConfig:
     """Regime "A" or "B" of the practical-work report, at the scale of ``profile``.
 
     A (Papyan et al.): SGD lr 0.1, momentum 0.9, weight decay 5e-4, lr × 0.1 at 1/3 and 2/3 of training.
     B: SGD lr 0.01, cosine schedule, from ImageNet weights (only width 64 has them: the smoke profile
-    trains B from scratch). ``overrides`` replace any field (``method=…`` included).
+    trains B from scratch). Augmentation as the profile says (off in ``smoke``, so that its runs reach the
+    terminal phase). ``overrides`` replace any field (``method=…`` included).
     """
     profile = get_profile(profile)
     common = dict(
         width=profile.width,
         epochs=profile.epochs,
         batch_size=profile.batch_size,
+        augment=profile.augment,
         snapshot_epochs=log_spaced_epochs(profile.epochs, profile.snapshots),
     )
     regimes = {

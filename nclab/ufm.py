@@ -113,15 +113,21 @@ class UFM:
 
     def metrics(self, features: FeatureSet | None = None) -> dict[str, float]:
         """Every SPEC §1 metric of the current features and classifier (``collapse.nc_metrics``; NC1 alone,
-        ``variability_metrics``, when p < C − 1), the objective, the training accuracy, and the mean norms
-        of the class means and of the rows of W. ``features``: :meth:`features`, when already taken."""
+        ``variability_metrics``, when p < C − 1; none when the class means coincide, at the trivial optimum
+        of strong decay), the objective, the training accuracy, and the mean norms of the class means and of
+        the rows of W. ``features``: :meth:`features`, when already taken."""
         fs = self.features() if features is None else features
         with torch.no_grad():
             W = self.W.detach()
-            if self.dim >= self.num_classes - 1:
-                metrics = nc_metrics(fs.features, fs.labels, W, self.b.detach())
-            else:  # no simplex ETF fits in R^p: NC1 only (SPEC §1)
-                metrics = variability_metrics(fs.features, fs.labels, self.num_classes)
+            try:
+                if self.dim >= self.num_classes - 1:
+                    metrics = nc_metrics(fs.features, fs.labels, W, self.b.detach())
+                else:  # no simplex ETF fits in R^p: NC1 only (SPEC §1)
+                    metrics = variability_metrics(fs.features, fs.labels, self.num_classes)
+            except ValueError as error:  # the trivial optimum of strong decay: H = 0 to the last bit, Σ_B = 0
+                if "Σ_B = 0" not in str(error):
+                    raise
+                metrics = {}
             return {
                 "objective": self.objective().item(),
                 "accuracy": fs.accuracy,
@@ -248,8 +254,8 @@ def lambda_sweep(
                 "h_norm_closed_form": best["h_norm"],
                 "objective": final["objective"],
                 "objective_closed_form": best["objective"],
-                "nc1": final["nc1"],
-                "nc2_etf_distance": final["nc2_etf_distance"],
+                "nc1": final.get("nc1", math.nan),  # none at the trivial optimum: every feature 0
+                "nc2_etf_distance": final.get("nc2_etf_distance", math.nan),
             }
         )
     return pd.DataFrame(rows)

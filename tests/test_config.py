@@ -27,7 +27,9 @@ def test_unknown_profile_names_the_choices():
 
 def test_profiles_respect_the_course_limits():
     smoke = config.PROFILES["smoke"]
-    assert smoke.width == 16 and smoke.train_size <= 2_000 and 1 <= smoke.epochs <= 2
+    assert smoke.width == 16 and smoke.train_size <= 2_000 and smoke.train_size * smoke.epochs <= 20_000
+    assert not smoke.augment, "the smoke runs reach the terminal phase only without augmentation"
+    assert config.PROFILES["quick"].augment and config.PROFILES["full"].augment  # SPEC §3
     assert not smoke.download and smoke.standin
     for profile in config.PROFILES.values():
         assert 8 * profile.width >= 100 - 1, "a CIFAR-100 simplex ETF needs p >= C - 1"

@@ -18,6 +18,7 @@ from nclab.exercises import (
     NOT_ANSWERED,
     check,
     core,
+    notebook00,
     notebook01,
     notebook02,
     notebook03,
@@ -31,6 +32,7 @@ from nclab.exercises import (
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = {
+    "00": notebook00.EXERCISES,
     "01": notebook01.EXERCISES,
     "02": notebook02.EXERCISES,
     "03": notebook03.EXERCISES,
@@ -200,6 +202,7 @@ def test_every_question_has_positive_int_points_and_its_notebook_number():
             assert type(exercise.points) is int and exercise.points > 0, name
             assert exercises.points(name) == exercise.points and exercises.EXERCISES[name] is exercise
     assert {number: sum(e.points for e in table.values()) for number, table in TABLES.items()} == {
+        "00": 3,
         "01": 7,
         "02": 4,
         "03": 5,
@@ -254,7 +257,7 @@ for module in sys.argv[1:]:
         try:
             importlib.import_module(f"nclab.exercises.{module}")
             import nclab.exercises as ex
-            assert len(ex.EXERCISES) == 21 and ex.check is not None
+            assert len(ex.EXERCISES) == 23 and ex.check is not None
         except BaseException as error:
             print(f"{module}: {error!r}", file=sys.stderr, flush=True)
             os._exit(1)
