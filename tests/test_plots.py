@@ -243,3 +243,41 @@ def test_the_design_figures_draw_the_trace_the_race_and_the_accuracies():
     fig = plots.plot_accuracies(accuracies, x="run", hue="classifier", title="t")
     assert fig.axes[0].get_ylim() == (0, 1.08) and len(fig.axes[0].texts) == 4
     plt.close("all")
+
+
+def test_the_theory_figures_draw_the_ufm_collapse_simplex_bound_and_sweeps():
+    from nclab import ufm
+
+    model = ufm.UFM(3, 2, per_class=4)
+    trajectory = model.fit(30, records=5, snapshots=True)
+    fig = plots.plot_ufm_trajectory(trajectory, optimum=0.0, title="t")
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    assert len(shown) == 8 and all(ax.get_xscale() == "log" == ax.get_yscale() for ax in shown)
+    nc4 = next(ax for ax in shown if ax.get_title().startswith("NC4"))
+    assert min(nc4.lines[0].get_ydata()) == plots.theory.ZERO  # an exact 0 on the floor, not dropped
+    assert 0 not in nc4.lines[0].get_xdata()  # step 0 has no place on a log axis
+    steps = sorted(model.snapshots)
+    fig = plots.plot_simplex(model.snapshots, [steps[0], steps[-1]])
+    assert [ax.get_title() for ax in fig.axes] == [f"step {steps[0]}", f"step {steps[-1]}"]
+    assert len(fig.axes[0].lines) == 3  # the triangle's edges
+    with pytest.raises(ValueError, match="not recorded"):
+        plots.plot_simplex(model.snapshots, [12345])
+    wide = ufm.UFM(3, 5, per_class=2)
+    wide.fit(2, records=2, snapshots=True)
+    with pytest.raises(ValueError, match="2 or 3 dimensions"):
+        plots.plot_simplex(wide.snapshots, [2])
+    cosines = pd.DataFrame({"C": [3, 3, 3, 3], "dimension": ["p = C − 1", "p = C − 1", "p = 2", "p = 2"],
+                            "target": ["mean", "largest"] * 2, "mean": [-0.5] * 4, "largest": [-0.5] * 4,
+                            "bound": [-0.5] * 4})  # fmt: skip
+    assert len(plots.plot_cosine_search(cosines).axes) == 2
+    sweep = pd.DataFrame({"lambda": [1e-3, 1e-1], "kappa": [10**0.5 * 1e-3, 10**0.5 * 1e-1],
+                          "w_norm": [3.0, 0.0], "w_norm_closed_form": [3.0, 0.0],
+                          "h_norm": [1.0, 0.0], "h_norm_closed_form": [1.0, 0.0]})  # fmt: skip
+    ax = plots.plot_lambda_sweep(sweep, num_classes=4).axes[0]
+    threshold = [line for line in ax.lines if line.get_linestyle() == ":"][0].get_xdata()[0]
+    assert threshold * 10**0.5 == pytest.approx(1 / 4)  # κ = √n λ = 1/C
+    imbalance = pd.DataFrame({"ratio": [1, 40], "cos_minority_weights": [-0.33, 1.0], "cos_minority_means": [-0.33, 1],
+                              "cos_etf": [-1 / 3] * 2, "minority_accuracy": [1.0, 0.0]})  # fmt: skip
+    fig = plots.plot_imbalance_sweep(imbalance)
+    assert fig.axes[0].get_xscale() == "log" and fig.axes[1].get_ylim()[1] > 1
+    plt.close("all")

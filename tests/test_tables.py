@@ -264,3 +264,16 @@ def test_versus_claim_calls_a_small_gain_inconclusive_and_a_loss_a_failure():
     assert list(frame.columns) == ["baseline", "method", "difference", "claimed", "verdict"]
     with pytest.raises(ValueError, match="same tasks"):
         tables.versus_claim({"a": 1.0}, {"a": 2.0}, {"b": 1.0})
+
+
+def test_collapse_references_puts_the_report_beside_the_measured_runs():
+    features_, labels_ = torch.randn(40, 6, dtype=torch.float64), torch.arange(40) % 4
+    measured = collapse.practical_work_metrics(features_, labels_, torch.randn(4, 6))
+    frame = tables.collapse_references({"run": measured})
+    assert list(frame.index) == list(collapse.PRACTICAL_WORK_REPORT)
+    assert frame.columns[0] == "run" and frame.columns[-1].startswith("report (seed 002)")
+    assert (
+        frame.loc["NCC agreement"].iloc[-1] == 0.9998 and frame.loc["equinorm CoV", "run"] == measured["equinorm CoV"]
+    )
+    with pytest.raises(ValueError, match="lacks"):
+        tables.collapse_references({"partial": {"equinorm CoV": 0.1}})

@@ -561,3 +561,13 @@ def test_a_loss_that_is_a_hook_is_checkpointed_and_the_run_exposes_its_hooks(sma
     loaded = train.load_or_train(config_, small_train, root=tmp_path, progress=False)  # nothing to train
     assert "no training needed" in capsys.readouterr().out
     assert loaded.loss.calls == 16 and torch.equal(loaded.hooks[1].means, first.hooks[1].means)
+
+
+def test_terminal_phase_is_the_first_epoch_of_the_final_run_at_full_training_accuracy():
+    def history(accuracies):
+        return [{"epoch": e, "train_acc": a} for e, a in enumerate(accuracies, start=1)]
+
+    assert train.terminal_phase(history([0.5, 1.0, 0.99, 1.0, 1.0])) == 4  # the dip at epoch 3 restarts it
+    assert train.terminal_phase(history([0.5, 1.0, 1.0])) == 2
+    assert train.terminal_phase(history([1.0, 1.0, 0.999])) is None
+    assert train.terminal_phase([]) is None

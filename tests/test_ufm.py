@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nclab import ufm
+from nclab.etf import simplex_etf
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +98,41 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="steps"):
         ufm.UFM(3, 4).fit(0)
     assert torch.equal(ufm.UFM(3, 4, seed=1).H, ufm.UFM(3, 4, seed=1).H)
+
+
+def test_the_mean_pairwise_cosine_is_never_below_the_bound_and_only_the_etf_puts_every_pair_there():
+    for C in (2, 3, 5, 10):
+        etf = simplex_etf(C, C + 2)  # (C, p) rows of a simplex ETF
+        assert ufm.mean_pairwise_cosine(etf).item() == pytest.approx(-1 / (C - 1), abs=1e-6)
+        assert ufm.mean_pairwise_cosine(torch.ones(C, 3)).item() == pytest.approx(1.0)
+        draws = torch.randn(2000, C, 3, generator=torch.Generator().manual_seed(C), dtype=torch.float64)
+        assert min(ufm.mean_pairwise_cosine(v).item() for v in draws) >= -1 / (C - 1) - 1e-12
+    with pytest.raises(ValueError, match="C ≥ 2"):
+        ufm.mean_pairwise_cosine(torch.ones(1, 3))
+    # five directions in the plane: the mean reaches the bound, the largest cosine only cos 72° (a pentagon)
+    plane = ufm.cosine_search(5, 2, "largest", starts=2, steps=300)
+    assert plane["mean"] == pytest.approx(-0.25, abs=1e-3)
+    assert plane["largest"] == pytest.approx(math.cos(math.radians(72)), abs=1e-2)
+    room = ufm.cosine_search(5, 4, "largest", starts=2, steps=300)  # p = C − 1: a simplex ETF
+    assert room["largest"] == pytest.approx(-0.25, abs=1e-2)
+    some_zero_sum = ufm.cosine_search(5, 4, "mean", starts=1, steps=300)
+    assert some_zero_sum["mean"] == pytest.approx(-0.25, abs=1e-6) and some_zero_sum["largest"] > -0.2
+
+
+def test_the_lambda_sweep_follows_the_closed_form_and_ends_at_the_trivial_optimum():
+    sweep = ufm.lambda_sweep([3e-3, 3e-2, 0.3], steps=1500)
+    converged = sweep.iloc[:2]
+    assert (converged["w_norm"] / converged["w_norm_closed_form"]).sub(1).abs().max() < 1e-3
+    assert (converged["h_norm"] / converged["h_norm_closed_form"]).sub(1).abs().max() < 1e-3
+    assert converged["w_norm"].is_monotonic_decreasing and (converged["nc1"] < 1e-6).all()
+    trivial = sweep.iloc[-1]  # κ = √10 · 0.3 ≥ 1/4: W = 0, H = 0, no class means to measure
+    assert trivial["kappa"] >= 0.25 and trivial["w_norm"] < 1e-12 and math.isnan(trivial["nc1"])
+
+
+def test_the_imbalance_sweep_shows_the_minority_rows_merging():
+    sweep = ufm.imbalance_sweep([1, 5, 40], steps=1500)
+    assert sweep["ratio"].tolist() == [1, 5, 40]
+    assert sweep["cos_minority_weights"].iloc[0] == pytest.approx(-1 / 3, abs=1e-2)
+    assert sweep["cos_minority_weights"].is_monotonic_increasing
+    assert sweep["cos_minority_weights"].iloc[-1] > 0.99 and sweep["minority_accuracy"].iloc[-1] < 0.5
+    assert sweep["minority_accuracy"].iloc[0] == 1
