@@ -31,13 +31,14 @@ from tqdm.auto import tqdm
 from . import __version__, models
 from .checkpoints import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Profile, cache_dir, get_device, get_profile
-from .data import GpuLoader, ImageSet
+from .data import GpuLoader, ImageSet, load
 from .losses import BatchOutput
 from .methods import ERM, Hook, Method
 
 __all__ = [
     "TrainConfig",
     "regime",
+    "regime_data",
     "log_spaced_epochs",
     "terminal_phase",
     "lr_factor",
@@ -165,6 +166,16 @@ def regime(name: str, profile: Profile | str | None = None, **overrides) -> Trai
     if "epochs" in overrides and "snapshot_epochs" not in overrides:
         overrides["snapshot_epochs"] = log_spaced_epochs(overrides["epochs"], profile.snapshots)
     return TrainConfig(regime=name.upper(), **{**common, **regimes[name.upper()], **overrides})
+
+
+def regime_data(profile: Profile | str | None = None) -> tuple[ImageSet, ImageSet]:
+    """(train, test) of CIFAR-100 as regimes A and B see them at the scale of ``profile``: its
+    ``regime_train_size`` training images (1,000 in ``smoke``, so that 20 epochs reach the terminal phase;
+    the whole set in ``quick`` and ``full``) and its test images. Notebooks 01–04 use these sets."""
+    profile = get_profile(profile)
+    size = profile.train_size if profile.regime_train_size is None else profile.regime_train_size
+    options = dict(download=profile.download, standin=profile.standin)
+    return load("cifar100", "train", size=size, **options), load("cifar100", "test", size=profile.test_size, **options)
 
 
 # ----------------------------------------------------------------------------------------------------

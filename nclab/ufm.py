@@ -124,7 +124,7 @@ class UFM:
                     metrics = nc_metrics(fs.features, fs.labels, W, self.b.detach())
                 else:  # no simplex ETF fits in R^p: NC1 only (SPEC §1)
                     metrics = variability_metrics(fs.features, fs.labels, self.num_classes)
-            except ValueError as error:  # the trivial optimum of strong decay: H = 0 to the last bit, Σ_B = 0
+            except ValueError as error:  # strong decay (κ ≥ 1/C) drives H to 0 and Σ_B underflows to 0
                 if "Σ_B = 0" not in str(error):
                     raise
                 metrics = {}
@@ -238,24 +238,29 @@ def lambda_sweep(
     lambdas, num_classes: int = 4, dim: int = 8, per_class: int = 10, steps: int = 3000, lr: float = 1.0
 ) -> pd.DataFrame:
     """One balanced UFM per weight decay λ (λ_H = λ_W = λ_b = λ): the norms and objective gradient descent
-    reaches beside :func:`optimum`'s closed form, and how collapsed it is. One row per λ."""
+    reaches beside :func:`optimum`'s closed form, and how collapsed it is. One row per λ, with ``C`` and
+    ``n`` (the problem's size, for :func:`nclab.plots.plot_lambda_sweep`). Past κ = √n λ ≥ 1/C the optimum
+    is W = 0, H = 0: the features left are rounding noise, and the NC columns are NaN there."""
     rows = []
     for lam in lambdas:
         model = UFM(num_classes, dim, per_class, lambda_H=lam, lambda_W=lam, lambda_b=lam, lr=lr)
         final = model.fit(steps, records=2).iloc[-1]
         best = optimum(num_classes, per_class, lam, lam)
+        trivial = best["margin"] == 0
         rows.append(
             {
                 "lambda": lam,
                 "kappa": math.sqrt(per_class) * lam,
+                "C": num_classes,
+                "n": per_class,
                 "w_norm": final["w_norm"],
                 "w_norm_closed_form": best["w_norm"],
                 "h_norm": final["h_norm"],
                 "h_norm_closed_form": best["h_norm"],
                 "objective": final["objective"],
                 "objective_closed_form": best["objective"],
-                "nc1": final.get("nc1", math.nan),  # none at the trivial optimum: every feature 0
-                "nc2_etf_distance": final.get("nc2_etf_distance", math.nan),
+                "nc1": math.nan if trivial else final["nc1"],
+                "nc2_etf_distance": math.nan if trivial else final["nc2_etf_distance"],
             }
         )
     return pd.DataFrame(rows)
@@ -271,7 +276,8 @@ def imbalance_sweep(
     steps: int = 2000,
 ) -> pd.DataFrame:
     """Minority collapse: the last ``minority_classes`` of ``num_classes`` get ``majority / ratio`` features
-    (at least 1) and the others ``majority``. One row per ratio: the cosine between the minority rows of W
+    (at least 1) and the others ``majority``. One row per distinct minority size (ratios that round to the
+    same size give one row), largest first: the cosine between the minority rows of W
     (their mean over pairs), the same for the minority class means, the cosine the ETF would give
     (−1/(C−1)), and the training accuracy of the minority classes. ``weight_decay``: λ_H = λ_W = λ_b; the
     stronger it is, the lower the ratio at which the minority rows merge (Fang et al., 2021)."""

@@ -27,9 +27,12 @@ def test_unknown_profile_names_the_choices():
 
 def test_profiles_respect_the_course_limits():
     smoke = config.PROFILES["smoke"]
-    assert smoke.width == 16 and smoke.train_size <= 2_000 and smoke.train_size * smoke.epochs <= 20_000
+    assert smoke.width == 16 and smoke.train_size <= 2_000 and smoke.regime_train_size <= smoke.train_size
+    # regimes A and B: 20 epochs on 1,000 images, the terminal phase within about 40 s each on two CPU cores
+    assert smoke.regime_train_size * smoke.epochs <= 20_000
     assert not smoke.augment, "the smoke runs reach the terminal phase only without augmentation"
     assert config.PROFILES["quick"].augment and config.PROFILES["full"].augment  # SPEC §3
+    assert config.PROFILES["quick"].regime_train_size is None is config.PROFILES["full"].regime_train_size
     assert not smoke.download and smoke.standin
     for profile in config.PROFILES.values():
         assert 8 * profile.width >= 100 - 1, "a CIFAR-100 simplex ETF needs p >= C - 1"

@@ -131,3 +131,4 @@ def test_the_right_step_iterated_is_the_package_gradient_descent():
     model.fit(50, records=2)
     torch.testing.assert_close(H, model.H.detach())
     torch.testing.assert_close(W, model.W.detach())
+    torch.testing.assert_close(b, model.b.detach())

@@ -270,12 +270,13 @@ def test_the_theory_figures_draw_the_ufm_collapse_simplex_bound_and_sweeps():
                             "target": ["mean", "largest"] * 2, "mean": [-0.5] * 4, "largest": [-0.5] * 4,
                             "bound": [-0.5] * 4})  # fmt: skip
     assert len(plots.plot_cosine_search(cosines).axes) == 2
-    sweep = pd.DataFrame({"lambda": [1e-3, 1e-1], "kappa": [10**0.5 * 1e-3, 10**0.5 * 1e-1],
-                          "w_norm": [3.0, 0.0], "w_norm_closed_form": [3.0, 0.0],
-                          "h_norm": [1.0, 0.0], "h_norm_closed_form": [1.0, 0.0]})  # fmt: skip
-    ax = plots.plot_lambda_sweep(sweep, num_classes=4).axes[0]
+    sweep = pd.DataFrame({"lambda": [1e-3, 1e-1], "kappa": [10**0.5 * 1e-3, 10**0.5 * 1e-1], "C": 4, "n": 10,
+                          "w_norm": [3.0, 0.0], "h_norm": [1.0, 0.0]})  # fmt: skip
+    ax = plots.plot_lambda_sweep(sweep).axes[0]
     threshold = [line for line in ax.lines if line.get_linestyle() == ":"][0].get_xdata()[0]
     assert threshold * 10**0.5 == pytest.approx(1 / 4)  # κ = √n λ = 1/C
+    closed = ax.lines[0]  # w_norm's closed form on a fine grid: exactly 0 past the threshold, positive before
+    assert len(closed.get_xdata()) == 200 and closed.get_ydata()[-1] == 0 and closed.get_ydata()[0] > 3
     imbalance = pd.DataFrame({"ratio": [1, 40], "cos_minority_weights": [-0.33, 1.0], "cos_minority_means": [-0.33, 1],
                               "cos_etf": [-1 / 3] * 2, "minority_accuracy": [1.0, 0.0]})  # fmt: skip
     fig = plots.plot_imbalance_sweep(imbalance)

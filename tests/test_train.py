@@ -4,7 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nclab import checkpoints, data, heads, losses, methods, models, train
+from nclab import checkpoints, config, data, heads, losses, methods, models, train
 from nclab.checkpoints import CheckpointError
 
 
@@ -571,3 +571,13 @@ def test_terminal_phase_is_the_first_epoch_of_the_final_run_at_full_training_acc
     assert train.terminal_phase(history([0.5, 1.0, 1.0])) == 2
     assert train.terminal_phase(history([1.0, 1.0, 0.999])) is None
     assert train.terminal_phase([]) is None
+
+
+def test_the_regimes_augment_as_their_profile_says_and_train_on_its_regime_sets():
+    assert not train.regime("A", "smoke").augment and not train.regime("B", "smoke").augment
+    assert train.regime("A", "quick").augment and train.regime("B", "full").augment
+    assert train.regime("A", "smoke", augment=True).augment  # an override still wins
+    smoke = config.PROFILES["smoke"]
+    train_set, test_set = train.regime_data(smoke)
+    assert len(train_set) == smoke.regime_train_size < smoke.train_size and len(test_set) == smoke.test_size
+    assert torch.bincount(train_set.labels).tolist() == [len(train_set) // 8] * 8  # stratified

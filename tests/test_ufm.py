@@ -127,6 +127,7 @@ def test_the_lambda_sweep_follows_the_closed_form_and_ends_at_the_trivial_optimu
     assert converged["w_norm"].is_monotonic_decreasing and (converged["nc1"] < 1e-6).all()
     trivial = sweep.iloc[-1]  # κ = √10 · 0.3 ≥ 1/4: W = 0, H = 0, no class means to measure
     assert trivial["kappa"] >= 0.25 and trivial["w_norm"] < 1e-12 and math.isnan(trivial["nc1"])
+    assert (sweep["C"] == 4).all() and (sweep["n"] == 10).all()
 
 
 def test_the_imbalance_sweep_shows_the_minority_rows_merging():

@@ -81,9 +81,9 @@ def check_mean_cosine(mean_pairwise_cosine: Callable) -> tuple[bool, str]:
     return True, "(‖Σ v̂_c‖² − C) / (C(C−1)): never below −1/(C−1), since ‖Σ v̂_c‖² ≥ 0."
 
 
-def _ufm_objective(H, W, b, labels, lambda_H, lambda_W, lambda_b, *, loss_sum=False):
-    """SPEC §10's objective (the mean cross-entropy plus the three decays); the sum over samples with ``loss_sum``."""
-    fit = F.cross_entropy(H @ W.T + b, labels, reduction="sum" if loss_sum else "mean")
+def _ufm_objective(H, W, b, labels, lambda_H, lambda_W, lambda_b):
+    """SPEC §10's objective: the mean cross-entropy plus the three decays."""
+    fit = F.cross_entropy(H @ W.T + b, labels)
     return fit + 0.5 * (lambda_H * H.pow(2).sum() + lambda_W * W.pow(2).sum() + lambda_b * b.pow(2).sum())
 
 

@@ -4,13 +4,17 @@ against the closed form, and minority collapse under imbalance."""
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
 
 from ..collapse import class_means
 from ..features import FeatureSet
+from ..ufm import optimum
 
 __all__ = ["plot_ufm_trajectory", "plot_simplex", "plot_cosine_search", "plot_lambda_sweep", "plot_imbalance_sweep"]
 
@@ -102,16 +106,20 @@ def plot_cosine_search(frame: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def plot_lambda_sweep(frame: pd.DataFrame, num_classes: int) -> plt.Figure:
-    """``ufm.lambda_sweep``: the norms gradient descent reaches (markers) on the closed form (lines),
-    against λ; the dotted line is κ = √n λ = 1/C, past which the optimum is W = 0, H = 0."""
+def plot_lambda_sweep(frame: pd.DataFrame) -> plt.Figure:
+    """``ufm.lambda_sweep``: the norms gradient descent reaches (markers) on the closed form (lines, from
+    ``ufm.optimum`` on a fine grid of λ), against λ; the dotted line is κ = √n λ = 1/C, past which the
+    optimum is W = 0, H = 0."""
+    C, n = int(frame["C"].iloc[0]), int(frame["n"].iloc[0])
+    grid = np.geomspace(frame["lambda"].min(), frame["lambda"].max(), 200)
+    closed = pd.DataFrame([optimum(C, n, lam, lam) for lam in grid])
     fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
     for name, colour in (("w_norm", "tab:blue"), ("h_norm", "tab:orange")):
-        ax.plot(frame["lambda"], frame[f"{name}_closed_form"], color=colour, label=f"{name}: closed form")
+        ax.plot(grid, closed[name], color=colour, label=f"{name}: closed form")
         ax.plot(frame["lambda"], frame[name], "o", color=colour, label=f"{name}: gradient descent")
-    threshold = frame["lambda"] / frame["kappa"] / num_classes  # the λ at which κ = 1/C
-    ax.axvline(threshold.iloc[0], color="grey", linestyle=":", label="κ = 1/C")
-    ax.set(xscale="log", xlabel="weight decay λ (= λ_H = λ_W = λ_b)", ylabel="mean norm", title="norms at the optimum")
+    ax.axvline(1 / (C * math.sqrt(n)), color="grey", linestyle=":", label="κ = 1/C")
+    ax.set(xscale="log", xlabel="weight decay λ (= λ_H = λ_W = λ_b)", ylabel="mean norm",
+           title=f"norms at the optimum (C = {C}, n = {n})")  # fmt: skip
     ax.legend(fontsize=8)
     return fig
 
