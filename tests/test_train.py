@@ -579,5 +579,6 @@ def test_the_regimes_augment_as_their_profile_says_and_train_on_its_regime_sets(
     assert train.regime("A", "smoke", augment=True).augment  # an override still wins
     smoke = config.PROFILES["smoke"]
     train_set, test_set = train.regime_data(smoke)
-    assert len(train_set) == smoke.regime_train_size < smoke.train_size and len(test_set) == smoke.test_size
+    assert len(train_set) == smoke.regime_train_size < smoke.train_size
+    assert torch.equal(test_set.labels, data.train_test_sets("cifar100", smoke)[1].labels)  # the same test set
     assert torch.bincount(train_set.labels).tolist() == [len(train_set) // 8] * 8  # stratified
