@@ -2,6 +2,10 @@
 
 Set here, before any kernel starts, so notebooks executed by nbval inherit it. Nothing is downloaded:
 the smoke profile reads the offline stand-in data sets.
+
+``NCLAB_TEST_CACHE`` (optional) names an empty folder to use as that cache and to keep after the session:
+CI (``.ci/run``) hands it to the book build, which then loads the runs nbval has just trained instead of
+training them a second time. Without it the cache is a temporary folder, removed at the end.
 """
 
 import os
@@ -9,11 +13,14 @@ import shutil
 import tempfile
 
 os.environ["NCLAB_PROFILE"] = "smoke"
-_CACHE = tempfile.mkdtemp(prefix="nclab-test-cache-")
+_KEEP = bool(os.environ.get("NCLAB_TEST_CACHE"))
+_CACHE = os.environ["NCLAB_TEST_CACHE"] if _KEEP else tempfile.mkdtemp(prefix="nclab-test-cache-")
+os.makedirs(_CACHE, exist_ok=True)
 os.environ["NCLAB_CACHE"] = _CACHE
 os.environ["NCLAB_DATA"] = os.path.join(_CACHE, "data")
 os.environ.pop("NCLAB_DEVICE", None)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_CACHE, ignore_errors=True)
+    if not _KEEP:
+        shutil.rmtree(_CACHE, ignore_errors=True)
