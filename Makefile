@@ -3,7 +3,8 @@
 #   make test   ruff (lint + format check), unit tests + nbval on every notebook (smoke profile); fails if
 #               student/ is stale
 #   make format apply ruff's fixes and formatting
-#   make student  write the student versions of notebooks/ into student/ (solutions removed)
+#   make student  rewrite the notebooks' Colab badges and install cells from the repository named in
+#               _config.yml, then write the student versions of notebooks/ into student/ (solutions removed)
 # Both create .venv from requirements.txt first when it is missing or out of date.
 
 PYTHON ?= python3
@@ -40,6 +41,7 @@ format: venv
 	$(BIN)/ruff format
 
 student: venv
+	$(BIN)/python -m nclab sync
 	$(BIN)/python -m nclab student
 
 benchmark: venv

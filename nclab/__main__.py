@@ -1,6 +1,7 @@
 """The command line: ``nclab student`` and ``nclab grade`` (or ``python -m nclab …``).
 
 nclab student [--notebooks notebooks] [--out student] [--check]
+nclab sync [--notebooks notebooks] [--config _config.yml] [--check]
 nclab grade SUBMISSIONS_DIR NOTEBOOK [--out scores.csv] [--timeout 120] [--total-timeout 600] [--only-exercises]
 """
 
@@ -19,6 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     student.add_argument("--notebooks", default="notebooks", help="folder of instructor notebooks (default: notebooks)")
     student.add_argument("--out", default="student", help="folder of student versions (default: student)")
     student.add_argument("--check", action="store_true", help="write nothing; fail if OUT is not up to date")
+
+    sync = commands.add_parser(
+        "sync", help="rewrite every notebook's Colab badge and install cell from the repository in _config.yml"
+    )
+    sync.add_argument("--notebooks", default="notebooks", help="folder of instructor notebooks (default: notebooks)")
+    sync.add_argument("--config", default="_config.yml", help="the book's config naming the repository")
+    sync.add_argument("--check", action="store_true", help="write nothing; fail if a notebook is out of date")
 
     grade = commands.add_parser("grade", help="execute and grade submitted notebooks, write a CSV")
     grade.add_argument("submissions", help="folder of submissions, one STUDENT_ID.ipynb per student")
@@ -49,6 +57,22 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 for path in write_student_versions(args.notebooks, args.out):
                     print(f"wrote {path}")
+        elif args.command == "sync":
+            from .course import repository, stale_notebooks, sync_notebooks
+
+            repo = repository(args.config)
+            if args.check:
+                stale = stale_notebooks(args.notebooks, repo)
+                if stale:
+                    print(
+                        f"nclab sync: {', '.join(stale)} disagree with {args.config}: run `make student`.",
+                        file=sys.stderr,
+                    )
+                    return 1
+                print(f"every notebook's badge and install cell follow {repo.slug}@{repo.branch}.")
+            else:
+                changed = sync_notebooks(args.notebooks, repo) or ["nothing (all up to date)"]
+                print(f"{repo.slug}@{repo.branch}: updated {', '.join(changed)}")
         else:
             from .grade import grade as grade_all
 

@@ -37,6 +37,7 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 SOLUTION_ONLY = "solution-only"  # tag of instructor-only cells
 _MARKER = re.compile(r"^(?P<indent>[ \t]*)(?P<marker>### (BEGIN|END) SOLUTION)[ \t]*$")
 _LEFTOVER = re.compile(r"(BEGIN|END) SOLUTION", re.IGNORECASE)
+_NOTEBOOK_LINK = re.compile(r"(/blob/[A-Za-z0-9_.-]+/)notebooks/")  # GitHub links into notebooks/, any branch
 
 
 class SolutionLeak(ValueError):
@@ -85,7 +86,7 @@ def student_notebook(notebook: nbformat.NotebookNode, name: str = "notebook") ->
             cell.source, blocks = strip_solutions(cell.source, where)
             solutions += [block.strip() for block in blocks if block.strip()]
             cell.outputs, cell.execution_count = [], None
-        cell.source = cell.source.replace("/blob/main/notebooks/", "/blob/main/student/")
+        cell.source = _NOTEBOOK_LINK.sub(r"\1student/", cell.source)  # badges open the student version
         student.cells.append(cell)
     for index, cell in enumerate(student.cells):
         where = f"{name}, student cell {index} (id {cell.get('id', '?')}, {cell.cell_type})"

@@ -1,0 +1,126 @@
+"""The course's repository, named in one place: ``repository`` in ``_config.yml`` (url and branch).
+
+Every notebook's Colab badge and its Colab install cell are made from it, so a lecturer who forks the
+course edits ``_config.yml`` and runs ``make student`` (``nclab student``), which rewrites them in
+``notebooks/`` before writing ``student/``; ``make test`` fails when a notebook disagrees with the config.
+
+The install cell runs on Colab only. It installs nclab from the repository and, unless
+``NCLAB_NO_DRIVE`` is set, mounts Google Drive and points ``NCLAB_CACHE`` at ``MyDrive/nclab``: checkpoints
+are written after every epoch, so a disconnect costs at most the epoch in progress, and every notebook
+(each in its own runtime) reuses the runs of the others.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+__all__ = ["Repository", "repository", "install_cell", "badge", "sync_notebooks", "stale_notebooks"]
+
+DRIVE_CACHE = "/content/drive/MyDrive/nclab"
+_BADGE = re.compile(
+    r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]"
+    r"\(https://colab\.research\.google\.com/github/[^)\s]+\)"
+)
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A GitHub repository: ``slug`` "owner/name" and the ``branch`` the course is published from."""
+
+    slug: str
+    branch: str = "main"
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", self.slug):
+            raise ValueError(f"repository must be owner/name on GitHub, got {self.slug!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_./-]+", self.branch):
+            raise ValueError(f"branch {self.branch!r} has characters a URL cannot carry as is")
+
+
+def repository(config: str | Path = "_config.yml") -> Repository:
+    """The repository named by ``repository: url, branch`` in the book's ``config``."""
+    import yaml  # installed with jupyter-book, on the machines that build the course (not needed on Colab)
+
+    path = Path(config)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run nclab student from the course's root folder.")
+    entry = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("repository") or {}
+    url = str(entry.get("url", ""))
+    if not url.startswith("https://github.com/"):
+        raise ValueError(f"{path}: repository.url must be https://github.com/OWNER/NAME, got {url!r}")
+    return Repository(
+        url.removeprefix("https://github.com/").removesuffix(".git").strip("/"), entry.get("branch", "main")
+    )
+
+
+def install_cell(repo: Repository) -> str:
+    """The source of every notebook's first code cell (tagged ``remove-cell``: not shown on the site)."""
+    return f'''# Colab only: install nclab from the course repository (elsewhere `make` has installed it
+# already), and keep checkpoints on Google Drive so that a disconnect, or another notebook, reuses them.
+# To keep them in this runtime only (lost when it ends), first run
+# `import os; os.environ["NCLAB_NO_DRIVE"] = "1"`.
+import os
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    package = "nclab @ git+https://github.com/{repo.slug}@{repo.branch}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
+    if not os.environ.get("NCLAB_NO_DRIVE"):
+        from google.colab import drive
+
+        drive.mount("/content/drive")
+        os.environ["NCLAB_CACHE"] = "{DRIVE_CACHE}"'''
+
+
+def badge(repo: Repository, folder: str, filename: str) -> str:
+    """The "Open in Colab" badge of ``folder/filename`` (folder "notebooks" or "student")."""
+    return (
+        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"(https://colab.research.google.com/github/{repo.slug}/blob/{repo.branch}/{folder}/{filename})"
+    )
+
+
+def _synced(path: Path, repo: Repository) -> nbformat.NotebookNode:
+    """The notebook at ``path`` with its badge and install cell made from ``repo``."""
+    notebook = nbformat.read(path, as_version=4)
+    if len(notebook.cells) < 2 or notebook.cells[0].cell_type != "markdown" or notebook.cells[1].cell_type != "code":
+        raise ValueError(
+            f"{path.name}: a course notebook opens with a markdown cell (title, badge), then the install cell"
+        )
+    title = notebook.cells[0]
+    if not _BADGE.search(title.source):
+        raise ValueError(f"{path.name}: its first cell has no Colab badge to update")
+    title.source = _BADGE.sub(lambda _: badge(repo, "notebooks", path.name), title.source)
+    notebook.cells[1].source = install_cell(repo)
+    return notebook
+
+
+def sync_notebooks(source_dir: str | Path = "notebooks", repo: Repository | None = None) -> list[str]:
+    """Rewrite the badge and install cell of every notebook in ``source_dir`` from ``repo`` (default: the
+    one in ``_config.yml``); returns the names of the notebooks that changed."""
+    repo = repo or repository()
+    changed = []
+    for path in sorted(Path(source_dir).glob("*.ipynb")):
+        text = nbformat.writes(_synced(path, repo)) + "\n"
+        if path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+            changed.append(path.name)
+    return changed
+
+
+def stale_notebooks(source_dir: str | Path = "notebooks", repo: Repository | None = None) -> list[str]:
+    """Names of the notebooks whose badge or install cell differ from ``repo``'s (default: ``_config.yml``)."""
+    repo = repo or repository()
+    stale = []
+    for path in sorted(Path(source_dir).glob("*.ipynb")):
+        synced = _synced(path, repo)
+        current = nbformat.read(path, as_version=4)
+        if [c.source for c in synced.cells[:2]] != [c.source for c in current.cells[:2]]:
+            stale.append(path.name)
+    return stale

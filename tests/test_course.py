@@ -1,0 +1,122 @@
+"""The repository is named once (``_config.yml``): every badge and Colab install cell follows it, a fork
+changes one line, and the install cell keeps checkpoints on Google Drive unless told not to."""
+
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nclab import course
+from nclab.student import student_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_notebook_follows_the_repository_in_the_config():
+    repo = course.repository(ROOT / "_config.yml")
+    assert course.stale_notebooks(ROOT / "notebooks", repo) == [], "run `make student`"
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        assert course.badge(repo, "notebooks", path.name) in cells[0].source
+        assert cells[1].source == course.install_cell(repo)
+
+
+def test_a_fork_changes_one_line_and_sync_follows_it(tmp_path):
+    for name in ("01_train_resnet18_cifar100.ipynb", "03_ood_detection.ipynb"):
+        shutil.copy(ROOT / "notebooks" / name, tmp_path / name)
+    fork = course.Repository("lecturer/nc-course", "spring-2027")
+    assert course.stale_notebooks(tmp_path, fork) == ["01_train_resnet18_cifar100.ipynb", "03_ood_detection.ipynb"]
+    assert course.sync_notebooks(tmp_path, fork) == ["01_train_resnet18_cifar100.ipynb", "03_ood_detection.ipynb"]
+    assert course.stale_notebooks(tmp_path, fork) == [] and course.sync_notebooks(tmp_path, fork) == []
+    notebook = nbformat.read(tmp_path / "03_ood_detection.ipynb", as_version=4)
+    assert "github/lecturer/nc-course/blob/spring-2027/notebooks/03_ood_detection.ipynb" in notebook.cells[0].source
+    assert "nclab-course" not in notebook.cells[0].source + notebook.cells[1].source
+    assert "git+https://github.com/lecturer/nc-course@spring-2027" in notebook.cells[1].source
+    student = student_notebook(notebook, "03_ood_detection.ipynb")
+    assert "github/lecturer/nc-course/blob/spring-2027/student/03_ood_detection.ipynb" in student.cells[0].source
+    # everything but the two generated cells is left as it was
+    original = nbformat.read(ROOT / "notebooks" / "03_ood_detection.ipynb", as_version=4)
+    assert [c.source for c in notebook.cells[2:]] == [c.source for c in original.cells[2:]]
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("repository:\n  url: https://github.com/a/b.git\n", None),
+        ("repository:\n  url: https://gitlab.com/a/b\n", "must be https://github.com/OWNER/NAME"),
+        ("title: x\n", "must be https://github.com/OWNER/NAME"),
+        ("repository:\n  url: https://github.com/a\n", "owner/name"),
+        ("repository:\n  url: https://github.com/a/b\n  branch: has space\n", "cannot carry"),
+    ],
+)
+def test_the_config_names_a_github_repository(tmp_path, text, error):
+    config = tmp_path / "_config.yml"
+    config.write_text(text)
+    if error is None:
+        assert course.repository(config) == course.Repository("a/b", "main")
+    else:
+        with pytest.raises(ValueError, match=error):
+            course.repository(config)
+    with pytest.raises(FileNotFoundError, match="course's root folder"):
+        course.repository(tmp_path / "missing.yml")
+
+
+def _run_install_cell(monkeypatch, on_colab: bool, no_drive: bool) -> dict:
+    """Execute the install cell with Colab's modules faked: what it pip-installed, mounted and set."""
+    calls = {"pip": [], "mount": []}
+    monkeypatch.setattr(subprocess, "run", lambda args, check: calls["pip"].append(args))
+    monkeypatch.delenv("NCLAB_CACHE", raising=False)
+    monkeypatch.delenv("NCLAB_NO_DRIVE", raising=False)
+    if no_drive:
+        monkeypatch.setenv("NCLAB_NO_DRIVE", "1")
+    if on_colab:
+        drive = types.SimpleNamespace(mount=lambda path: calls["mount"].append(path))
+        colab = types.ModuleType("google.colab")
+        colab.drive = drive
+        monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+        monkeypatch.setitem(sys.modules, "google.colab", colab)
+        sys.modules["google"].colab = colab
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    exec(course.install_cell(course.Repository("o/n", "b")), {})
+    import os
+
+    calls["cache"] = os.environ.get("NCLAB_CACHE")
+    return calls
+
+
+def test_the_install_cell_keeps_checkpoints_on_drive_on_colab_only(monkeypatch):
+    colab = _run_install_cell(monkeypatch, on_colab=True, no_drive=False)
+    assert colab["pip"] == [[sys.executable, "-m", "pip", "install", "-q", "nclab @ git+https://github.com/o/n@b"]]
+    assert colab["mount"] == ["/content/drive"] and colab["cache"] == course.DRIVE_CACHE
+    opted_out = _run_install_cell(monkeypatch, on_colab=True, no_drive=True)
+    assert len(opted_out["pip"]) == 1 and opted_out["mount"] == [] and opted_out["cache"] is None
+    elsewhere = _run_install_cell(monkeypatch, on_colab=False, no_drive=False)
+    assert elsewhere == {"pip": [], "mount": [], "cache": None}
+
+
+def test_nclab_sync_check_fails_on_a_stale_notebook_and_sync_repairs_it(tmp_path):
+    shutil.copy(ROOT / "notebooks" / "04_neco_nc5.ipynb", tmp_path / "04_neco_nc5.ipynb")
+    config = tmp_path / "_config.yml"
+    config.write_text("repository:\n  url: https://github.com/someone/else\n  branch: main\n")
+    command = [sys.executable, "-m", "nclab", "sync", "--notebooks", str(tmp_path), "--config", str(config)]
+    stale = subprocess.run([*command, "--check"], capture_output=True, text=True, timeout=120)
+    assert stale.returncode == 1 and "04_neco_nc5.ipynb disagree with" in stale.stderr
+    assert subprocess.run(command, capture_output=True, text=True, timeout=120).returncode == 0
+    assert subprocess.run([*command, "--check"], capture_output=True, text=True, timeout=120).returncode == 0
+
+
+def test_the_licenses_and_citation_an_adopting_instructor_looks_for():
+    import tomllib
+    import yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License") and project["license"] == "MIT"
+    assert "CC BY 4.0" in (ROOT / "LICENSE-CONTENT").read_text()
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["license"] == project["license"]
+    assert citation["version"] == project["version"] and citation["title"].startswith("nclab")
