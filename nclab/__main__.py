@@ -2,6 +2,7 @@
 
 nclab student [--notebooks notebooks] [--out student] [--check]
 nclab sync [--notebooks notebooks] [--config _config.yml] [--check]
+nclab train [--profile full] [--regime A] [--regime B] [--notebook NN …] [--notebooks notebooks]
 nclab grade SUBMISSIONS_DIR NOTEBOOK [--out scores.csv] [--timeout 120] [--total-timeout 600] [--only-exercises]
 """
 
@@ -27,6 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     sync.add_argument("--notebooks", default="notebooks", help="folder of instructor notebooks (default: notebooks)")
     sync.add_argument("--config", default="_config.yml", help="the book's config naming the repository")
     sync.add_argument("--check", action="store_true", help="write nothing; fail if a notebook is out of date")
+
+    train = commands.add_parser(
+        "train", help="train (resumably) every run the notebooks need, outside the book build, then only load them"
+    )
+    train.add_argument(
+        "--profile", default=None, help="smoke, quick or full (default: $NCLAB_PROFILE, else quick/smoke)"
+    )
+    train.add_argument(
+        "--regime", action="append", choices=["A", "B"], help="train only this regime of notebooks 01-04 (repeatable)"
+    )
+    train.add_argument("--notebook", action="append", help="run only the notebook numbered NN (repeatable)")
+    train.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default: notebooks)")
 
     grade = commands.add_parser("grade", help="execute and grade submitted notebooks, write a CSV")
     grade.add_argument("submissions", help="folder of submissions, one STUDENT_ID.ipynb per student")
@@ -73,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 changed = sync_notebooks(args.notebooks, repo) or ["nothing (all up to date)"]
                 print(f"{repo.slug}@{repo.branch}: updated {', '.join(changed)}")
+        elif args.command == "train":
+            return _train(args)
         else:
             from .grade import grade as grade_all
 
@@ -84,9 +99,31 @@ def main(argv: list[str] | None = None) -> int:
                 total_timeout=args.total_timeout,
                 only_exercises=args.only_exercises,
             )
-    except (ValueError, OSError) as error:  # SolutionLeak is a ValueError: it names the notebook and cell
+    except (ValueError, OSError, RuntimeError) as error:  # SolutionLeak is a ValueError: it names the notebook and cell
         print(f"nclab {args.command}: error: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _train(args) -> int:
+    """``nclab train``: the regimes asked for, trained directly; else the chosen (or all) notebooks run headless."""
+    from .config import cache_dir, describe, get_profile
+
+    profile = get_profile(args.profile)
+    print(describe(profile))
+    if args.regime:
+        from . import train
+
+        train_set, test_set = train.regime_data(profile)
+        for name in dict.fromkeys(args.regime):
+            run = train.load_or_train(train.regime(name, profile), train_set, test_set)
+            print(f"regime {name}: {run.final['epoch']} epochs in {run.run_dir}")
+        return 0
+    from .course import prepare, select_notebooks
+
+    for name, seconds in prepare(select_notebooks(args.notebooks, args.notebook), profile.name):
+        print(f"{name}: {seconds:.0f} s")
+    print(f"every run is in {cache_dir()}: NCLAB_PROFILE={profile.name} make book now only loads them.")
     return 0
 
 

@@ -1,4 +1,6 @@
-"""The course's repository, named in one place: ``repository`` in ``_config.yml`` (url and branch).
+"""Course tools: the repository named in one place, and the runs of a profile prepared outside the book.
+
+The course's repository is named in one place: ``repository`` in ``_config.yml`` (url and branch).
 
 Every notebook's Colab badge and its Colab install cell are made from it, so a lecturer who forks the
 course edits ``_config.yml`` and runs ``make student`` (``nclab student``), which rewrites them in
@@ -8,17 +10,32 @@ The install cell runs on Colab only. It installs nclab from the repository and, 
 ``NCLAB_NO_DRIVE`` is set, mounts Google Drive and points ``NCLAB_CACHE`` at ``MyDrive/nclab``: checkpoints
 are written after every epoch, so a disconnect costs at most the epoch in progress, and every notebook
 (each in its own runtime) reuses the runs of the others.
+
+:func:`prepare` (``nclab train``) runs the notebooks of a profile headless, without the book's per-cell
+time limit, so that every checkpoint they need exists before ``NCLAB_PROFILE=full make book``, which then
+only loads them. It resumes: the checkpoints are saved after every epoch.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
-__all__ = ["Repository", "repository", "install_cell", "badge", "sync_notebooks", "stale_notebooks"]
+__all__ = [
+    "Repository",
+    "repository",
+    "install_cell",
+    "badge",
+    "sync_notebooks",
+    "stale_notebooks",
+    "select_notebooks",
+    "prepare",
+]
 
 DRIVE_CACHE = "/content/drive/MyDrive/nclab"
 _BADGE = re.compile(
@@ -124,3 +141,56 @@ def stale_notebooks(source_dir: str | Path = "notebooks", repo: Repository | Non
         if [c.source for c in synced.cells[:2]] != [c.source for c in current.cells[:2]]:
             stale.append(path.name)
     return stale
+
+
+def select_notebooks(source_dir: str | Path = "notebooks", numbers: list[str] | None = None) -> list[Path]:
+    """The notebooks of ``source_dir`` in course order, or only those whose number is in ``numbers``
+    ("01", "5", …); an unknown number is an error that lists the known ones."""
+    paths = sorted(Path(source_dir).glob("*.ipynb"))
+    if not paths:
+        raise FileNotFoundError(f"No notebooks (*.ipynb) in {source_dir}.")
+    if not numbers:
+        return paths
+    by_number = {path.name.split("_")[0]: path for path in paths}
+    wanted = [str(number).zfill(2) for number in numbers]
+    unknown = [number for number in wanted if number not in by_number]
+    if unknown:
+        raise ValueError(f"no notebook numbered {', '.join(unknown)} in {source_dir}; there are {', '.join(by_number)}")
+    return [by_number[number] for number in dict.fromkeys(wanted)]
+
+
+def prepare(paths: list[Path], profile: str, progress: bool = True) -> list[tuple[str, float]]:
+    """Execute ``paths`` in order, each in a fresh kernel under ``NCLAB_PROFILE=profile`` and with no time
+    limit per cell, discarding the outputs: whatever the notebooks train lands in the cache
+    (``NCLAB_CACHE``), where the book build later finds it. A progress bar counts the code cells of all
+    the notebooks and estimates the time left. Returns (notebook, seconds) per notebook; a failing cell
+    raises RuntimeError naming the notebook and the cell (the checkpoints written so far are kept)."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from tqdm.auto import tqdm
+
+    notebooks = [(path, nbformat.read(path, as_version=4)) for path in paths]
+    total = sum(cell.cell_type == "code" for _, notebook in notebooks for cell in notebook.cells)
+    os.environ["NCLAB_PROFILE"] = profile  # inherited by every kernel started below
+    times = []
+    with tqdm(total=total, unit="cell", desc=f"nclab train ({profile})", disable=not progress) as bar:
+        for path, notebook in notebooks:
+            bar.set_postfix_str(path.name)
+            start = time.perf_counter()
+            client = NotebookClient(
+                notebook,
+                kernel_name="python3",
+                timeout=None,
+                record_timing=False,
+                on_cell_executed=lambda cell, cell_index, execute_reply: bar.update(1),
+                resources={"metadata": {"path": str(path.parent)}},
+            )
+            try:
+                client.execute()
+            except CellExecutionError as error:
+                raise RuntimeError(
+                    f"{path.name}: a cell raised {error.ename}: {error.evalue}. Fix it and rerun: training resumes "
+                    f"from the last saved epoch."
+                ) from None
+            times.append((path.name, time.perf_counter() - start))
+    return times

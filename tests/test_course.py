@@ -120,3 +120,55 @@ def test_the_licenses_and_citation_an_adopting_instructor_looks_for():
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert citation["cff-version"] == "1.2.0" and citation["license"] == project["license"]
     assert citation["version"] == project["version"] and citation["title"].startswith("nclab")
+
+
+def _notebook(path, *sources):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+
+
+def test_select_notebooks_in_course_order_by_number(tmp_path):
+    for name in ("02_b.ipynb", "00_a.ipynb", "10_c.ipynb"):
+        _notebook(tmp_path / name, "1")
+    assert [p.name for p in course.select_notebooks(tmp_path)] == ["00_a.ipynb", "02_b.ipynb", "10_c.ipynb"]
+    assert [p.name for p in course.select_notebooks(tmp_path, ["10", "0", "10"])] == ["10_c.ipynb", "00_a.ipynb"]
+    with pytest.raises(ValueError, match="no notebook numbered 07 .*there are 00, 02, 10"):
+        course.select_notebooks(tmp_path, ["7"])
+    with pytest.raises(FileNotFoundError):
+        course.select_notebooks(tmp_path / "empty")
+
+
+def test_prepare_runs_the_notebooks_headless_under_the_profile_and_names_a_failing_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("NCLAB_CACHE", str(tmp_path / "cache"))
+    record = "import os, pathlib\npathlib.Path(os.environ['NCLAB_CACHE'], '{}').write_text(os.environ['NCLAB_PROFILE'])"
+    _notebook(tmp_path / "01_first.ipynb", "import os; os.makedirs(os.environ['NCLAB_CACHE'], exist_ok=True)",
+              record.format("first"))  # fmt: skip
+    _notebook(tmp_path / "02_second.ipynb", record.format("second"))
+    times = course.prepare(course.select_notebooks(tmp_path), "full", progress=False)
+    assert [name for name, _ in times] == ["01_first.ipynb", "02_second.ipynb"]
+    assert (tmp_path / "cache" / "first").read_text() == "full" == (tmp_path / "cache" / "second").read_text()
+    _notebook(tmp_path / "03_broken.ipynb", "raise ValueError('no data')")
+    with pytest.raises(RuntimeError, match="03_broken.ipynb: a cell raised ValueError: no data"):
+        course.prepare(course.select_notebooks(tmp_path, ["3"]), "smoke", progress=False)
+
+
+def test_nclab_train_regime_trains_that_regime_on_the_regime_data(monkeypatch, capsys):
+    from nclab import config, train
+    from nclab.__main__ import main
+
+    trained = []
+
+    def fake_load_or_train(cfg, train_set, test_set):
+        trained.append((cfg, len(train_set)))
+        return types.SimpleNamespace(final={"epoch": cfg.epochs}, run_dir=Path("runs") / cfg.regime)
+
+    monkeypatch.setattr(train, "load_or_train", fake_load_or_train)
+    assert main(["train", "--profile", "smoke", "--regime", "B", "--regime", "A", "--regime", "B"]) == 0
+    smoke = config.PROFILES["smoke"]
+    assert [(cfg.regime, size) for cfg, size in trained] == [
+        ("B", smoke.regime_train_size),
+        ("A", smoke.regime_train_size),
+    ]
+    assert trained[0][0] == train.regime("B", smoke) and "regime A: 20 epochs" in capsys.readouterr().out
+    assert main(["train", "--profile", "smoke", "--notebook", "99"]) == 1  # no such notebook: a clear error
