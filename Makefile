@@ -1,5 +1,7 @@
 # nclab — the commands of the README:
-#   make book   build the course site into _build/html, executing every notebook (smoke profile by default)
+#   make book   build the student site into _build/html: every notebook executed with its solutions (smoke
+#               profile by default), shown as the student sees it; fails if a solution reaches a page
+#   make book-instructor  the same site with the solutions, into _build/instructor/_build/html
 #   make test   ruff (lint + format check), unit tests + nbval on every notebook (smoke profile); fails if
 #               student/ is stale
 #   make format apply ruff's fixes and formatting
@@ -14,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 export NCLAB_PROFILE ?= smoke
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all book test format student venv benchmark clean
+.PHONY: all book book-instructor test format student venv benchmark clean
 
 all: book
 
@@ -28,8 +30,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 book: venv
-	$(BIN)/jupyter-book build . --warningiserror --keep-going --nitpick
-	@echo "Book built: open _build/html/index.html"
+	$(BIN)/python -m nclab site student --out _build/student-src
+	$(BIN)/jupyter-book build _build/student-src --path-output . --warningiserror --keep-going --nitpick
+	$(BIN)/python -m nclab site check _build/html
+	@echo "Student site built: open _build/html/index.html"
+
+book-instructor: venv
+	$(BIN)/jupyter-book build . --path-output _build/instructor --warningiserror --keep-going --nitpick
+	@echo "Instructor site built: open _build/instructor/_build/html/index.html"
 
 test: venv
 	$(BIN)/ruff check

@@ -2,6 +2,7 @@
 
 nclab student [--notebooks notebooks] [--out student] [--check]
 nclab sync [--notebooks notebooks] [--config _config.yml] [--check]
+nclab site student [--out _build/student-src] | nclab site check HTML_DIR
 nclab train [--profile full] [--regime A] [--regime B] [--notebook NN …] [--notebooks notebooks]
 nclab grade SUBMISSIONS_DIR NOTEBOOK [--out scores.csv] [--timeout 120] [--total-timeout 600] [--only-exercises]
 """
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     train.add_argument("--notebook", action="append", help="run only the notebook numbered NN (repeatable)")
     train.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default: notebooks)")
+
+    site = commands.add_parser("site", help="stage the student site's source, or check a built site for solutions")
+    site.add_argument("action", choices=["student", "check"])
+    site.add_argument("html", nargs="?", default="_build/html", help="check: the built site (default: _build/html)")
+    site.add_argument("--out", default="_build/student-src", help="student: where to stage the source")
 
     grade = commands.add_parser("grade", help="execute and grade submitted notebooks, write a CSV")
     grade.add_argument("submissions", help="folder of submissions, one STUDENT_ID.ipynb per student")
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{repo.slug}@{repo.branch}: updated {', '.join(changed)}")
         elif args.command == "train":
             return _train(args)
+        elif args.command == "site":
+            return _site(args)
         else:
             from .grade import grade as grade_all
 
@@ -102,6 +110,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as error:  # SolutionLeak is a ValueError: it names the notebook and cell
         print(f"nclab {args.command}: error: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _site(args) -> int:
+    """``nclab site student``: execute the notebooks and stage the student site; ``check``: no solution in HTML."""
+    from .site import solution_leaks, stage_student_site
+
+    if args.action == "student":
+        print(f"student site staged in {stage_student_site('.', args.out)}")
+        return 0
+    leaks = solution_leaks(args.html)
+    if leaks:
+        print("nclab site check: solutions on the student site:\n  " + "\n  ".join(leaks), file=sys.stderr)
+        return 1
+    print(f"{args.html}: no solution block on any page.")
     return 0
 
 

@@ -73,8 +73,11 @@ def strip_solutions(source: str, where: str = "cell") -> tuple[str, list[str]]:
     return "\n".join(lines), blocks
 
 
-def student_notebook(notebook: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
-    """The student version of ``notebook`` (left unchanged); ``name`` is used in error messages."""
+def student_notebook(
+    notebook: nbformat.NotebookNode, name: str = "notebook", keep_outputs: bool = False
+) -> nbformat.NotebookNode:
+    """The student version of ``notebook`` (left unchanged); ``name`` is used in error messages.
+    ``keep_outputs``: keep the outputs of the (executed) instructor notebook, for the student site."""
     student = copy.deepcopy(notebook)
     student.cells, solutions = [], []
     for index, cell in enumerate(notebook.cells):
@@ -85,7 +88,8 @@ def student_notebook(notebook: nbformat.NotebookNode, name: str = "notebook") ->
         if cell.cell_type == "code":
             cell.source, blocks = strip_solutions(cell.source, where)
             solutions += [block.strip() for block in blocks if block.strip()]
-            cell.outputs, cell.execution_count = [], None
+            if not keep_outputs:
+                cell.outputs, cell.execution_count = [], None
         cell.source = _NOTEBOOK_LINK.sub(r"\1student/", cell.source)  # badges open the student version
         student.cells.append(cell)
     for index, cell in enumerate(student.cells):

@@ -1,0 +1,95 @@
+"""The two sites built from one source: the student site (``make book``) and the instructor site
+(``make book-instructor``).
+
+The instructor site is the repository as it is: the notebooks with their solutions, executed by the book
+build. The student site is staged: :func:`stage_student_site` executes the instructor notebooks (solutions
+and all, so that every figure and table is real), then writes their student versions *with those outputs*
+(each solution block shown as ``# YOUR CODE HERE``, the ``solution-only`` cells gone) under ``student/`` of
+a staging folder, beside a copy of the chapters and a table of contents pointing at them. The book build
+then renders that folder without executing anything; its Colab badges and launch buttons open the
+``student/`` notebooks. :func:`solution_leaks` reads every built page and names any solution block found.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from .student import strip_solutions, student_notebook
+
+__all__ = ["execute_notebook", "stage_student_site", "solution_blocks", "solution_leaks"]
+
+_TAG = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+
+
+def execute_notebook(path: Path, timeout: int = 1800) -> nbformat.NotebookNode:
+    """``path`` executed in a fresh kernel (working directory: its folder; ``timeout`` seconds per cell, as
+    the book build allows). A failing cell raises RuntimeError naming the notebook: no site with an error."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, kernel_name="python3", timeout=timeout,
+                            resources={"metadata": {"path": str(path.parent)}})  # fmt: skip
+    try:
+        client.execute()
+    except CellExecutionError as error:
+        raise RuntimeError(f"{path.name}: a cell raised {error.ename}: {error.evalue}") from None
+    return notebook
+
+
+def stage_student_site(
+    root: str | Path = ".", out: str | Path = "_build/student-src", execute=execute_notebook
+) -> Path:
+    """Write the student site's source into ``out``: the chapters, ``_config.yml`` (execution off) and a
+    ``_toc.yml`` whose notebooks are ``student/NN_….ipynb``, each the student version of the executed
+    instructor notebook with its outputs. ``execute``: path → executed notebook (tests pass a stub)."""
+    root, out = Path(root), Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "student").mkdir(parents=True)
+    shutil.copytree(root / "book", out / "book")
+    for chapter in (out / "book").glob("*.md"):
+        chapter.write_text(
+            chapter.read_text(encoding="utf-8").replace("../notebooks/", "../student/"), encoding="utf-8"
+        )
+    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
+    config.setdefault("execute", {})["execute_notebooks"] = "off"  # executed above, with the solutions
+    config["exclude_patterns"] = [p for p in config.get("exclude_patterns", []) if p != "student"]  # the pages now
+    (out / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    toc = (root / "_toc.yml").read_text(encoding="utf-8")
+    (out / "_toc.yml").write_text(re.sub(r"\bnotebooks/", "student/", toc), encoding="utf-8")
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        version = student_notebook(execute(path), path.name, keep_outputs=True)
+        nbformat.write(version, out / "student" / path.name)
+    return out
+
+
+def solution_blocks(notebooks: str | Path = "notebooks") -> dict[str, list[str]]:
+    """{notebook: its solution blocks}, each block's code as one whitespace-normalised line."""
+    blocks = {}
+    for path in sorted(Path(notebooks).glob("*.ipynb")):
+        found = []
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                found += [_SPACE.sub(" ", block).strip() for block in strip_solutions(cell.source, path.name)[1]]
+        blocks[path.name] = [block for block in found if block]
+    return blocks
+
+
+def solution_leaks(html_dir: str | Path, notebooks: str | Path = "notebooks") -> list[str]:
+    """ "page: solution of notebook …" for every solution block whose code appears in a built page's text
+    (tags stripped, entities decoded, whitespace normalised, so highlighted code is found too)."""
+    blocks = [(name, block) for name, found in solution_blocks(notebooks).items() for block in found]
+    leaks = []
+    for page in sorted(Path(html_dir).rglob("*.html")):
+        text = _SPACE.sub(" ", html.unescape(_TAG.sub("", page.read_text(encoding="utf-8", errors="replace"))))
+        leaks += [f"{page.relative_to(html_dir)}: solution of {name}: {block[:60]!r}…" for name, block in blocks
+                  if block in text]  # fmt: skip
+    return leaks

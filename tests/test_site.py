@@ -1,0 +1,82 @@
+"""The student site's source: the instructor notebooks' outputs under the student versions' code, the
+chapters and table of contents pointing at student/, and a check that finds a solution on any built page."""
+
+import nbformat
+import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from nclab import site
+
+SOLUTION = "    ### BEGIN SOLUTION\n    return torch.where(flips, images.flip(-1), images)\n    ### END SOLUTION"
+
+
+def _course(root):
+    (root / "book").mkdir()
+    (root / "book" / "intro.md").write_text("# Intro\n\nSee {doc}`../notebooks/01_x`.\n")
+    (root / "_config.yml").write_text(
+        "title: t\nexclude_patterns: [_build, student, tests]\nexecute:\n  execute_notebooks: force\n"
+        "repository:\n  url: https://github.com/o/n\n  branch: main\n"
+    )
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: notebooks/01_x\n")
+    (root / "notebooks").mkdir()
+    notebook = new_notebook(
+        cells=[
+            new_markdown_cell(
+                "# 01 · x\n\n[badge](https://colab.research.google.com/github/o/n/blob/main/notebooks/01_x.ipynb)"
+            ),
+            new_code_cell(f"def flip(images, flips):\n{SOLUTION}\n\n\ncheck('01_flip', flip)"),
+            new_markdown_cell("**Model answer.** the secret", metadata={"tags": ["solution-only"]}),
+            new_code_cell("print(1 + 1)"),
+        ]
+    )
+    nbformat.write(notebook, root / "notebooks" / "01_x.ipynb")
+
+
+def _executed(path):
+    """A stand-in for executing: every code cell gets an output naming it."""
+    notebook = nbformat.read(path, as_version=4)
+    for k, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            cell.outputs = [new_output("stream", name="stdout", text=f"output of cell {k}\n")]
+            cell.execution_count = k
+    return notebook
+
+
+def test_the_student_site_shows_student_code_with_the_instructor_outputs(tmp_path):
+    _course(tmp_path)
+    out = site.stage_student_site(tmp_path, tmp_path / "_build" / "student-src", execute=_executed)
+    staged = nbformat.read(out / "student" / "01_x.ipynb", as_version=4)
+    code = [cell for cell in staged.cells if cell.cell_type == "code"]
+    assert "# YOUR CODE HERE" in code[0].source and "torch.where" not in code[0].source
+    assert [c.outputs[0]["text"] for c in code] == ["output of cell 1\n", "output of cell 3\n"]  # outputs kept
+    assert "the secret" not in nbformat.writes(staged)  # the solution-only cell is gone
+    assert "blob/main/student/01_x.ipynb" in staged.cells[0].source
+    config = yaml.safe_load((out / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] == "off" and "student" not in config["exclude_patterns"]
+    assert "file: student/01_x" in (out / "_toc.yml").read_text()
+    assert "{doc}`../student/01_x`" in (out / "book" / "intro.md").read_text()
+    assert (tmp_path / "notebooks" / "01_x.ipynb").exists()  # the instructor notebook is left alone
+
+
+def test_solution_leaks_finds_highlighted_solution_code_on_a_page(tmp_path):
+    _course(tmp_path)
+    html_dir = tmp_path / "html"
+    html_dir.mkdir()
+    (html_dir / "student.html").write_text(
+        '<div class="highlight"><pre><span class="k">def</span> flip(images, flips):\n'
+        '    <span class="c1"># YOUR CODE HERE</span>\n'
+        '    <span class="k">raise</span> NotImplementedError()</pre></div>'
+    )
+    assert site.solution_leaks(html_dir, tmp_path / "notebooks") == []
+    (html_dir / "instructor.html").write_text(
+        '<pre><span class="k">return</span> <span class="n">torch</span><span class="o">.</span>where(flips, '
+        'images.flip(<span class="o">-</span>1), images)</pre>'
+    )
+    leaks = site.solution_leaks(html_dir, tmp_path / "notebooks")
+    assert len(leaks) == 1 and leaks[0].startswith("instructor.html: solution of 01_x.ipynb")
+
+
+def test_every_solution_block_of_the_course_is_known_to_the_check():
+    blocks = site.solution_blocks("notebooks")
+    assert len(blocks) == 9 and all(blocks.values())  # every notebook has exercises, each with its solution
+    assert sum(len(found) for found in blocks.values()) >= 23  # at least one block per exercise
