@@ -4,7 +4,8 @@
 The instructor site is the repository as it is: the notebooks with their solutions, executed by the book
 build. The student site is staged: :func:`stage_student_site` executes the instructor notebooks (solutions
 and all, so that every figure and table is real), then writes their student versions *with those outputs*
-(each solution block shown as ``# YOUR CODE HERE``, the ``solution-only`` cells gone) under ``student/`` of
+(each solution block shown as ``# YOUR CODE HERE`` and without the check's output, which would describe
+the hidden answer; the ``solution-only`` cells gone) under ``student/`` of
 a staging folder, beside a copy of the chapters and a table of contents pointing at them. The book build
 then renders that folder without executing anything; its Colab badges and launch buttons open the
 ``student/`` notebooks. :func:`solution_leaks` reads every built page and names any solution block found.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import html
 import re
 import shutil
+import time
 from pathlib import Path
 
 import nbformat
@@ -66,8 +68,15 @@ def stage_student_site(
     toc = (root / "_toc.yml").read_text(encoding="utf-8")
     (out / "_toc.yml").write_text(re.sub(r"\bnotebooks/", "student/", toc), encoding="utf-8")
     for path in sorted((root / "notebooks").glob("*.ipynb")):
-        version = student_notebook(execute(path), path.name, keep_outputs=True)
+        start = time.perf_counter()
+        executed = execute(path)
+        version = student_notebook(executed, path.name, keep_outputs=True)
+        instructor = {cell.get("id"): cell.source for cell in executed.cells}
+        for cell in version.cells:  # an exercise's ✅ and its message describe the answer the page hides
+            if cell.cell_type == "code" and (cell.source != instructor.get(cell.get("id")) or "check(" in cell.source):
+                cell.outputs, cell.execution_count = [], None
         nbformat.write(version, out / "student" / path.name)
+        print(f"{path.name}: executed in {time.perf_counter() - start:.0f} s", flush=True)
     return out
 
 
