@@ -34,6 +34,7 @@ __all__ = [
     "sync_notebooks",
     "stale_notebooks",
     "select_notebooks",
+    "execute_notebook",
     "prepare",
 ]
 
@@ -159,38 +160,47 @@ def select_notebooks(source_dir: str | Path = "notebooks", numbers: list[str] | 
     return [by_number[number] for number in dict.fromkeys(wanted)]
 
 
+def execute_notebook(path: Path, timeout: float | None = 1800, on_cell=None) -> nbformat.NotebookNode:
+    """``path`` executed in a fresh kernel (working directory: its folder; ``timeout`` seconds per cell, the
+    book build's limit, None for none; ``on_cell()`` after each code cell). A failing cell raises
+    RuntimeError naming the notebook and the error; the checkpoints written so far are kept."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=timeout,
+        record_timing=False,
+        on_cell_executed=(lambda cell, cell_index, execute_reply: on_cell()) if on_cell else None,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    try:
+        client.execute()
+    except CellExecutionError as error:
+        raise RuntimeError(
+            f"{path.name}: a cell raised {error.ename}: {error.evalue}. Fix it and rerun: training resumes "
+            f"from the last saved epoch."
+        ) from None
+    return notebook
+
+
 def prepare(paths: list[Path], profile: str, progress: bool = True) -> list[tuple[str, float]]:
     """Execute ``paths`` in order, each in a fresh kernel under ``NCLAB_PROFILE=profile`` and with no time
     limit per cell, discarding the outputs: whatever the notebooks train lands in the cache
     (``NCLAB_CACHE``), where the book build later finds it. A progress bar counts the code cells of all
     the notebooks and estimates the time left. Returns (notebook, seconds) per notebook; a failing cell
-    raises RuntimeError naming the notebook and the cell (the checkpoints written so far are kept)."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    raises RuntimeError naming the notebook and the error (the checkpoints written so far are kept)."""
     from tqdm.auto import tqdm
 
-    notebooks = [(path, nbformat.read(path, as_version=4)) for path in paths]
-    total = sum(cell.cell_type == "code" for _, notebook in notebooks for cell in notebook.cells)
+    total = sum(cell.cell_type == "code" for path in paths for cell in nbformat.read(path, as_version=4).cells)
     os.environ["NCLAB_PROFILE"] = profile  # inherited by every kernel started below
     times = []
     with tqdm(total=total, unit="cell", desc=f"nclab train ({profile})", disable=not progress) as bar:
-        for path, notebook in notebooks:
+        for path in paths:
             bar.set_postfix_str(path.name)
             start = time.perf_counter()
-            client = NotebookClient(
-                notebook,
-                kernel_name="python3",
-                timeout=None,
-                record_timing=False,
-                on_cell_executed=lambda cell, cell_index, execute_reply: bar.update(1),
-                resources={"metadata": {"path": str(path.parent)}},
-            )
-            try:
-                client.execute()
-            except CellExecutionError as error:
-                raise RuntimeError(
-                    f"{path.name}: a cell raised {error.ename}: {error.evalue}. Fix it and rerun: training resumes "
-                    f"from the last saved epoch."
-                ) from None
+            execute_notebook(path, timeout=None, on_cell=lambda: bar.update(1))
             times.append((path.name, time.perf_counter() - start))
     return times

@@ -22,28 +22,13 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from .course import execute_notebook
 from .student import strip_solutions, student_notebook
 
-__all__ = ["execute_notebook", "stage_student_site", "solution_blocks", "solution_leaks"]
+__all__ = ["stage_student_site", "solution_blocks", "solution_leaks"]
 
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
-
-
-def execute_notebook(path: Path, timeout: int = 1800) -> nbformat.NotebookNode:
-    """``path`` executed in a fresh kernel (working directory: its folder; ``timeout`` seconds per cell, as
-    the book build allows). A failing cell raises RuntimeError naming the notebook: no site with an error."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-
-    notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, kernel_name="python3", timeout=timeout,
-                            resources={"metadata": {"path": str(path.parent)}})  # fmt: skip
-    try:
-        client.execute()
-    except CellExecutionError as error:
-        raise RuntimeError(f"{path.name}: a cell raised {error.ename}: {error.evalue}") from None
-    return notebook
 
 
 def stage_student_site(
