@@ -82,8 +82,12 @@ def solution_leaks(html_dir: str | Path, notebooks: str | Path = "notebooks") ->
     (tags stripped, entities decoded, whitespace normalised, so highlighted code is found too)."""
     blocks = [(name, block) for name, found in solution_blocks(notebooks).items() for block in found]
     leaks = []
-    for page in sorted(Path(html_dir).rglob("*.html")):
-        text = _SPACE.sub(" ", html.unescape(_TAG.sub("", page.read_text(encoding="utf-8", errors="replace"))))
+    pages = sorted(Path(html_dir).rglob("*.html")) + sorted(Path(html_dir).rglob("*.ipynb"))  # the downloads too
+    for page in pages:
+        raw = page.read_text(encoding="utf-8", errors="replace")
+        if page.suffix == ".ipynb":
+            raw = "\n".join(cell.source for cell in nbformat.reads(raw, as_version=4).cells)
+        text = _SPACE.sub(" ", html.unescape(_TAG.sub("", raw)))
         leaks += [f"{page.relative_to(html_dir)}: solution of {name}: {block[:60]!r}…" for name, block in blocks
                   if block in text]  # fmt: skip
     return leaks

@@ -1,6 +1,8 @@
 """The student site's source: the instructor notebooks' outputs under the student versions' code, the
 chapters and table of contents pointing at student/, and a check that finds a solution on any built page."""
 
+import shutil
+
 import nbformat
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
@@ -81,3 +83,14 @@ def test_every_solution_block_of_the_course_is_known_to_the_check():
     blocks = site.solution_blocks("notebooks")
     assert len(blocks) == 9 and all(blocks.values())  # every notebook has exercises, each with its solution
     assert sum(len(found) for found in blocks.values()) >= 23  # at least one block per exercise
+
+
+def test_solution_leaks_reads_the_notebooks_the_site_offers_for_download(tmp_path):
+    _course(tmp_path)
+    sources = tmp_path / "html" / "_sources" / "notebooks"
+    sources.mkdir(parents=True)
+    shutil.copy(tmp_path / "notebooks" / "01_x.ipynb", sources / "01_x.ipynb")
+    leaks = site.solution_leaks(tmp_path / "html", tmp_path / "notebooks")
+    assert leaks == [
+        "_sources/notebooks/01_x.ipynb: solution of 01_x.ipynb: 'return torch.where(flips, images.flip(-1), images)'…"
+    ]
