@@ -1,4 +1,4 @@
-"""The command line: ``nclab student`` and ``nclab grade`` (or ``python -m nclab …``).
+"""The command line: ``nclab student``, ``sync``, ``site``, ``train`` and ``grade`` (or ``python -m nclab …``).
 
 nclab student [--notebooks notebooks] [--out student] [--check]
 nclab sync [--notebooks notebooks] [--config _config.yml] [--check]

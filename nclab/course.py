@@ -55,8 +55,11 @@ class Repository:
     def __post_init__(self):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", self.slug):
             raise ValueError(f"repository must be owner/name on GitHub, got {self.slug!r}")
-        if not re.fullmatch(r"[A-Za-z0-9_./-]+", self.branch):
-            raise ValueError(f"branch {self.branch!r} has characters a URL cannot carry as is")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.branch):  # no "/": the badges' links could not be told apart
+            raise ValueError(
+                f"branch {self.branch!r}: use letters, digits, '.', '_' and '-' only "
+                "(the badge links cannot carry others)"
+            )
 
 
 def repository(config: str | Path = "_config.yml") -> Repository:
