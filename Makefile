@@ -30,6 +30,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 book: venv
+	rm -rf _build/html
 	$(BIN)/python -m nclab site student --out _build/student-src
 	$(BIN)/jupyter-book build _build/student-src --path-output . --warningiserror --keep-going --nitpick
 	$(BIN)/python -m nclab site check _build/html

@@ -6,8 +6,9 @@ Every notebook's Colab badge and its Colab install cell are made from it, so a l
 course edits ``_config.yml`` and runs ``make student`` (``nclab student``), which rewrites them in
 ``notebooks/`` before writing ``student/``; ``make test`` fails when a notebook disagrees with the config.
 
-The install cell runs on Colab only. It installs nclab from the repository and, unless
-``NCLAB_NO_DRIVE`` is set, mounts Google Drive and points ``NCLAB_CACHE`` at ``MyDrive/nclab``: checkpoints
+The install cell runs on Colab only. It installs nclab from the repository, keeps the data sets in the
+runtime (``NCLAB_DATA=/content/data``) and, unless ``NCLAB_NO_DRIVE`` is set, mounts Google Drive and points
+``NCLAB_CACHE`` at ``MyDrive/nclab`` (unless it is set already; a refused mount only prints why): checkpoints
 are written after every epoch, so a disconnect costs at most the epoch in progress, and every notebook
 (each in its own runtime) reuses the runs of the others.
 
@@ -92,11 +93,15 @@ if "google.colab" in sys.modules:
 
     package = "nclab @ git+https://github.com/{repo.slug}@{repo.branch}"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
+    os.environ.setdefault("NCLAB_DATA", "/content/data")  # data sets in the runtime: fast, off your quota
     if not os.environ.get("NCLAB_NO_DRIVE"):
         from google.colab import drive
 
-        drive.mount("/content/drive")
-        os.environ["NCLAB_CACHE"] = "{DRIVE_CACHE}"'''
+        try:
+            drive.mount("/content/drive")
+            os.environ.setdefault("NCLAB_CACHE", "{DRIVE_CACHE}")
+        except Exception as error:  # refused or failed: go on, checkpoints in the runtime only
+            print(f"Google Drive not mounted ({{error}}): checkpoints stay in this runtime and end with it.")'''
 
 
 def badge(repo: Repository, folder: str, filename: str) -> str:

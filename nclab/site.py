@@ -27,6 +27,7 @@ from .student import strip_solutions, student_notebook
 
 __all__ = ["stage_student_site", "solution_blocks", "solution_leaks"]
 
+_MARKER = ".nclab-student-site"  # marks a staging folder, the only kind stage_student_site deletes
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 
@@ -38,9 +39,15 @@ def stage_student_site(
     ``_toc.yml`` whose notebooks are ``student/NN_….ipynb``, each the student version of the executed
     instructor notebook with its outputs. ``execute``: path → executed notebook (tests pass a stub)."""
     root, out = Path(root), Path(out)
+    missing = [name for name in ("book", "notebooks", "_config.yml", "_toc.yml") if not (root / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{root.resolve()} lacks {', '.join(missing)}: run nclab site from the course's root.")
     if out.exists():
+        if not (out / _MARKER).exists():  # never delete what staging did not write (the repository, say)
+            raise ValueError(f"{out} exists and is not a staged student site: choose an empty or new folder.")
         shutil.rmtree(out)
     (out / "student").mkdir(parents=True)
+    (out / _MARKER).write_text("written by nclab site student; deleted and rewritten by the next run\n")
     shutil.copytree(root / "book", out / "book")
     for chapter in (out / "book").glob("*.md"):
         chapter.write_text(
@@ -81,13 +88,16 @@ def solution_leaks(html_dir: str | Path, notebooks: str | Path = "notebooks") ->
     """ "page: solution of notebook …" for every solution block whose code appears in a built page's text
     (tags stripped, entities decoded, whitespace normalised, so highlighted code is found too)."""
     blocks = [(name, block) for name, found in solution_blocks(notebooks).items() for block in found]
-    leaks = []
     pages = sorted(Path(html_dir).rglob("*.html")) + sorted(Path(html_dir).rglob("*.ipynb"))  # the downloads too
+    if not blocks or not pages:  # a check that looked at nothing must not pass
+        raise FileNotFoundError(f"nothing to check: {len(pages)} pages in {html_dir}, {len(blocks)} solution blocks")
+    leaks = []
     for page in pages:
         raw = page.read_text(encoding="utf-8", errors="replace")
-        if page.suffix == ".ipynb":
-            raw = "\n".join(cell.source for cell in nbformat.reads(raw, as_version=4).cells)
-        text = _SPACE.sub(" ", html.unescape(_TAG.sub("", raw)))
+        if page.suffix == ".ipynb":  # code as it is: no tags to strip, no entities to decode
+            text = _SPACE.sub(" ", "\n".join(cell.source for cell in nbformat.reads(raw, as_version=4).cells))
+        else:
+            text = _SPACE.sub(" ", html.unescape(_TAG.sub("", raw)))
         leaks += [f"{page.relative_to(html_dir)}: solution of {name}: {block[:60]!r}…" for name, block in blocks
                   if block in text]  # fmt: skip
     return leaks

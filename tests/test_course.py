@@ -1,6 +1,7 @@
 """The repository is named once (``_config.yml``): every badge and Colab install cell follows it, a fork
 changes one line, and the install cell keeps checkpoints on Google Drive unless told not to."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -66,38 +67,51 @@ def test_the_config_names_a_github_repository(tmp_path, text, error):
         course.repository(tmp_path / "missing.yml")
 
 
-def _run_install_cell(monkeypatch, on_colab: bool, no_drive: bool) -> dict:
+def _run_install_cell(monkeypatch, on_colab: bool, no_drive: bool = False, mount_fails: bool = False, cache=None):
     """Execute the install cell with Colab's modules faked: what it pip-installed, mounted and set."""
     calls = {"pip": [], "mount": []}
+
+    def mount(path):
+        calls["mount"].append(path)
+        if mount_fails:
+            raise ValueError("mount failed: user refused")
+
     monkeypatch.setattr(subprocess, "run", lambda args, check: calls["pip"].append(args))
-    monkeypatch.delenv("NCLAB_CACHE", raising=False)
-    monkeypatch.delenv("NCLAB_NO_DRIVE", raising=False)
-    if no_drive:
-        monkeypatch.setenv("NCLAB_NO_DRIVE", "1")
+    for variable, value in (
+        ("NCLAB_CACHE", cache),
+        ("NCLAB_DATA", None),
+        ("NCLAB_NO_DRIVE", "1" if no_drive else None),
+    ):
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, value)
     if on_colab:
-        drive = types.SimpleNamespace(mount=lambda path: calls["mount"].append(path))
         colab = types.ModuleType("google.colab")
-        colab.drive = drive
+        colab.drive = types.SimpleNamespace(mount=mount)
         monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
         monkeypatch.setitem(sys.modules, "google.colab", colab)
         sys.modules["google"].colab = colab
     else:
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     exec(course.install_cell(course.Repository("o/n", "b")), {})
-    import os
-
-    calls["cache"] = os.environ.get("NCLAB_CACHE")
+    calls["cache"], calls["data"] = os.environ.get("NCLAB_CACHE"), os.environ.get("NCLAB_DATA")
     return calls
 
 
-def test_the_install_cell_keeps_checkpoints_on_drive_on_colab_only(monkeypatch):
-    colab = _run_install_cell(monkeypatch, on_colab=True, no_drive=False)
+def test_the_install_cell_keeps_checkpoints_on_drive_on_colab_only(monkeypatch, capsys):
+    colab = _run_install_cell(monkeypatch, on_colab=True)
     assert colab["pip"] == [[sys.executable, "-m", "pip", "install", "-q", "nclab @ git+https://github.com/o/n@b"]]
     assert colab["mount"] == ["/content/drive"] and colab["cache"] == course.DRIVE_CACHE
+    assert colab["data"] == "/content/data"  # the data sets stay in the runtime, off the student's Drive quota
     opted_out = _run_install_cell(monkeypatch, on_colab=True, no_drive=True)
     assert len(opted_out["pip"]) == 1 and opted_out["mount"] == [] and opted_out["cache"] is None
-    elsewhere = _run_install_cell(monkeypatch, on_colab=False, no_drive=False)
-    assert elsewhere == {"pip": [], "mount": [], "cache": None}
+    refused = _run_install_cell(monkeypatch, on_colab=True, mount_fails=True)
+    assert refused["cache"] is None and "Google Drive not mounted (mount failed" in capsys.readouterr().out
+    chosen = _run_install_cell(monkeypatch, on_colab=True, cache="/content/elsewhere")
+    assert chosen["mount"] == ["/content/drive"] and chosen["cache"] == "/content/elsewhere"  # the user's choice
+    elsewhere = _run_install_cell(monkeypatch, on_colab=False)
+    assert elsewhere == {"pip": [], "mount": [], "cache": None, "data": None}
 
 
 def test_nclab_sync_check_fails_on_a_stale_notebook_and_sync_repairs_it(tmp_path):

@@ -4,6 +4,7 @@ chapters and table of contents pointing at student/, and a check that finds a so
 import shutil
 
 import nbformat
+import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
@@ -94,3 +95,25 @@ def test_solution_leaks_reads_the_notebooks_the_site_offers_for_download(tmp_pat
     assert leaks == [
         "_sources/notebooks/01_x.ipynb: solution of 01_x.ipynb: 'return torch.where(flips, images.flip(-1), images)'…"
     ]
+
+
+def test_staging_never_deletes_a_folder_it_did_not_write_and_needs_a_course(tmp_path):
+    _course(tmp_path)
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="not a staged student site"):
+        site.stage_student_site(tmp_path, tmp_path / "precious", execute=_executed)
+    assert (tmp_path / "precious" / "thesis.tex").exists()
+    with pytest.raises(ValueError, match="not a staged student site"):
+        site.stage_student_site(tmp_path, tmp_path, execute=_executed)  # the course root itself
+    staged = site.stage_student_site(tmp_path, tmp_path / "staged", execute=_executed)
+    assert site.stage_student_site(tmp_path, staged, execute=_executed) == staged  # its own folder: rewritten
+    with pytest.raises(FileNotFoundError, match="lacks book, notebooks"):
+        site.stage_student_site(tmp_path / "precious", tmp_path / "other", execute=_executed)
+
+
+def test_a_leak_check_that_finds_nothing_to_read_fails(tmp_path):
+    _course(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="nothing to check: 0 pages"):
+        site.solution_leaks(tmp_path / "empty", tmp_path / "notebooks")
