@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from . import __version__, models
 from .checkpoints import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Profile, cache_dir, get_device, get_profile
-from .data import GpuLoader, ImageSet, load
+from .data import GpuLoader, ImageSet, train_test_sets
 from .losses import BatchOutput
 from .methods import ERM, Hook, Method
 
@@ -173,9 +173,9 @@ def regime_data(profile: Profile | str | None = None) -> tuple[ImageSet, ImageSe
     ``regime_train_size`` training images (1,000 in ``smoke``, so that 20 epochs reach the terminal phase;
     the whole set in ``quick`` and ``full``) and its test images. Notebooks 01–04 use these sets."""
     profile = get_profile(profile)
-    size = profile.train_size if profile.regime_train_size is None else profile.regime_train_size
-    options = dict(download=profile.download, standin=profile.standin)
-    return load("cifar100", "train", size=size, **options), load("cifar100", "test", size=profile.test_size, **options)
+    if profile.regime_train_size is not None:
+        profile = replace(profile, train_size=profile.regime_train_size)
+    return train_test_sets("cifar100", profile)
 
 
 # ----------------------------------------------------------------------------------------------------
