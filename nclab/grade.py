@@ -10,6 +10,12 @@ that cell's output, is read; a second tagged line means tampering. Points come f
 (``nclab.exercises.EXERCISES``) on the grader's side, so a submission cannot award itself more than the
 maximum.
 
+Interpretation questions graded by hand (``nclab.exercises.QUESTIONS``) are not scored: for each, the
+row carries the student's text (``<question>_answer``, from the markdown cell whose metadata names it) and
+an empty ``<question>_points`` column for the instructor to fill in; ``hand_max`` is their total, and a
+rubric file (the model answers of the instructor's notebook) is written beside the CSV when that notebook
+is found.
+
 Limits: this defeats overwritten checks, fake result lines, deleted and reordered cells, hangs and
 crashes, not a student who attacks the grader's own code in the kernel (patching torch, or the stack
 frames of the grading cell): like nbgrader, it runs student code without a sandbox.
@@ -39,7 +45,17 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from . import exercises
 
-__all__ = ["questions_for", "grade", "grade_submission", "run_checks", "read_scores", "summarize"]
+__all__ = [
+    "questions_for",
+    "hand_questions_for",
+    "written_answers",
+    "rubric",
+    "grade",
+    "grade_submission",
+    "run_checks",
+    "read_scores",
+    "summarize",
+]
 
 RESULT_TAG = "nclab-grade-result"
 TIMEOUT_ENAME = "CellTimeout"  # the error the grader records for a cell it had to interrupt
@@ -55,6 +71,64 @@ def questions_for(notebook: str | Path) -> list[str]:
             f"No graded exercises for {Path(notebook).name!r}: nclab.exercises has {sorted(exercises.EXERCISES)}."
         )
     return questions
+
+
+def hand_questions_for(notebook: str | Path) -> list[str]:
+    """The interpretation questions of ``notebook`` graded by hand (none for a notebook without any)."""
+    number = Path(notebook).name.split("_")[0]
+    return [name for name in exercises.QUESTIONS if name.split("_")[0] == number]
+
+
+ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
+MAX_ANSWER_CHARS = 4000  # of a written answer copied into the CSV
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a cell a spreadsheet would run as a formula
+
+
+def _spreadsheet_safe(text: str) -> str:
+    """``text`` as a spreadsheet shows it, never run as a formula (a leading ``'`` where it would be)."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def written_answers(notebook: nbformat.NotebookNode, hand: list[str]) -> dict[str, str]:
+    """{question: the student's text} for the hand-graded questions ``hand``, read from the markdown cells
+    whose metadata says ``{"nclab": {"answer": question}}``; "" when left at the placeholder or not found.
+    Several cells for one question are joined; the text is cut at ``MAX_ANSWER_CHARS`` characters."""
+    found: dict[str, list[str]] = {q: [] for q in hand}
+    for cell in notebook.cells:
+        meta = cell.get("metadata", {}).get("nclab")
+        name = meta.get("answer") if isinstance(meta, dict) else None
+        if cell.get("cell_type") == "markdown" and isinstance(name, str) and name in found:
+            source = cell.get("source", "")
+            text = ("".join(source) if isinstance(source, list) else str(source)).strip()
+            if text and text != ANSWER_PLACEHOLDER:
+                found[name].append(text)
+    answers = {}
+    for q, texts in found.items():
+        text = "\n\n".join(texts)
+        text = text if len(text) <= MAX_ANSWER_CHARS else text[: MAX_ANSWER_CHARS - 1] + "…"
+        answers[q] = _spreadsheet_safe(text)
+    return answers
+
+
+def rubric(notebook: str | Path) -> str:
+    """The model answers of the instructor's ``notebook`` (its ``solution-only`` cells that name a question),
+    with each question's text and points, as one markdown document for the person grading by hand."""
+    instructor = nbformat.read(Path(notebook), as_version=4)
+    by_cell = {cell.get("id"): cell for cell in instructor.cells}
+    lines = [f"# Rubric: {Path(notebook).name}", ""]
+    for name in hand_questions_for(notebook):
+        question = exercises.QUESTIONS[name]
+        model = next(
+            (
+                cell.source
+                for cell in instructor.cells
+                if (cell.metadata.get("nclab") or {}).get("model_answer") == name
+            ),
+            "(no model answer in this notebook)",
+        )
+        asked = by_cell[question.cell].source if question.cell in by_cell else "(question cell not found)"
+        lines += [f"## {name} ({question.points} points)", "", asked.strip(), "", model.strip(), ""]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -134,23 +208,27 @@ def _first_line(text: str, length: int = 100) -> str:
     return line if len(line) <= length else line[: length - 1] + "…"
 
 
-def _load(path: Path) -> tuple[nbformat.NotebookNode | None, str, str]:
-    """(notebook rebuilt from the submission's cell sources, status, problem); None if not gradable."""
+def _load(path: Path, hand: list[str] = ()) -> tuple[nbformat.NotebookNode | None, str, str, dict[str, str]]:
+    """(notebook rebuilt from the submission's cell sources, status, problem, written answers to the
+    questions ``hand``); notebook None if not gradable."""
+    answers = {q: "" for q in hand}
     raw = path.read_bytes()
     if not raw.strip():
-        return None, "empty", "the file is empty"
+        return None, "empty", "the file is empty", answers
     try:
+        submitted = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        answers = written_answers(submitted, list(hand))
         cells = []
-        for cell in nbformat.reads(raw.decode("utf-8"), as_version=4).cells:
+        for cell in submitted.cells:
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             if not isinstance(source, str):
                 raise TypeError(f"a cell's source is {type(source).__name__}, not text")
             cells.append(new_code_cell(source) if cell["cell_type"] == "code" else new_markdown_cell(source))
     except Exception as error:  # not UTF-8, not JSON, not a notebook
-        return None, "invalid-notebook", f"not a valid notebook: {type(error).__name__}: {_first_line(error)}"
+        return None, "invalid-notebook", f"not a valid notebook: {type(error).__name__}: {_first_line(error)}", answers
     if not any(cell.cell_type == "code" and cell.source.strip() for cell in cells):
-        return None, "empty", "the notebook has no code"
-    return new_notebook(cells=cells), "ok", ""
+        return None, "empty", "the notebook has no code", answers
+    return new_notebook(cells=cells), "ok", "", answers
 
 
 def _through_last_exercise(notebook: nbformat.NotebookNode, questions: list[str]) -> None:
@@ -210,9 +288,11 @@ def grade_submission(
     seconds_per_check: float = 20,
     only_exercises: bool = False,
     env: dict | None = None,
+    hand: list[str] = (),
 ) -> dict:
     """One CSV row for the submission at ``path``: student, status, errors, points and feedback per
-    question, total, max, seconds. Never raises because of the submission.
+    question, total, max, then per hand-graded question of ``hand`` the written answer and an empty points
+    column, hand_max, seconds. Never raises because of the submission.
 
     status: ok, errors (a cell raised), timeout (a cell was interrupted, or the run passed
     ``total_timeout``), kernel-died, invalid-notebook, empty, ungraded (no result from the grading
@@ -220,7 +300,7 @@ def grade_submission(
     """
     path, began = Path(path), time.perf_counter()
     nonce, report = secrets.token_hex(16), None
-    notebook, status, problem = _load(path)
+    notebook, status, problem, answers = _load(path, list(hand))
     if notebook is not None:
         if only_exercises:
             _through_last_exercise(notebook, questions)
@@ -240,6 +320,11 @@ def grade_submission(
         row[f"{q}_feedback"] = message
     row["total"] = sum(row[f"{q}_points"] for q in questions)
     row["max"] = sum(exercises.points(q) for q in questions)
+    for q in hand:
+        row[f"{q}_answer"] = answers.get(q, "")
+        row[f"{q}_points"] = ""  # the instructor's, by hand
+    if hand:
+        row["hand_max"] = sum(exercises.points(q) for q in hand)
     row["seconds"] = round(time.perf_counter() - began, 1)
     return row
 
@@ -323,7 +408,7 @@ def grade(
 
     Kernels get :func:`kernel_environment`: the smoke profile unless the caller's environment says otherwise.
     """
-    questions = questions_for(notebook)
+    questions, hand = questions_for(notebook), hand_questions_for(notebook)
     paths = sorted(Path(submissions).glob("*.ipynb"))
     if not paths:
         raise FileNotFoundError(f"No submissions (*.ipynb) in {submissions}.")
@@ -332,7 +417,13 @@ def grade(
     for path in paths:
         rows.append(
             grade_submission(
-                path, questions, timeout=timeout, total_timeout=total_timeout, only_exercises=only_exercises, env=env
+                path,
+                questions,
+                timeout=timeout,
+                total_timeout=total_timeout,
+                only_exercises=only_exercises,
+                env=env,
+                hand=hand,
             )
         )
         row = rows[-1]
@@ -341,8 +432,29 @@ def grade(
     out = Path(out)
     frame.to_csv(out, index=False)
     progress(summarize(frame, questions, out.with_suffix(".png")))
-    progress(f"wrote {out} and {out.with_suffix('.png')}")
+    written = [out, out.with_suffix(".png")]
+    if hand:
+        progress(
+            f"{len(hand)} questions graded by hand ({sum(exercises.points(q) for q in hand)} points): read the "
+            "*_answer columns and fill in the *_points columns"
+        )
+        instructor = _instructor_notebook(notebook)
+        if instructor is not None:
+            written.append(out.with_name(out.stem + "-rubric.md"))
+            written[-1].write_text(rubric(instructor), encoding="utf-8")
+        else:
+            progress(f"no instructor notebook found for {Path(notebook).name}: pass its path to get the rubric file")
+    progress("wrote " + ", ".join(str(path) for path in written))
     return frame
+
+
+def _instructor_notebook(notebook: str | Path) -> Path | None:
+    """The instructor's version of ``notebook``: the path given, or the course's ``notebooks/`` copy."""
+    path = Path(notebook)
+    for candidate in (path, Path("notebooks") / path.name, _PACKAGE.parent / "notebooks" / path.name):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def kernel_environment() -> dict[str, str]:

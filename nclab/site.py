@@ -8,7 +8,11 @@ and all, so that every figure and table is real), then writes their student vers
 the hidden answer; the ``solution-only`` cells gone) under ``student/`` of
 a staging folder, beside a copy of the chapters and a table of contents pointing at them. The book build
 then renders that folder without executing anything; its Colab badges and launch buttons open the
-``student/`` notebooks. :func:`solution_leaks` reads every built page and names any solution block found.
+``student/`` notebooks. :func:`solution_leaks` reads every built page and names any solution block, and
+any sentence of a model answer (a ``solution-only`` cell), found there.
+
+Instructor-only chapters (the instructor guide) are listed in ``_toc.yml`` under a part whose caption is
+:data:`INSTRUCTOR_PART`; the student site's table of contents leaves that part out.
 """
 
 from __future__ import annotations
@@ -25,8 +29,12 @@ import yaml
 from .course import execute_notebook
 from .student import strip_solutions, student_notebook
 
-__all__ = ["stage_student_site", "solution_blocks", "solution_leaks"]
+__all__ = ["stage_student_site", "solution_blocks", "model_answer_fragments", "solution_leaks", "INSTRUCTOR_PART"]
 
+INSTRUCTOR_PART = "For instructors"  # the _toc.yml part left out of the student site
+_FRAGMENT = 40  # characters: a model answer's plain-text stretch at least this long is looked for on the pages
+_MARKUP = re.compile(r"[*_`$\\\[\](){}#|>]+")  # what markdown/MathJax rewrites: text between them survives as is
+_QUOTES = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-"})
 _MARKER = ".nclab-student-site"  # marks a staging folder, the only kind stage_student_site deletes
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
@@ -57,7 +65,9 @@ def stage_student_site(
     config.setdefault("execute", {})["execute_notebooks"] = "off"  # executed above, with the solutions
     config["exclude_patterns"] = [p for p in config.get("exclude_patterns", []) if p != "student"]  # the pages now
     (out / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    toc = (root / "_toc.yml").read_text(encoding="utf-8")
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    toc["parts"] = [part for part in toc.get("parts", []) if part.get("caption") != INSTRUCTOR_PART]
+    toc = yaml.safe_dump(toc, sort_keys=False, allow_unicode=True)
     (out / "_toc.yml").write_text(re.sub(r"\bnotebooks/", "student/", toc), encoding="utf-8")
     for path in sorted((root / "notebooks").glob("*.ipynb")):
         start = time.perf_counter()
@@ -84,10 +94,33 @@ def solution_blocks(notebooks: str | Path = "notebooks") -> dict[str, list[str]]
     return blocks
 
 
+def _plain(text: str) -> str:
+    """``text`` with quotes and dashes made plain and whitespace normalised (Sphinx typesets both)."""
+    return _SPACE.sub(" ", text.translate(_QUOTES))
+
+
+def model_answer_fragments(notebooks: str | Path = "notebooks") -> dict[str, list[str]]:
+    """{notebook: the plain-text stretches of its ``solution-only`` cells}: each stretch between two pieces
+    of markup (emphasis, code, math), at least ``_FRAGMENT`` characters long, whitespace normalised — text
+    that a page showing the cell would contain verbatim."""
+    fragments = {}
+    for path in sorted(Path(notebooks).glob("*.ipynb")):
+        found = []
+        for cell in nbformat.read(path, as_version=4).cells:
+            if "solution-only" in cell.metadata.get("tags", []):
+                found += [
+                    piece.strip() for piece in _MARKUP.split(_plain(cell.source)) if len(piece.strip()) >= _FRAGMENT
+                ]
+        fragments[path.name] = found
+    return fragments
+
+
 def solution_leaks(html_dir: str | Path, notebooks: str | Path = "notebooks") -> list[str]:
     """ "page: solution of notebook …" for every solution block whose code appears in a built page's text
-    (tags stripped, entities decoded, whitespace normalised, so highlighted code is found too)."""
+    (tags stripped, entities decoded, whitespace normalised, so highlighted code is found too), and "page:
+    model answer of notebook …" for every stretch of a model answer's text found there."""
     blocks = [(name, block) for name, found in solution_blocks(notebooks).items() for block in found]
+    answers = [(name, piece) for name, found in model_answer_fragments(notebooks).items() for piece in found]
     pages = sorted(Path(html_dir).rglob("*.html")) + sorted(Path(html_dir).rglob("*.ipynb"))  # the downloads too
     if not blocks or not pages:  # a check that looked at nothing must not pass
         raise FileNotFoundError(f"nothing to check: {len(pages)} pages in {html_dir}, {len(blocks)} solution blocks")
@@ -100,4 +133,7 @@ def solution_leaks(html_dir: str | Path, notebooks: str | Path = "notebooks") ->
             text = _SPACE.sub(" ", html.unescape(_TAG.sub("", raw)))
         leaks += [f"{page.relative_to(html_dir)}: solution of {name}: {block[:60]!r}…" for name, block in blocks
                   if block in text]  # fmt: skip
+        text = _plain(text)
+        leaks += [f"{page.relative_to(html_dir)}: model answer of {name}: {piece[:60]!r}…" for name, piece in answers
+                  if piece in text]  # fmt: skip
     return leaks

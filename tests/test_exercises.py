@@ -27,6 +27,7 @@ from nclab.exercises import (
     notebook06,
     notebook07,
     notebook08,
+    notebook09,
     run_check,
 )
 
@@ -41,6 +42,7 @@ TABLES = {
     "06": notebook06.EXERCISES,
     "07": notebook07.EXERCISES,
     "08": notebook08.EXERCISES,
+    "09": notebook09.EXERCISES,
 }
 MODULES = ["core", *(f"notebook{number}" for number in TABLES)]
 
@@ -211,6 +213,7 @@ def test_every_question_has_positive_int_points_and_its_notebook_number():
         "06": 4,
         "07": 3,
         "08": 4,
+        "09": 4,
     }
     assert list(exercises.EXERCISES) == [name for table in TABLES.values() for name in table]
 
@@ -243,7 +246,7 @@ def test_a_question_in_two_notebooks_stops_the_import():
         "importlib.reload(ex)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0 and "ValueError: exercise '01_flip' is defined in two notebooks" in done.stderr
+    assert done.returncode != 0 and "ValueError: '01_flip' is defined in two notebooks" in done.stderr
 
 
 FRESH_IMPORTS = """
@@ -257,7 +260,7 @@ for module in sys.argv[1:]:
         try:
             importlib.import_module(f"nclab.exercises.{module}")
             import nclab.exercises as ex
-            assert len(ex.EXERCISES) == 23 and ex.check is not None
+            assert len(ex.EXERCISES) == 25 and ex.check is not None
         except BaseException as error:
             print(f"{module}: {error!r}", file=sys.stderr, flush=True)
             os._exit(1)

@@ -193,11 +193,19 @@ def test_dead_kernel_broken_and_empty_files_get_a_row(graded):
 def test_csv_round_trip_summary_and_histogram(graded):
     rows, out, stdout = graded
     frame = grade.read_scores(out)
+    hand = grade.hand_questions_for(INSTRUCTOR_01)
+    assert len(hand) >= 5
     assert list(frame.columns) == (
         ["student", "status", "errors"]
         + [f"{q}_{what}" for q in QUESTIONS for what in ("points", "feedback")]
-        + ["total", "max", "seconds"]
+        + ["total", "max"]
+        + [f"{q}_{what}" for q in hand for what in ("answer", "points")]
+        + ["hand_max", "seconds"]
     )
+    assert (frame["hand_max"] == sum(exercises.points(q) for q in hand)).all()
+    assert (frame[[f"{q}_points" for q in hand]] == "").all().all()  # the instructor's to fill in
+    rubric = out.with_name("scores-rubric.md").read_text()
+    assert all(f"## {q} (" in rubric for q in hand) and "questions graded by hand" in stdout
     assert sorted(frame["student"]) == sorted(rows) and len(rows) == 8
     again = out.with_name("again.csv")
     frame.to_csv(again, index=False)

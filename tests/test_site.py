@@ -2,6 +2,7 @@
 chapters and table of contents pointing at student/, and a check that finds a solution on any built page."""
 
 import shutil
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -82,8 +83,8 @@ def test_solution_leaks_finds_highlighted_solution_code_on_a_page(tmp_path):
 
 def test_every_solution_block_of_the_course_is_known_to_the_check():
     blocks = site.solution_blocks("notebooks")
-    assert len(blocks) == 9 and all(blocks.values())  # every notebook has exercises, each with its solution
-    assert sum(len(found) for found in blocks.values()) >= 23  # at least one block per exercise
+    assert len(blocks) == 10 and all(blocks.values())  # every notebook has exercises, each with its solution
+    assert sum(len(found) for found in blocks.values()) >= 25  # at least one block per exercise
 
 
 def test_solution_leaks_reads_the_notebooks_the_site_offers_for_download(tmp_path):
@@ -117,3 +118,49 @@ def test_a_leak_check_that_finds_nothing_to_read_fails(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="nothing to check: 0 pages"):
         site.solution_leaks(tmp_path / "empty", tmp_path / "notebooks")
+
+
+def test_model_answers_are_found_on_a_page_that_shows_them_and_not_in_the_student_version(tmp_path):
+    import html
+
+    from markdown_it.renderer import RendererHTML
+    from myst_parser.config.main import MdParserConfig
+    from myst_parser.parsers.mdit import create_md_parser
+
+    markdown = create_md_parser(MdParserConfig(enable_extensions={"dollarmath", "amsmath"}), RendererHTML)
+
+    def page(notebook):  # what a site shows: markdown rendered as MyST renders it, code highlighted
+        return "\n".join(
+            markdown.render(cell.source)
+            if cell.cell_type == "markdown"
+            else "<pre>"
+            + " ".join(f'<span class="n">{html.escape(word)}</span>' for word in cell.source.split(" "))
+            + "</pre>"
+            for cell in notebook.cells
+        )
+
+    root = Path(__file__).resolve().parents[1]
+    fragments = site.model_answer_fragments(root / "notebooks")
+    assert all(fragments.values()), "every notebook has model answers, each with text the check can look for"
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(root / "notebooks" / "03_ood_detection.ipynb", tmp_path / "notebooks")
+    for version in ("notebooks", "student"):
+        (tmp_path / "html").mkdir(exist_ok=True)
+        (tmp_path / "html" / f"{version}.html").write_text(
+            page(nbformat.read(root / version / "03_ood_detection.ipynb", 4))
+        )
+    leaks = site.solution_leaks(tmp_path / "html", tmp_path / "notebooks")
+    assert leaks and all(leak.startswith("notebooks.html: ") for leak in leaks)
+    assert any(": model answer of 03_ood_detection.ipynb: " in leak for leak in leaks)
+    assert any(": solution of 03_ood_detection.ipynb: " in leak for leak in leaks)
+
+
+def test_the_student_site_leaves_out_the_instructor_part(tmp_path):
+    _course(tmp_path)
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nparts:\n  - caption: Course\n    chapters:\n      - file: notebooks/01_x\n"
+        f"  - caption: {site.INSTRUCTOR_PART}\n    chapters:\n      - file: book/instructor_guide\n"
+    )
+    out = site.stage_student_site(tmp_path, tmp_path / "staged", execute=_executed)
+    toc = yaml.safe_load((out / "_toc.yml").read_text())
+    assert toc["parts"] == [{"caption": "Course", "chapters": [{"file": "student/01_x"}]}]

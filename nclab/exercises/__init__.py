@@ -3,10 +3,11 @@
 Every exercise of a notebook asks for one global name (a function, usually): the notebook cell defines it
 and calls ``check``; the grader (:mod:`nclab.grade`) finds the same name in a submission, runs the same
 check and awards the exercise's points. ``EXERCISES`` maps each question to that name, its check function
-and its points.
+and its points. ``QUESTIONS`` maps each interpretation question graded by hand to its cell in the notebook
+and its points; the grader copies the student's answer into the CSV for the instructor to score.
 
 ``core`` holds the machinery and the comparison helpers; ``notebookNN`` the checks of notebook NN, ending
-with its table ``EXERCISES``, the only place its points are written. The tables are merged below; a
+with its tables ``EXERCISES`` and ``QUESTIONS``, the only places its points are written. The tables are merged below; a
 question defined in two of them is an error at import.
 """
 
@@ -14,23 +15,49 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import notebook00, notebook01, notebook02, notebook03, notebook04, notebook05, notebook06, notebook07, notebook08
-from .core import NOT_ANSWERED, Exercise, Result, Wrong, merge_tables
+from . import (
+    notebook00,
+    notebook01,
+    notebook02,
+    notebook03,
+    notebook04,
+    notebook05,
+    notebook06,
+    notebook07,
+    notebook08,
+    notebook09,
+)
+from .core import NOT_ANSWERED, Exercise, Question, Result, Wrong, merge_tables
 from .core import run_check as _run_check
 
-__all__ = ["check", "run_check", "points", "Result", "Exercise", "Wrong", "EXERCISES", "NOT_ANSWERED"]
+__all__ = [
+    "check",
+    "run_check",
+    "points",
+    "Result",
+    "Exercise",
+    "Question",
+    "Wrong",
+    "EXERCISES",
+    "QUESTIONS",
+    "NOT_ANSWERED",
+]
 
-EXERCISES: dict[str, Exercise] = merge_tables(
-    notebook00.EXERCISES,
-    notebook01.EXERCISES,
-    notebook02.EXERCISES,
-    notebook03.EXERCISES,
-    notebook04.EXERCISES,
-    notebook05.EXERCISES,
-    notebook06.EXERCISES,
-    notebook07.EXERCISES,
-    notebook08.EXERCISES,
+_NOTEBOOKS = (
+    notebook00,
+    notebook01,
+    notebook02,
+    notebook03,
+    notebook04,
+    notebook05,
+    notebook06,
+    notebook07,
+    notebook08,
+    notebook09,
 )
+EXERCISES: dict[str, Exercise] = merge_tables(*(module.EXERCISES for module in _NOTEBOOKS))
+QUESTIONS: dict[str, Question] = merge_tables(*(module.QUESTIONS for module in _NOTEBOOKS))
+merge_tables(EXERCISES, QUESTIONS)  # one namespace: a CSV column per name
 
 
 def run_check(name: str, answer: Any) -> Result:
@@ -46,7 +73,8 @@ def check(name: str, answer: Any) -> Result:
 
 
 def points(name: str) -> int:
-    """The points exercise ``name`` is worth (from its notebook's table)."""
-    if name not in EXERCISES:
-        raise KeyError(f"No exercise {name!r}; nclab knows {sorted(EXERCISES)}.")
-    return EXERCISES[name].points
+    """The points exercise or hand-graded question ``name`` is worth (from its notebook's tables)."""
+    table = EXERCISES if name in EXERCISES else QUESTIONS
+    if name not in table:
+        raise KeyError(f"No exercise {name!r}; nclab knows {sorted(EXERCISES)} and the questions {sorted(QUESTIONS)}.")
+    return table[name].points

@@ -19,6 +19,7 @@ import torch
 __all__ = [
     "Result",
     "Exercise",
+    "Question",
     "Wrong",
     "NOT_ANSWERED",
     "run_check",
@@ -58,6 +59,24 @@ class Exercise:
             raise ValueError(f"the points of exercise `{self.answer}` must be a positive int, got {self.points!r}")
 
 
+@dataclass(frozen=True)
+class Question:
+    """An interpretation question graded by hand: the id of its markdown cell in the notebook, its points.
+
+    In the notebook the question cell is followed by the student's answer cell (markdown, metadata
+    ``{"nclab": {"answer": name}}``) and by the model answer with its rubric, in a ``solution-only`` cell that
+    only the instructor's version keeps. The grader copies the student's text into the CSV beside an empty
+    points column for the instructor to fill in.
+    """
+
+    cell: str
+    points: int
+
+    def __post_init__(self):
+        if isinstance(self.points, bool) or not isinstance(self.points, int) or self.points < 1:
+            raise ValueError(f"the points of question cell `{self.cell}` must be a positive int, got {self.points!r}")
+
+
 class Wrong(Exception):
     """Raised inside a check function to fail with its message as is."""
 
@@ -85,14 +104,14 @@ def run_check(exercises: Mapping[str, Exercise], name: str, answer: Any) -> Resu
     return Result(name, bool(passed), message)
 
 
-def merge_tables(*tables: Mapping[str, Exercise]) -> dict[str, Exercise]:
-    """The notebooks' exercise tables as one; ValueError when two of them define the same question."""
-    merged: dict[str, Exercise] = {}
+def merge_tables(*tables: Mapping[str, Any]) -> dict[str, Any]:
+    """The notebooks' tables (of exercises or of questions) as one; ValueError when a name is defined twice."""
+    merged: dict[str, Any] = {}
     for table in tables:
-        for name, exercise in table.items():
+        for name, entry in table.items():
             if name in merged:
-                raise ValueError(f"exercise {name!r} is defined in two notebooks' EXERCISES tables: rename one.")
-            merged[name] = exercise
+                raise ValueError(f"{name!r} is defined in two notebooks' EXERCISES/QUESTIONS tables: rename one.")
+            merged[name] = entry
     return merged
 
 

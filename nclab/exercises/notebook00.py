@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ufm
-from .core import Exercise, Wrong, call, compare_close, show
+from .core import Exercise, Question, Wrong, call, compare_close, show
 
 
 def _cosines(vectors: torch.Tensor) -> torch.Tensor:
@@ -176,4 +176,10 @@ def check_ufm_step(ufm_step: Callable) -> tuple[bool, str]:
 EXERCISES = {
     "00_cosine": Exercise("mean_pairwise_cosine", check_mean_cosine, points=1),
     "00_ufm_step": Exercise("ufm_step", check_ufm_step, points=2),
+}
+
+# Interpretation questions, graded by hand: the question cell's id and the points (the model answer and
+# its rubric follow the question in the notebook, in a solution-only cell).
+QUESTIONS = {
+    "00_q_proof": Question("nb00-33", points=3),
 }

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .. import data, models, train
-from .core import Exercise, as_number, call, compare, random_images, show
+from .core import Exercise, Question, as_number, call, compare, random_images, show
 
 
 def check_flip(random_flip_student: Callable) -> tuple[bool, str]:
@@ -198,4 +198,15 @@ EXERCISES = {
     "01_crop": Exercise("random_crop_student", check_crop, points=2),
     "01_stem": Exercise("cifar_stem_layer", check_stem, points=2),
     "01_schedule": Exercise("multistep_factor", check_schedule, points=2),
+}
+
+# Interpretation questions, graded by hand: the question cell's id and the points (the model answer and
+# its rubric follow the question in the notebook, in a solution-only cell).
+QUESTIONS = {
+    "01_q_normalise_inside": Question("8ee953bc", points=1),
+    "01_q_flip_labels": Question("ex-flip-question", points=3),
+    "01_q_crop_padding": Question("ex-crop-question", points=3),
+    "01_q_stem_map": Question("ex-stem-question", points=2),
+    "01_q_cosine_schedule": Question("ex-schedule-question", points=3),
+    "01_q_training_curves": Question("1448f400", points=3),
 }

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .. import collapse, etf
-from .core import Exercise, call, compare, compare_close
+from .core import Exercise, Question, call, compare, compare_close
 
 
 def _collapse_case(C: int = 4, p: int = 6, per_class: int = 5, seed: int = 0):
@@ -122,4 +122,14 @@ EXERCISES = {
     "02_nc1": Exercise("nc1_from_covariances", check_nc1, points=2),
     "02_ncc": Exercise("ncc_classify", check_ncc, points=1),
     "02_etf_gram": Exercise("simplex_gram", check_etf_gram, points=1),
+}
+
+# Interpretation questions, graded by hand: the question cell's id and the points (the model answer and
+# its rubric follow the question in the notebook, in a solution-only cell).
+QUESTIONS = {
+    "02_q_pinv_sigma_b": Question("dc4aa7d8", points=2),
+    "02_q_ncc_agreement": Question("eb5baa4b", points=1),
+    "02_q_train_test_nc1": Question("46584d61", points=2),
+    "02_q_etf_cosine": Question("273f2802", points=2),
+    "02_q_depth_regimes": Question("c7c814a3", points=3),
 }

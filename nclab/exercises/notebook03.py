@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .. import ood
-from .core import Exercise, call, compare_close
+from .core import Exercise, Question, call, compare_close
 
 
 def check_energy(energy_score: Callable) -> tuple[bool, str]:
@@ -164,4 +164,16 @@ EXERCISES = {
     "03_energy": Exercise("energy_score", check_energy, points=1),
     "03_covariance": Exercise("shared_covariance", check_covariance, points=2),
     "03_fpr95": Exercise("fpr_at_95_tpr", check_fpr95, points=2),
+}
+
+# Interpretation questions, graded by hand: the question cell's id and the points (the model answer and
+# its rubric follow the question in the notebook, in a solution-only cell).
+QUESTIONS = {
+    "03_q_energy_sign": Question("96d3bee6", points=3),
+    "03_q_total_cov": Question("df44fb75", points=3),
+    "03_q_fpr95_convention": Question("674855fc", points=2),
+    "03_q_auroc_below_half": Question("595ee5e4", points=3),
+    "03_q_near_vs_far": Question("03d9faf7", points=3),
+    "03_q_threshold_99": Question("aac05871", points=2),
+    "03_q_training_gain": Question("1bfbad8c", points=3),
 }

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .. import collapse, ood
-from .core import Exercise, Wrong, as_float_tensor, call, compare_close
+from .core import Exercise, Question, Wrong, as_float_tensor, call, compare_close
 
 
 def check_nc5(nc5_score: Callable) -> tuple[bool, str]:
@@ -168,4 +168,16 @@ EXERCISES = {
     "04_nc5": Exercise("nc5_score", check_nc5, points=2),
     "04_pca": Exercise("principal_axes", check_pca, points=2),
     "04_neco": Exercise("neco_ratio", check_neco, points=1),
+}
+
+# Interpretation questions, graded by hand: the question cell's id and the points (the model answer and
+# its rubric follow the question in the notebook, in a solution-only cell).
+QUESTIONS = {
+    "04_q_nc5_relu_sign": Question("ec2bb4b8", points=3),
+    "04_q_nc5_over_training": Question("eac17ce2", points=3),
+    "04_q_standardise_pca": Question("22df388b", points=2),
+    "04_q_random_baseline": Question("dcc6021d", points=2),
+    "04_q_principal_plane": Question("926a4c08", points=2),
+    "04_q_neco_vs_logits": Question("48743261", points=3),
+    "04_q_choose_dim": Question("3bef0111", points=3),
 }

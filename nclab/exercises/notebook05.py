@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import etf, methods
-from .core import Exercise, Wrong, call, compare_close, compare_gradient
+from .core import Exercise, Question, Wrong, call, compare_close, compare_gradient
 
 
 def _nearest(z: torch.Tensor, *, normalise: bool = True, farthest: bool = False) -> torch.Tensor:
@@ -168,4 +168,16 @@ def check_etf(etf_from_basis: Callable) -> tuple[bool, str]:
 EXERCISES = {
     "05_entropy": Exercise("entropy_estimate", check_entropy, points=2),
     "05_etf": Exercise("etf_from_basis", check_etf, points=2),
+}
+
+# Interpretation questions, graded by hand: the question cell's id and the points (the model answer and
+# its rubric follow the question in the notebook, in a solution-only cell).
+QUESTIONS = {
+    "05_q_entropy_cost": Question("a6273b66", points=3),
+    "05_q_etf_basis": Question("f8ae1032", points=3),
+    "05_q_entropy_trend": Question("3d489ed7", points=2),
+    "05_q_nc1_by_depth": Question("78e0680a", points=3),
+    "05_q_detect_norms": Question("969ac9ac", points=2),
+    "05_q_tradeoff_rho": Question("28074bfd", points=3),
+    "05_q_claim_check": Question("e8b8cb9d", points=3),
 }

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import methods
-from .core import Exercise, Wrong, call, compare, compare_close, compare_gradient, show
+from .core import Exercise, Question, Wrong, call, compare, compare_close, compare_gradient, show
 
 
 def own_centred(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -163,4 +163,15 @@ def check_irm_penalty(irm_penalty: Callable) -> tuple[bool, str]:
 EXERCISES = {
     "06_assign": Exercise("assign_environments", check_assign, points=2),
     "06_irm": Exercise("irm_penalty", check_irm_penalty, points=2),
+}
+
+# Interpretation questions, graded by hand: the question cell's id and the points (the model answer and
+# its rubric follow the question in the notebook, in a solution-only cell).
+QUESTIONS = {
+    "06_q_colour_shape": Question("nb06-06", points=2),
+    "06_q_irm_hand_case": Question("nb06-10", points=2),
+    "06_q_env_inference": Question("nb06-19", points=3),
+    "06_q_method_ranking": Question("nb06-26", points=3),
+    "06_q_etf_vs_accuracy": Question("nb06-28", points=3),
+    "06_q_mask_learnt": Question("nb06-32", points=3),
 }

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import data, methods
-from .core import Exercise, Wrong, call, compare, compare_close
+from .core import Exercise, Question, Wrong, call, compare, compare_close
 
 
 def _as_counts(got, case: str) -> torch.Tensor | str:
@@ -142,4 +142,14 @@ def check_project(project_gradient: Callable) -> tuple[bool, str]:
 EXERCISES = {
     "07_counts": Exercise("long_tailed_counts", check_counts, points=1),
     "07_project": Exercise("project_gradient", check_project, points=2),
+}
+
+# Interpretation questions, graded by hand: the question cell's id and the points (the model answer and
+# its rubric follow the question in the notebook, in a solution-only cell).
+QUESTIONS = {
+    "07_q_minority_collapse": Question("nb07-10", points=3),
+    "07_q_align_vs_accuracy": Question("nb07-14", points=2),
+    "07_q_tangent_rule": Question("nb07-16", points=2),
+    "07_q_plugins_and_la": Question("nb07-20", points=3),
+    "07_q_seed_gap": Question("nb07-26", points=2),
 }

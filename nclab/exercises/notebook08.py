@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import heads, losses
-from .core import Exercise, Wrong, call, compare, compare_close, compare_gradient, show
+from .core import Exercise, Question, Wrong, call, compare, compare_close, compare_gradient, show
 
 
 def _contrast(s: torch.Tensor, keep: torch.Tensor, *, total: bool = False) -> torch.Tensor:
@@ -228,4 +228,16 @@ def check_prototypes(prototype_predict: Callable) -> tuple[bool, str]:
 EXERCISES = {
     "08_nonl": Exercise("nonl_loss", check_nonl, points=2),
     "08_prototypes": Exercise("prototype_predict", check_prototypes, points=2),
+}
+
+# Interpretation questions, graded by hand: the question cell's id and the points (the model answer and
+# its rubric follow the question in the notebook, in a solution-only cell).
+QUESTIONS = {
+    "08_q_nonl_gradient": Question("nb08-05", points=2),
+    "08_q_final_nc": Question("nb08-11", points=3),
+    "08_q_trace_resolution": Question("nb08-13", points=2),
+    "08_q_prototypes_probe": Question("nb08-18", points=3),
+    "08_q_transfer_vs_nc1": Question("nb08-20", points=2),
+    "08_q_long_tail_nonl": Question("nb08-24", points=3),
+    "08_q_claims_gap": Question("nb08-26", points=3),
 }
