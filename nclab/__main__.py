@@ -3,7 +3,7 @@
 nclab student [--notebooks notebooks] [--out student] [--check]
 nclab sync [--notebooks notebooks] [--config _config.yml] [--check]
 nclab site student [--out _build/student-src] | nclab site check HTML_DIR
-nclab train [--profile full] [--regime A] [--regime B] [--notebook NN …] [--notebooks notebooks]
+nclab train [--profile full] [--regime A] [--regime B] [--method NAME …] [--notebook NN …] [--notebooks notebooks]
 nclab grade SUBMISSIONS_DIR NOTEBOOK [--out scores.csv] [--timeout 120] [--total-timeout 600] [--only-exercises]
 """
 
@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     train.add_argument(
         "--regime", action="append", choices=["A", "B"], help="train only this regime of notebooks 01-04 (repeatable)"
+    )
+    train.add_argument(
+        "--method",
+        action="append",
+        choices=["control", "ncfal", "spa", "design"],
+        help="run only the notebook of this method: control 05, ncfal 06, spa 07, design 08 (repeatable)",
     )
     train.add_argument("--notebook", action="append", help="run only the notebook numbered NN (repeatable)")
     train.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default: notebooks)")
@@ -142,9 +148,10 @@ def _train(args) -> int:
             run = train.load_or_train(train.regime(name, profile), train_set, test_set)
             print(f"regime {name}: {run.final['epoch']} epochs in {run.run_dir}")
         return 0
-    from .course import prepare, select_notebooks
+    from .course import METHOD_NOTEBOOKS, prepare, select_notebooks
 
-    for name, seconds in prepare(select_notebooks(args.notebooks, args.notebook), profile.name):
+    numbers = [METHOD_NOTEBOOKS[method] for method in args.method or []] + (args.notebook or [])
+    for name, seconds in prepare(select_notebooks(args.notebooks, numbers), profile.name):
         print(f"{name}: {seconds:.0f} s")
     print(f"every run is in {cache_dir()}: NCLAB_PROFILE={profile.name} make book now only loads them.")
     return 0

@@ -152,6 +152,14 @@ def stale_notebooks(source_dir: str | Path = "notebooks", repo: Repository | Non
     return stale
 
 
+METHOD_NOTEBOOKS = {  # `nclab train --method NAME`: the notebook that trains that method's models
+    "control": "05",  # layer-wise NC control (entropy regularisation, fixed ETF projector)
+    "ncfal": "06",  # NCFAL and the invariance baselines on Colored-MNIST
+    "spa": "07",  # long-tailed learning with classifier/feature alignment
+    "design": "08",  # NC by design: NTCE, NONL, prototypes
+}
+
+
 def select_notebooks(source_dir: str | Path = "notebooks", numbers: list[str] | None = None) -> list[Path]:
     """The notebooks of ``source_dir`` in course order, or only those whose number is in ``numbers``
     ("01", "5", …); an unknown number is an error that lists the known ones."""

@@ -3,12 +3,15 @@ practical work got wrong, for notebook 09 to set beside nclab's own. Never measu
 
 Each function names the mistake it makes; the right version is the one in ``collapse`` or ``ood`` that its
 docstring points to. ``ncc_accuracy_bounds`` is the exception: a correct bound, used to audit a report.
+``REPORT_DIAGNOSES`` is that audit (seed 002, the practical-work report): what is wrong in each excerpt
+notebook 09 quotes, and what the report should have said; ``REPORT_OOD_AUROC`` its OOD results as printed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -23,7 +26,31 @@ __all__ = [
     "nc4_as_bias_norm",
     "augmented",
     "ncc_accuracy_bounds",
+    "REPORT_OOD_AUROC",
+    "REPORT_DIAGNOSES",
+    "report_errata",
 ]
+
+REPORT_OOD_AUROC = {  # seed 002, section 1.1: CIFAR-100 (ID) against CIFAR-10, model 1, as printed
+    "msp": 0.7028,
+    "maxlogit": 0.6850,
+    "energy": 0.2971,  # the free energy ranked as if higher were ID: the score's AUROC is 1 − 0.2971
+    "mahalanobis": (0.5779, 0.3759),  # two values in one paragraph
+    "vim": 0.4886,
+}
+
+REPORT_DIAGNOSES = {  # excerpt of notebook 09 → (kind of error, what the report should have said)
+    "E1": ("sign flipped", "energy AUROC 1 − 0.2971 = 0.7029, beside MSP's 0.7028: the free energy was ranked"),
+    "E2": ("two values for one quantity", "one Mahalanobis AUROC, from one results table, naming the variant"),
+    "E3": (
+        "impossible given the other numbers",
+        "NCC training accuracy in [0.99948, 0.99988] given 0.99968 and an agreement of 0.9998: 0.99972",
+    ),
+    "E4": ("definition mislabelled", "NC4: the network decides as the nearest-class-centre classifier"),
+    "E5": ("labels swapped", "MSP lies in [0, 1], the maximum logit does not: the two score ranges swapped"),
+    "E6": ("correct", "−1/(C − 1) = −0.0101 for C = 100: the mean cosine of a simplex ETF"),
+    "E7": ("correct", "MSP and MaxLogit rank by the same largest logit: close AUROCs are expected"),
+}
 
 
 def _covariances(features, labels) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -107,3 +134,11 @@ def ncc_accuracy_bounds(network_accuracy: float, agreement: float) -> tuple[floa
     if not (0 <= r <= 1 and 0 <= a <= 1):
         raise ValueError(f"accuracy and agreement are fractions in [0, 1], got {r} and {a}")
     return max(0.0, a + r - 1), 1 - abs(a - r)
+
+
+def report_errata() -> pd.DataFrame:
+    """The audit of the practical-work report as a table: excerpt, kind of error, what it should say."""
+    return pd.DataFrame(
+        [(key, kind, fix) for key, (kind, fix) in REPORT_DIAGNOSES.items()],
+        columns=["excerpt", "what went wrong", "what the report should say"],
+    ).set_index("excerpt")

@@ -187,3 +187,15 @@ def test_nclab_train_regime_trains_that_regime_on_the_regime_data(monkeypatch, c
     ]
     assert trained[0][0] == train.regime("B", smoke) and "regime A: 20 epochs" in capsys.readouterr().out
     assert main(["train", "--profile", "smoke", "--notebook", "99"]) == 1  # no such notebook: a clear error
+
+
+def test_nclab_train_method_runs_that_methods_notebook(monkeypatch, capsys):
+    from nclab.__main__ import main
+
+    ran = []
+    monkeypatch.setattr(course, "prepare", lambda paths, profile: ran.extend(p.name[:2] for p in paths) or [])
+    assert main(["train", "--profile", "smoke", "--method", "spa", "--method", "control", "--notebook", "7"]) == 0
+    assert ran == ["07", "05"]  # in the order asked, each once
+    assert "make book now only loads them" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse: an unknown method lists the choices
+        main(["train", "--method", "nothing"])

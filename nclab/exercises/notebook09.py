@@ -65,16 +65,8 @@ KINDS = (
     "two values for one quantity",
     "impossible given the other numbers",
     "definition mislabelled",
-)
-_AUDIT = {  # the excerpts of notebook 09, section 10
-    "E1": "sign flipped",
-    "E2": "two values for one quantity",
-    "E3": "impossible given the other numbers",
-    "E4": "definition mislabelled",
-    "E5": "labels swapped",
-    "E6": "correct",
-    "E7": "correct",
-}
+)  # in the order notebook 09 lists them
+_AUDIT = {key: kind for key, (kind, _) in pitfalls.REPORT_DIAGNOSES.items()}  # notebook 09's excerpts
 
 
 def check_audit(audit_report: Callable) -> tuple[bool, str]:
