@@ -31,6 +31,7 @@ __all__ = [
     "NECO",
     "DETECTORS",
     "detection_metrics",
+    "bootstrap_intervals",
     "threshold_at_tpr",
     "roc_curve",
 ]
@@ -355,7 +356,7 @@ def roc_curve(id_scores, ood_scores):
     return np.r_[0.0, fps] / fps[-1], np.r_[0.0, tps] / tps[-1], np.r_[np.inf, thresholds]
 
 
-def detection_metrics(id_scores, ood_scores) -> dict[str, float]:
+def detection_metrics(id_scores, ood_scores, n_bootstrap: int = 0, seed: int = 0) -> dict[str, float]:
     """OOD metrics of scores where higher = in-distribution; ID is the positive class.
 
     auroc: area under the ROC curve (equals sklearn's roc_auc_score, ties included; 0.5 = chance,
@@ -363,13 +364,98 @@ def detection_metrics(id_scores, ood_scores) -> dict[str, float]:
     with ID / OOD positive (sklearn's precision_recall_curve + auc); fpr95: fraction of OOD accepted at
     the threshold that keeps 95 % of ID (ODIN/ViM/NECO papers); fpr95_oodpos: fraction of ID rejected
     at the threshold that flags 95 % of OOD (OpenOOD, pytorch-ood). id_scores (n,), ood_scores (m,).
+    With ``n_bootstrap`` > 0, also auroc_lo, auroc_hi, fpr95_lo, fpr95_hi: the 95 % percentile bootstrap
+    interval of each (:func:`bootstrap_intervals`, resamples drawn with ``seed``).
     """
     ind, ood = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
     fpr, tpr, _ = roc_curve(ind, ood)
-    return {
+    metrics = {
         "auroc": _trapezoid(tpr, fpr),
         "aupr_in": _aupr(ind, ood),
         "aupr_out": _aupr(-ood, -ind),
         "fpr95": _fpr_at_95(ind, ood),
         "fpr95_oodpos": _fpr_at_95(-ood, -ind),
+    }
+    if n_bootstrap:
+        metrics.update(bootstrap_intervals(ind, ood, n_bootstrap, seed))
+    return metrics
+
+
+# Bootstrap: B resamples as count matrices over the sorted scores, every metric from cumulative counts ---
+
+
+def _resample_counts(n: int, B: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, n) int64 counts: how often each of n samples is drawn in each of B resamples of size n, with
+    replacement (the B·n draws at once, counted with one bincount)."""
+    picks = rng.integers(0, n, size=(B, n), dtype=np.int32) + n * np.arange(B, dtype=np.int64)[:, None]
+    return np.bincount(picks.ravel(), minlength=B * n).reshape(B, n)
+
+
+def _cumulative(counts: np.ndarray) -> np.ndarray:
+    """(B, m) counts → (B, m + 1) cumulative counts with a leading 0: column k = samples among the first k."""
+    total = np.zeros((len(counts), counts.shape[1] + 1), dtype=np.int64)
+    np.cumsum(counts, axis=1, out=total[:, 1:])
+    return total
+
+
+def _weighted_auroc(x: np.ndarray, y: np.ndarray, w: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """AUROC of B weighted samples: Σ_ij w_bi v_bj [1(x_i > y_j) + ½ 1(x_i = y_j)] / (Σ w_b · Σ v_b).
+
+    x (n,) ID and y (m,) OOD scores, both ascending; w (B, n) and v (B, m) counts → (B,). The Mann–Whitney
+    statistic through ranks: below_i / upto_i = the number of OOD scores < x_i / ≤ x_i, and V the
+    cumulative OOD counts, so V[below_i] weighted OOD scores lie under x_i and V[upto_i] − V[below_i] tie.
+    """
+    below, upto = np.searchsorted(y, x, "left"), np.searchsorted(y, x, "right")  # (n,), (n,)
+    V = _cumulative(v)  # (B, m + 1)
+    twice_wins = V[:, below] + V[:, upto]  # (B, n): 2 × (OOD below x_i + ½ ties)
+    return (w * twice_wins).sum(1) / (2.0 * w.sum(1) * v.sum(1))
+
+
+def _weighted_fpr95(x: np.ndarray, y: np.ndarray, w: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """FPR@95 of B weighted samples: the weighted fraction of OOD ≥ τ_b, τ_b the ⌈0.95 Σ w_b⌉-th largest
+    ID score of resample b (:func:`threshold_at_tpr` on the resample). x (n,), y (m,) ascending; w (B, n),
+    v (B, m) counts → (B,)."""
+    W = _cumulative(w)  # (B, n + 1)
+    kept = W[:, -1:] - W[:, :-1]  # (B, n): ID scores ≥ x_i, non-increasing in i
+    k = np.ceil(np.round(0.95 * W[:, -1], 6))  # (B,) ID scores to keep
+    tau = x[(kept >= k[:, None]).sum(1) - 1]  # (B,): the highest x_i that still keeps k
+    V = _cumulative(v)  # (B, m + 1)
+    below = np.searchsorted(y, tau, "left")  # (B,): OOD scores < τ_b
+    return (V[:, -1] - V[np.arange(len(v)), below]) / V[:, -1]
+
+
+def bootstrap_intervals(
+    id_scores, ood_scores, n_bootstrap: int = 1_000, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
+    """Percentile bootstrap intervals of AUROC and FPR@95: {auroc_lo, auroc_hi, fpr95_lo, fpr95_hi}.
+
+    The ID and the OOD scores are resampled independently, with replacement, each to its own size,
+    ``n_bootstrap`` times (numpy generator seeded with ``seed``); each metric is computed on every resample
+    (AUROC through ranks, FPR@95 at each resample's own threshold) and the interval runs from the
+    (1 − level)/2 to the (1 + level)/2 quantile of the ``n_bootstrap`` values. Vectorised: the resamples
+    are (B, n) count matrices over the sorted scores (a resample's metrics do not depend on
+    the order of its scores), processed in blocks of about 2²² entries. id_scores (n,), ood_scores (m,).
+    Efron & Tibshirani, "An introduction to the bootstrap", 1993, ch. 13.
+    """
+    x, y = np.sort(_scores(id_scores, "id_scores")), np.sort(_scores(ood_scores, "ood_scores"))
+    if not isinstance(n_bootstrap, int) or isinstance(n_bootstrap, bool) or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap is a number of resamples, an integer ≥ 1, got {n_bootstrap!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level is the interval's coverage, in (0, 1), got {level!r}")
+    rng = np.random.default_rng(seed)
+    block = max(1, 2**22 // (len(x) + len(y)))  # resamples per block: bounded memory
+    auroc, fpr95 = [], []
+    for start in range(0, n_bootstrap, block):
+        B = min(block, n_bootstrap - start)
+        w, v = _resample_counts(len(x), B, rng), _resample_counts(len(y), B, rng)  # (B, n), (B, m)
+        auroc.append(_weighted_auroc(x, y, w, v))
+        fpr95.append(_weighted_fpr95(x, y, w, v))
+    quantiles = [(1 - level) / 2, (1 + level) / 2]
+    lo_auroc, hi_auroc = np.quantile(np.concatenate(auroc), quantiles)
+    lo_fpr, hi_fpr = np.quantile(np.concatenate(fpr95), quantiles)
+    return {
+        "auroc_lo": float(lo_auroc),
+        "auroc_hi": float(hi_auroc),
+        "fpr95_lo": float(lo_fpr),
+        "fpr95_hi": float(hi_fpr),
     }

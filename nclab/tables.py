@@ -2,8 +2,11 @@
 
 - :func:`nc_over_training`: every NC metric of every saved epoch of every run (notebooks 02, 05, 08);
 - :func:`fit_detectors`, :func:`score_sets`, :func:`detection_table`: fit every OOD detector on the
-  training features, score every set, and evaluate each (detector, OOD set) pair (notebooks 03, 04, 05);
-- :func:`detection_report`: the same results in the layout of the practical-work report's table;
+  training features, score every set, and evaluate each (detector, OOD set) pair, with bootstrap
+  intervals (notebooks 03, 04, 05);
+- :func:`detection_report`, :func:`styled_report`: the same results in the layout of the practical-work
+  report's table, the second with "0.930 [0.910, 0.950]" cells and the best detector in bold;
+- :func:`set_names`: what each set is, for labels: "CIFAR-10 (stand-in: MNIST digits 8–9)" offline;
 - :func:`layer_features`, :func:`layerwise_nc`, :func:`layerwise_probes`, :func:`tradeoff`: every layer of a
   network, from the first residual stage to the features its classifier acts on, measured by NC and by
   linear probes (detection with the energy of an ID probe, transfer with a probe on another data set)
@@ -27,16 +30,21 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
 from . import heads, ood
 from .collapse import PRACTICAL_WORK_REPORT, centred_means, class_means, nc_metrics, variability_metrics
-from .data import GROUPS, ImageSet, class_groups
+from .data import DATASETS, GROUPS, ImageSet, class_groups
 from .data.mnist import COLOR_FLIPS
+from .data.standin import SOURCES
 from .features import FeatureSet, cached_features
 from .probe import LinearProbe
+
+if TYPE_CHECKING:
+    from pandas.io.formats.style import Styler  # needs jinja2: imported only for the annotation
 
 __all__ = [
     "model_nc",
@@ -45,6 +53,8 @@ __all__ = [
     "score_sets",
     "detection_table",
     "detection_report",
+    "styled_report",
+    "set_names",
     "layer_features",
     "layerwise_nc",
     "layerwise_probes",
@@ -143,14 +153,23 @@ def score_sets(detectors: dict, sets: dict[str, FeatureSet]) -> dict[str, dict]:
     }
 
 
-def detection_table(scores: dict[str, dict], id_name: str = "ID") -> pd.DataFrame:
-    """One row per (detector, OOD set): every metric of ``nclab.ood.detection_metrics`` (ID positive).
+def detection_table(
+    scores: dict[str, dict], id_name: str = "ID", n_bootstrap: int = 200, seed: int = 0
+) -> pd.DataFrame:
+    """One row per (detector, OOD set): every metric of ``nclab.ood.detection_metrics`` (ID positive), and
+    the 95 % percentile bootstrap interval of AUROC and FPR@95 (``auroc_lo``, ``auroc_hi``, ``fpr95_lo``,
+    ``fpr95_hi``; ``nclab.ood.bootstrap_intervals``, ``n_bootstrap`` resamples drawn with ``seed``; none
+    with ``n_bootstrap=0``).
 
     ``scores``: {detector: {id_name: (n,), ood set: (m,), …}} as :func:`score_sets` returns.
     """
     return pd.DataFrame(
         [
-            {"detector": name, "OOD set": s, **ood.detection_metrics(by_set[id_name], by_set[s])}
+            {
+                "detector": name,
+                "OOD set": s,
+                **ood.detection_metrics(by_set[id_name], by_set[s], n_bootstrap=n_bootstrap, seed=seed),
+            }
             for name, by_set in scores.items()
             for s in by_set
             if s != id_name
@@ -159,20 +178,85 @@ def detection_table(scores: dict[str, dict], id_name: str = "ID") -> pd.DataFram
 
 
 REPORT_METRICS = {"fpr95": "FPR@95 ↓", "auroc": "AUROC ↑", "aupr_in": "AUPR-in ↑"}
+LOWER_IS_BETTER = {"fpr95", "fpr95_oodpos"}  # every other metric of detection_metrics: higher is better
 
 
-def detection_report(table: pd.DataFrame, metrics: dict[str, str] | None = None) -> pd.DataFrame:
+def detection_report(
+    table: pd.DataFrame,
+    metrics: dict[str, str] | None = None,
+    intervals: bool = False,
+    names: dict[str, str] | None = None,
+    digits: int = 3,
+) -> pd.DataFrame:
     """:func:`detection_table` in the layout of the practical-work report: one block of rows per OOD set
-    (one row per metric, labelled with the direction that is better), one column per detector."""
+    (one row per metric, labelled with the direction that is better), one column per detector.
+
+    ``intervals``: cells as text, "0.930 [0.910, 0.950]" (``digits`` decimals) where the table has the
+    metric's bootstrap interval (``<metric>_lo``, ``<metric>_hi``), "0.930" otherwise; else the numbers.
+    ``names``: {OOD set: label} for the row labels (e.g. :func:`set_names`).
+    """
     metrics = metrics or REPORT_METRICS
     sets, detectors = list(dict.fromkeys(table["OOD set"])), list(dict.fromkeys(table["detector"]))
+    if intervals:
+        table = table.copy()
+        for metric in metrics:
+            low, high = table.get(f"{metric}_lo"), table.get(f"{metric}_hi")
+            cells = [f"{value:.{digits}f}" for value in table[metric]]
+            if low is not None and high is not None:
+                cells = [f"{c} [{lo:.{digits}f}, {hi:.{digits}f}]" for c, lo, hi in zip(cells, low, high)]
+            table[metric] = cells
     order = pd.MultiIndex.from_product([sets, list(metrics.values())], names=["OOD set", "metric"])
-    return (
+    report = (
         table.rename(columns=metrics)
         .melt(["OOD set", "detector"], list(metrics.values()), var_name="metric")
         .pivot(index=["OOD set", "metric"], columns="detector", values="value")
         .reindex(index=order, columns=detectors)
     )
+    return report.rename(index=names, level="OOD set") if names else report
+
+
+def styled_report(
+    table: pd.DataFrame, metrics: dict[str, str] | None = None, names: dict[str, str] | None = None, digits: int = 3
+) -> Styler:
+    """:func:`detection_report` with its bootstrap intervals, "0.930 [0.910, 0.950]", and in each row the
+    best point estimate in bold (the lowest FPR, the highest AUROC or AUPR; every tie). For a notebook:
+    add ``.set_caption(...)``."""
+    metrics = metrics or REPORT_METRICS
+    values = detection_report(table, metrics, names=names)
+    lower = {label for metric, label in metrics.items() if metric in LOWER_IS_BETTER}
+    best = values.apply(
+        lambda row: row == (row.min() if row.name[1] in lower else row.max()), axis=1, result_type="broadcast"
+    )
+    bold = best.astype(bool).map(lambda b: "font-weight: bold" if b else "")
+    return detection_report(table, metrics, intervals=True, names=names, digits=digits).style.apply(
+        lambda _: bold, axis=None
+    )
+
+
+STANDIN_SHORT = {  # data.standin.SOURCES in a few words, for labels and titles
+    "cifar100": "MNIST digits 0–7",
+    "cifar10": "MNIST digits 8–9",
+    "svhn": "photo crops",
+}
+
+
+def set_names(sets: dict[str, ImageSet]) -> dict[str, str]:
+    """{key: label} naming what each set is: "CIFAR-10" for the real data, "CIFAR-10 (stand-in: MNIST digits
+    8–9)" for the offline stand-in (``ImageSet.standin``; ``nclab.data.standin``), "Gaussian noise" and
+    "uniform noise" for ``data.noise_images``, the key itself otherwise. For the ``names`` of
+    :func:`detection_report` and of the OOD figures (``nclab.plots``)."""
+    names = {}
+    for key, data in sets.items():
+        base = data.name.split("/")[0]  # "cifar10/test" → "cifar10"
+        if base in DATASETS:
+            what = STANDIN_SHORT.get(base, SOURCES.get(base, "offline stand-in"))
+            names[key] = f"{DATASETS[base]} (stand-in: {what})" if data.standin else DATASETS[base]
+        elif base.endswith("-noise"):
+            kind = base.removesuffix("-noise")
+            names[key] = f"{'Gaussian' if kind == 'gaussian' else kind} noise"
+        else:
+            names[key] = key
+    return names
 
 
 # ----------------------------------------------------------------------------------------------------

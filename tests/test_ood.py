@@ -10,7 +10,7 @@ from sklearn.metrics import auc, precision_recall_curve, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 from sklearn.preprocessing import StandardScaler
 
-from nclab import stats
+from nclab import ood, stats
 from nclab.ood import (
     DETECTORS,
     MSP,
@@ -19,6 +19,7 @@ from nclab.ood import (
     Mahalanobis,
     MaxLogit,
     ViM,
+    bootstrap_intervals,
     detection_metrics,
     roc_curve,
     threshold_at_tpr,
@@ -121,6 +122,102 @@ def test_metric_input_errors():
         roc_curve([1.0], [float("inf")])
     with pytest.raises(ValueError, match="1-D"):
         detection_metrics(np.ones((2, 2)), [0.0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bootstrap intervals
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bootstrap_intervals_contain_the_point_estimates(seed):
+    rng = np.random.default_rng(seed)
+    ind, out = rng.normal(1, 1, 300), rng.normal(0, 1.5, 200)
+    m = detection_metrics(ind, out, n_bootstrap=200, seed=seed)
+    assert m["auroc_lo"] <= m["auroc"] <= m["auroc_hi"] and m["auroc_lo"] < m["auroc_hi"]
+    assert m["fpr95_lo"] <= m["fpr95"] <= m["fpr95_hi"] and m["fpr95_lo"] < m["fpr95_hi"]
+    without = detection_metrics(ind, out)  # the point estimates do not depend on the bootstrap
+    assert {k: m[k] for k in without} == without
+    assert set(m) - set(without) == {"auroc_lo", "auroc_hi", "fpr95_lo", "fpr95_hi"}
+    y, s = np.r_[np.ones(len(ind)), np.zeros(len(out))], np.r_[ind, out]
+    assert abs(m["auroc"] - roc_auc_score(y, s)) <= 1e-12
+
+
+def test_bootstrap_of_identical_sets_contains_one_half():
+    scores = np.random.default_rng(0).normal(size=400)
+    m = detection_metrics(scores, scores.copy(), n_bootstrap=500, seed=0)
+    assert m["auroc"] == pytest.approx(0.5) and m["auroc_lo"] < 0.5 < m["auroc_hi"]
+    assert m["fpr95_lo"] <= 0.95 <= m["fpr95_hi"]  # the same scores: 95 % of the OOD kept too
+    tied = bootstrap_intervals(np.ones(30), np.ones(20), 100)  # every score tied: every resample gives 0.5
+    assert tied["auroc_lo"] == tied["auroc_hi"] == 0.5
+
+
+def test_bootstrap_of_perfectly_separated_sets_is_a_point():
+    m = detection_metrics(np.arange(10.0, 60.0), np.arange(40.0) - 50, n_bootstrap=300, seed=1)
+    assert (m["auroc_lo"], m["auroc"], m["auroc_hi"]) == (1.0, 1.0, 1.0)
+    assert (m["fpr95_lo"], m["fpr95"], m["fpr95_hi"]) == (0.0, 0.0, 0.0)
+
+
+def test_bootstrap_intervals_shrink_with_more_samples():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (100, 400, 1600):
+        m = bootstrap_intervals(rng.normal(1, 1, n), rng.normal(0, 1, n), 400, seed=0)
+        widths.append((m["auroc_hi"] - m["auroc_lo"], m["fpr95_hi"] - m["fpr95_lo"]))
+    for (auroc_wide, fpr_wide), (auroc_narrow, fpr_narrow) in zip(widths, widths[1:]):  # 4× the samples:
+        assert auroc_narrow < 0.7 * auroc_wide and fpr_narrow < 0.9 * fpr_wide  # about 1/√4 = 0.5 narrower
+    assert widths[-1][0] < 0.4 * widths[0][0] and widths[-1][1] < 0.6 * widths[0][1]  # 16×: about 1/4
+
+
+def test_bootstrap_width_matches_the_hanley_mcneil_standard_error():
+    rng = np.random.default_rng(3)
+    n = m = 500
+    ind, out = rng.normal(1, 1, n), rng.normal(0, 1, m)
+    result = bootstrap_intervals(ind, out, 2_000, seed=0)
+    A = detection_metrics(ind, out)["auroc"]
+    Q1, Q2 = A / (2 - A), 2 * A**2 / (1 + A)
+    se = math.sqrt((A * (1 - A) + (n - 1) * (Q1 - A**2) + (m - 1) * (Q2 - A**2)) / (n * m))  # Hanley & McNeil 1982
+    assert result["auroc_hi"] - result["auroc_lo"] == pytest.approx(2 * 1.96 * se, rel=0.15)
+
+
+def test_bootstrap_is_reproducible_with_its_seed():
+    rng = np.random.default_rng(0)
+    ind, out = rng.normal(1, 1, 200), rng.normal(0, 1, 150)
+    assert bootstrap_intervals(ind, out, 100, seed=7) == bootstrap_intervals(torch.as_tensor(ind), out, 100, seed=7)
+    assert bootstrap_intervals(ind, out, 100, seed=7) != bootstrap_intervals(ind, out, 100, seed=8)
+    big = np.random.default_rng(1).normal(size=300_000)  # several blocks of resamples (bounded memory)
+    assert bootstrap_intervals(big, out, 30, seed=2) == bootstrap_intervals(big, out, 30, seed=2)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_every_resample_metric_equals_the_metric_of_the_resample_itself(tied):
+    """The vectorised AUROC and FPR@95 of count-weighted samples equal scikit-learn's weighted AUROC and
+    detection_metrics on the resample written out (each score repeated by its count)."""
+    rng = np.random.default_rng(5)
+    n, m = 60, 45
+    ind = rng.integers(0, 6, n).astype(float) if tied else rng.normal(1, 1, n)
+    out = rng.integers(0, 6, m).astype(float) if tied else rng.normal(0, 1, m)
+    x, y = np.sort(ind), np.sort(out)
+    w, v = ood._resample_counts(n, 40, rng), ood._resample_counts(m, 40, rng)
+    assert (w.sum(1) == n).all() and (v.sum(1) == m).all()
+    auroc, fpr95 = ood._weighted_auroc(x, y, w, v), ood._weighted_fpr95(x, y, w, v)
+    labels = np.r_[np.ones(n), np.zeros(m)]
+    for b in range(len(w)):
+        weighted = roc_auc_score(labels, np.r_[x, y], sample_weight=np.r_[w[b], v[b]])
+        written_out = detection_metrics(np.repeat(x, w[b]), np.repeat(y, v[b]))
+        assert auroc[b] == pytest.approx(weighted, abs=1e-12) and auroc[b] == pytest.approx(written_out["auroc"])
+        assert fpr95[b] == pytest.approx(written_out["fpr95"], abs=1e-12)
+
+
+def test_bootstrap_input_errors():
+    with pytest.raises(ValueError, match="integer ≥ 1"):
+        bootstrap_intervals([1.0, 2.0], [0.0], 0)
+    with pytest.raises(ValueError, match="integer ≥ 1"):
+        detection_metrics([1.0, 2.0], [0.0], n_bootstrap=-3)
+    with pytest.raises(ValueError, match="coverage"):
+        bootstrap_intervals([1.0, 2.0], [0.0], 10, level=95)
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap_intervals([1.0, float("nan")], [0.0], 10)
 
 
 # ---------------------------------------------------------------------------------------------------

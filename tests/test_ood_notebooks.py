@@ -165,8 +165,41 @@ def test_histogram_grid_has_one_panel_per_detector_and_set_with_its_auroc(toy_sc
     assert len(fig.axes) == 2 * 2
     titles = [ax.get_title() for ax in fig.axes]
     auroc = ood.detection_metrics(scores["flipped"]["ID"], scores["flipped"]["far"])["auroc"]
-    assert titles[3] == f"flipped · far: AUROC {auroc:.3f}" and titles[0].startswith("good · near")
-    plt.close(fig)
+    assert titles[3] == f"flipped · AUROC {auroc:.3f}" and titles[0].startswith("near\ngood · AUROC")
+    assert titles[1].startswith("far\n")  # each set named once, atop its column
+    assert [ax.get_legend() for ax in fig.axes] == [None] * 4 and len(fig.legends) == 1  # one legend, below
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["ID", "the OOD set named atop the column"]
+    assert all(ax.get_xscale() == "linear" for ax in fig.axes) and fig.axes[0].get_ylabel() == "fraction per bin"
+    named = plots.plot_score_histograms(scores, names={"near": "CIFAR-10 (stand-in: digits)"})
+    assert named.axes[0].get_title().startswith("CIFAR-10 (stand-in: digits)\n")
+    plt.close("all")
+
+
+def test_mahalanobis_histograms_are_on_a_symlog_axis_with_equal_bins_there():
+    generator = torch.Generator().manual_seed(0)
+    distances = {
+        "ID": 50 * torch.rand(300, generator=generator) + 20,
+        "far": 1500 * torch.rand(200, generator=generator) + 100,
+    }
+    scores = {
+        "mahalanobis": {k: -v for k, v in distances.items()},
+        "energy": {k: v / 100 for k, v in distances.items()},
+    }
+    fig = plots.plot_score_histograms(scores)
+    maha, energy = fig.axes
+    assert maha.get_xscale() == "symlog" and energy.get_xscale() == "linear"
+    assert "symlog" in maha.get_xlabel()
+    left, right = maha.get_xlim()
+    assert left == pytest.approx(-float(distances["far"].max()), rel=1e-6)
+    assert right == pytest.approx(-float(distances["ID"].min()), rel=1e-6)
+    assert plots.plot_score_histograms(scores, symlog=()).axes[0].get_xscale() == "linear"
+    threshold = plots.plot_threshold(scores["mahalanobis"]["ID"], scores["mahalanobis"]["far"], -60.0, "mahalanobis")
+    assert threshold.axes[0].get_xscale() == "symlog"
+    assert (
+        plots.plot_threshold(torch.tensor([1.0, 2]), torch.tensor([0.0]), 1.0, "energy").axes[0].get_xscale()
+        == "linear"
+    )
+    plt.close("all")
 
 
 def test_roc_panels_draw_one_curve_per_detector_and_the_95_percent_line(toy_scores):
@@ -178,7 +211,13 @@ def test_roc_panels_draw_one_curve_per_detector_and_the_95_percent_line(toy_scor
     assert (curve.get_xdata() == fpr).all() and (curve.get_ydata() == tpr).all()
     assert any(list(line.get_ydata()) == [0.95, 0.95] for line in near.get_lines())
     assert near.get_legend().get_texts()[0].get_text().startswith("good (")
-    plt.close(fig)
+    fig.canvas.draw()
+    for ax in fig.axes:  # each legend under its panel, off the curves
+        assert ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0
+    named = plots.plot_roc_curves(scores, names={"near": "CIFAR-10 (stand-in: digits)"})
+    assert named.axes[0].get_title() == "ID against CIFAR-10 (stand-in: digits)"
+    assert named.axes[1].get_title() == "ID against far"
+    plt.close("all")
 
 
 def test_threshold_figure_reports_tpr_and_fpr_of_a_hand_case():
@@ -190,16 +229,26 @@ def test_threshold_figure_reports_tpr_and_fpr_of_a_hand_case():
 
 def test_principal_plane_draws_at_most_max_points_per_set():
     points = {"ID": torch.randn(50, 2), "OOD": torch.randn(30, 2)}
-    fig = plots.plot_principal_plane(points, max_points=20)
+    fig = plots.plot_principal_plane(points, max_points=20, names={"OOD": "SVHN (stand-in: photo crops)"})
     assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == 40
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["ID", "SVHN (stand-in: photo crops)"]
+    fig.canvas.draw()
+    assert fig.axes[0].get_legend().get_window_extent().x0 >= fig.axes[0].get_window_extent().x1
     plt.close(fig)
 
 
 def test_dim_sweep_marks_c_minus_one_and_nc5_plot_has_two_panels():
     frame = pd.DataFrame({"d": [1, 2, 3, 1, 2, 3], "OOD set": ["a"] * 3 + ["b"] * 3, "auroc": [0.6, 0.7, 0.5] * 2})
-    fig = plots.plot_dim_sweep(frame, mark=2)
-    assert any(list(line.get_xdata()) == [2, 2] for line in fig.axes[0].get_lines())
-    assert fig.axes[0].get_xscale() == "log"
+    fig = plots.plot_dim_sweep(frame, mark=2, names={"a": "CIFAR-10 (stand-in: digits)"})
+    ax = fig.axes[0]
+    assert any(list(line.get_xdata()) == [2, 2] for line in ax.get_lines())
+    assert ax.get_xscale() == "log" and not ax.texts  # no label drawn over the curves
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["CIFAR-10 (stand-in: digits)", "b", "chance (0.5)", "d = C − 1 = 2"]
+    fig.canvas.draw()
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # right of the axes
+    top = next(child for child in ax.child_axes)  # the mark's name in the top margin, above the curves
+    assert [t.get_text() for t in top.get_xticklabels()] == ["d = C − 1"]
     plt.close(fig)
     frame = pd.DataFrame(
         {
@@ -209,8 +258,11 @@ def test_dim_sweep_marks_c_minus_one_and_nc5_plot_has_two_panels():
             "neco_auroc": [0.6, 0.7, 0.8, 0.9],
         }
     )
-    fig = plots.plot_nc5_over_training(frame)
+    fig = plots.plot_nc5_over_training(frame, names={"a": "SVHN (stand-in: photo crops)"})
     assert [ax.get_title() for ax in fig.axes][1] == "NECO AUROC" and list(fig.axes[0].get_xticks()) == [1, 2]
+    assert fig.axes[0].get_ylabel() == "NC5 (ID–OOD mean alignment)" and "AUROC" in fig.axes[1].get_ylabel()
+    assert [ax.get_legend() for ax in fig.axes] == [None, None] and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["SVHN (stand-in: photo crops)", "b"]
     plt.close(fig)
 
 

@@ -95,13 +95,17 @@ def test_plot_collapse_draws_every_metric_per_run_and_split():
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[:7] == [panel for panel, _, _ in plots.training._COLLAPSE_PANELS] and not fig.axes[7].axison
     nc1 = fig.axes[0]
-    assert nc1.get_yscale() == "log"
+    assert nc1.get_yscale() == "log" and nc1.get_ylabel() == "NC1, log scale\n(within-class variability)"
     curves = [np.sort(line.get_ydata()) for line in nc1.get_lines() if len(line.get_xdata()) == 3]
     assert any(np.allclose(c, [1 / 3, 1 / 2, 1]) for c in curves)  # run A, train
     assert any(np.allclose(c, [2 / 3 + 1, 2, 3]) for c in curves)  # run B, test
-    nc2 = fig.axes[1]  # weights: one curve per run
-    labels = [t.get_text() for t in nc2.get_legend().get_texts()]
-    assert "weights" in labels and "train means" in labels and "test weights" not in labels
+    nc2 = fig.axes[1]  # weights: one curve per run, dotted
+    assert sum(len(line.get_xdata()) == 3 for line in nc2.get_lines()) == 2 * 2 + 2
+    assert [ax.get_legend() for ax in fig.axes] == [None] * 8 and len(fig.legends) == 1  # one legend
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["run", "A", "B", "curve", "train", "test", "classifier W"]
+    accuracy = fig.axes[6]
+    assert accuracy.get_yscale() == "linear" and accuracy.get_ylim() == (0, 1.02)
     assert all(float(tick).is_integer() for ax in fig.axes[:7] for tick in ax.get_xticks())  # whole epochs
     plt.close(fig)
 
@@ -135,7 +139,7 @@ def test_plot_geometry_shows_the_gram_next_to_the_etf_and_three_classes():
     )
     assert np.allclose(etf_ax.collections[0].get_array().reshape(C, C), etf.simplex_etf_gram(C).numpy())
     points = [c for c in projection.collections if len(c.get_offsets()) == 5]
-    assert len(points) == 3 and [t.get_text() for t in projection.get_legend().get_texts()] == ["a", "b", "c"]
+    assert len(points) == 3 and [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b", "c"]
     plt.close(fig)
 
 
@@ -229,8 +233,9 @@ def test_the_design_figures_draw_the_trace_the_race_and_the_accuracies():
     assert 0.5 in [line.get_ydata()[0] for line in fig.axes[0].lines]  # CE's final NC1, dashed
     assert len(plots.plot_nc_trace(trace, {"nc1": "NC1"}).axes) == 1  # one metric: one panel
     # a run whose values are 0 up to rounding is left out of a panel, but keeps its colour in the legend
-    fig = plots.plot_nc_trace(trace.assign(nc1=[1e-9] * 3 + [2.0, 0.3, 0.1]), {"nc1": "NC1"})
-    assert [text.get_text() for text in fig.axes[0].get_legend().get_texts()] == ["CE", "NTCE"]
+    fig = plots.plot_nc_trace(trace.assign(nc1=[1e-9] * 3 + [2.0, 0.3, 0.1]), {"nc1": "NC1: within-class variability"})
+    assert [text.get_text() for text in fig.legends[0].get_texts()] == ["CE", "NTCE", "CE, final value"]
+    assert fig.axes[0].get_legend() is None and fig.axes[0].get_ylabel() == "NC1, log scale\n(within-class variability)"
     matches = pd.DataFrame({"run": ["CE", "CE", "NTCE", "NTCE"], "metric": ["nc1", "nc3"] * 2,
                             "fraction": [1.0, 1.0, 0.05, np.nan]})  # fmt: skip
     fig = plots.plot_first_match(matches)
@@ -253,7 +258,9 @@ def test_the_theory_figures_draw_the_ufm_collapse_simplex_bound_and_sweeps():
     fig = plots.plot_ufm_trajectory(trajectory, optimum=0.0, title="t")
     shown = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
     assert len(shown) == 8 and all(ax.get_xscale() == "log" == ax.get_yscale() for ax in shown)
-    nc4 = next(ax for ax in shown if ax.get_title().startswith("NC4"))
+    nc4 = next(ax for ax in shown if ax.get_ylabel().startswith("NC4"))
+    assert [ax.get_legend() for ax in fig.axes] == [None] * 8 and len(fig.legends) == 1  # one legend, below
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["class means μ_c − μ_G", "classifier rows w_c"]
     assert min(nc4.lines[0].get_ydata()) == plots.theory.ZERO  # an exact 0 on the floor, not dropped
     assert 0 not in nc4.lines[0].get_xdata()  # step 0 has no place on a log axis
     steps = sorted(model.snapshots)
@@ -281,4 +288,90 @@ def test_the_theory_figures_draw_the_ufm_collapse_simplex_bound_and_sweeps():
                               "cos_etf": [-1 / 3] * 2, "minority_accuracy": [1.0, 0.0]})  # fmt: skip
     fig = plots.plot_imbalance_sweep(imbalance)
     assert fig.axes[0].get_xscale() == "log" and fig.axes[1].get_ylim()[1] > 1
+    plt.close("all")
+
+
+# --- the conventions of every figure (nclab.plots.style) -------------------------------------------------
+
+
+def _one_figure_legend(fig) -> list[str]:
+    """The texts of the figure's single legend, after checking that no axes has a legend of its own."""
+    assert [ax for ax in fig.axes if ax.get_legend() is not None] == [] and len(fig.legends) == 1
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def _worded(label: str) -> bool:
+    """A y-label in words: at least one word of four letters or more, not a bare symbol."""
+    return any(len(word) >= 4 and word.isalpha() for word in label.replace("(", " ").replace(")", " ").split())
+
+
+def test_multi_panel_figures_have_one_legend_outside_the_axes():
+    frame = _nc_frame()
+    figures = {
+        "history": plots.plot_history({"A": HISTORY, "B": HISTORY}),
+        "collapse": plots.plot_collapse(frame),
+        "stages": plots.plot_stages(frame, "nc1"),
+        "layerwise": plots.plot_layerwise(LAYERWISE),
+    }
+    assert _one_figure_legend(figures["history"]) == ["run", "A", "B", "split", "train", "test"]
+    assert _one_figure_legend(figures["stages"])[:4] == ["epoch", "1", "2", "3"]
+    assert _one_figure_legend(figures["layerwise"]) == ["baseline", "controlled"]
+    for name, fig in figures.items():
+        _one_figure_legend(fig)
+        fig.canvas.draw()
+        legend = fig.legends[0].get_window_extent()
+        for ax in fig.axes:  # the legend sits beside the panels, over none of them
+            if ax.axison:
+                assert legend.x0 >= ax.get_window_extent().x1 - 1, name
+    plt.close("all")
+
+
+def test_y_labels_are_words_and_accuracy_is_never_logarithmic():
+    frame = _nc_frame()
+    for fig in (plots.plot_collapse(frame), plots.plot_history({"A": HISTORY}), plots.plot_stages(frame, "nc1")):
+        for ax in fig.axes:
+            if ax.axison:
+                assert _worded(ax.get_ylabel()), ax.get_ylabel()
+    accuracy = plots.plot_stages(frame, "ncc_accuracy")
+    assert all(ax.get_yscale() == "linear" and ax.get_ylim() == (0, 1.02) for ax in accuracy.axes)
+    assert accuracy.axes[0].get_ylabel() == "nearest-class-centre accuracy"
+    assert plots.plot_stages(frame, "nc1").axes[0].get_yscale() == "log"
+    history = plots.plot_history({"A": HISTORY})
+    assert history.axes[1].get_yscale() == "linear" and history.axes[1].get_ylabel() == "accuracy"
+    layerwise = plots.plot_layerwise(LAYERWISE, metrics=("ncc_accuracy",))
+    assert layerwise.axes[0].get_yscale() == "linear"
+    plt.close("all")
+
+
+def test_metric_labels_name_the_metric_in_words():
+    style = plots.style
+    assert style.metric_label("nc1") == "NC1 (within-class variability)"
+    assert style.metric_label("nc1", log=True, wrap=True) == "NC1, log scale\n(within-class variability)"
+    assert style.metric_label("some_column") == "some column" and style.metric_label("accuracy") == "accuracy"
+    assert style.is_accuracy("ncc_accuracy") and style.is_accuracy("test_acc") and not style.is_accuracy("nc1")
+
+
+def test_symlog_bins_are_equal_on_the_symlog_axis_and_span_the_scores():
+    scores = -np.array([50.0, 120.0, 900.0, 1500.0])  # Mahalanobis scores: minus squared distances
+    edges = plots.style.symlog_bins(scores, bins=3)
+    assert edges[0] == pytest.approx(-1500.0) and edges[-1] == pytest.approx(-50.0)
+    t = np.sign(edges) * np.log10(1 + np.abs(edges))  # the symlog transform with linthresh 1
+    assert np.allclose(np.diff(t), np.diff(t)[0])
+    constant = plots.style.symlog_bins(np.array([2.0, 2.0]), 1)  # one bin around a single value
+    assert len(constant) == 2 and constant[0] < 2 < constant[1]
+
+
+def test_figure_legend_merges_every_panel_once_and_refuses_unknown_places():
+    fig, axes = plt.subplots(1, 2, constrained_layout=True)
+    axes[0].plot([0, 1], label="a")
+    axes[0].legend()
+    axes[1].plot([0, 1], label="a")
+    axes[1].plot([1, 0], label="b")
+    legend = plots.style.figure_legend(fig, axes, "below", title="runs")
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "b"] and legend.get_title().get_text() == "runs"
+    assert axes[0].get_legend() is None
+    with pytest.raises(ValueError, match="right' or 'below"):
+        plots.style.figure_legend(fig, axes, "inside")
+    empty, ax = plt.subplots()
+    assert plots.style.figure_legend(empty, [ax]) is None and not empty.legends
     plt.close("all")

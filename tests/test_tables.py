@@ -90,6 +90,72 @@ def test_detection_report_has_the_practical_work_layout():
     assert isinstance(report, pd.DataFrame)
 
 
+def test_detection_table_carries_bootstrap_intervals_around_every_point_estimate():
+    train_fs, sets = _feature_sets()
+    scores = tables.score_sets(tables.fit_detectors(train_fs, heads.Linear(6, 3)), sets)
+    table = tables.detection_table(scores)  # 200 resamples by default
+    for metric in ("auroc", "fpr95"):
+        assert (table[f"{metric}_lo"] <= table[metric]).all() and (table[metric] <= table[f"{metric}_hi"]).all()
+    row = table[(table.detector == "energy") & (table["OOD set"] == "near")].iloc[0]
+    expected = ood.detection_metrics(scores["energy"]["ID"], scores["energy"]["near"], n_bootstrap=200, seed=0)
+    assert row[list(expected)].to_dict() == pytest.approx(expected)
+    assert tables.detection_table(scores).equals(table)  # the same seed, the same intervals
+    bare = tables.detection_table(scores, n_bootstrap=0)
+    assert "auroc_lo" not in bare and bare["auroc"].equals(table["auroc"])
+
+
+def test_detection_report_with_intervals_and_names():
+    table = pd.DataFrame(
+        {
+            "detector": ["a", "b"],
+            "OOD set": ["svhn", "svhn"],
+            "fpr95": [0.5, 0.25],
+            "fpr95_lo": [0.4, 0.125],
+            "fpr95_hi": [0.6, 0.375],
+            "auroc": [0.9, 0.93],
+            "auroc_lo": [0.88, 0.91],
+            "auroc_hi": [0.92, 0.95],
+            "aupr_in": [0.8, 0.7],
+        }
+    )
+    names = {"svhn": "SVHN (stand-in: photo crops)"}
+    report = tables.detection_report(table, intervals=True, names=names, digits=2)
+    assert report.loc[("SVHN (stand-in: photo crops)", "AUROC ↑"), "b"] == "0.93 [0.91, 0.95]"
+    assert report.loc[("SVHN (stand-in: photo crops)", "FPR@95 ↓"), "a"] == "0.50 [0.40, 0.60]"
+    assert report.loc[("SVHN (stand-in: photo crops)", "AUPR-in ↑"), "a"] == "0.80"  # no interval: the number
+    numbers = tables.detection_report(table)
+    assert numbers.loc[("svhn", "AUROC ↑"), "a"] == 0.9 and list(numbers.columns) == ["a", "b"]
+    styled = tables.styled_report(table, names=names)
+    html = styled.to_html()
+    assert "0.930 [0.910, 0.950]" in html and "SVHN (stand-in: photo crops)" in html
+    bold = styled.data.map(lambda _: "").copy()
+    for (row, column), css in styled._compute().ctx.items():
+        bold.iloc[row, column] = ";".join(f"{k}: {v}" for k, v in css)
+    assert bold.loc[("SVHN (stand-in: photo crops)", "AUROC ↑")].tolist() == ["", "font-weight: bold"]
+    assert bold.loc[("SVHN (stand-in: photo crops)", "FPR@95 ↓")].tolist() == ["", "font-weight: bold"]  # lowest
+    assert bold.loc[("SVHN (stand-in: photo crops)", "AUPR-in ↑")].tolist() == ["font-weight: bold", ""]
+
+
+def test_set_names_say_what_the_stand_in_shows(standin_test):
+    real = data.ImageSet(standin_test.images[:4], standin_test.labels[:4], standin_test.classes, "cifar10/test")
+    sets = {
+        "ID": standin_test,
+        "cifar10": real,
+        "svhn": data.ImageSet(real.images, real.labels, real.classes, "svhn/test", standin=True),
+        "gaussian": data.noise_images("gaussian", 2),
+        "uniform": data.noise_images("uniform", 2),
+        "mine": data.ImageSet(real.images, real.labels, real.classes, "something/test"),
+    }
+    assert tables.set_names(sets) == {
+        "ID": "CIFAR-100 (stand-in: MNIST digits 0–7)",
+        "cifar10": "CIFAR-10",
+        "svhn": "SVHN (stand-in: photo crops)",
+        "gaussian": "Gaussian noise",
+        "uniform": "uniform noise",
+        "mine": "mine",
+    }
+
+
 class _Projector(heads.Head):
     """φ(h) = normalise(ReLU(P h)) with P (d, p) frozen, then a trained linear classifier on φ(h)."""
 

@@ -7,7 +7,9 @@ NC5 (notebooks 03–04); ``layers``: NC at every layer and the detection/transfe
 ``longtail``: class sizes, per-class alignment and norms, accuracy per group and against alignment
 (notebook 07); ``design``: NC along training per loss, how early each reaches cross-entropy's collapse,
 classifier and transfer accuracies (notebook 08); ``theory``: the unconstrained-features model's
-collapse, simplex, cosine bound and sweeps (notebook 00).
+collapse, simplex, cosine bound and sweeps (notebook 00). ``style`` holds the conventions all of them
+follow: one legend per figure, outside the axes; y-axes named in words; accuracy never on a log axis;
+scores spanning decades on a symlog axis.
 Every function is also available here, as ``nclab.plots.plot_history`` etc.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import seaborn as sns
 
-from . import design, detection, generalization, layers, longtail, theory, training
+from . import design, detection, generalization, layers, longtail, style, theory, training  # noqa: F401
 from .design import *  # noqa: F403
 from .detection import *  # noqa: F403
 from .generalization import *  # noqa: F403

@@ -7,6 +7,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from .style import figure_legend
+
 __all__ = ["plot_nc_trace", "plot_first_match", "plot_accuracies"]
 
 FLOOR = 1e-6  # NC values below this are 0 up to float32 rounding (a frozen ETF's NC2): not drawn on a log axis
@@ -14,10 +16,13 @@ FLOOR = 1e-6  # NC values below this are 0 up to float32 rounding (a frozen ETF'
 
 def plot_nc_trace(trace: pd.DataFrame, metrics: dict[str, str], reference: str = "CE") -> plt.Figure:
     """One panel per NC metric (log scales), one line per run, against the optimisation step (log): the
-    reference run's final value is a dashed line, the level the others race to. ``trace``: the long table
-    of ``methods.design.traces``; ``metrics``: {column: title} (``methods.design.TRACED_METRICS``). Values
-    below :data:`FLOOR` (zero up to float rounding) are left out."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.6), constrained_layout=True, squeeze=False)
+    reference run's final value is a dashed line, the level the others race to; one legend, on the right.
+    ``trace``: the long table of ``methods.design.traces``; ``metrics``: {column: "NC1: what it measures"}
+    (``methods.design.TRACED_METRICS``), the title of each panel and, split at the colon, its y-label.
+    Values below :data:`FLOOR` (zero up to float rounding) are left out."""
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(3.6 * len(metrics) + 1.5, 3.8), constrained_layout=True, squeeze=False
+    )
     axes = axes[0]
     final = trace[trace["run"] == reference].sort_values("step").iloc[-1]
     runs = list(dict.fromkeys(trace["run"]))  # one colour per run in every panel, whichever runs a panel shows
@@ -27,9 +32,12 @@ def plot_nc_trace(trace: pd.DataFrame, metrics: dict[str, str], reference: str =
                      legend=ax is axes[-1])  # fmt: skip
         if final[metric] > FLOOR:
             ax.axhline(final[metric], color="black", linestyle="--", linewidth=1)
-        ax.set(xscale="log", yscale="log", xlabel="optimisation step", ylabel="", title=title)
-    axes[-1].legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
-    axes[0].annotate(f"{reference}, final", (0.02, 0.02), xycoords="axes fraction", fontsize=8)
+        name, _, words = title.partition(": ")
+        ax.set(xscale="log", yscale="log", xlabel="optimisation step (log scale)",
+               ylabel=f"{name}, log scale\n({words})" if words else f"{name}, log scale", title=title)  # fmt: skip
+        ax.title.set_fontsize(10)
+    axes[-1].plot([], [], color="black", linestyle="--", linewidth=1, label=f"{reference}, final value")
+    figure_legend(fig, axes, "right", title="run")
     return fig
 
 

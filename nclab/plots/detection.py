@@ -1,5 +1,6 @@
 """Figures of OOD detection (notebooks 03 and 04). ``scores`` is {detector: {"ID": (n,), ood set: (m,), …}},
-every score higher = in-distribution."""
+every score higher = in-distribution. ``names`` ({set: label}, e.g. ``nclab.tables.set_names``) labels the
+sets by what they are ("CIFAR-10 (stand-in: MNIST digits 8–9)"); by default, by their keys."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib import ticker
 
 from ..ood import detection_metrics, roc_curve
+from .style import figure_legend, metric_label, symlog_bins
 
 __all__ = [
     "plot_score_histograms",
@@ -18,7 +21,10 @@ __all__ = [
     "plot_principal_plane",
     "plot_dim_sweep",
     "plot_nc5_over_training",
+    "SYMLOG_DETECTORS",
 ]
+
+SYMLOG_DETECTORS = ("mahalanobis",)  # scores (minus squared distances) that span orders of magnitude
 
 
 def _scores_numpy(x) -> np.ndarray:
@@ -26,59 +32,95 @@ def _scores_numpy(x) -> np.ndarray:
     return torch.as_tensor(x).detach().cpu().double().flatten().numpy()
 
 
-def _score_densities(ax: plt.Axes, id_scores, ood_scores, ood_name: str, id_name: str = "ID", bins: int = 40) -> None:
-    """Density histograms of the ID and the OOD scores on ``ax``, over the same bins."""
+def _score_densities(
+    ax: plt.Axes, id_scores, ood_scores, ood_name: str, id_name: str = "ID", bins: int = 40, symlog: bool = False
+) -> None:
+    """Histograms of the ID and the OOD scores on ``ax``, over the same bins, each summing to 1 (the
+    fraction of its set per bin); with ``symlog``, on a symlog x-axis with bins of equal width there."""
     ind, out = _scores_numpy(id_scores), _scores_numpy(ood_scores)
-    frame = pd.DataFrame({"score": np.r_[ind, out], "set": [id_name] * len(ind) + [ood_name] * len(out)})
+    both = np.r_[ind, out]
+    frame = pd.DataFrame({"score": both, "set": [id_name] * len(ind) + [ood_name] * len(out)})
+    edges = symlog_bins(both, bins) if symlog else np.histogram_bin_edges(both, bins)
     sns.histplot(
         frame,
         x="score",
         hue="set",
-        bins=np.histogram_bin_edges(frame["score"], bins),
-        stat="density",
+        bins=edges,
+        stat="probability",
         common_norm=False,
         element="step",
         palette={id_name: "tab:blue", ood_name: "tab:orange"},
         ax=ax,
     )
+    if symlog:
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(edges[0], edges[-1])
+        ax.xaxis.set_major_locator(ticker.SymmetricalLogLocator(base=10, linthresh=1.0, subs=(1.0, 3.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))  # −300, not −3×10²
+    if ax.get_legend() is not None:
+        ax.get_legend().set_title(None)
 
 
-def plot_score_histograms(scores: dict[str, dict], id_name: str = "ID") -> plt.Figure:
-    """A grid of score histograms: one row per detector, one column per OOD set, ID in blue in every panel.
+def _uses_symlog(detector: str, symlog) -> bool:
+    """Whether a detector's scores go on a symlog axis: ``symlog`` True/False, or None for
+    :data:`SYMLOG_DETECTORS`."""
+    return detector.lower() in SYMLOG_DETECTORS if symlog is None else bool(symlog)
 
-    Each panel's title gives the AUROC of that pair (ID positive): the less the two histograms overlap,
-    the closer it is to 1; an OOD histogram to the *right* of the ID one gives an AUROC below 0.5.
+
+def plot_score_histograms(
+    scores: dict[str, dict],
+    id_name: str = "ID",
+    names: dict[str, str] | None = None,
+    symlog: tuple[str, ...] = SYMLOG_DETECTORS,
+) -> plt.Figure:
+    """A grid of score histograms: one row per detector, one column per OOD set, ID in blue in every panel,
+    each set's histogram summing to 1; one legend, below.
+
+    The top row's titles name the OOD sets (``names``: {OOD set: label}, by default the keys); each
+    panel's title gives the AUROC of that pair (ID positive): the less the two histograms overlap, the
+    closer it is to 1; an OOD histogram to the *right* of the ID one gives an AUROC below 0.5. The
+    detectors named in ``symlog`` (default :data:`SYMLOG_DETECTORS`: Mahalanobis, whose scores span
+    orders of magnitude) get a symlog x-axis, with bins of equal width on it.
     """
+    names = names or {}
     detectors = list(scores)
     sets = [name for name in scores[detectors[0]] if name != id_name]
     fig, axes = plt.subplots(
         len(detectors),
         len(sets),
-        figsize=(3.6 * len(sets), 2.3 * len(detectors)),
+        figsize=(3.6 * len(sets), 2.3 * len(detectors) + 0.6),
         squeeze=False,
         constrained_layout=True,
     )
-    for row, detector in zip(axes, detectors):
+    for r, (row, detector) in enumerate(zip(axes, detectors)):
+        log = detector.lower() in symlog
         for ax, name in zip(row, sets):
-            _score_densities(ax, scores[detector][id_name], scores[detector][name], name, id_name)
-            auroc = detection_metrics(scores[detector][id_name], scores[detector][name])["auroc"]
-            ax.set_title(f"{detector} · {name}: AUROC {auroc:.3f}", fontsize=9)
-            ax.set(xlabel="", ylabel=detector if ax is row[0] else "")
-            if ax.get_legend() is not None and detector != detectors[0]:
-                ax.get_legend().remove()
+            ind, out = scores[detector][id_name], scores[detector][name]
+            _score_densities(ax, ind, out, "the OOD set named atop the column", id_name, symlog=log)
+            auroc = detection_metrics(ind, out)["auroc"]
+            header = f"{names.get(name, name)}\n" if r == 0 else ""  # the set, once at the top of its column
+            ax.set_title(f"{header}{detector} · AUROC {auroc:.3f}", fontsize=9)
+            ax.set_xlabel(f"{detector} score (symlog axis)" if log else f"{detector} score", fontsize=9)
+            ax.set_ylabel("fraction per bin" if ax is row[0] else "", fontsize=9)
+    figure_legend(fig, axes, "below")
     fig.suptitle("score histograms, ID against each OOD set (higher = in-distribution)")
     return fig
 
 
-def plot_roc_curves(scores: dict[str, dict], id_name: str = "ID") -> plt.Figure:
-    """ROC curves (ID positive), one panel per OOD set, one curve per detector with its AUROC.
+def plot_roc_curves(scores: dict[str, dict], id_name: str = "ID", names: dict[str, str] | None = None) -> plt.Figure:
+    """ROC curves (ID positive), one panel per OOD set, one curve per detector with its AUROC in the
+    legend under the panel.
 
     x = FPR, the fraction of OOD accepted; y = TPR, the fraction of ID kept. The dotted line is TPR = 95 %:
-    where a curve crosses it, x is that detector's FPR@95.
+    where a curve crosses it, x is that detector's FPR@95. ``names``: {OOD set: label} for the titles.
     """
+    names = names or {}
     detectors = list(scores)
     sets = [name for name in scores[detectors[0]] if name != id_name]
-    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 4.2), squeeze=False, constrained_layout=True)
+    rows = -(-len(detectors) // 2)  # legend rows under each panel
+    fig, axes = plt.subplots(
+        1, len(sets), figsize=(4.2 * len(sets), 4.9 + 0.2 * rows), squeeze=False, constrained_layout=True
+    )
     for ax, name in zip(axes[0], sets):
         for detector in detectors:
             fpr, tpr, _ = roc_curve(scores[detector][id_name], scores[detector][name])
@@ -87,89 +129,122 @@ def plot_roc_curves(scores: dict[str, dict], id_name: str = "ID") -> plt.Figure:
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
         ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
         ax.set(
-            title=f"ID against {name}",
-            xlabel="FPR (OOD accepted)",
-            ylabel="TPR (ID kept)",
-            aspect="equal",
+            title=f"ID against {names.get(name, name)}",
+            xlabel="FPR (fraction of OOD accepted)",
+            ylabel="TPR (fraction of ID kept)",
             xlim=(0, 1),
             ylim=(0, 1.01),
         )
-        ax.legend(fontsize=8, loc="lower right")
+        ax.title.set_fontsize(10)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, title="detector (AUROC)",
+                  title_fontsize=8, frameon=False)  # fmt: skip
     return fig
 
 
 def plot_threshold(
-    id_scores, ood_scores, threshold: float, detector: str = "score", ood_name: str = "OOD", id_name: str = "ID"
+    id_scores,
+    ood_scores,
+    threshold: float,
+    detector: str = "score",
+    ood_name: str = "OOD",
+    id_name: str = "ID",
+    symlog: bool | None = None,
 ) -> plt.Figure:
     """ID and OOD score histograms with the threshold τ: inputs scoring ≥ τ are accepted as ID.
 
     The title gives TPR = fraction of ID with score ≥ τ (kept) and FPR = fraction of OOD with score ≥ τ
-    (wrongly accepted).
+    (wrongly accepted). ``symlog``: a symlog x-axis (None: for the detectors of :data:`SYMLOG_DETECTORS`).
     """
     tpr = float((_scores_numpy(id_scores) >= threshold).mean())
     fpr = float((_scores_numpy(ood_scores) >= threshold).mean())
-    fig, ax = plt.subplots(figsize=(8, 3.6), constrained_layout=True)
-    _score_densities(ax, id_scores, ood_scores, ood_name, id_name)
-    ax.axvspan(threshold, ax.get_xlim()[1], color="tab:green", alpha=0.08, label="accepted as ID")
+    fig, ax = plt.subplots(figsize=(9, 3.6), constrained_layout=True)
+    log = _uses_symlog(detector, symlog)
+    _score_densities(ax, id_scores, ood_scores, ood_name, id_name, symlog=log)
+    left, right = ax.get_xlim()
+    ax.axvspan(threshold, right, color="tab:green", alpha=0.08, label="accepted as ID")
+    ax.set_xlim(left, right)
     ax.axvline(threshold, color="black", linewidth=1.5)
     ax.set(
-        xlabel=f"{detector} score",
-        title=f"{detector}, τ = {threshold:.4g}: TPR {tpr:.1%} of {id_name} kept, FPR {fpr:.1%} of {ood_name} accepted",
+        xlabel=f"{detector} score{' (symlog axis)' if log else ''}",
+        ylabel="fraction of the set per bin",
+        title=f"{detector}, τ = {threshold:.4g}:\nTPR {tpr:.1%} of {id_name} kept, "
+        f"FPR {fpr:.1%} of {ood_name} accepted",
     )
+    ax.title.set_fontsize(10)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), frameon=False)
     return fig
 
 
 def plot_principal_plane(
-    points: dict[str, torch.Tensor], title: str | None = None, max_points: int = 1_500
+    points: dict[str, torch.Tensor],
+    title: str | None = None,
+    max_points: int = 1_500,
+    names: dict[str, str] | None = None,
 ) -> plt.Figure:
     """Scatter of 2-D points per set (e.g. standardised features on the first two principal axes).
 
     ``points``: {set name: (n, 2)}; at most ``max_points`` per set are drawn (a fixed random sample).
+    ``names``: {set: label} for the legend.
     """
+    names = names or {}
     generator = torch.Generator().manual_seed(0)
     frames = []
     for name, xy in points.items():
         xy = torch.as_tensor(xy).detach().cpu().double()
         xy = xy[torch.randperm(len(xy), generator=generator)[:max_points]]
-        frames.append(pd.DataFrame({"axis 1": xy[:, 0].numpy(), "axis 2": xy[:, 1].numpy(), "set": name}))
-    fig, ax = plt.subplots(figsize=(6.5, 5.5), constrained_layout=True)
+        frames.append(
+            pd.DataFrame({"axis 1": xy[:, 0].numpy(), "axis 2": xy[:, 1].numpy(), "set": names.get(name, name)})
+        )
+    fig, ax = plt.subplots(figsize=(8.5, 5.5), constrained_layout=True)
     sns.scatterplot(
         pd.concat(frames, ignore_index=True), x="axis 1", y="axis 2", hue="set", s=8, alpha=0.5, linewidth=0, ax=ax
     )
     ax.set(xlabel="first principal axis", ylabel="second principal axis", title=title)
-    ax.legend(markerscale=2, fontsize=8)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), markerscale=2, fontsize=8, frameon=False)
     return fig
 
 
-def plot_dim_sweep(frame: pd.DataFrame, mark: int | None = None, mark_label: str = "d = C − 1") -> plt.Figure:
-    """AUROC against a dimension d (log scale), one line per OOD set; a dashed line at d = ``mark``.
+def plot_dim_sweep(
+    frame: pd.DataFrame, mark: int | None = None, mark_label: str = "d = C − 1", names: dict[str, str] | None = None
+) -> plt.Figure:
+    """AUROC against a dimension d (log scale), one line per OOD set; a dashed line at d = ``mark``, named
+    in the legend (right of the axes) and by a tick on the top edge, off the curves.
 
-    ``frame``: columns "d", "auroc" and "OOD set" (e.g. NECO's AUROC for d = 1 … p).
+    ``frame``: columns "d", "auroc" and "OOD set" (e.g. NECO's AUROC for d = 1 … p); ``names``: {OOD set:
+    label} for the legend.
     """
-    fig, ax = plt.subplots(figsize=(7.5, 4), constrained_layout=True)
+    frame = frame.assign(**{"OOD set": frame["OOD set"].map(lambda s: (names or {}).get(s, s))})
+    fig, ax = plt.subplots(figsize=(9.5, 4), constrained_layout=True)
     sns.lineplot(frame, x="d", y="auroc", hue="OOD set", ax=ax)
-    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance (0.5)")
+    ax.set(xscale="log", xlabel="dimension d (log scale)", ylabel="AUROC (ID against the OOD set)")
     if mark is not None:
-        ax.axvline(mark, color="black", linestyle="--", linewidth=1)
-        ax.annotate(
-            mark_label, (mark, 1.0), xycoords=("data", "axes fraction"), xytext=(4, -14), textcoords="offset points"
-        )
-    ax.set(xscale="log", xlabel="dimension d", ylabel="AUROC")
+        ax.axvline(mark, color="black", linestyle="--", linewidth=1, label=f"{mark_label} = {mark}")
+        top = ax.secondary_xaxis("top")  # the mark's name in the margin, above the curves
+        top.set_xticks([mark], [mark_label], minor=False)
+        top.set_xticks([], minor=True)
+        top.tick_params(length=4, labelsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9, frameon=False)
     return fig
 
 
-def plot_nc5_over_training(frame: pd.DataFrame) -> plt.Figure:
-    """NC5 (left, ideal 0) and, if the frame has it, NECO's AUROC (right) against the epoch, per OOD set.
+def plot_nc5_over_training(frame: pd.DataFrame, names: dict[str, str] | None = None) -> plt.Figure:
+    """NC5 (left, ideal 0) and, if the frame has it, NECO's AUROC (right) against the epoch, per set; one
+    legend, right of the panels.
 
-    ``frame``: columns "epoch", "OOD set", "nc5" and optionally "neco_auroc".
+    ``frame``: columns "epoch", "OOD set", "nc5" and optionally "neco_auroc"; ``names``: {set: label}.
     """
-    panels = [("nc5", "NC5 = mean |cos(μ_c, μ_OOD)|  (ideal 0)"), ("neco_auroc", "NECO AUROC")]
-    panels = [(column, title) for column, title in panels if column in frame]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False, constrained_layout=True)
-    for ax, (column, title) in zip(axes[0], panels):
-        sns.lineplot(frame, x="epoch", y=column, hue="OOD set", marker="o", ax=ax, legend=ax is axes[0, -1])
-        ax.set(title=title, ylabel="", xscale="log" if frame["epoch"].max() > 20 else "linear")
+    frame = frame.assign(**{"OOD set": frame["OOD set"].map(lambda s: (names or {}).get(s, s))})
+    panels = [
+        ("nc5", "NC5 = mean |cos(μ_c, μ_OOD)|  (ideal 0)", metric_label("nc5")),
+        ("neco_auroc", "NECO AUROC", "AUROC of NECO (ID against the set)"),
+    ]
+    panels = [panel for panel in panels if panel[0] in frame]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels) + 2.5, 4), squeeze=False, constrained_layout=True)
+    for ax, (column, title, label) in zip(axes[0], panels):
+        sns.lineplot(frame, x="epoch", y=column, hue="OOD set", marker="o", ax=ax)
+        ax.set(title=title, ylabel=label, xscale="log" if frame["epoch"].max() > 20 else "linear")
         if frame["epoch"].max() <= 20:
             ax.set_xticks(sorted(frame["epoch"].unique()))
-    sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1, 1))
+    figure_legend(fig, axes, "right", title="set")
     return fig

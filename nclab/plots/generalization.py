@@ -9,6 +9,8 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from .style import figure_legend
+
 __all__ = ["plot_ood_generalization", "plot_etf_vs_accuracy", "plot_partition", "plot_mask", "plot_masked_sample"]
 
 
@@ -48,15 +50,18 @@ def plot_partition(frame: pd.DataFrame) -> plt.Figure:
     """Environment inference round by round: the size of each inferred environment (left) and the fraction
     of its samples whose colour agrees with their label (right). ``frame``: the output of
     ``nclab.tables.partition_rounds``."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 3.8), constrained_layout=True)
     frame = frame.assign(environment=frame["environment"].astype(str))
     sns.lineplot(frame, x="round", y="samples", hue="environment", marker="o", ax=axes[0])
-    axes[0].set(title="samples per inferred environment", xlabel="round (0 = the starting split)")
+    axes[0].set(title="samples per inferred environment", xlabel="round (0 = the starting split)",
+                ylabel="samples")  # fmt: skip
     if "colour_agrees" in frame:
         sns.lineplot(frame, x="round", y="colour_agrees", hue="environment", marker="o", ax=axes[1], legend=False)
-        axes[1].set(ylim=(-0.02, 1.02), title="colour agrees with the label", xlabel="round", ylabel="fraction")
+        axes[1].set(ylim=(-0.02, 1.02), title="colour agrees with the label", xlabel="round",
+                    ylabel="fraction whose colour agrees")  # fmt: skip
     for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)
+    figure_legend(fig, axes, "right", title="inferred environment")
     return fig
 
 

@@ -7,6 +7,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from .style import figure_legend
+
 __all__ = ["plot_class_histogram", "plot_class_alignment", "plot_group_accuracy", "plot_accuracy_vs_alignment"]
 
 GROUP_COLOURS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
@@ -17,12 +19,12 @@ def plot_class_histogram(counts, groups: list[str], title: str = "training image
     group. ``counts``: (C,) images per class; ``groups``: the group of every class
     (``nclab.data.class_groups``)."""
     counts = [int(n) for n in counts]
-    fig, ax = plt.subplots(figsize=(9, 3.5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(10.5, 3.5), constrained_layout=True)
     ax.bar(range(len(counts)), counts, color=[GROUP_COLOURS[g] for g in groups], width=0.9)
     for group, colour in GROUP_COLOURS.items():
         ax.bar([], [], color=colour, label=f"{group} ({groups.count(group)} classes)")
-    ax.set(xlabel="class", ylabel="training images (log)", yscale="log", title=title)
-    ax.legend()
+    ax.set(xlabel="class", ylabel="training images (log scale)", yscale="log", title=title)
+    figure_legend(fig, [ax], "right", title="group")
     return fig
 
 
@@ -33,14 +35,14 @@ def plot_class_alignment(per_class: dict[str, pd.DataFrame]) -> plt.Figure:
     frame = pd.concat(
         [table.reset_index(names="rank").assign(method=name) for name, table in per_class.items()], ignore_index=True
     )
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True)
-    for ax, column, label in [
-        (axes[0], "alignment", "cos(w_c, μ_c − μ_G)"),
-        (axes[1], "weight_norm", "‖w_c‖"),
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), constrained_layout=True)
+    for ax, column, label, symbol in [
+        (axes[0], "alignment", "alignment", "cos(w_c, μ_c − μ_G)"),
+        (axes[1], "weight_norm", "classifier norm", "‖w_c‖"),
     ]:
         sns.lineplot(frame, x="rank", y=column, hue="method", ax=ax, marker="o", markersize=4, legend=ax is axes[1])
-        ax.set(xlabel="class, from the largest to the smallest", ylabel=label, title=f"{label} by class")
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+        ax.set(xlabel="class, from the largest to the smallest", ylabel=f"{label} {symbol}", title=f"{symbol} by class")
+    figure_legend(fig, axes, "right")
     return fig
 
 

@@ -15,41 +15,49 @@ import torch
 from ..collapse import class_means
 from ..features import FeatureSet
 from ..ufm import optimum
+from .style import figure_legend, metric_label
 
 __all__ = ["plot_ufm_trajectory", "plot_simplex", "plot_cosine_search", "plot_lambda_sweep", "plot_imbalance_sweep"]
 
 ZERO = 1e-16  # an exact 0 (NC4's mismatch once every sample agrees) is drawn here on a log axis
 
-_UFM_PANELS = {  # title: {legend label: column}
-    "NC1: Tr(Σ_W Σ_B†)/C": {"": "nc1"},
-    "NC2: equinorm (CoV of norms)": {"means": "nc2_equinorm_means", "weights": "nc2_equinorm_weights"},
-    "NC2: equiangularity (std of cosines)": {"means": "nc2_equiangular_means", "weights": "nc2_equiangular_weights"},
-    "NC2: max-angle (mean |cos + 1/(C−1)|)": {"means": "nc2_maxangle_means", "weights": "nc2_maxangle_weights"},
-    "NC2: ‖WWᵀ − ETF‖ (normalised)": {"": "nc2_etf_distance"},
-    "NC3: ‖Wᵀ/‖W‖ − M/‖M‖‖²": {"": "nc3"},
-    "NC4: mismatch with the NCC classifier": {"": "nc4_ncc_mismatch"},
+_UFM_PANELS = {  # title (the formula): {legend label: column}; the y-axis names the metric in words
+    "Tr(Σ_W Σ_B†)/C": {"": "nc1"},
+    "CoV of the norms": {"means": "nc2_equinorm_means", "weights": "nc2_equinorm_weights"},
+    "std of the pairwise cosines": {"means": "nc2_equiangular_means", "weights": "nc2_equiangular_weights"},
+    "mean |cos + 1/(C−1)|": {"means": "nc2_maxangle_means", "weights": "nc2_maxangle_weights"},
+    "‖WWᵀ/‖WWᵀ‖ − ETF‖ (normalised)": {"": "nc2_etf_distance"},
+    "‖Wᵀ/‖W‖ − M/‖M‖‖²": {"": "nc3"},
+    "fraction where argmax Wh + b ≠ argmin ‖h − μ_c‖": {"": "nc4_ncc_mismatch"},
     "objective − closed-form optimum": {"": "gap"},
 }
+_CURVE_NAMES = {"means": "class means μ_c − μ_G", "weights": "classifier rows w_c"}
+_LABELS = {"gap": "distance to the optimum (objective gap)"}
 
 
 def plot_ufm_trajectory(trajectory: pd.DataFrame, optimum: float | None = None, title: str | None = None) -> plt.Figure:
     """Every SPEC §1 metric of a UFM run (``UFM.fit``'s trajectory) against the gradient step, both axes
-    logarithmic, in the layout of ``plot_collapse``. ``optimum``: the closed-form objective
-    (``ufm.optimum(...)["objective"]``), whose gap to the objective gets the last panel. Step 0 has no
-    place on a log axis and is left out; an exact 0 is drawn at 10⁻¹⁶ (:data:`ZERO`)."""
+    logarithmic, in the layout of ``plot_collapse``: each y-axis names its metric in words, each title
+    gives its formula; one legend (NC2 of the class means and of the classifier rows), below. ``optimum``:
+    the closed-form objective (``ufm.optimum(...)["objective"]``), whose gap to the objective gets the
+    last panel. Step 0 has no place on a log axis and is left out; an exact 0 is drawn at 10⁻¹⁶
+    (:data:`ZERO`)."""
     frame = trajectory[trajectory["step"] > 0].copy()
     if optimum is not None:
         frame["gap"] = frame["objective"] - optimum
     panels = {name: columns for name, columns in _UFM_PANELS.items() if set(columns.values()) <= set(frame)}
-    fig, axes = plt.subplots(2, 4, figsize=(18, 7.5), constrained_layout=True)
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8), constrained_layout=True)
     for ax, (name, columns) in zip(axes.flat, panels.items()):
         for label, column in columns.items():
-            ax.plot(frame["step"], frame[column].clip(lower=ZERO), marker="o", markersize=3, label=label or None)
-        ax.set(xscale="log", yscale="log", xlabel="gradient step", title=name)
-        if len(columns) > 1:
-            ax.legend(fontsize=8)
+            ax.plot(frame["step"], frame[column].clip(lower=ZERO), marker="o", markersize=3,
+                    label=_CURVE_NAMES.get(label))  # fmt: skip
+        column = next(iter(columns.values()))
+        ylabel = _LABELS.get(column) or metric_label(column, log=True, wrap=True)
+        ax.set(xscale="log", yscale="log", xlabel="gradient step (log scale)", ylabel=ylabel, title=name)
+        ax.title.set_fontsize(10)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
+    figure_legend(fig, axes, "below", title="NC2 of the")
     if title:
         fig.suptitle(title)
     return fig
@@ -91,7 +99,7 @@ def plot_simplex(snapshots: dict[int, FeatureSet], steps: list[int], title: str 
 def plot_cosine_search(frame: pd.DataFrame) -> plt.Figure:
     """The pairwise cosines of the best configurations of ``ufm.cosine_table``: the mean (left) and the
     largest (right) against C, one line per dimension, the bound −1/(C−1) dashed."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True, constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 3.8), sharey=True, constrained_layout=True)
     bound = frame.drop_duplicates("C").sort_values("C")
     for ax, (column, what) in zip(axes, (("mean", "mean"), ("largest", "largest"))):
         shown = frame[frame["target"] == column]
@@ -99,10 +107,10 @@ def plot_cosine_search(frame: pd.DataFrame) -> plt.Figure:
         ax.plot(bound["C"], bound["bound"], "k--", label="−1/(C−1)")
         ax.set(
             xlabel="number of vectors C",
-            ylabel="cosine",
+            ylabel=f"{what} pairwise cosine",
             title=f"the {what} pairwise cosine, made as small as possible",
         )
-        ax.legend(fontsize=8)
+    figure_legend(fig, axes, "right", title="dimension p")
     return fig
 
 
@@ -113,14 +121,14 @@ def plot_lambda_sweep(frame: pd.DataFrame) -> plt.Figure:
     C, n = int(frame["C"].iloc[0]), int(frame["n"].iloc[0])
     grid = np.geomspace(frame["lambda"].min(), frame["lambda"].max(), 200)
     closed = pd.DataFrame([optimum(C, n, lam, lam) for lam in grid])
-    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(8.5, 4), constrained_layout=True)
     for name, colour in (("w_norm", "tab:blue"), ("h_norm", "tab:orange")):
         ax.plot(grid, closed[name], color=colour, label=f"{name}: closed form")
         ax.plot(frame["lambda"], frame[name], "o", color=colour, label=f"{name}: gradient descent")
     ax.axvline(1 / (C * math.sqrt(n)), color="grey", linestyle=":", label="κ = 1/C")
-    ax.set(xscale="log", xlabel="weight decay λ (= λ_H = λ_W = λ_b)", ylabel="mean norm",
+    ax.set(xscale="log", xlabel="weight decay λ (= λ_H = λ_W = λ_b), log scale", ylabel="mean norm",
            title=f"norms at the optimum (C = {C}, n = {n})")  # fmt: skip
-    ax.legend(fontsize=8)
+    figure_legend(fig, [ax], "right")
     return fig
 
 
@@ -128,14 +136,15 @@ def plot_imbalance_sweep(frame: pd.DataFrame) -> plt.Figure:
     """``ufm.imbalance_sweep``: the cosine between the minority classifier rows and between the minority
     class means against the imbalance ratio (left; dashed: the ETF's −1/(C−1)), and the minority classes'
     training accuracy (right)."""
-    fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(13, 3.8), constrained_layout=True)
     ax.plot(frame["ratio"], frame["cos_minority_weights"], "o-", label="minority rows of W")
     ax.plot(frame["ratio"], frame["cos_minority_means"], "s-", label="minority class means")
     ax.axhline(frame["cos_etf"].iloc[0], color="k", linestyle="--", label="ETF: −1/(C−1)")
     ax.axhline(1, color="grey", linestyle=":", label="merged")
-    ax.set(xscale="log", xlabel="majority / minority size", ylabel="cosine", title="minority collapse")
-    ax.legend(fontsize=8)
+    ax.set(xscale="log", xlabel="majority / minority size (log scale)", ylabel="cosine between minority classes",
+           title="minority collapse")  # fmt: skip
+    figure_legend(fig, [ax, ax_acc], "right")
     ax_acc.plot(frame["ratio"], frame["minority_accuracy"], "o-", color="tab:red")
-    ax_acc.set(xscale="log", xlabel="majority / minority size", ylabel="accuracy", ylim=(-0.05, 1.05),
+    ax_acc.set(xscale="log", xlabel="majority / minority size (log scale)", ylabel="accuracy", ylim=(-0.05, 1.05),
                title="training accuracy of the minority classes")  # fmt: skip
     return fig

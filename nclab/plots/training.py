@@ -12,6 +12,7 @@ from matplotlib import ticker
 from ..collapse import class_means, gram_of_means
 from ..data import ImageSet
 from ..etf import simplex_etf_gram
+from .style import figure_legend, is_accuracy, metric_label
 
 __all__ = [
     "history_frame",
@@ -53,24 +54,28 @@ def _epoch_axis(ax: plt.Axes) -> None:
 
 
 def plot_history(histories: dict[str, list[dict]], title: str | None = None) -> plt.Figure:
-    """Loss, accuracy and learning rate against the epoch for each run (colour) and split (dashes).
+    """Loss, accuracy and learning rate against the epoch for each run (colour) and split (dashes); one
+    legend, right of the panels.
 
     ``histories``: {"regime A": run.history, …}. Train metrics are averaged over the augmented batches
     of the epoch; test metrics are measured after it, without augmentation.
     """
     frame = history_frame(histories)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4), constrained_layout=True)
     markers = frame["epoch"].nunique() <= 12  # few epochs: show the points
     for ax, metric in zip(axes[:2], ("loss", "accuracy")):
         sns.lineplot(frame, x="epoch", y=metric, hue="run", style="split", ax=ax, marker="o" if markers else None)
     axes[0].set_yscale("log")
+    axes[0].set_ylabel("loss, log scale\n(cross-entropy)")
     axes[1].set_ylim(0, 1)
+    axes[1].set_ylabel("accuracy")
     lrs = frame.drop_duplicates(["run", "epoch"])
     sns.lineplot(lrs, x="epoch", y="lr", hue="run", ax=axes[2], drawstyle="steps-post", legend=False)
     axes[2].set_yscale("log")
-    axes[2].set_ylabel("learning rate (start of epoch)")
+    axes[2].set_ylabel("learning rate, log scale\n(at the start of each epoch)")
     for ax in axes:
         _epoch_axis(ax)
+    figure_legend(fig, axes, "right")
     if title:
         fig.suptitle(title)
     return fig
@@ -108,33 +113,29 @@ def show_images(
 # ----------------------------------------------------------------------------------------------------
 # Neural collapse
 
-_COLLAPSE_PANELS = [  # (title, columns: {label: key}, log scale)
-    ("NC1: Tr(Σ_W Σ_B†)/C", {"": "nc1"}, True),
-    ("NC2: equinorm (CoV of norms)", {"means": "nc2_equinorm_means", "weights": "nc2_equinorm_weights"}, False),
-    (
-        "NC2: equiangularity (std of cosines)",
-        {"means": "nc2_equiangular_means", "weights": "nc2_equiangular_weights"},
-        False,
-    ),
-    (
-        "NC2: max-angle (mean |cos + 1/(C−1)|)",
-        {"means": "nc2_maxangle_means", "weights": "nc2_maxangle_weights"},
-        False,
-    ),
-    ("NC3: ‖Wᵀ/‖W‖ − M/‖M‖‖²", {"": "nc3"}, True),
-    ("NC4: mismatch with the NCC classifier", {"": "nc4_ncc_mismatch"}, False),
-    ("accuracy", {"": "accuracy"}, False),
-]
+_COLLAPSE_PANELS = [  # (title: the formula, columns: {line label: key}, log scale); y-label from METRIC_LABELS
+    ("Tr(Σ_W Σ_B†)/C", {"": "nc1"}, True),
+    ("CoV of the norms of μ_c − μ_G and of w_c", {"means": "nc2_equinorm_means", "weights": "nc2_equinorm_weights"},
+     False),
+    ("std of the pairwise cosines", {"means": "nc2_equiangular_means", "weights": "nc2_equiangular_weights"}, False),
+    ("mean |cos + 1/(C−1)|", {"means": "nc2_maxangle_means", "weights": "nc2_maxangle_weights"}, False),
+    ("‖Wᵀ/‖W‖ − M/‖M‖‖²", {"": "nc3"}, True),
+    ("fraction where argmax Wh + b ≠ argmin ‖h − μ_c‖", {"": "nc4_ncc_mismatch"}, False),
+    ("top-1 accuracy", {"": "accuracy"}, False),
+]  # fmt: skip
+_CURVES = {"train": "", "test": (4, 2), "classifier W": (1, 2)}  # line style of each curve, in every panel
 
 
 def plot_collapse(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
     """NC1–NC4 and accuracy against the epoch, in the style of Papyan et al. (2020), Figs. 2–7.
 
     ``frame``: the output of ``nclab.tables.nc_over_training`` (rows with stage "output"). Colour = run,
-    line style = split (or means/weights for NC2). Every metric's ideal value is 0 (accuracy: 1).
+    line style = split (train solid, test dashed; the classifier's own NC2, dotted); one legend, right
+    of the panels. Each y-axis names its metric in words; every metric's ideal value is 0 (accuracy: 1,
+    on a linear axis).
     """
     frame = frame[frame.get("stage", "output") == "output"] if "stage" in frame else frame
-    fig, axes = plt.subplots(2, 4, figsize=(18, 7.5), constrained_layout=True)
+    fig, axes = plt.subplots(2, 4, figsize=(19, 7.5), constrained_layout=True)
     for ax, (panel, columns, log) in zip(axes.flat, _COLLAPSE_PANELS):
         long = frame.melt(
             id_vars=["run", "epoch", "split"],
@@ -143,15 +144,25 @@ def plot_collapse(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
             value_name="value",
         )
         long = long[~(long["metric"].str.endswith("_weights") & (long["split"] != "train"))]  # W: one per epoch
-        long["curve"] = long["split"] + long["metric"].map({v: f" {k}" if k else "" for k, v in columns.items()})
-        long.loc[long["metric"].str.endswith("_weights"), "curve"] = "weights"
-        sns.lineplot(long, x="epoch", y="value", hue="run", style="curve", marker="o", ax=ax)
-        ax.set(title=panel, ylabel="", xscale="log" if frame["epoch"].max() > 20 else "linear")
-        if log and (long["value"] > 0).all():
+        long["curve"] = long["split"].where(~long["metric"].str.endswith("_weights"), "classifier W")
+        curves = [c for c in _CURVES if c in set(long["curve"])]
+        sns.lineplot(long, x="epoch", y="value", hue="run", style="curve", style_order=curves,
+                     dashes={c: _CURVES[c] for c in curves}, marker="o", ax=ax)  # fmt: skip
+        metric = next(iter(columns.values()))
+        log = log and not is_accuracy(metric) and (long["value"] > 0).all()
+        ax.set(
+            title=panel,
+            ylabel=metric_label(metric, log, wrap=True),
+            xscale="log" if frame["epoch"].max() > 20 else "linear",
+        )
+        ax.title.set_fontsize(10)
+        if log:
             ax.set_yscale("log")
+        if is_accuracy(metric):
+            ax.set_ylim(0, 1.02)
         _epoch_axis(ax)
-        ax.legend(fontsize=7)
     axes.flat[-1].axis("off")
+    figure_legend(fig, axes, "right")
     if title:
         fig.suptitle(title)
     return fig
@@ -195,26 +206,36 @@ def plot_geometry(
         mean = (means[c] - centre) @ basis
         ax_proj.scatter(mean[0], mean[1], s=160, marker="*", color=dots.get_facecolor()[0][:3], edgecolor="k")
     ax_proj.set(title="features of three classes, on the plane of their means", aspect="equal")
-    ax_proj.legend(fontsize=8, markerscale=2)
+    figure_legend(fig, [ax_proj], "right", markerscale=2)
     if title:
         fig.suptitle(title)
     return fig
 
 
 def plot_stages(frame: pd.DataFrame, metric: str = "nc1") -> plt.Figure:
-    """``metric`` at the output of every residual stage (x) for each run and saved epoch (colour)."""
+    """``metric`` at the output of every residual stage (x) for each run and saved epoch (colour); one
+    legend, right of the panels. NC metrics on a log axis; an accuracy (``ncc_accuracy``) on [0, 1]."""
     stages = frame[frame["stage"] != "output"]
     fig, axes = plt.subplots(
         1,
         stages["run"].nunique(),
-        figsize=(6 * stages["run"].nunique(), 4),
+        figsize=(6 * stages["run"].nunique() + 1.5, 4),
         squeeze=False,
         sharey=True,
         constrained_layout=True,
     )
+    log = not is_accuracy(metric) and bool((stages[metric] > 0).all())
     for ax, (run, part) in zip(axes.flat, stages.groupby("run", sort=False)):
         sns.lineplot(part, x="stage", y=metric, hue="epoch", style="split", marker="o", ax=ax, palette="viridis")
-        ax.set(title=f"run {run}: {metric} by depth", yscale="log" if (part[metric] > 0).all() else "linear")
+        ax.set(
+            title=f"run {run}: {metric} by depth",
+            xlabel="stage (network depth)",
+            ylabel=metric_label(metric, log, wrap=True),
+        )
+        ax.set_yscale("log" if log else "linear")
+        if is_accuracy(metric):
+            ax.set_ylim(0, 1.02)
+    figure_legend(fig, axes, "right")
     return fig
 
 
@@ -224,6 +245,6 @@ def plot_class_variability(variability: torch.Tensor, classes: list[str], top: i
     frame = pd.DataFrame({"class": [classes[i] for i in order], "variability": variability.cpu()[order].numpy()})
     fig, ax = plt.subplots(figsize=(min(0.45 * len(frame) + 2, 14), 3.5), constrained_layout=True)
     sns.barplot(frame, x="class", y="variability", ax=ax, color="tab:blue")
-    ax.set(ylabel="Tr(Σ_W,c) / Tr(Σ_B)", title=f"the {len(frame)} least collapsed classes")
+    ax.set(ylabel="within-class variability\nTr(Σ_W,c) / Tr(Σ_B)", title=f"the {len(frame)} least collapsed classes")
     ax.tick_params(axis="x", rotation=60)
     return fig
