@@ -39,7 +39,7 @@ from . import heads, ood
 from .collapse import PRACTICAL_WORK_REPORT, centred_means, class_means, nc_metrics, variability_metrics
 from .data import DATASETS, GROUPS, ImageSet, class_groups
 from .data.mnist import COLOR_FLIPS
-from .data.standin import SOURCES
+from .data.standin import SHORT, SOURCES
 from .features import FeatureSet, cached_features
 from .probe import LinearProbe
 
@@ -233,13 +233,6 @@ def styled_report(
     )
 
 
-STANDIN_SHORT = {  # data.standin.SOURCES in a few words, for labels and titles
-    "cifar100": "MNIST digits 0–7",
-    "cifar10": "MNIST digits 8–9",
-    "svhn": "photo crops",
-}
-
-
 def set_names(sets: dict[str, ImageSet]) -> dict[str, str]:
     """{key: label} naming what each set is: "CIFAR-10" for the real data, "CIFAR-10 (stand-in: MNIST digits
     8–9)" for the offline stand-in (``ImageSet.standin``; ``nclab.data.standin``), "Gaussian noise" and
@@ -249,7 +242,7 @@ def set_names(sets: dict[str, ImageSet]) -> dict[str, str]:
     for key, data in sets.items():
         base = data.name.split("/")[0]  # "cifar10/test" → "cifar10"
         if base in DATASETS:
-            what = STANDIN_SHORT.get(base, SOURCES.get(base, "offline stand-in"))
+            what = SHORT.get(base, SOURCES.get(base, "offline stand-in"))
             names[key] = f"{DATASETS[base]} (stand-in: {what})" if data.standin else DATASETS[base]
         elif base.endswith("-noise"):
             kind = base.removesuffix("-noise")

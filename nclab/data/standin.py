@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-__all__ = ["SOURCES", "VERSION", "read", "write"]
+__all__ = ["SOURCES", "SHORT", "VERSION", "read", "write"]
 
 VERSION = 4  # bump when the recipe changes: every stand-in is then rebuilt
 
@@ -34,6 +34,7 @@ SOURCES = {
     "cifar10": "the held-out MNIST digits 8 and 9, tinted and resized to 32x32x3",
     "svhn": "32x32 crops of colour photographs shipped with scikit-learn and scikit-image",
 }
+SHORT = {"cifar100": "MNIST digits 0–7", "cifar10": "MNIST digits 8–9", "svhn": "photo crops"}  # for labels
 _DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry"]
 
