@@ -5,6 +5,7 @@ nclab sync [--notebooks notebooks] [--config _config.yml] [--check]
 nclab site student [--out _build/student-src] | nclab site check HTML_DIR
 nclab train [--profile full] [--regime A] [--regime B] [--method NAME …] [--notebook NN …] [--notebooks notebooks]
 nclab grade SUBMISSIONS_DIR NOTEBOOK [--out scores.csv] [--timeout 120] [--total-timeout 600] [--only-exercises]
+            [--retry-killed]
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run cells up to the last exercise only (faster: skips notebook 01's training)",
     )
+    grade.add_argument(
+        "--retry-killed",
+        action="store_true",
+        help="on a resumed run, grade again the submission that was running when the grader was stopped",
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=args.timeout,
                 total_timeout=args.total_timeout,
                 only_exercises=args.only_exercises,
+                retry_killed=args.retry_killed,
             )
     except (ValueError, OSError, RuntimeError) as error:  # SolutionLeak is a ValueError: it names the notebook and cell
         print(f"nclab {args.command}: error: {error}", file=sys.stderr)

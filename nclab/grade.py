@@ -23,12 +23,13 @@ frames of the grading cell): like nbgrader, it runs student code without a sandb
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
-import re
 import secrets
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -208,35 +209,108 @@ def _first_line(text: str, length: int = 100) -> str:
     return line if len(line) <= length else line[: length - 1] + "…"
 
 
+MAX_SUBMISSION_BYTES = 20 * 2**20  # a notebook of exercises is well under this; outputs are not needed
+
+
+def _read_submission(path: Path) -> tuple[bytes | None, str, str]:
+    """(content, "", "") of ``path`` if it is a regular file (not a link, directory, FIFO or device) of at
+    most ``MAX_SUBMISSION_BYTES``; else (None, status, problem). Opened without following links and without
+    blocking, then checked on the open file, so nothing can be swapped in between."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        kind = "a symbolic link" if path.is_symlink() else "unreadable"
+        return None, "invalid-file", f"not read: {kind} (submit a regular .ipynb file)"
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SUBMISSION_BYTES:
+        os.close(fd)
+        if info.st_size > MAX_SUBMISSION_BYTES and stat.S_ISREG(info.st_mode):
+            return None, "too-large", f"not read: {info.st_size:,} bytes, over the limit of {MAX_SUBMISSION_BYTES:,}"
+        mode = info.st_mode
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        return None, "invalid-file", f"not read: {kind} (submit a regular .ipynb file)"
+    with os.fdopen(fd, "rb") as file:
+        raw = file.read(MAX_SUBMISSION_BYTES + 1)
+    if len(raw) > MAX_SUBMISSION_BYTES:  # grew while being read
+        return None, "too-large", f"not read: over the limit of {MAX_SUBMISSION_BYTES:,} bytes"
+    return raw, "", ""
+
+
+def _parse(raw: bytes) -> nbformat.NotebookNode:
+    """The notebook in ``raw``; ValueError with a message that never quotes the file's content."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text (byte {error.start})") from None
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON (line {error.lineno}, column {error.colno})") from None
+    if not isinstance(content, dict) or not isinstance(content.get("cells"), list):
+        raise ValueError("JSON, but not a notebook (no list of cells)")
+    try:
+        return nbformat.reads(text, as_version=4)
+    except Exception as error:
+        raise ValueError(f"not a notebook nbformat can read ({type(error).__name__})") from None
+
+
 def _load(path: Path, hand: list[str] = ()) -> tuple[nbformat.NotebookNode | None, str, str, dict[str, str]]:
     """(notebook rebuilt from the submission's cell sources, status, problem, written answers to the
     questions ``hand``); notebook None if not gradable."""
     answers = {q: "" for q in hand}
-    raw = path.read_bytes()
+    raw, status, problem = _read_submission(path)
+    if raw is None:
+        return None, status, problem, answers
     if not raw.strip():
         return None, "empty", "the file is empty", answers
     try:
-        submitted = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        submitted = _parse(raw)
         answers = written_answers(submitted, list(hand))
         cells = []
         for cell in submitted.cells:
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             if not isinstance(source, str):
-                raise TypeError(f"a cell's source is {type(source).__name__}, not text")
+                raise ValueError(f"a cell's source is {type(source).__name__}, not text")
             cells.append(new_code_cell(source) if cell["cell_type"] == "code" else new_markdown_cell(source))
-    except Exception as error:  # not UTF-8, not JSON, not a notebook
-        return None, "invalid-notebook", f"not a valid notebook: {type(error).__name__}: {_first_line(error)}", answers
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # messages of ours: no file content
+        problem = str(error) if isinstance(error, ValueError) else f"a cell lacks its fields ({type(error).__name__})"
+        return None, "invalid-notebook", f"not a valid notebook: {problem}", answers
     if not any(cell.cell_type == "code" and cell.source.strip() for cell in cells):
         return None, "empty", "the notebook has no code", answers
     return new_notebook(cells=cells), "ok", "", answers
 
 
+def _bound_names(source: str) -> set[str] | None:
+    """Every name a cell binds (def, class, any assignment target — tuples, annotations, augmented,
+    walrus —, import as, for/with/except targets), or None if it does not parse (IPython syntax)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+    return names
+
+
 def _through_last_exercise(notebook: nbformat.NotebookNode, questions: list[str]) -> None:
-    """Drop the cells after the last one that defines an answer (they cannot change the points)."""
-    names = "|".join(re.escape(exercises.EXERCISES[q].answer) for q in questions)
-    defines = re.compile(rf"^\s*(def\s+({names})\b|({names})\s*=)", re.M)
+    """Drop the cells after the last one that defines an answer (they cannot change the points). A cell that
+    does not parse as Python (magics) counts as defining an answer if one of the names appears in it."""
+    answers = {exercises.EXERCISES[q].answer for q in questions}
+
+    def defines(source: str) -> bool:
+        bound = _bound_names(source)
+        return bool(answers & bound) if bound is not None else any(name in source for name in answers)
+
     last = max(
-        (i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and defines.search(cell.source)),
+        (i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and defines(cell.source)),
         default=len(notebook.cells) - 1,
     )
     del notebook.cells[last + 1 :]
@@ -295,8 +369,9 @@ def grade_submission(
     column, hand_max, seconds. Never raises because of the submission.
 
     status: ok, errors (a cell raised), timeout (a cell was interrupted, or the run passed
-    ``total_timeout``), kernel-died, invalid-notebook, empty, ungraded (no result from the grading
-    step), tampered (a forged result line), grader-error.
+    ``total_timeout``), kernel-died, invalid-file (a link, directory, FIFO: not read), too-large,
+    invalid-notebook, empty, ungraded (no result from the grading step), tampered (a forged result line),
+    grader-error; :func:`grade` adds grader-killed (the grader stopped while running this submission).
     """
     path, began = Path(path), time.perf_counter()
     nonce, report = secrets.token_hex(16), None
@@ -401,36 +476,58 @@ def grade(
     timeout: float = 120,
     total_timeout: float = 600,
     only_exercises: bool = False,
+    retry_killed: bool = False,
     progress=print,
 ) -> pd.DataFrame:
     """Grade every ``*.ipynb`` in ``submissions`` for ``notebook``; write ``out`` (CSV) and, beside it, a
     histogram of the totals (``out`` with suffix .png); return the table.
 
-    Kernels get :func:`kernel_environment`: the smoke profile unless the caller's environment says otherwise.
+    No row is ever lost: each is appended to a journal (``out`` + ``.partial``, flushed to disk) as soon as
+    it is graded, and the CSV is written to a temporary file renamed into place at the end. A grader that
+    was stopped (killed by a submission, or with the machine) is rerun with the same arguments: it resumes,
+    keeping the rows of unchanged submissions, and gives the submission it was running when it stopped the
+    status grader-killed (``retry_killed``: run it again instead). Every text cell that a spreadsheet would
+    run as a formula is neutralised. Kernels get :func:`kernel_environment`: the smoke profile unless the
+    caller's environment says otherwise.
     """
     questions, hand = questions_for(notebook), hand_questions_for(notebook)
-    paths = sorted(Path(submissions).glob("*.ipynb"))
+    paths = sorted(entry for entry in Path(submissions).iterdir() if entry.name.endswith(".ipynb"))
     if not paths:
         raise FileNotFoundError(f"No submissions (*.ipynb) in {submissions}.")
-    env = kernel_environment()
-    rows = []
-    for path in paths:
-        rows.append(
-            grade_submission(
-                path,
-                questions,
-                timeout=timeout,
-                total_timeout=total_timeout,
-                only_exercises=only_exercises,
-                env=env,
-                hand=hand,
-            )
-        )
-        row = rows[-1]
-        progress(f"{row['student']}: {row['status']}, {row['total']}/{row['max']} points ({row['seconds']:.0f} s)")
-    frame = pd.DataFrame(rows)
     out = Path(out)
-    frame.to_csv(out, index=False)
+    journal = out.with_name(out.name + ".partial")
+    graded, started = _read_journal(journal)
+    if graded or started:
+        progress(f"resuming from {journal}: {len(graded)} submissions already graded")
+    env, rows = kernel_environment(), []
+    with journal.open("a", encoding="utf-8") as log:
+        for path in paths:
+            identity = _identity(path)
+            if path.name in graded and graded[path.name]["identity"] == identity:
+                rows.append(graded[path.name]["row"])
+                continue
+            if path.name in started and not retry_killed:
+                row = _killed_row(path, questions, hand)
+            else:
+                _append(log, {"started": path.name})
+                row = grade_submission(
+                    path,
+                    questions,
+                    timeout=timeout,
+                    total_timeout=total_timeout,
+                    only_exercises=only_exercises,
+                    env=env,
+                    hand=hand,
+                )
+            _append(log, {"graded": path.name, "identity": identity, "row": row})
+            rows.append(row)
+            progress(f"{row['student']}: {row['status']}, {row['total']}/{row['max']} points ({row['seconds']:.0f} s)")
+    frame = pd.DataFrame(rows)
+    safe = frame.map(lambda value: _spreadsheet_safe(value) if isinstance(value, str) else value)
+    temporary = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    safe.to_csv(temporary, index=False)
+    os.replace(temporary, out)
+    journal.unlink()
     progress(summarize(frame, questions, out.with_suffix(".png")))
     written = [out, out.with_suffix(".png")]
     if hand:
@@ -446,6 +543,56 @@ def grade(
             progress(f"no instructor notebook found for {Path(notebook).name}: pass its path to get the rubric file")
     progress("wrote " + ", ".join(str(path) for path in written))
     return frame
+
+
+def _identity(path: Path) -> list:
+    """What a submission was when graded (kind, size, modification time), without reading or following it."""
+    info = path.lstat()
+    return [stat.S_IFMT(info.st_mode), info.st_size, info.st_mtime_ns]
+
+
+def _append(log, record: dict) -> None:
+    """One journal line, on disk before the grader goes on."""
+    log.write(json.dumps(record, ensure_ascii=True) + "\n")
+    log.flush()
+    os.fsync(log.fileno())
+
+
+def _read_journal(journal: Path) -> tuple[dict[str, dict], set[str]]:
+    """({file: {"identity", "row"}} graded, {file} started but not graded) from an interrupted run's journal;
+    a last line cut short by the interruption is ignored."""
+    graded, started = {}, set()
+    if not journal.exists():
+        return graded, started
+    for line in journal.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "graded" in record:
+            graded[record["graded"]] = record
+            started.discard(record["graded"])
+        elif "started" in record:
+            started.add(record["started"])
+    return graded, started
+
+
+def _killed_row(path: Path, questions: list[str], hand: list[str]) -> dict:
+    row = {
+        "student": path.stem,
+        "status": "grader-killed",
+        "errors": "the grader stopped while running this submission (killed by it?): rerun with --retry-killed "
+        "to grade it again",
+    }
+    for q in questions:
+        row[f"{q}_points"], row[f"{q}_feedback"] = 0, "not graded (grader-killed): see the errors column"
+    row["total"], row["max"] = 0, sum(exercises.points(q) for q in questions)
+    for q in hand:
+        row[f"{q}_answer"], row[f"{q}_points"] = "", ""
+    if hand:
+        row["hand_max"] = sum(exercises.points(q) for q in hand)
+    row["seconds"] = 0.0
+    return row
 
 
 def _instructor_notebook(notebook: str | Path) -> Path | None:

@@ -5,6 +5,8 @@ One session-scoped run of ``python -m nclab grade`` grades most of them (``--onl
 01's training cannot change the points); the hangs run alone with short time limits.
 """
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -293,3 +295,95 @@ def test_grading_cell_names_the_grader_copy_and_the_nonce():
     compile(source, "grading cell", "exec")
     assert str(grade._PACKAGE / "__init__.py") in source and "ab" * 16 in source
     assert "import nclab" not in textwrap.dedent(source)
+
+
+# --- no row ever lost: files that are not notebooks, formulas, an interrupted grader ----------------------
+
+
+def test_only_regular_files_are_read_and_errors_never_quote_the_file(tmp_path, monkeypatch):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:SECRET")
+    (tmp_path / "link.ipynb").symlink_to(secret)
+    (tmp_path / "folder.ipynb").mkdir()
+    os.mkfifo(tmp_path / "fifo.ipynb")
+    (tmp_path / "text.ipynb").write_text("SECRET, not JSON")
+    (tmp_path / "list.ipynb").write_text('["SECRET"]')
+    for name, status in [("link", "invalid-file"), ("folder", "invalid-file"), ("fifo", "invalid-file")]:
+        row = grade.grade_submission(tmp_path / f"{name}.ipynb", QUESTIONS)
+        assert row["status"] == status and "regular .ipynb" in row["errors"], name
+    for name in ("text", "list"):
+        row = grade.grade_submission(tmp_path / f"{name}.ipynb", QUESTIONS)
+        assert row["status"] == "invalid-notebook" and "SECRET" not in str(row), name
+    monkeypatch.setattr(grade, "MAX_SUBMISSION_BYTES", 10)
+    row = grade.grade_submission(tmp_path / "text.ipynb", QUESTIONS)
+    assert row["status"] == "too-large" and "SECRET" not in str(row)
+
+
+def test_answers_bound_by_any_assignment_are_found():
+    source = (
+        "import torch as random_flip_student\n(a, (random_crop_student, b)) = 1, (2, 3)\n"
+        "cifar_stem_layer: int = 3\nif (multistep_factor := 4): pass\nfor x, y in []: pass"
+    )
+    assert {"random_flip_student", "random_crop_student", "cifar_stem_layer", "multistep_factor", "x", "y"} <= (
+        grade._bound_names(source)
+    )
+    assert grade._bound_names("%timeit 1") is None
+    notebook = new_notebook(
+        cells=[new_code_cell("a, random_flip_student = 1, 2"), new_code_cell("x = 1"), new_code_cell("y = 2")]
+    )
+    grade._through_last_exercise(notebook, ["01_flip"])
+    assert [cell.source for cell in notebook.cells] == ["a, random_flip_student = 1, 2"]
+
+
+def test_every_text_cell_is_written_so_that_no_spreadsheet_runs_it(tmp_path):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for name in ['=HYPERLINK("x","y")', "+1", "@SUM(A1)", "-2", "plain"]:
+        (folder / f"{name}.ipynb").write_bytes(b"")
+    out = tmp_path / "scores.csv"
+    grade.grade(folder, "01_train_resnet18_cifar100.ipynb", out, progress=lambda *_: None)
+    students = sorted(grade.read_scores(out)["student"])
+    assert students == sorted(['\'=HYPERLINK("x","y")', "'+1", "'@SUM(A1)", "'-2", "plain"])
+    assert not out.with_name("scores.csv.partial").exists()
+
+
+def test_a_resumed_run_keeps_graded_rows_and_names_the_submission_that_stopped_the_grader(tmp_path):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for name in ("ada", "bob", "cy"):
+        (folder / f"{name}.ipynb").write_bytes(b"")
+    out = tmp_path / "scores.csv"
+    kept = {**grade.grade_submission(folder / "ada.ipynb", QUESTIONS), "seconds": 123.0}  # graded before the stop
+    journal = [
+        {"started": "ada.ipynb"},
+        {"graded": "ada.ipynb", "identity": grade._identity(folder / "ada.ipynb"), "row": kept},
+        {"started": "bob.ipynb"},
+    ]
+    out.with_name("scores.csv.partial").write_text("".join(json.dumps(r) + "\n" for r in journal) + '{"gra')
+    lines = []
+    frame = grade.grade(folder, "01_train_resnet18_cifar100.ipynb", out, progress=lines.append).set_index("student")
+    assert frame.loc["ada", "seconds"] == 123.0  # not graded again
+    assert frame.loc["bob", "status"] == "grader-killed" and "--retry-killed" in frame.loc["bob", "errors"]
+    assert frame.loc["cy", "status"] == "empty" and "resuming" in lines[0]
+    assert len(grade.read_scores(out)) == 3 and not out.with_name("scores.csv.partial").exists()
+
+
+def test_a_submission_that_kills_the_grader_loses_no_row_and_a_rerun_completes_the_csv(tmp_path):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    honest = "def ncc_accuracy_bounds_student(r, a):\n    return max(0.0, a + r - 1), 1 - abs(a - r)"
+    killer = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"
+    nbformat.write(new_notebook(cells=[new_code_cell(honest)]), folder / "a_honest.ipynb")
+    nbformat.write(new_notebook(cells=[new_code_cell(killer)]), folder / "b_killer.ipynb")
+    nbformat.write(new_notebook(cells=[new_code_cell(honest)]), folder / "c_honest.ipynb")
+    out = tmp_path / "scores.csv"
+    command = [sys.executable, "-m", "nclab", "grade", str(folder), "09_conventions_pitfalls.ipynb", "--out", str(out)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == -9 and not out.exists()  # the grader was killed, mid-run
+    assert '"graded": "a_honest.ipynb"' in out.with_name("scores.csv.partial").read_text()
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    rows = grade.read_scores(out).set_index("student")
+    assert list(rows.index) == ["a_honest", "b_killer", "c_honest"]
+    assert rows.loc["b_killer", "status"] == "grader-killed" and rows.loc["b_killer", "total"] == 0
+    assert rows.loc["a_honest", "09_bounds_points"] == rows.loc["c_honest", "09_bounds_points"] == 2

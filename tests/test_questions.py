@@ -149,3 +149,13 @@ def test_hand_graded_points_per_notebook():
         exercises.Question("cell", 0)
     with pytest.raises(ValueError, match="defined in two notebooks"):
         exercises.core.merge_tables(exercises.EXERCISES, {"01_flip": exercises.QUESTIONS["09_q_report"]})
+
+
+def test_the_readme_states_the_points_the_tables_hold():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").replace("\n", " ")
+    hand = sum(question.points for question in exercises.QUESTIONS.values())
+    automatic = sum(exercise.points for exercise in exercises.EXERCISES.values())
+    assert (
+        f"({hand} points over {len(exercises.QUESTIONS)} questions, beside {automatic} automatic points over " in readme
+    )
+    assert f"{automatic} automatic points over {len(exercises.EXERCISES)} exercises" in readme
