@@ -1,13 +1,18 @@
 # nclab — the commands of the README:
 #   make book   build the student site into _build/html: every notebook executed with its solutions (smoke
-#               profile by default), shown as the student sees it; fails if a solution reaches a page
+#               profile by default), shown as the student sees it; fails if a solution reaches a page. The
+#               site needs no network: MathJax and the widget manager are served from its _static/
 #   make book-instructor  the same site with the solutions, into _build/instructor/_build/html
-#   make test   ruff (lint + format check), unit tests + nbval on every notebook (smoke profile); fails if
-#               student/ is stale
+#   make test   ruff (lint + format check), unit tests + nbval on every notebook (smoke profile), and the
+#               built site of `make book` in headless Chromium (built first, in the test session's cache,
+#               when _build/html is missing); fails if student/ is stale
 #   make format apply ruff's fixes and formatting
 #   make student  rewrite the notebooks' Colab badges and install cells from the repository named in
 #               _config.yml, then write the student versions of notebooks/ into student/ (solutions removed)
-# Both create .venv from requirements.txt first when it is missing or out of date.
+# Each creates .venv from requirements.txt first when it is missing or out of date. The book targets also
+# install the site's JavaScript (npm packages pinned in nclab/site_assets.py, checked against their sha512)
+# into .venv/share/nclab-site; `make test` installs Debian's chromium when /usr/bin/chromium is missing
+# (apt-get, as root).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -16,7 +21,7 @@ export PATH := $(BIN):$(PATH)
 export NCLAB_PROFILE ?= smoke
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all book book-instructor test format student venv benchmark clean
+.PHONY: all book book-instructor test format student venv site-js benchmark clean
 
 all: book
 
@@ -29,21 +34,40 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-book: venv
+# MathJax, RequireJS and the Jupyter widget manager for the site (does nothing when already installed)
+site-js: venv
+	$(BIN)/python -m nclab.site_assets install
+
+# the browser of tests/test_browser.py (Playwright drives it; its own browser download is never used)
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+book: venv site-js
 	rm -rf _build/html
 	$(BIN)/python -m nclab site student --out _build/student-src
 	$(BIN)/jupyter-book build _build/student-src --path-output . --warningiserror --keep-going --nitpick
 	$(BIN)/python -m nclab site check _build/html
 	@echo "Student site built: open _build/html/index.html"
 
-book-instructor: venv
+book-instructor: venv site-js
 	$(BIN)/jupyter-book build . --path-output _build/instructor --warningiserror --keep-going --nitpick
 	@echo "Instructor site built: open _build/instructor/_build/html/index.html"
 
-test: venv
+# The browser test reads the built site: when there is none, the site is built first, in the test session's
+# cache (NCLAB_TEST_CACHE: CI's, or a temporary one removed afterwards), so that nbval then loads its runs.
+test: venv $(CHROMIUM)
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
-	$(BIN)/python -m pytest
+	@set -e; cache="$${NCLAB_TEST_CACHE:-}"; own=""; \
+	if [ -z "$$cache" ]; then cache="$$(mktemp -d "$${TMPDIR:-/tmp}/nclab-test-cache-XXXXXX")"; own="$$cache"; fi; \
+	trap 'if [ -n "$$own" ]; then rm -rf "$$own"; fi' EXIT; \
+	if [ ! -f _build/html/index.html ]; then \
+		echo "make test: no built site for the browser test: building it first (make book)"; \
+		NCLAB_CACHE="$$cache" $(MAKE) --no-print-directory book; \
+	fi; \
+	NCLAB_TEST_CACHE="$$cache" $(BIN)/python -m pytest
 
 format: venv
 	$(BIN)/ruff check --fix

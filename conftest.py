@@ -3,9 +3,10 @@
 Set here, before any kernel starts, so notebooks executed by nbval inherit it. Nothing is downloaded:
 the smoke profile reads the offline stand-in data sets.
 
-``NCLAB_TEST_CACHE`` (optional) names an empty folder to use as that cache and to keep after the session:
-CI (``.ci/run``) hands it to the book build, which then loads the runs nbval has just trained instead of
-training them a second time. Without it the cache is a temporary folder, removed at the end.
+``NCLAB_TEST_CACHE`` (optional) names a folder to use as that cache and to keep after the session: CI
+(``.ci/run``) and ``make test`` build the book with it as ``NCLAB_CACHE`` first, so that nbval loads the
+runs the book trained instead of training them a second time. Without it the cache is a temporary folder,
+removed at the end.
 """
 
 import os

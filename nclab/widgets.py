@@ -1,5 +1,9 @@
 """Interactive views for the notebooks (ipywidgets). Each function draws with a plain function of
-``nclab.plots`` that also works without widgets (the static book shows that figure)."""
+``nclab.plots`` that also works without widgets (the static book shows that figure).
+
+On the course's static site the widgets are frozen: the page shows the controls and the figure they drew
+when the notebook was executed, but nothing answers a control without a kernel. Each explorer with a slider
+says so once, above itself (:data:`STATIC_NOTE`)."""
 
 from __future__ import annotations
 
@@ -7,11 +11,28 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from . import collapse, ood, plots
 
-__all__ = ["collapse_explorer", "threshold_explorer", "layer_explorer", "mask_explorer", "alignment_explorer"]
+__all__ = [
+    "collapse_explorer",
+    "threshold_explorer",
+    "layer_explorer",
+    "mask_explorer",
+    "alignment_explorer",
+    "STATIC_NOTE",
+]
+
+STATIC_NOTE = (
+    "*On the course's static site these controls do not respond: the figure below is the one for the value "
+    "shown. Moving them needs a running kernel: open the notebook in Colab or Jupyter.*"
+)
+
+
+def _static_note():
+    """Display :data:`STATIC_NOTE` (once per explorer, above its controls)."""
+    display(Markdown(STATIC_NOTE))
 
 
 def collapse_explorer(
@@ -37,6 +58,7 @@ def collapse_explorer(
 
     slider.observe(draw, names="value")
     draw()
+    _static_note()
     display(widgets.VBox([slider, output]))
 
 
@@ -91,6 +113,7 @@ def threshold_explorer(scores: dict[str, dict], id_name: str = "ID"):
     ood_set.observe(reset_range, names="value")
     threshold.observe(draw, names="value")
     reset_range()
+    _static_note()
     display(widgets.VBox([widgets.HBox([detector, ood_set]), threshold, output]))
 
 
@@ -163,6 +186,7 @@ def mask_explorer(model, data, classes: list[str] | None = None):
 
     index.observe(draw, names="value")
     draw()
+    _static_note()
     display(widgets.VBox([index, output]))
 
 

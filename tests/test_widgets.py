@@ -134,3 +134,28 @@ def test_mask_explorer_shows_the_chosen_sample_through_the_mask(monkeypatch):
     torch.testing.assert_close(masked, model.eval().mask(x[None])[0])  # no noise: the eval mask
     assert caption.startswith("sample 3")
     plt.close("all")
+
+
+def _notes(shown):
+    from IPython.display import Markdown
+
+    return [obj for obj in shown if isinstance(obj, Markdown)]
+
+
+def test_each_slider_explorer_says_once_that_the_static_site_is_frozen(monkeypatch, toy_scores):
+    shown = []
+    monkeypatch.setattr(widgets, "display", lambda obj: shown.append(obj))
+    monkeypatch.setattr(plots, "plot_geometry", lambda *args, **kwargs: plt.figure())
+    snapshots = {epoch: FeatureSet(torch.randn(6, 4), torch.zeros(6, 3), torch.arange(6) % 3) for epoch in (1, 2)}
+    widgets.collapse_explorer(snapshots, ["a", "b", "c"])
+    assert _notes(shown) == [shown[-2]] and isinstance(shown[-1], ipywidgets.VBox)  # just above the controls
+    note = _notes(shown)[0].data
+    assert "static site" in note and "do not respond" in note and "Colab or Jupyter" in note
+    next(_find(shown[-1], ipywidgets.SelectionSlider)).value = 1  # a redraw does not repeat it
+    assert len(_notes(shown)) == 1
+    shown.clear()
+    widgets.threshold_explorer(toy_scores)
+    box = shown[-1]
+    next(_find(box, ipywidgets.Dropdown)).value = "flipped"  # new range, new figure, no new note
+    assert [note.data for note in _notes(shown)] == [widgets.STATIC_NOTE] == [shown[shown.index(box) - 1].data]
+    plt.close("all")
