@@ -152,6 +152,7 @@ def layer_explorer(layers: dict[str, tuple[dict, torch.Tensor]], classes: list[s
     model.observe(new_model, names="value")
     stage.observe(draw, names="value")
     draw()
+    _static_note()
     display(widgets.VBox([widgets.HBox([model, stage]), output]))
 
 
@@ -223,4 +224,5 @@ def alignment_explorer(per_class: dict[tuple, pd.DataFrame]):
     factor.observe(new_factor, names="value")
     chosen.observe(draw, names="value")
     new_factor()
+    _static_note()
     display(widgets.VBox([widgets.HBox([factor, chosen]), output]))

@@ -2,6 +2,7 @@
 
 import ipywidgets
 import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 import torch
 
@@ -158,4 +159,18 @@ def test_each_slider_explorer_says_once_that_the_static_site_is_frozen(monkeypat
     box = shown[-1]
     next(_find(box, ipywidgets.Dropdown)).value = "flipped"  # new range, new figure, no new note
     assert [note.data for note in _notes(shown)] == [widgets.STATIC_NOTE] == [shown[shown.index(box) - 1].data]
+    plt.close("all")
+
+
+def test_the_layer_and_alignment_explorers_say_it_too(monkeypatch):
+    shown = []
+    monkeypatch.setattr(widgets, "display", lambda obj: shown.append(obj))
+    monkeypatch.setattr(plots, "plot_geometry", lambda *args, **kwargs: plt.figure())
+    monkeypatch.setattr(plots, "plot_class_alignment", lambda *args, **kwargs: plt.figure())
+    labels = torch.arange(12) % 3
+    widgets.layer_explorer({"m": ({"layer4": torch.randn(12, 5)}, labels)}, ["a", "b", "c"])
+    assert [note.data for note in _notes(shown)] == [widgets.STATIC_NOTE] and shown[-2].data == widgets.STATIC_NOTE
+    shown.clear()
+    widgets.alignment_explorer({(10, "ce"): pd.DataFrame({"x": [1]}), (10, "spa"): pd.DataFrame({"x": [2]})})
+    assert [note.data for note in _notes(shown)] == [widgets.STATIC_NOTE] and shown[-2].data == widgets.STATIC_NOTE
     plt.close("all")
