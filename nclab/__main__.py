@@ -5,7 +5,7 @@ nclab sync [--notebooks notebooks] [--config _config.yml] [--check]
 nclab site student [--out _build/student-src] | nclab site check HTML_DIR
 nclab train [--profile full] [--regime A] [--regime B] [--method NAME …] [--notebook NN …] [--notebooks notebooks]
 nclab grade SUBMISSIONS_DIR NOTEBOOK [--out scores.csv] [--timeout 120] [--total-timeout 600] [--only-exercises]
-            [--retry-killed]
+            [--retry-killed] [--unsafe]
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="on a resumed run, grade again the submission that was running when the grader was stopped",
     )
+    grade.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="grade without the sandbox (when not root): the students' code then runs as you",
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -119,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 total_timeout=args.total_timeout,
                 only_exercises=args.only_exercises,
                 retry_killed=args.retry_killed,
+                unsafe=args.unsafe,
             )
     except (ValueError, OSError, RuntimeError) as error:  # SolutionLeak is a ValueError: it names the notebook and cell
         print(f"nclab {args.command}: error: {error}", file=sys.stderr)

@@ -16,9 +16,12 @@ an empty ``<question>_points`` column for the instructor to fill in; ``hand_max`
 rubric file (the model answers of the instructor's notebook) is written beside the CSV when that notebook
 is found.
 
-Limits: this defeats overwritten checks, fake result lines, deleted and reordered cells, hangs and
-crashes, not a student who attacks the grader's own code in the kernel (patching torch, or the stack
-frames of the grading cell): like nbgrader, it runs student code without a sandbox.
+Each kernel runs in :mod:`nclab.sandbox` (as root: an unprivileged user in its own PID, mount and network
+namespaces, the package read-only, the submissions folder and the results hidden, rlimits, every process
+killed when the submission ends; not root: refused unless ``unsafe``), and the grader keeps at most
+``MAX_OUTPUT_BYTES`` of outputs per cell. Limits: the comparison itself still runs inside the student's
+kernel, after the student's code, so a student who patches torch or the grading cell's frames in the kernel
+can still fake a pass (issue 16: compare in the grader).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from . import exercises
+from . import config, exercises, sandbox
 
 __all__ = [
     "questions_for",
@@ -363,6 +366,8 @@ def grade_submission(
     only_exercises: bool = False,
     env: dict | None = None,
     hand: list[str] = (),
+    hide: list[str | Path] = (),
+    unsafe: bool = False,
 ) -> dict:
     """One CSV row for the submission at ``path``: student, status, errors, points and feedback per
     question, total, max, then per hand-graded question of ``hand`` the written answer and an empty points
@@ -382,7 +387,15 @@ def grade_submission(
         notebook.cells.append(new_code_cell(grading_cell(questions, nonce, seconds_per_check)))
         try:
             status, errors, report = _execute(
-                notebook, questions, nonce, timeout, total_timeout, seconds_per_check, env
+                notebook,
+                questions,
+                nonce,
+                timeout,
+                total_timeout,
+                seconds_per_check,
+                env,
+                [path.resolve().parent, *hide],
+                unsafe,
             )
         except Exception as error:  # a failure of the grader itself: keep grading the others
             status, errors = "grader-error", [f"{type(error).__name__}: {_first_line(error)}"]
@@ -404,7 +417,63 @@ def grade_submission(
     return row
 
 
-def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_check, env):
+MAX_OUTPUT_BYTES = 2 * 2**20  # kept per cell; the rest of a flood is dropped (the result line never is)
+
+
+MAX_MESSAGE_BYTES = 16 * 2**20  # one message from the kernel; a larger one is dropped by ZMQ before it is read
+
+
+def _capped_kernel_client():
+    """The kernel client class whose iopub socket refuses messages over ``MAX_MESSAGE_BYTES`` (ZMQ drops
+    the connection, which reconnects, before a byte is stored): ipykernel sends a print loop's output as one
+    message per flush, so a flood would otherwise arrive as messages of gigabytes."""
+    import zmq
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    class CappedKernelClient(AsyncKernelClient):
+        def _create_connected_socket(self, channel, identity=None):
+            if channel != "iopub":
+                return super()._create_connected_socket(channel, identity)
+            context_socket = self.context.socket
+
+            def socket(kind):
+                made = context_socket(kind)
+                made.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+                return made
+
+            self.context.socket = socket  # the one socket made below gets the limit before it connects
+            try:
+                return super()._create_connected_socket(channel, identity)
+            finally:
+                del self.context.socket
+
+    return CappedKernelClient
+
+
+class _CappedClient(NotebookClient):
+    """A NotebookClient that keeps at most ``MAX_OUTPUT_BYTES`` of outputs per cell (an endless ``print``
+    would otherwise grow the grader without bound); past that, only stream messages that carry this run's
+    tagged result line (``marker``) are kept, at most three (two already mean tampering)."""
+
+    marker = ""
+
+    def output(self, outs, msg, display_id, cell_index):
+        content = msg.get("content", {})
+        size = len(content.get("text", "")) + sum(len(str(value)) for value in content.get("data", {}).values())
+        kept = self.__dict__.setdefault("_kept_bytes", {})
+        kept[cell_index] = kept.get(cell_index, 0) + size
+        if kept[cell_index] > MAX_OUTPUT_BYTES:
+            text = content.get("text", "") if msg.get("msg_type") == "stream" else ""
+            results = self.__dict__.setdefault("_late_results", [0])
+            if not (self.marker and self.marker in text and results[0] < 3):
+                return None
+            results[0] += 1
+            lines = "".join(line + "\n" for line in text.splitlines() if line.startswith(self.marker))
+            msg = {**msg, "content": {**content, "text": lines}}
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_check, env, hide=(), unsafe=False):
     """Run ``notebook`` (its last cell the grading cell); return (status, errors, report or None)."""
     grading_id, timed_out = notebook.cells[-1].id, set()
     grading_timeout = len(questions) * seconds_per_check + 60
@@ -413,10 +482,14 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
         if (execute_reply or {}).get("content", {}).get("ename") == TIMEOUT_ENAME:
             timed_out.add(cell_index)
 
-    with tempfile.TemporaryDirectory(prefix="nclab-grade-") as workdir:
-        client = NotebookClient(
+    cache = config.cache_dir()
+    with (
+        tempfile.TemporaryDirectory(prefix="nclab-grade-") as workdir,
+        sandbox.kernel_manager(workdir, hide=hide, cache=cache if cache.is_dir() else None, unsafe=unsafe) as km,
+    ):
+        client = _CappedClient(
             notebook,
-            kernel_name="python3",
+            km=km,
             allow_errors=True,
             record_timing=False,
             shutdown_kernel="immediate",
@@ -427,6 +500,8 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
             resources={"metadata": {"path": workdir}},
             error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": f"interrupted after {timeout:g} s", "traceback": []},
         )
+        client.marker = f"{RESULT_TAG} {nonce} "  # the result line kept past the output cap
+        km.client_factory = _capped_kernel_client()
 
         async def execute() -> bool:
             """Run the notebook; False if it passed ``total_timeout`` (the kernel is then killed)."""
@@ -444,6 +519,8 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
             finally:
                 if client.km is not None and await client.km.is_alive():
                     await client.km.shutdown_kernel(now=True)
+                if client.kc is not None:  # nbclient leaves the channels of a kernel manager it was given open
+                    client.kc.stop_channels()
 
         try:
             if not run_sync(execute)():
@@ -477,6 +554,7 @@ def grade(
     total_timeout: float = 600,
     only_exercises: bool = False,
     retry_killed: bool = False,
+    unsafe: bool = False,
     progress=print,
 ) -> pd.DataFrame:
     """Grade every ``*.ipynb`` in ``submissions`` for ``notebook``; write ``out`` (CSV) and, beside it, a
@@ -491,6 +569,8 @@ def grade(
     caller's environment says otherwise.
     """
     questions, hand = questions_for(notebook), hand_questions_for(notebook)
+    if reason := sandbox.check(unsafe):  # raises SandboxUnavailable, saying why, unless unsafe
+        progress(f"WARNING: grading without a sandbox ({reason}): the students' code runs as you")
     paths = sorted(entry for entry in Path(submissions).iterdir() if entry.name.endswith(".ipynb"))
     if not paths:
         raise FileNotFoundError(f"No submissions (*.ipynb) in {submissions}.")
@@ -518,6 +598,8 @@ def grade(
                     only_exercises=only_exercises,
                     env=env,
                     hand=hand,
+                    hide=[f.resolve() for f in (journal, out, out.with_suffix(".png")) if f.exists()],
+                    unsafe=unsafe,
                 )
             _append(log, {"graded": path.name, "identity": identity, "row": row})
             rows.append(row)

@@ -5,11 +5,14 @@ One session-scoped run of ``python -m nclab grade`` grades most of them (``--onl
 01's training cannot change the points); the hangs run alone with short time limits.
 """
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import nbformat
@@ -368,22 +371,86 @@ def test_a_resumed_run_keeps_graded_rows_and_names_the_submission_that_stopped_t
     assert len(grade.read_scores(out)) == 3 and not out.with_name("scores.csv.partial").exists()
 
 
-def test_a_submission_that_kills_the_grader_loses_no_row_and_a_rerun_completes_the_csv(tmp_path):
+HONEST_09 = "def ncc_accuracy_bounds_student(r, a):\n    return max(0.0, a + r - 1), 1 - abs(a - r)"
+
+
+def _grade_09(folder, out, *extra, timeout=600):
+    command = [sys.executable, "-m", "nclab", "grade", str(folder), "09_conventions_pitfalls.ipynb", "--out", str(out)]
+    return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_submission_cannot_kill_the_grader_outlive_its_kernel_or_touch_the_results(tmp_path):
     folder = tmp_path / "submissions"
     folder.mkdir()
-    honest = "def ncc_accuracy_bounds_student(r, a):\n    return max(0.0, a + r - 1), 1 - abs(a - r)"
-    killer = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"
-    nbformat.write(new_notebook(cells=[new_code_cell(honest)]), folder / "a_honest.ipynb")
-    nbformat.write(new_notebook(cells=[new_code_cell(killer)]), folder / "b_killer.ipynb")
-    nbformat.write(new_notebook(cells=[new_code_cell(honest)]), folder / "c_honest.ipynb")
+    out = tmp_path / "scores.csv"
+    attack = f"""
+import os, signal, subprocess, sys, time
+os.kill(os.getppid(), signal.SIGKILL)                  # the grader? (its parent is the sandbox's init)
+daemon = "import time, pathlib; time.sleep(4); pathlib.Path({str(out)!r}).write_text('forged')"
+subprocess.Popen([sys.executable, "-c", daemon], start_new_session=True)   # outlive the kernel, rewrite the CSV
+try:
+    print(sorted(os.listdir({str(folder)!r})))        # read the other students' files
+except OSError as error:
+    print("no access:", type(error).__name__)
+"""
+    nbformat.write(new_notebook(cells=[new_code_cell(HONEST_09)]), folder / "a_honest.ipynb")
+    nbformat.write(new_notebook(cells=[new_code_cell(attack), new_code_cell(HONEST_09)]), folder / "b_attacker.ipynb")
+    done = _grade_09(folder, out)
+    assert done.returncode == 0, done.stderr
+    time.sleep(6)  # the daemon, had it survived, would have rewritten the CSV by now
+    rows = grade.read_scores(out).set_index("student")
+    assert list(rows.index) == ["a_honest", "b_attacker"]
+    assert rows.loc["a_honest", "09_bounds_points"] == rows.loc["b_attacker", "09_bounds_points"] == 2
+    assert rows.loc["b_attacker", "status"] == "ok"
+    assert subprocess.run(["pgrep", "-f", "forged"], capture_output=True).returncode == 1  # no survivor
+
+
+def test_an_endless_print_cannot_grow_the_grader_and_the_next_student_is_graded(tmp_path):
+    """ipykernel sends a print loop's output as one message per flush, of gigabytes: ZMQ drops a message over
+    MAX_MESSAGE_BYTES unread, and the grader keeps MAX_OUTPUT_BYTES per cell. The flooder may lose the
+    grading step's result (0 points, ungraded) but not the others' rows."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    flood = "while True:\n    print('x' * 100_000)"
+    nbformat.write(new_notebook(cells=[new_code_cell(flood), new_code_cell(HONEST_09)]), folder / "flood.ipynb")
+    nbformat.write(new_notebook(cells=[new_code_cell(HONEST_09)]), folder / "honest.ipynb")
     out = tmp_path / "scores.csv"
     command = [sys.executable, "-m", "nclab", "grade", str(folder), "09_conventions_pitfalls.ipynb", "--out", str(out)]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert first.returncode == -9 and not out.exists()  # the grader was killed, mid-run
-    assert '"graded": "a_honest.ipynb"' in out.with_name("scores.csv.partial").read_text()
-    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stderr
+    grader = subprocess.Popen([*command, "--timeout", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0  # the grader's peak resident memory (VmHWM), in KiB, read while it runs
+    while grader.poll() is None:
+        with contextlib.suppress(OSError):
+            found = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{grader.pid}/status").read_text())
+            peak = max(peak, int(found.group(1))) if found else peak  # a zombie has none
+        time.sleep(0.2)
+    assert grader.returncode == 0, grader.stderr.read()
     rows = grade.read_scores(out).set_index("student")
-    assert list(rows.index) == ["a_honest", "b_killer", "c_honest"]
-    assert rows.loc["b_killer", "status"] == "grader-killed" and rows.loc["b_killer", "total"] == 0
+    assert rows.loc["flood", "status"] in ("timeout", "ungraded") and rows.loc["honest", "09_bounds_points"] == 2
+    assert 0 < peak / 2**20 < 1.5, f"the grader grew to {peak / 2**20:.1f} GiB"
+
+
+def test_a_grader_killed_mid_run_loses_no_row_and_a_rerun_completes_the_csv(tmp_path):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(new_notebook(cells=[new_code_cell(HONEST_09)]), folder / "a_honest.ipynb")
+    slow = "import time\ntime.sleep(60)"
+    nbformat.write(new_notebook(cells=[new_code_cell(slow), new_code_cell(HONEST_09)]), folder / "b_slow.ipynb")
+    nbformat.write(new_notebook(cells=[new_code_cell(HONEST_09)]), folder / "c_honest.ipynb")
+    out = tmp_path / "scores.csv"
+    journal = tmp_path / "scores.csv.partial"
+    command = [sys.executable, "-m", "nclab", "grade", str(folder), "09_conventions_pitfalls.ipynb", "--out", str(out)]
+    grader = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while '"started": "b_slow.ipynb"' not in (journal.read_text() if journal.exists() else ""):
+        assert grader.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    grader.kill()  # the machine, or the instructor, stops the grader during b_slow
+    grader.wait()
+    assert not out.exists() and '"graded": "a_honest.ipynb"' in journal.read_text()
+    again = _grade_09(folder, out)
+    assert again.returncode == 0, again.stderr
+    rows = grade.read_scores(out).set_index("student")
+    assert list(rows.index) == ["a_honest", "b_slow", "c_honest"]
+    assert rows.loc["b_slow", "status"] == "grader-killed" and rows.loc["b_slow", "total"] == 0
     assert rows.loc["a_honest", "09_bounds_points"] == rows.loc["c_honest", "09_bounds_points"] == 2
+    assert not journal.exists()
