@@ -93,22 +93,29 @@ def _spreadsheet_safe(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+ANSWER_CELL_MISSING = "(no answer cell found: its metadata may have been lost; read the notebook)"
+
+
 def written_answers(notebook: nbformat.NotebookNode, hand: list[str]) -> dict[str, str]:
     """{question: the student's text} for the hand-graded questions ``hand``, read from the markdown cells
-    whose metadata says ``{"nclab": {"answer": question}}``; "" when left at the placeholder or not found.
-    Several cells for one question are joined; the text is cut at ``MAX_ANSWER_CHARS`` characters."""
+    whose metadata says ``{"nclab": {"answer": question}}``: "" when left at the placeholder,
+    ``ANSWER_CELL_MISSING`` when no such cell is left (a student who answered in a new cell, an editor that
+    dropped the metadata). Several cells for one question are joined; the text is cut at
+    ``MAX_ANSWER_CHARS`` characters."""
     found: dict[str, list[str]] = {q: [] for q in hand}
+    cells: set[str] = set()
     for cell in notebook.cells:
         meta = cell.get("metadata", {}).get("nclab")
         name = meta.get("answer") if isinstance(meta, dict) else None
         if cell.get("cell_type") == "markdown" and isinstance(name, str) and name in found:
+            cells.add(name)
             source = cell.get("source", "")
             text = ("".join(source) if isinstance(source, list) else str(source)).strip()
             if text and text != ANSWER_PLACEHOLDER:
                 found[name].append(text)
     answers = {}
     for q, texts in found.items():
-        text = "\n\n".join(texts)
+        text = "\n\n".join(texts) if q in cells else ANSWER_CELL_MISSING
         text = text if len(text) <= MAX_ANSWER_CHARS else text[: MAX_ANSWER_CHARS - 1] + "…"
         answers[q] = _spreadsheet_safe(text)
     return answers
@@ -438,7 +445,8 @@ def _capped_kernel_client():
 
             def socket(kind):
                 made = context_socket(kind)
-                made.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+                made.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # per frame of a message
+                made.setsockopt(zmq.RCVHWM, 64)  # messages queued unread
                 return made
 
             self.context.socket = socket  # the one socket made below gets the limit before it connects
@@ -450,26 +458,39 @@ def _capped_kernel_client():
     return CappedKernelClient
 
 
+MAX_NOTEBOOK_OUTPUT_BYTES = 20 * 2**20  # kept for a whole submission, over all its cells
+
+
 class _CappedClient(NotebookClient):
-    """A NotebookClient that keeps at most ``MAX_OUTPUT_BYTES`` of outputs per cell (an endless ``print``
-    would otherwise grow the grader without bound); past that, only stream messages that carry this run's
-    tagged result line (``marker``) are kept, at most three (two already mean tampering)."""
+    """A NotebookClient that keeps at most ``MAX_OUTPUT_BYTES`` of outputs per cell and
+    ``MAX_NOTEBOOK_OUTPUT_BYTES`` per submission, every kind of message counted whole (an endless ``print``,
+    traceback or display would otherwise grow the grader without bound). Past either cap it keeps only an
+    error's name and the start of its message (so that the errors column still sees it) and the stream
+    lines that carry this run's tagged result line (``marker``), at most three (two already mean tampering)."""
 
     marker = ""
 
     def output(self, outs, msg, display_id, cell_index):
         content = msg.get("content", {})
-        size = len(content.get("text", "")) + sum(len(str(value)) for value in content.get("data", {}).values())
+        size = len(json.dumps(content, default=str))
         kept = self.__dict__.setdefault("_kept_bytes", {})
         kept[cell_index] = kept.get(cell_index, 0) + size
-        if kept[cell_index] > MAX_OUTPUT_BYTES:
-            text = content.get("text", "") if msg.get("msg_type") == "stream" else ""
-            results = self.__dict__.setdefault("_late_results", [0])
-            if not (self.marker and self.marker in text and results[0] < 3):
-                return None
-            results[0] += 1
-            lines = "".join(line + "\n" for line in text.splitlines() if line.startswith(self.marker))
-            msg = {**msg, "content": {**content, "text": lines}}
+        kept["all"] = kept.get("all", 0) + size
+        if kept[cell_index] > MAX_OUTPUT_BYTES or kept["all"] > MAX_NOTEBOOK_OUTPUT_BYTES:
+            late = self.__dict__.setdefault("_late", {"results": 0, "errors": set()})
+            if msg.get("msg_type") == "error":
+                if cell_index in late["errors"]:
+                    return None
+                late["errors"].add(cell_index)
+                short = {"ename": str(content.get("ename", ""))[:100], "evalue": str(content.get("evalue", ""))[:200]}
+                msg = {**msg, "content": {**short, "traceback": []}}
+            else:
+                text = content.get("text", "") if msg.get("msg_type") == "stream" else ""
+                if not (self.marker and self.marker in text and late["results"] < 3):
+                    return None
+                late["results"] += 1
+                lines = "".join(line + "\n" for line in text.splitlines() if line.startswith(self.marker))
+                msg = {**msg, "content": {**content, "text": lines}}
         return super().output(outs, msg, display_id, cell_index)
 
 
@@ -492,6 +513,7 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
             km=km,
             allow_errors=True,
             record_timing=False,
+            store_widget_state=False,  # widget messages never reach output(): keep none
             shutdown_kernel="immediate",
             timeout=timeout,
             timeout_func=lambda cell: grading_timeout if cell.get("id") == grading_id else timeout,
@@ -580,27 +602,39 @@ def grade(
     if graded or started:
         progress(f"resuming from {journal}: {len(graded)} submissions already graded")
     env, rows = kernel_environment(), []
+    if journal.exists() and not journal.read_bytes().endswith(b"\n") and journal.stat().st_size:
+        with journal.open("a", encoding="utf-8") as log:  # a line cut short by the stop: end it
+            log.write("\n")
     with journal.open("a", encoding="utf-8") as log:
         for path in paths:
             identity = _identity(path)
-            if path.name in graded and graded[path.name]["identity"] == identity:
-                rows.append(graded[path.name]["row"])
+            done = graded.get(path.name)
+            if (
+                done
+                and done["identity"] == identity
+                and not (retry_killed and done["row"]["status"] == "grader-killed")
+            ):
+                rows.append(done["row"])
                 continue
             if path.name in started and not retry_killed:
                 row = _killed_row(path, questions, hand)
             else:
                 _append(log, {"started": path.name})
-                row = grade_submission(
-                    path,
-                    questions,
-                    timeout=timeout,
-                    total_timeout=total_timeout,
-                    only_exercises=only_exercises,
-                    env=env,
-                    hand=hand,
-                    hide=[f.resolve() for f in (journal, out, out.with_suffix(".png")) if f.exists()],
-                    unsafe=unsafe,
-                )
+                try:
+                    row = grade_submission(
+                        path,
+                        questions,
+                        timeout=timeout,
+                        total_timeout=total_timeout,
+                        only_exercises=only_exercises,
+                        env=env,
+                        hand=hand,
+                        hide=_hidden(journal, out, notebook),
+                        unsafe=unsafe,
+                    )
+                except BaseException:  # Ctrl-C or a failure of the grader: this student did not stop it
+                    _append(log, {"aborted": path.name})
+                    raise
             _append(log, {"graded": path.name, "identity": identity, "row": row})
             rows.append(row)
             progress(f"{row['student']}: {row['status']}, {row['total']}/{row['max']} points ({row['seconds']:.0f} s)")
@@ -609,7 +643,13 @@ def grade(
     temporary = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
     safe.to_csv(temporary, index=False)
     os.replace(temporary, out)
-    journal.unlink()
+    killed = [row["student"] for row in rows if row["status"] == "grader-killed"]
+    if killed:  # kept, so that --retry-killed can grade them again
+        progress(
+            f"{len(killed)} submissions stopped the grader ({', '.join(killed)}): --retry-killed grades them again"
+        )
+    else:
+        journal.unlink()
     progress(summarize(frame, questions, out.with_suffix(".png")))
     written = [out, out.with_suffix(".png")]
     if hand:
@@ -625,6 +665,18 @@ def grade(
             progress(f"no instructor notebook found for {Path(notebook).name}: pass its path to get the rubric file")
     progress("wrote " + ", ".join(str(path) for path in written))
     return frame
+
+
+def _hidden(journal: Path, out: Path, notebook) -> list[Path]:
+    """What a submission's kernel must not see besides the submissions folder: the results (journal, CSV,
+    histogram, rubric) and the course's instructor material (the notebooks with their solutions and model
+    answers, the chapters with the instructor guide)."""
+    candidates = [journal, out, out.with_suffix(".png"), out.with_name(out.stem + "-rubric.md")]
+    candidates += [_PACKAGE.parent / "notebooks", _PACKAGE.parent / "book"]
+    instructor = _instructor_notebook(notebook)
+    if instructor is not None:
+        candidates.append(instructor.resolve().parent)
+    return sorted({path.resolve() for path in candidates if path.exists()})
 
 
 def _identity(path: Path) -> list:
@@ -656,6 +708,8 @@ def _read_journal(journal: Path) -> tuple[dict[str, dict], set[str]]:
             started.discard(record["graded"])
         elif "started" in record:
             started.add(record["started"])
+        elif "aborted" in record:  # stopped by the instructor (Ctrl-C) or by a grader error, not by the student
+            started.discard(record["aborted"])
     return graded, started
 
 
@@ -681,8 +735,8 @@ def _instructor_notebook(notebook: str | Path) -> Path | None:
     """The instructor's version of ``notebook``: the path given, or the course's ``notebooks/`` copy."""
     path = Path(notebook)
     for candidate in (path, Path("notebooks") / path.name, _PACKAGE.parent / "notebooks" / path.name):
-        if candidate.is_file():
-            return candidate
+        if candidate.is_file() and '"model_answer"' in candidate.read_text(encoding="utf-8", errors="replace"):
+            return candidate  # a student version (no model answers) is not the instructor's
     return None
 
 

@@ -77,13 +77,12 @@ def nc1_without_one_over_c(features, labels) -> float:
 
 
 class MahalanobisDiagonal(ood.Mahalanobis):
-    """Mahalanobis with only the diagonal of Σ: every feature scaled on its own, correlations ignored.
-    Right: :class:`nclab.ood.Mahalanobis`."""
+    """Mahalanobis with only the diagonal of the inverse covariance Σ⁺: the cross terms between features
+    dropped. Right: :class:`nclab.ood.Mahalanobis`."""
 
     def _fit(self, h, y):
         super()._fit(h, y)
-        self.covariance_ = torch.diag(torch.diagonal(self.covariance_))
-        self.precision_ = torch.diag(1 / torch.diagonal(self.covariance_).clamp_min(1e-12))
+        self.precision_ = torch.diag(torch.diagonal(self.precision_))
 
 
 class MahalanobisTotal(ood.Mahalanobis):

@@ -33,7 +33,7 @@ def test_the_mahalanobis_variants_change_the_covariance_and_the_scores():
     right = ood.Mahalanobis().fit(H, y)
     diagonal = pitfalls.MahalanobisDiagonal().fit(H, y)
     total = pitfalls.MahalanobisTotal().fit(H, y)
-    assert torch.equal(diagonal.covariance_, torch.diag(torch.diagonal(right.covariance_)))
+    assert torch.equal(diagonal.precision_, torch.diag(torch.diagonal(right.precision_)))
     centred = H.double() - H.double().mean(0)
     torch.testing.assert_close(total.covariance_, centred.T @ centred / len(H))
     assert torch.trace(total.covariance_) > torch.trace(right.covariance_)  # the between-class spread added

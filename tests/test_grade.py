@@ -452,5 +452,24 @@ def test_a_grader_killed_mid_run_loses_no_row_and_a_rerun_completes_the_csv(tmp_
     rows = grade.read_scores(out).set_index("student")
     assert list(rows.index) == ["a_honest", "b_slow", "c_honest"]
     assert rows.loc["b_slow", "status"] == "grader-killed" and rows.loc["b_slow", "total"] == 0
+    first_seconds = rows.loc["a_honest", "seconds"]
     assert rows.loc["a_honest", "09_bounds_points"] == rows.loc["c_honest", "09_bounds_points"] == 2
-    assert not journal.exists()
+    assert journal.exists()  # kept while a row says grader-killed
+    retried = _grade_09(folder, out, "--retry-killed", "--timeout", "5")
+    assert retried.returncode == 0, retried.stderr
+    rows = grade.read_scores(out).set_index("student")
+    assert rows.loc["b_slow", "status"] == "timeout" and rows.loc["b_slow", "09_bounds_points"] == 2  # its honest score
+    assert rows.loc["a_honest", "seconds"] == first_seconds and not journal.exists()  # the others not regraded
+
+
+def test_a_stop_by_the_instructor_is_not_blamed_on_the_student_and_a_cut_line_is_ended(tmp_path):
+    journal = tmp_path / "scores.csv.partial"
+    journal.write_text('{"started": "ada.ipynb"}\n{"aborted": "ada.ipynb"}\n{"started": "bob.ipynb"}\n{"gra')
+    graded, started = grade._read_journal(journal)
+    assert graded == {} and started == {"bob.ipynb"}  # ada was stopped by Ctrl-C, not by her notebook
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    (folder / "bob.ipynb").write_bytes(b"")
+    grade.grade(folder, "01_train_resnet18_cifar100.ipynb", tmp_path / "scores.csv", progress=lambda *_: None)
+    lines = journal.read_text().splitlines()  # kept: bob's row says grader-killed
+    assert lines[3] == '{"gra' and json.loads(lines[4])["graded"] == "bob.ipynb"  # appended on a line of its own

@@ -110,7 +110,7 @@ def test_written_answers_are_read_by_metadata_and_made_safe_for_a_spreadsheet():
     assert answers == {
         "09_q_report": '\'=HYPERLINK("http://evil", "click")\n\na second cell for the report',
         "01_q_flip_labels": "",  # left at the placeholder
-        "03_q_energy_sign": "",  # only markdown cells count
+        "03_q_energy_sign": grade.ANSWER_CELL_MISSING,  # only markdown cells count
     }
     long = grade.written_answers(_answers_notebook({"09_q_report": "-" + "y" * 9_000}), ["09_q_report"])
     assert len(long["09_q_report"]) == grade.MAX_ANSWER_CHARS + 1 and long["09_q_report"].startswith("'-")

@@ -71,7 +71,8 @@ _AUDIT = {key: kind for key, (kind, _) in pitfalls.REPORT_DIAGNOSES.items()}  # 
 
 def check_audit(audit_report: Callable) -> tuple[bool, str]:
     """09_audit: ``audit_report()`` returns a dict mapping each excerpt "E1" … "E7" of the report to one of
-    ``KINDS``. Says how many are right, not which, so that the answer cannot be found by trying."""
+    ``KINDS``. Says how many are right, not which (one excerpt changed at a time, some thirty tries would
+    still find the key: the written question that follows is what carries the understanding)."""
     audit = call(audit_report, "audit_report()")
     if not isinstance(audit, Mapping):
         return False, f"`audit_report()` must return a dict {{excerpt: kind}}, got {type(audit).__name__}."
