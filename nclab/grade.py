@@ -407,6 +407,12 @@ def grade_submission(
         except Exception as error:  # a failure of the grader itself: keep grading the others
             status, errors = "grader-error", [f"{type(error).__name__}: {_first_line(error)}"]
         problem = "; ".join(errors[:5]) + (f"; … {len(errors) - 5} more" if len(errors) > 5 else "")
+    return _row(path, status, problem, questions, hand, report, answers, round(time.perf_counter() - began, 1))
+
+
+def _row(path: Path, status, problem, questions, hand, report=None, answers=None, seconds=0.0) -> dict:
+    """The CSV row, in the one column order every row has: a graded submission's (``report``: {question:
+    (passed, message)}) or, without a report, one whose every exercise scores 0 with the status as feedback."""
     row = {"student": path.stem, "status": status, "errors": problem}
     not_graded = f"not graded ({status}): see the errors column"
     for q in questions:
@@ -416,11 +422,11 @@ def grade_submission(
     row["total"] = sum(row[f"{q}_points"] for q in questions)
     row["max"] = sum(exercises.points(q) for q in questions)
     for q in hand:
-        row[f"{q}_answer"] = answers.get(q, "")
+        row[f"{q}_answer"] = (answers or {}).get(q, "")
         row[f"{q}_points"] = ""  # the instructor's, by hand
     if hand:
         row["hand_max"] = sum(exercises.points(q) for q in hand)
-    row["seconds"] = round(time.perf_counter() - began, 1)
+    row["seconds"] = seconds
     return row
 
 
@@ -714,21 +720,10 @@ def _read_journal(journal: Path) -> tuple[dict[str, dict], set[str]]:
 
 
 def _killed_row(path: Path, questions: list[str], hand: list[str]) -> dict:
-    row = {
-        "student": path.stem,
-        "status": "grader-killed",
-        "errors": "the grader stopped while running this submission (killed by it?): rerun with --retry-killed "
-        "to grade it again",
-    }
-    for q in questions:
-        row[f"{q}_points"], row[f"{q}_feedback"] = 0, "not graded (grader-killed): see the errors column"
-    row["total"], row["max"] = 0, sum(exercises.points(q) for q in questions)
-    for q in hand:
-        row[f"{q}_answer"], row[f"{q}_points"] = "", ""
-    if hand:
-        row["hand_max"] = sum(exercises.points(q) for q in hand)
-    row["seconds"] = 0.0
-    return row
+    problem = (
+        "the grader stopped while running this submission (killed by it?): rerun with --retry-killed to grade it again"
+    )
+    return _row(path, "grader-killed", problem, questions, hand)
 
 
 def _instructor_notebook(notebook: str | Path) -> Path | None:
