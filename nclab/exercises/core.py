@@ -9,12 +9,16 @@ exception. The checks themselves live in ``notebookNN.py``, one module per noteb
 
 from __future__ import annotations
 
+import contextvars
+import hashlib
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 __all__ = [
     "Result",
@@ -27,6 +31,11 @@ __all__ = [
     "show",
     "compare",
     "call",
+    "call_each",
+    "is_module",
+    "Opaque",
+    "generator",
+    "secret_seed",
     "as_number",
     "random_images",
     "as_float_tensor",
@@ -137,6 +146,8 @@ def show(x: Any) -> str:
     """What ``x`` is, in words for a message: "a (2, 3) uint8 tensor", "a list"."""
     if isinstance(x, torch.Tensor):
         return f"a {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')} tensor"
+    if isinstance(x, Opaque):
+        return x.description
     return f"a {type(x).__name__}"
 
 
@@ -174,7 +185,11 @@ def compare(got: Any, expected: torch.Tensor, case: str, mistakes: dict[str, tor
 
 def call(function: Callable, case: str, *args) -> Any:
     """``function(*args)`` on copies of the tensor arguments; Wrong, naming ``case``, if it crashes or
-    changes an argument in place (NotImplementedError passes through: "not answered yet")."""
+    changes an argument in place (NotImplementedError passes through: "not answered yet").
+
+    ``function`` may be the grader's stand-in for a function in the student's kernel
+    (:class:`nclab.exercises.remote.Remote`): it runs there on the same inputs, copies an in-place change
+    back into the copies and brings the gradients of its output, which :func:`compare_gradient` reads."""
     copies = [arg.clone() if isinstance(arg, torch.Tensor) else arg for arg in args]
     try:
         output = function(*copies)
@@ -183,9 +198,67 @@ def call(function: Callable, case: str, *args) -> Any:
     except Exception as error:
         raise Wrong(f"{case}: your code raised {type(error).__name__}: {error}") from None
     for arg, copy in zip(args, copies):
-        if isinstance(arg, torch.Tensor) and not torch.equal(arg, copy):
+        if isinstance(arg, torch.Tensor) and not (arg.shape == copy.shape and torch.equal(arg, copy)):
             raise Wrong(f"{case}: your function changed one of its inputs in place; work on a copy.")
+    remote = getattr(output, REMOTE_GRADIENTS, None) if isinstance(output, torch.Tensor) else None
+    if remote is not None:  # {argument position: gradient} → {id of the caller's tensor: gradient}
+        setattr(output, REMOTE_GRADIENTS, {id(args[p]): g for p, g in remote.items() if p < len(args)})
+        output._nclab_arguments = args  # keeps those ids alive and unique while the output lives
     return output
+
+
+def call_each(function: Callable, case: str, calls: Iterable[tuple]) -> list:
+    """``[function(*args) for args in calls]`` as :func:`call` makes each (Wrong naming ``case`` and the
+    arguments at the first crash); a remote function (the grader's) runs them all in one round trip."""
+    calls = list(calls)
+    if hasattr(function, "call_each"):
+        return function.call_each(case, calls)
+    return [call(function, f"{case}, arguments {args}", *args) for args in calls]
+
+
+def is_module(answer: Any) -> bool:
+    """Whether ``answer`` is a layer (an ``nn.Module``), here or, for the grader's stand-in, in the kernel."""
+    return isinstance(answer, nn.Module) or getattr(answer, "is_module", False) is True
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """An answer's output that cannot come back from the student's kernel as plain data (an object of its
+    own class, a tensor subclass, a sparse tensor): only its ``description``, for the message; it never
+    equals anything."""
+
+    description: str
+
+    def __eq__(self, other):
+        return other is self
+
+    __hash__ = object.__hash__
+
+
+# The secret per-run seed: None in the notebook, an integer while the grader checks (:func:`secret_seed`).
+_SECRET: contextvars.ContextVar[int | None] = contextvars.ContextVar("nclab_secret_seed", default=None)
+
+
+@contextmanager
+def secret_seed(seed: int) -> Iterator[None]:
+    """Within: every :func:`generator` mixes ``seed`` into its own seed, so that the random cases of the
+    checks are inputs the student cannot know in advance (the grader draws a new ``seed`` per submission)."""
+    token = _SECRET.set(int(seed))
+    try:
+        yield
+    finally:
+        _SECRET.reset(token)
+
+
+def generator(seed: int) -> torch.Generator:
+    """A generator for a check's random case number ``seed``: seeded with ``seed`` itself in the notebook
+    (the same inputs at every run, so the feedback is reproducible), with a hash of it and the grader's
+    secret seed while grading (so an answer hard-coded for the notebook's inputs fails)."""
+    secret = _SECRET.get()
+    if secret is not None:
+        digest = hashlib.blake2b(f"{secret}:{seed}".encode(), digest_size=8).digest()
+        seed = int.from_bytes(digest, "little") >> 1
+    return torch.Generator().manual_seed(seed)
 
 
 def as_number(value: Any) -> float | None:
@@ -200,8 +273,7 @@ def as_number(value: Any) -> float | None:
 
 def random_images(batch: int, size: int, seed: int) -> torch.Tensor:
     """A seeded random batch of uint8 images: (batch, 3, size, size), values 0 … 255."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
+    return torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator(seed))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -295,7 +367,7 @@ def compare_gradient(
     if type(got) is not torch.Tensor:
         return PLAIN_TENSOR.format(case=case, kind=type(got).__name__)
     try:
-        (yours,) = torch.autograd.grad(got.sum(), inputs, allow_unused=True)
+        yours = _gradient(got, inputs)
     except RuntimeError:  # the graph was freed by a .backward() in the answer, or is not differentiable
         return (
             f"{case}: your value is right but its gradient cannot be computed: return the value itself, "
@@ -303,8 +375,26 @@ def compare_gradient(
         )
     if yours is None:
         return f"{case}: your value is right but {detached or wrong_gradient}"
+    if not isinstance(yours, torch.Tensor) or yours.shape != inputs.shape:
+        return f"{case}: your value is right but {wrong_gradient}"
     if not torch.isfinite(yours).all():
         return f"{case}: your value is right but {not_finite or wrong_gradient}"
     if not torch.allclose(yours.double(), expected.double(), rtol=rtol, atol=atol):
         return f"{case}: your value is right but {wrong_gradient}"
     return None
+
+
+REMOTE_GRADIENTS = "_nclab_gradients"  # the attribute of a remote output: {id of an input: its gradient}
+
+
+def _gradient(got: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor | None:
+    """∂(Σ got)/∂inputs: by autograd here, or as computed in the student's kernel for a remote output (None:
+    no path to ``inputs``; RuntimeError: it could not be computed)."""
+    remote = getattr(got, REMOTE_GRADIENTS, None)
+    if remote is None:
+        (yours,) = torch.autograd.grad(got.sum(), inputs, allow_unused=True)
+        return yours
+    yours = remote.get(id(inputs))
+    if isinstance(yours, Exception):
+        raise RuntimeError(str(yours))
+    return yours
