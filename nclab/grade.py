@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import concurrent.futures
 import json
 import os
 import secrets
-import signal
 import stat
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -48,6 +47,7 @@ from nbclient.exceptions import DeadKernelError
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from . import config, exercises, sandbox
+from .exercises import remote
 
 __all__ = [
     "questions_for",
@@ -56,7 +56,6 @@ __all__ = [
     "rubric",
     "grade",
     "grade_submission",
-    "run_checks",
     "read_scores",
     "summarize",
 ]
@@ -140,74 +139,6 @@ def rubric(notebook: str | Path) -> str:
         asked = by_cell[question.cell].source if question.cell in by_cell else "(question cell not found)"
         lines += [f"## {name} ({question.points} points)", "", asked.strip(), "", model.strip(), ""]
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Inside the student's kernel: the grading step
-
-
-class CheckTimeout(BaseException):
-    """A check ran past its time limit (BaseException: a student's ``except Exception`` cannot swallow it)."""
-
-
-@contextmanager
-def _time_limit(seconds: float):
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def stop(signum, frame):
-        raise CheckTimeout()
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def run_checks(namespace: dict, questions: list[str], seconds_per_check: float = 20.0) -> dict[str, dict]:
-    """{question: {"passed": bool, "message": str}} for the answers found in ``namespace`` (the kernel's
-    globals). A missing answer, a crash, an endless loop or an interrupt fails that question only."""
-    report = {}
-    for name in questions:
-        answer = exercises.EXERCISES[name].answer
-        if answer not in namespace:
-            report[name] = {"passed": False, "message": f"answer `{answer}` not defined (cell deleted?)"}
-            continue
-        try:
-            with _time_limit(seconds_per_check):
-                result = exercises.run_check(name, namespace[answer])
-            report[name] = {"passed": result.passed, "message": result.message}
-        except CheckTimeout:
-            report[name] = {
-                "passed": False,
-                "message": f"`{answer}` did not return within {seconds_per_check:g} s (an endless loop?)",
-            }
-        except BaseException as error:  # KeyboardInterrupt, SystemExit from the student's code
-            report[name] = {"passed": False, "message": f"checking `{answer}` was stopped by {type(error).__name__}"}
-    return report
-
-
-def grading_cell(questions: list[str], nonce: str, seconds_per_check: float) -> str:
-    """The source of the cell the grader appends: fresh nclab copy → run_checks → one tagged JSON line."""
-    package = f"_nclab_grader_{nonce}"
-    return f"""\
-# Added by the nclab grader: checks the answers with a fresh copy of the grader's nclab.
-def _nclab_grade():
-    import importlib, importlib.util, json, sys
-    spec = importlib.util.spec_from_file_location({package!r}, {str(_PACKAGE / "__init__.py")!r},
-                                                  submodule_search_locations=[{str(_PACKAGE)!r}])
-    sys.modules[{package!r}] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sys.modules[{package!r}])
-    grade = importlib.import_module({package + ".grade"!r})
-    report = grade.run_checks(globals(), {questions!r}, {seconds_per_check!r})
-    sys.stdout.write({f"{RESULT_TAG} {nonce} "!r} + json.dumps(report) + "\\n")
-    sys.stdout.flush()
-_nclab_grade()
-"""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -326,12 +257,11 @@ def _through_last_exercise(notebook: nbformat.NotebookNode, questions: list[str]
     del notebook.cells[last + 1 :]
 
 
-def _errors(notebook: nbformat.NotebookNode, timed_out: set[int], timeout: float) -> list[str]:
+def _errors(cells: list, timed_out: set[int], timeout: float) -> list[str]:
+    """What went wrong in the student's ``cells``: the interrupted ones, and each error's name and message."""
     errors = []
-    for index, cell in enumerate(notebook.cells):
-        where = (
-            "grading step" if index == len(notebook.cells) - 1 else f"cell {index + 1} `{_first_line(cell.source, 30)}`"
-        )
+    for index, cell in enumerate(cells):
+        where = f"cell {index + 1} `{_first_line(cell.source, 30)}`"
         if index in timed_out:
             errors.append(f"{where}: interrupted after {timeout:g} s")
             continue
@@ -339,28 +269,6 @@ def _errors(notebook: nbformat.NotebookNode, timed_out: set[int], timeout: float
             if output.output_type == "error":
                 errors.append(f"{where}: {output.ename}: {_first_line(output.evalue, 80)}")
     return errors
-
-
-def _read_report(outputs: list, nonce: str, questions: list[str]) -> tuple[dict | None, str]:
-    """({question: (passed, message)}, "") from the grading cell's outputs, or (None, what went wrong)."""
-    prefix = f"{RESULT_TAG} {nonce} "
-    lines = [
-        line
-        for output in outputs
-        if output.output_type == "stream"
-        for line in output.text.splitlines()
-        if line.startswith(prefix)
-    ]
-    if len(lines) != 1:
-        return None, "tampered" if lines else "ungraded"
-    try:
-        report = json.loads(lines[0][len(prefix) :])
-        entries = {q: report.get(q) if isinstance(report.get(q), dict) else {} for q in questions}
-    except (ValueError, AttributeError):
-        return None, "ungraded"
-    return {
-        q: (entry.get("passed") is True, _first_line(entry.get("message", ""), 400)) for q, entry in entries.items()
-    }, ""
 
 
 def grade_submission(
@@ -391,7 +299,6 @@ def grade_submission(
     if notebook is not None:
         if only_exercises:
             _through_last_exercise(notebook, questions)
-        notebook.cells.append(new_code_cell(grading_cell(questions, nonce, seconds_per_check)))
         try:
             status, errors, report = _execute(
                 notebook,
@@ -501,9 +408,11 @@ class _CappedClient(NotebookClient):
 
 
 def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_check, env, hide=(), unsafe=False):
-    """Run ``notebook`` (its last cell the grading cell); return (status, errors, report or None)."""
-    grading_id, timed_out = notebook.cells[-1].id, set()
-    grading_timeout = len(questions) * seconds_per_check + 60
+    """Run the student's ``notebook``, then check the answers from the grader (:mod:`nclab.exercises.remote`):
+    each call of a check runs the student's function in the kernel, in a cell of its own appended to
+    ``notebook``. Return (status, errors, report or None)."""
+    student_cells, timed_out, cell_timeouts = len(notebook.cells), set(), {}
+    tag = f"{RESULT_TAG} {nonce}"
 
     def on_executed(cell, cell_index, execute_reply):
         if (execute_reply or {}).get("content", {}).get("ename") == TIMEOUT_ENAME:
@@ -522,51 +431,87 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
             store_widget_state=False,  # widget messages never reach output(): keep none
             shutdown_kernel="immediate",
             timeout=timeout,
-            timeout_func=lambda cell: grading_timeout if cell.get("id") == grading_id else timeout,
+            timeout_func=lambda cell: cell_timeouts.get(cell.get("id"), timeout),
             interrupt_on_timeout=True,
             on_cell_executed=on_executed,
             resources={"metadata": {"path": workdir}},
             error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": f"interrupted after {timeout:g} s", "traceback": []},
         )
-        client.marker = f"{RESULT_TAG} {nonce} "  # the result line kept past the output cap
+        client.marker = tag + " "  # the reply lines are kept past the output cap
         km.client_factory = _capped_kernel_client()
+        stopped = threading.Event()  # set when the grader gives up on this submission
 
-        async def execute() -> bool:
-            """Run the notebook; False if it passed ``total_timeout`` (the kernel is then killed)."""
-            task = asyncio.ensure_future(client.async_execute(env=env or kernel_environment()))
+        async def run_cell(source: str, seconds: float) -> tuple[list[str], bool]:
+            cell = new_code_cell(source)
+            notebook.cells.append(cell)
+            cell_timeouts[cell.id] = seconds
+            index = len(notebook.cells) - 1
+            await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+            lines = [
+                line
+                for output in cell.outputs
+                if output.output_type == "stream"
+                for line in output.text.splitlines()
+                if line.startswith(tag + " ")
+            ]
+            return lines, index in timed_out
+
+        async def run_all() -> dict:
+            loop = asyncio.get_running_loop()
+
+            def run(source: str, seconds: float) -> tuple[list[str], bool]:  # called from the checking thread
+                if stopped.is_set():
+                    raise remote.KernelDied()
+                future = asyncio.run_coroutine_threadsafe(run_cell(source, seconds), loop)
+                try:
+                    return future.result(timeout=seconds + 60)
+                except (DeadKernelError, concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
+                    stopped.set()
+                    raise remote.KernelDied() from None
+
+            client.reset_execution_trackers()
+            async with client.async_setup_kernel(env=env or kernel_environment()):
+                for index, cell in enumerate(list(notebook.cells)):
+                    await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+                return await asyncio.to_thread(
+                    remote.check_answers, run, tag, exercises.EXERCISES, questions, seconds_per_check
+                )
+
+        async def execute() -> dict | None:
+            """Run and check; None if it passed ``total_timeout`` (the kernel is then killed)."""
+            task = asyncio.ensure_future(run_all())
             try:
                 finished, _ = await asyncio.wait({task}, timeout=total_timeout)
                 if finished:
-                    task.result()  # raises DeadKernelError if the kernel died
-                    return True
+                    return task.result()  # raises DeadKernelError if the kernel died in the student's cells
+                stopped.set()
                 task.cancel()  # nbclient reports the cancel as a dead kernel
                 await asyncio.wait({task})
                 if not task.cancelled():
                     task.exception()  # retrieved: no "never retrieved" warning
-                return False
+                return None
             finally:
+                stopped.set()
                 if client.km is not None and await client.km.is_alive():
                     await client.km.shutdown_kernel(now=True)
                 if client.kc is not None:  # nbclient leaves the channels of a kernel manager it was given open
                     client.kc.stop_channels()
 
         try:
-            if not run_sync(execute)():
-                return (
-                    "timeout",
-                    [f"the notebook did not finish within {total_timeout:g} s (a cell ignored the interrupt?)"],
-                    None,
-                )
+            report = run_sync(execute)()
         except DeadKernelError:
             return "kernel-died", ["the kernel died (os._exit, a crash, or out of memory)"], None
-    errors = _errors(notebook, timed_out, timeout)
-    status = "timeout" if timed_out else "errors" if errors else "ok"
-    report, problem = _read_report(notebook.cells[-1].outputs, nonce, questions)
-    if problem == "tampered":
-        errors.insert(0, "more than one grading result line: forged output")
-    elif problem:
-        errors.insert(0, "the grading step printed no result")
-    return problem or status, errors, report
+        except remote.Tampered:
+            return "tampered", ["more than one reply line in a grading cell: forged output"], None
+    if report is None:
+        problem = f"the notebook did not finish within {total_timeout:g} s (a cell ignored the interrupt?)"
+        return "timeout", [problem], None
+    errors = _errors(notebook.cells[:student_cells], timed_out, timeout)
+    report = {q: (passed, _first_line(message, 400)) for q, (passed, message) in report.items()}
+    died = any(message.startswith("the kernel died") for _, message in report.values())
+    hung = timed_out & set(range(student_cells))
+    status = "kernel-died" if died else "timeout" if hung else "errors" if errors else "ok"
+    return status, errors, report
 
 
 # ----------------------------------------------------------------------------------------------------
