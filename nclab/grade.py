@@ -404,7 +404,23 @@ class _CappedClient(NotebookClient):
                 late["results"] += 1
                 lines = "".join(line + "\n" for line in text.splitlines() if line.startswith(self.marker))
                 msg = {**msg, "content": {**content, "text": lines}}
-        return super().output(outs, msg, display_id, cell_index)
+        try:
+            return super().output(outs, msg, display_id, cell_index)
+        except Exception:  # a malformed message (the kernel's json patched): keep a stream's text or an error
+            clean = _clean_output(msg)
+            return super().output(outs, clean, None, cell_index) if clean else None
+
+
+def _clean_output(msg: dict) -> dict | None:
+    """A stream or error message of the kernel reduced to its text fields, or None for any other kind."""
+    content, kind = msg.get("content") or {}, msg.get("msg_type")
+    if kind == "stream":
+        name = content.get("name") if content.get("name") in ("stdout", "stderr") else "stdout"
+        return {**msg, "content": {"name": name, "text": str(content.get("text", ""))}}
+    if kind == "error":
+        fields = {"ename": str(content.get("ename", ""))[:100], "evalue": str(content.get("evalue", ""))[:200]}
+        return {**msg, "content": {**fields, "traceback": []}}
+    return None
 
 
 def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_check, env, hide=(), unsafe=False):

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import nbformat
 import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
-from torch import nn
 
 from nclab import exercises, grade
+from nclab.exercises import remote
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTOR_01 = ROOT / "notebooks" / "01_train_resnet18_cifar100.ipynb"
@@ -240,50 +239,40 @@ def test_a_cell_that_ignores_the_interrupt_stops_at_the_total_time_limit(tmp_pat
     assert row["total"] == 0 and row["seconds"] < 40
 
 
-def test_a_check_that_loops_forever_fails_that_question_only():
-    def endless(step, total_steps, gamma=0.1):
-        while True:
-            pass
-
-    namespace = {
-        "multistep_factor": endless,
-        "cifar_stem_layer": lambda width: nn.Conv2d(3, width, 3, 1, 1, bias=False),
-    }
-    report = grade.run_checks(namespace, ["01_schedule", "01_stem", "01_flip"], seconds_per_check=1)
-    assert report["01_schedule"] == {
-        "passed": False,
-        "message": "`multistep_factor` did not return within 1 s (an endless loop?)",
-    }
-    assert report["01_stem"]["passed"] is True
-    assert report["01_flip"]["message"] == "answer `random_flip_student` not defined (cell deleted?)"
+def test_a_check_that_loops_forever_fails_that_question_only(tmp_path):
+    """The grader interrupts the kernel's call when the check's time is up; the other checks still run."""
+    path = tmp_path / "endless.ipynb"
+    endless = "def multistep_factor(step, total_steps, gamma=0.1):\n    while True:\n        pass"
+    stem = "def cifar_stem_layer(width):\n    return nn.Conv2d(3, width, 3, 1, 1, bias=False)"
+    nbformat.write(new_notebook(cells=[new_code_cell(IMPORTS), new_code_cell(endless), new_code_cell(stem)]), path)
+    row = grade.grade_submission(path, ["01_schedule", "01_stem", "01_flip"], seconds_per_check=3)
+    assert row["01_schedule_feedback"] == "`multistep_factor` did not return within 3 s (an endless loop?)"
+    assert row["01_stem_points"] == 2 and row["01_schedule_points"] == 0
+    assert row["01_flip_feedback"] == "answer `random_flip_student` not defined (cell deleted?)"
+    assert row["status"] == "ok" and row["seconds"] < 30
 
 
-def test_result_line_is_read_only_with_its_nonce_and_only_as_true_or_false():
-    nonce = "ab" * 16
+def _fake_kernel(printed: list[str], timed_out: bool = False):
+    return lambda source, seconds: (printed, timed_out)
 
-    def line(report):
-        return nbformat.v4.new_output("stream", name="stdout", text=f"{grade.RESULT_TAG} {nonce} {report}\n")
 
-    report, problem = grade._read_report(
-        [
-            line(
-                '{"01_flip": {"passed": "yes"}, "01_stem": {"passed": true, '
-                '"message": "ok"}, "99_bonus": {"passed": true}}'
-            )
-        ],
-        nonce,
-        QUESTIONS,
-    )
-    assert problem == "" and report == {
-        "01_flip": (False, ""),
-        "01_crop": (False, ""),
-        "01_stem": (True, "ok"),
-        "01_schedule": (False, ""),
-    }
-    wrong_nonce = nbformat.v4.new_output("stream", name="stdout", text=f"{grade.RESULT_TAG} {'cd' * 16} {{}}\n")
-    assert grade._read_report([wrong_nonce], nonce, QUESTIONS) == (None, "ungraded")
-    assert grade._read_report([line("{}"), line("{}")], nonce, QUESTIONS) == (None, "tampered")
-    assert grade._read_report([line("[1, 2")], nonce, QUESTIONS) == (None, "ungraded")
+def test_a_reply_is_read_only_with_its_tag_once_and_as_plain_data():
+    tag = f"{grade.RESULT_TAG} {'ab' * 16}"
+    answer = {"kind": "object", "type": "function"}
+    described = remote.Channel(_fake_kernel([f"{tag} " + json.dumps({"energy_score": answer})]), tag)
+    assert described.describe(["energy_score", "x"]) == {"energy_score": answer, "x": {}}
+    with pytest.raises(remote.Tampered):
+        remote.Channel(_fake_kernel([f"{tag} {{}}", f"{tag} {{}}"]), tag).reply("cell")
+    with pytest.raises(remote.NoReply):
+        remote.Channel(_fake_kernel([]), tag).reply("cell")
+    with pytest.raises(remote.NoReply):
+        remote.Channel(_fake_kernel([f"{tag} [1, 2"]), tag).reply("cell")
+    with pytest.raises(remote.CheckTimeout):
+        remote.Channel(_fake_kernel([], timed_out=True), tag).reply("cell")
+    pickled = {"replies": [{"output": {"t": "pickle", "data": "gASVAAAA"}, "arguments": [None], "gradients": {}}]}
+    channel = remote.Channel(_fake_kernel([f"{tag} " + json.dumps(pickled)]), tag)
+    with pytest.raises(remote.NoReply, match="could not be read"):
+        remote.Remote(channel, "energy_score", "object", "function")(1)
 
 
 def test_only_exercises_keeps_the_cells_up_to_the_last_answer():
@@ -293,11 +282,13 @@ def test_only_exercises_keeps_the_cells_up_to_the_last_answer():
     assert not any("load_or_train" in cell.source for cell in notebook.cells)
 
 
-def test_grading_cell_names_the_grader_copy_and_the_nonce():
-    source = grade.grading_cell(QUESTIONS, "ab" * 16, 20)
-    compile(source, "grading cell", "exec")
-    assert str(grade._PACKAGE / "__init__.py") in source and "ab" * 16 in source
-    assert "import nclab" not in textwrap.dedent(source)
+def test_the_graders_cells_carry_the_wire_and_the_nonce_and_never_import_nclab():
+    tag = f"{grade.RESULT_TAG} {'ab' * 16}"
+    setup, call = remote.setup_cell(tag, ["energy_score"]), remote.call_cell(tag, "energy_score", [(1.0,)])
+    for source in (setup, call):
+        compile(source, "grading cell", "exec")
+        assert "ab" * 16 in source and "import nclab" not in source and "from nclab" not in source
+    assert repr(remote.WIRE_SOURCE) in setup  # the grader's copy, read when it started
 
 
 # --- no row ever lost: files that are not notebooks, formulas, an interrupted grader ----------------------

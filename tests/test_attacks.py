@@ -1,0 +1,225 @@
+"""Students who attack the grader (issue 16), as real submission files of notebook 03's exercises
+(``tests/submissions/03/``, written by ``tests/submissions/make_attacks.py``), graded in one run of
+``python -m nclab grade`` between honest students.
+
+Every attacker gets 0, or the points of what it answered honestly; the honest students before and after
+them keep theirs; the package's files are unchanged; no process of a submission survives. The grader
+compares in its own process, so what a submission does to its kernel (json, stdout, torch, an input
+transformer, tensor subclasses) can only change what its own answers return; the random cases come from
+a secret seed per submission, so answers hard-coded for the notebook's inputs fail. The run needs the
+sandbox (root): one attack rewrites the package's files, which only the sandbox keeps read-only.
+"""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nclab import exercises, grade, sandbox
+from nclab.exercises import core, remote, wire
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBMISSIONS = ROOT / "tests" / "submissions" / "03"
+QUESTIONS = ["03_energy", "03_covariance", "03_fpr95"]
+REASON = sandbox.unavailable_reason()
+needs_sandbox = pytest.mark.skipif(REASON is not None, reason=f"sandbox unavailable here: {REASON}")
+
+
+def _package_digest() -> dict[str, str]:
+    """{file: sha256} of the package's Python files."""
+    files = sorted((ROOT / "nclab").rglob("*.py"))
+    return {str(path.relative_to(ROOT)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory):
+    """(rows by student, the package digest before, after) of one grading run of the attack folder."""
+    out = tmp_path_factory.mktemp("attacks") / "scores.csv"
+    before = _package_digest()
+    done = subprocess.run(
+        [sys.executable, "-m", "nclab", "grade", str(SUBMISSIONS), "03_ood_detection.ipynb", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    return grade.read_scores(out).set_index("student").to_dict("index"), before, _package_digest()
+
+
+def _points(row) -> dict:
+    return {q: row[f"{q}_points"] for q in QUESTIONS}
+
+
+HONEST = {"a_solved": 5, "b_untouched": 0, "c_energy_only": 1, "z_solved_after": 5, "z_untouched_after": 0}
+
+
+@needs_sandbox
+def test_the_honest_students_around_the_attackers_keep_their_points(attacked):
+    rows = attacked[0]
+    assert {student: rows[student]["total"] for student in HONEST} == HONEST
+    assert all(rows[student]["status"] == "ok" for student in HONEST)
+    assert len(rows) == len(list(SUBMISSIONS.glob("*.ipynb")))  # one complete row per file
+
+
+@needs_sandbox
+@pytest.mark.parametrize(
+    "attack, energy",
+    [
+        ("attack_stdout_rewrite", 0),
+        ("attack_input_transformer", 0),
+        ("attack_patch_torch", 0),
+        ("attack_tensor_subclass", 1),  # its energy answer, written honestly after the attack, counts
+        ("attack_rewrite_package", 0),
+        ("attack_remote_hands", 0),
+        ("attack_hard_coded", 0),
+    ],
+)
+def test_each_attack_scores_zero_or_its_honest_points(attacked, attack, energy):
+    row = attacked[0][attack]
+    assert _points(row) == {"03_energy": energy, "03_covariance": 0, "03_fpr95": 0}, row
+
+
+@needs_sandbox
+def test_the_feedback_says_what_was_wrong(attacked):
+    rows = attacked[0]
+    assert "subclass of torch.Tensor" in rows["attack_tensor_subclass"]["03_covariance_feedback"]
+    assert "got a Equal" in rows["attack_tensor_subclass"]["03_fpr95_feedback"]
+    assert "expected [" in rows["attack_hard_coded"]["03_energy_feedback"]  # a secret random case
+    assert "NotImplementedError" in rows["attack_patch_torch"]["03_energy_feedback"]
+
+
+@needs_sandbox
+def test_the_package_files_are_unchanged_and_no_process_survives(attacked):
+    _, before, after = attacked
+    assert before == after
+    assert subprocess.run(["pgrep", "-u", sandbox.USER], capture_output=True).returncode == 1
+
+
+def test_the_hard_coded_answers_pass_the_notebooks_check_but_not_a_secret_seed():
+    """The attack is real: without a secret seed (in the notebook) its answers pass."""
+    import nbformat
+
+    namespace: dict = {"exercises": exercises}
+    for cell in nbformat.read(SUBMISSIONS / "attack_hard_coded.ipynb", 4).cells:
+        if cell.cell_type == "code":
+            exec(cell.source.replace("check(", "exercises.run_check("), namespace)
+    answers = {q: namespace[exercises.EXERCISES[q].answer] for q in QUESTIONS}
+    assert all(exercises.run_check(q, answers[q]).passed for q in QUESTIONS)
+    with core.secret_seed(12345):
+        assert not any(exercises.run_check(q, answers[q]).passed for q in QUESTIONS)
+
+
+# --- the wire: plain data only, checked ------------------------------------------------------------------
+
+
+class Agreeable(torch.Tensor):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        return True if func in (torch.allclose, torch.equal) else super().__torch_function__(func, types, args, kwargs)
+
+
+class Equal:
+    def __eq__(self, other):
+        return True
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        3,
+        -2.5,
+        float("nan"),
+        float("inf"),
+        1 + 2j,
+        "text",
+        [1, (2.0, "x")],
+        {"a": 1, 2: [3]},
+        torch.arange(6, dtype=torch.uint8).view(2, 3),
+        torch.randn(3, 4, dtype=torch.float64),
+        torch.ones(2, dtype=torch.bfloat16),
+        torch.zeros(0, 5),
+        torch.tensor(7),
+    ],
+)
+def test_plain_values_round_trip_through_the_wire(value):
+    back = wire.decode(wire.encode(value))
+    if isinstance(value, torch.Tensor):
+        assert type(back) is torch.Tensor and back.dtype == value.dtype and torch.equal(back, value)
+    elif isinstance(value, float) and value != value:
+        assert back != back
+    else:
+        assert back == value and type(back) is type(value)
+
+
+@pytest.mark.parametrize(
+    "value, description",
+    [
+        (torch.zeros(3).as_subclass(Agreeable), "subclass of torch.Tensor"),
+        (torch.nn.Parameter(torch.zeros(2)), "a Parameter, a subclass"),
+        (Equal(), "a Equal"),
+        (torch.zeros(3).to_sparse(), "sparse_coo tensor"),
+        (torch.empty(3, device="meta"), "meta device"),
+        (torch.nn.Sequential(), "a Sequential (a layer)"),
+        (b"bytes", "a bytes"),
+        (torch.zeros(2**21), "too large to check"),
+    ],
+)
+def test_anything_else_comes_back_as_an_opaque_description_that_equals_nothing(value, description):
+    back = wire.decode(wire.encode(value), opaque=core.Opaque)
+    assert isinstance(back, core.Opaque) and description in back.description
+    assert back != back.description and not (back == torch.zeros(3))
+
+
+def test_a_conv2d_comes_back_rebuilt_from_its_settings_and_absurd_settings_do_not():
+    layer = wire.decode(wire.encode(torch.nn.Conv2d(3, 8, 3, stride=1, padding=1, bias=False)), opaque=core.Opaque)
+    assert type(layer) is torch.nn.Conv2d and layer.bias is None and layer.padding == (1, 1)
+    data = wire.encode(torch.nn.Conv2d(3, 8, 3))
+    data["settings"]["items"][1][1] = 10**6  # out_channels: a grader-side allocation of terabytes
+    assert isinstance(wire.decode(data, opaque=core.Opaque), core.Opaque)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"t": "tensor", "dtype": "float32", "shape": [2], "data": "AAAA"},  # 3 bytes for 8
+        {"t": "tensor", "dtype": "object", "shape": [1], "data": ""},
+        {"t": "tensor", "dtype": "float32", "shape": [10**9], "data": ""},
+        {"t": "pickle", "data": "gASV"},
+        {"t": "float", "v": "__import__('os')"},
+        ["a", "list", "without", "its", "kind"],
+        {"t": "dict", "items": [[{"t": "list", "items": []}, 1]]},
+    ],
+)
+def test_what_encode_would_not_make_is_refused(data):
+    with pytest.raises(ValueError):
+        wire.decode(data)
+
+
+def test_a_remote_call_reflects_in_place_changes_and_brings_the_gradient():
+    """The kernel's side (wire.serve) run here on a function, read by the grader's side (remote.Remote)."""
+
+    def kernel(source: str, seconds: float) -> tuple[list[str], bool]:
+        import contextlib
+        import io
+
+        namespace = {"square_in_place": lambda x: x.mul_(x), "double": lambda x: 2 * x}
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(source, {"_nclab_wire_" + "ab" * 16: vars(wire), "globals": lambda: namespace})
+        return [line for line in printed.getvalue().splitlines() if line.startswith(tag)], False
+
+    tag = f"{grade.RESULT_TAG} {'ab' * 16}"
+    channel = remote.Channel(kernel, tag)
+    channel.begin_check(10)
+    x = torch.tensor([1.0, 2.0, 3.0])
+    with pytest.raises(core.Wrong, match="in place"):
+        core.call(remote.Remote(channel, "square_in_place", "object", "function"), "case", x)
+    leaf = x.double().requires_grad_(True)
+    output = core.call(remote.Remote(channel, "double", "object", "function"), "case", leaf)
+    assert torch.equal(output.detach(), 2 * leaf.detach()) and output.requires_grad
+    assert torch.equal(core._gradient(output, leaf), torch.full((3,), 2.0, dtype=torch.float64))
