@@ -281,7 +281,9 @@ def _launch(config: str, connection_file: str, extra: list[str]) -> None:
         user = pwd.getpwuid(os.getuid()).pw_name
         env = {**_kernel_env(args.workdir, user, args.cache), "NCLAB_SANDBOX_RUN": args.run}
         _exec_kernel(connection_file, extra, env)
-    grader, (alive_r, alive_w), (ready_r, ready_w), (output_r, output_w) = os.getppid(), os.pipe(), os.pipe(), os.pipe()
+    # The grader's PID from the config, not os.getppid(): a grader killed while this process starts has
+    # already left it to init, and the sandbox must not outlive it.
+    grader, (alive_r, alive_w), (ready_r, ready_w), (output_r, output_w) = args.grader, os.pipe(), os.pipe(), os.pipe()
     _check(_libc.unshare(CLONE_NEWPID), "unshare PID namespace")
     init = os.fork()
     if init == 0:
@@ -458,7 +460,7 @@ def kernel_manager(
     os.chown(sockets, uid, gid)
     config = dict(workdir=str(workdir), sockets=str(sockets), ready=str(base / "ready"), user=user, uid=uid, gid=gid)
     config |= dict(run=run, limits=asdict(limits), hide=list(map(str, hidden)), expose=list(map(str, exposed)))
-    config |= dict(cache=str(cache) if cache else None)
+    config |= dict(cache=str(cache) if cache else None, grader=os.getpid())
     with open(os.open(base / "launch.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
         json.dump({**config, "unsafe": bool(reason)}, file)
     argv = [sys.executable, "-I", "-S", __file__, "launch", str(base / "launch.json"), "{connection_file}"]

@@ -139,6 +139,24 @@ def test_typical_mistake_gets_a_specific_message(mistake):
     assert expected in result.message, result.message
 
 
+def test_the_schedule_check_asks_for_all_the_steps_of_a_schedule_at_once():
+    """One ``call_each`` per (T, γ), never one call per step: the grader's stand-in for the student's function
+    runs such a list in one round trip to the kernel (not ~400)."""
+    batches = []
+
+    class Remote:  # the shape of the grader's stand-in: callable, and a call_each(case, calls)
+        def __call__(self, *args):
+            raise AssertionError("called one step at a time")
+
+        def call_each(self, case, calls):
+            batches.append(calls)
+            return [schedule(*args) for args in calls]
+
+    assert run_check("01_schedule", Remote()).passed
+    assert [len(calls) for calls in batches[:4]] == [30, 31, 299, 30] and len(batches) == 5
+    assert all(calls == [(t, *calls[0][1:]) for t in range(len(calls))] for calls in batches)
+
+
 def test_hand_case_message_shows_the_expected_values():
     result = run_check("01_flip", lambda x, f: torch.where(f[:, None, None, None], x.roll(1, -1), x))
     assert "expected [[[[2, 1, 0], [5, 4, 3]]], [[[6, 7, 8], [9, 10, 11]]]], got [[[[2, 0, 1]" in result.message

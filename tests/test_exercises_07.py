@@ -40,21 +40,21 @@ def not_yet(*args):
     raise NotImplementedError()
 
 
-@pytest.mark.parametrize(
-    "name, answer",
-    [
-        ("07_counts", counts_right),
-        ("07_counts", lambda n, C, IF: [int(n * (1 / IF) ** (c / (C - 1))) for c in range(C)]),  # the LDAM code
-        ("07_counts", lambda n, C, IF: torch.tensor(counts_right(n, C, IF))),
-        ("07_counts", lambda n, C, IF: tuple(counts_right(n, C, IF))),
-        ("07_counts", lambda n, C, IF: np.floor(n * float(IF) ** (-np.arange(C) / (C - 1))).astype(int)),  # NumPy
-        ("07_counts", lambda n, C, IF: list(np.floor(n * float(IF) ** (-np.arange(C) / (C - 1))).astype(np.int64))),
-        ("07_counts", lambda n, C, IF: torch.floor(n * IF ** (-torch.arange(C) / (C - 1)))),  # floored floats
-        ("07_project", project_right),
-        ("07_project", project_loop),
-        ("07_project", lambda w, g, mu, keep: project_right(w.float(), g.float(), mu.float(), keep)),
-    ],
-)
+RIGHT = [  # (exercise, a right answer): also checked under secret seeds (test_secret_seeds.py)
+    ("07_counts", counts_right),
+    ("07_counts", lambda n, C, IF: [int(n * (1 / IF) ** (c / (C - 1))) for c in range(C)]),  # the LDAM code
+    ("07_counts", lambda n, C, IF: torch.tensor(counts_right(n, C, IF))),
+    ("07_counts", lambda n, C, IF: tuple(counts_right(n, C, IF))),
+    ("07_counts", lambda n, C, IF: np.floor(n * float(IF) ** (-np.arange(C) / (C - 1))).astype(int)),  # NumPy
+    ("07_counts", lambda n, C, IF: list(np.floor(n * float(IF) ** (-np.arange(C) / (C - 1))).astype(np.int64))),
+    ("07_counts", lambda n, C, IF: torch.floor(n * IF ** (-torch.arange(C) / (C - 1)))),  # floored floats
+    ("07_project", project_right),
+    ("07_project", project_loop),
+    ("07_project", lambda w, g, mu, keep: project_right(w.float(), g.float(), mu.float(), keep)),
+]
+
+
+@pytest.mark.parametrize("name, answer", RIGHT)
 def test_right_answers_pass(name, answer):
     result = run_check(name, answer)
     assert result.passed, result.message
@@ -71,33 +71,33 @@ def _parts(weight, grad, centres):
     return g_t, toward
 
 
-@pytest.mark.parametrize(
-    "name, answer, message",
-    [
-        ("07_counts", lambda n, C, IF: [math.floor(n * IF ** (-c / C)) for c in range(C)], "−c/(C−1)"),
-        ("07_counts", lambda n, C, IF: [round(n * IF ** (-c / (C - 1))) for c in range(C)], "not round()"),
-        ("07_counts", lambda n, C, IF: counts_right(n, C, IF)[::-1], "class 0 is the head"),
-        ("07_counts", lambda n, C, IF: [n * IF ** (-c / (C - 1)) for c in range(C)], "not floats"),
-        ("07_counts", lambda n, C, IF: torch.tensor([n * IF ** (-c / (C - 1)) for c in range(C)]), "whole numbers"),
-        ("07_counts", lambda n, C, IF: [math.floor(n * IF ** (c / (C - 1))) for c in range(C)], "negative"),
-        ("07_counts", not_yet, "not answered yet"),
-        ("07_counts", lambda n, C, IF: "10847", "list of C ints"),
-        ("07_project", lambda w, g, mu, keep: _mix(_parts(w, g, mu)[0], g, keep), "remove the opposing"),
-        (
-            "07_project",
-            lambda w, g, mu, keep: _mix(
-                (lambda t, d: t - (t * d).sum(1, keepdim=True) * d)(
-                    _parts(w, g, mu)[0], F.normalize(_parts(w, g, mu)[1], dim=1)
-                ),
-                g,
-                keep,
+MISTAKES = [  # (exercise, typical wrong answer, what the message must say)
+    ("07_counts", lambda n, C, IF: [math.floor(n * IF ** (-c / C)) for c in range(C)], "−c/(C−1)"),
+    ("07_counts", lambda n, C, IF: [round(n * IF ** (-c / (C - 1))) for c in range(C)], "not round()"),
+    ("07_counts", lambda n, C, IF: counts_right(n, C, IF)[::-1], "class 0 is the head"),
+    ("07_counts", lambda n, C, IF: [n * IF ** (-c / (C - 1)) for c in range(C)], "not floats"),
+    ("07_counts", lambda n, C, IF: torch.tensor([n * IF ** (-c / (C - 1)) for c in range(C)]), "whole numbers"),
+    ("07_counts", lambda n, C, IF: [math.floor(n * IF ** (c / (C - 1))) for c in range(C)], "negative"),
+    ("07_counts", not_yet, "not answered yet"),
+    ("07_counts", lambda n, C, IF: "10847", "list of C ints"),
+    ("07_project", lambda w, g, mu, keep: _mix(_parts(w, g, mu)[0], g, keep), "remove the opposing"),
+    (
+        "07_project",
+        lambda w, g, mu, keep: _mix(
+            (lambda t, d: t - (t * d).sum(1, keepdim=True) * d)(
+                _parts(w, g, mu)[0], F.normalize(_parts(w, g, mu)[1], dim=1)
             ),
-            "only where it opposes",
+            g,
+            keep,
         ),
-        ("07_project", lambda w, g, mu, keep: project_right(w, g, mu, 1 - keep), "keep · g_t + (1 − keep) · g"),
-        ("07_project", not_yet, "not answered yet"),
-    ],
-)
+        "only where it opposes",
+    ),
+    ("07_project", lambda w, g, mu, keep: project_right(w, g, mu, 1 - keep), "keep · g_t + (1 − keep) · g"),
+    ("07_project", not_yet, "not answered yet"),
+]
+
+
+@pytest.mark.parametrize("name, answer, message", MISTAKES)
 def test_mistakes_get_a_specific_message(name, answer, message):
     result = run_check(name, answer)
     assert not result.passed

@@ -82,31 +82,47 @@ def test_ncc_accuracy_bounds_are_attained_by_some_joint_outcome(r, a):
         pitfalls.ncc_accuracy_bounds(1.2, 0.5)
 
 
-def test_the_bounds_check_names_each_mistake():
-    assert exercises.run_check("09_bounds", pitfalls.ncc_accuracy_bounds).passed
-    plus_minus = exercises.run_check("09_bounds", lambda r, a: (r - (1 - a), r + (1 - a)))
-    assert not plus_minus.passed and "at most one of them is right" in plus_minus.message
-    swapped = exercises.run_check("09_bounds", lambda r, a: pitfalls.ncc_accuracy_bounds(r, a)[::-1])
-    assert not swapped.passed and "(high, low)" in swapped.message
-    unclipped = exercises.run_check("09_bounds", lambda r, a: (a + r - 1, 1 - abs(a - r)))
-    assert not unclipped.passed and "at least 0" in unclipped.message
-    for bad in (lambda r, a: "0.5, 0.9", lambda r, a: (0.1,), lambda r, a: (float("nan"), 1.0), lambda r, a: {0: 1}):
-        result = exercises.run_check("09_bounds", bad)
-        assert not result.passed and "return two" in result.message
+AUDIT = {key: kind for key, (kind, _) in pitfalls.REPORT_DIAGNOSES.items()}  # notebook 09's answer key
+
+RIGHT = [  # (exercise, a right answer): also checked under secret seeds (test_secret_seeds.py)
+    ("09_bounds", pitfalls.ncc_accuracy_bounds),
+    ("09_bounds", lambda r, a: [max(0, a + r - 1), 1 - abs(a - r)]),  # a list is a pair too
+    ("09_audit", lambda: AUDIT),
+    ("09_audit", lambda: {k.lower(): v.upper() for k, v in AUDIT.items()}),
+]
+MISTAKES = [  # (exercise, typical wrong answer, what the message must say)
+    ("09_bounds", lambda r, a: (r - (1 - a), r + (1 - a)), "at most one of them is right"),
+    ("09_bounds", lambda r, a: pitfalls.ncc_accuracy_bounds(r, a)[::-1], "(high, low)"),
+    ("09_bounds", lambda r, a: (a + r - 1, 1 - abs(a - r)), "at least 0"),
+    ("09_bounds", lambda r, a: "0.5, 0.9", "return two"),
+    ("09_bounds", lambda r, a: (0.1,), "return two"),
+    ("09_bounds", lambda r, a: (float("nan"), 1.0), "return two"),
+    ("09_bounds", lambda r, a: {0: 1}, "return two"),
+    ("09_audit", lambda: {**AUDIT, "E6": "sign flipped"}, "6 of 7 excerpts right"),
+]
+
+
+@pytest.mark.parametrize("name, answer", RIGHT)
+def test_right_answers_pass(name, answer):
+    result = exercises.run_check(name, answer)
+    assert result.passed, result.message
+
+
+@pytest.mark.parametrize("name, answer, message", MISTAKES)
+def test_typical_mistakes_are_named(name, answer, message):
+    result = exercises.run_check(name, answer)
+    assert not result.passed and message in result.message, result.message
 
 
 def test_the_audit_check_counts_without_telling_which():
-    right = {key: kind for key, (kind, _) in pitfalls.REPORT_DIAGNOSES.items()}
-    assert exercises.run_check("09_audit", lambda: right).passed
-    assert exercises.run_check("09_audit", lambda: {k.lower(): v.upper() for k, v in right.items()}).passed
-    one_wrong = exercises.run_check("09_audit", lambda: {**right, "E6": "sign flipped"})
+    one_wrong = exercises.run_check("09_audit", lambda: {**AUDIT, "E6": "sign flipped"})
     assert (
         not one_wrong.passed and one_wrong.message.startswith("6 of 7 excerpts right") and "E6" not in one_wrong.message
     )
     assert (
-        "E3 missing" in exercises.run_check("09_audit", lambda: {k: v for k, v in right.items() if k != "E3"}).message
+        "E3 missing" in exercises.run_check("09_audit", lambda: {k: v for k, v in AUDIT.items() if k != "E3"}).message
     )
-    assert "is not one of the kinds" in exercises.run_check("09_audit", lambda: {**right, "E1": "typo"}).message
-    assert "unknown excerpts E9" in exercises.run_check("09_audit", lambda: {**right, "E9": "correct"}).message
-    assert "must return a dict" in exercises.run_check("09_audit", lambda: list(right.items())).message
-    assert set(right.values()) <= set(notebook09.KINDS)
+    assert "is not one of the kinds" in exercises.run_check("09_audit", lambda: {**AUDIT, "E1": "typo"}).message
+    assert "unknown excerpts E9" in exercises.run_check("09_audit", lambda: {**AUDIT, "E9": "correct"}).message
+    assert "must return a dict" in exercises.run_check("09_audit", lambda: list(AUDIT.items())).message
+    assert set(AUDIT.values()) <= set(notebook09.KINDS)

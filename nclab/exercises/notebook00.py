@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ufm
-from .core import Exercise, Question, Wrong, call, compare_close, show
+from .core import Exercise, Question, Wrong, call, compare_close, generator, show
 
 
 def _cosines(vectors: torch.Tensor) -> torch.Tensor:
@@ -34,13 +34,13 @@ def check_mean_cosine(mean_pairwise_cosine: Callable) -> tuple[bool, str]:
     the cosine matrix (C, C) returned instead of its mean.
     """
     angles = torch.tensor([90.0, 210.0, 330.0]).deg2rad()
-    generator = torch.Generator().manual_seed(23)
-    norms = torch.logspace(-1, 1, 6, dtype=torch.float64)[torch.randperm(6, generator=generator), None]
+    rng = generator(23)
+    norms = torch.logspace(-1, 1, 6, dtype=torch.float64)[torch.randperm(6, generator=rng), None]
     cases = [
         ("hand case: v = (2e₁, 3e₂, −e₁)", torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])),
         ("three unit vectors at 120° in the plane", torch.stack([angles.cos(), angles.sin()], dim=1)),
         ("random case: C = 6 vectors in R^4 of norms 0.1 to 10",
-         torch.randn(6, 4, generator=generator, dtype=torch.float64) * norms),
+         torch.randn(6, 4, generator=rng, dtype=torch.float64) * norms),
     ]  # fmt: skip
     for case, vectors in cases:
         expected = ufm.mean_pairwise_cosine(vectors.double())
@@ -140,15 +140,15 @@ def check_ufm_step(ufm_step: Callable) -> tuple[bool, str]:
     gradient, the 1/N missing on H's gradient or on every data term, logits minus labels instead of p − y,
     y − p, the decays missing, doubled or halved, the bias left as it is, and W updated before H's gradient.
     """
-    generator = torch.Generator().manual_seed(31)
+    rng = generator(31)
     cases = [
         ("hand case: H = (1, 0; 0, 1; −1, 1), W = (1, 0; 0, 1), b = 0, labels (0, 1, 1), lr = 1, λ's = 0.1",
          torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 1.0]]), torch.eye(2), torch.zeros(2), torch.tensor([0, 1, 1]),
          1.0, 0.1, 0.1, 0.1),
         ("random case: N = 12 in 4 classes (5, 4, 2, 1), p = 5, lr = 0.5, λ_H = 0.01, λ_W = 0.02, λ_b = 0.03",
-         torch.randn(12, 5, generator=generator, dtype=torch.float64),
-         torch.randn(4, 5, generator=generator, dtype=torch.float64),
-         torch.randn(4, generator=generator, dtype=torch.float64),
+         torch.randn(12, 5, generator=rng, dtype=torch.float64),
+         torch.randn(4, 5, generator=rng, dtype=torch.float64),
+         torch.randn(4, generator=rng, dtype=torch.float64),
          torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3]), 0.5, 0.01, 0.02, 0.03),
     ]  # fmt: skip
     for case, H, W, b, labels, lr, lambda_H, lambda_W, lambda_b in cases:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .. import data, models, train
-from .core import Exercise, Question, as_number, call, compare, random_images, show
+from .core import Exercise, Question, as_number, call, call_each, compare, generator, is_module, random_images, show
 
 
 def check_flip(random_flip_student: Callable) -> tuple[bool, str]:
@@ -75,7 +75,7 @@ def check_crop(random_crop_student: Callable) -> tuple[bool, str]:
         (
             "a random (8, 3, 32, 32) uint8 batch",
             random_images(8, 32, seed=2),
-            torch.randint(0, 9, (8, 2), generator=torch.Generator().manual_seed(3)),
+            torch.randint(0, 9, (8, 2), generator=generator(3)),
         ),
     ]
     for case, images, shifts in cases:
@@ -112,16 +112,17 @@ def check_stem(cifar_stem_layer: Callable) -> tuple[bool, str]:
     """01_stem: ``cifar_stem_layer(width)`` returns the CIFAR stem, ``nn.Conv2d(3, width, 3, stride=1, padding=1,
     bias=False)``.
 
-    Compares the layer built for widths 16 and 24 with ``nclab.models.resnet18(...).conv1`` field by
-    field (channels, kernel, stride, padding, dilation, groups, bias) and checks that a 32×32 input
+    Compares the layer built for widths 16, 24 and one drawn from 8 … 96 with ``nclab.models.resnet18(...).conv1``
+    field by field (channels, kernel, stride, padding, dilation, groups, bias) and checks that a 32×32 input
     keeps its 32×32 map: H_out = ⌊(H + 2p − k)/s⌋ + 1.
     """
-    if isinstance(cifar_stem_layer, nn.Module):
+    if is_module(cifar_stem_layer):
         return False, (
             "`cifar_stem_layer` is a layer; define a function `cifar_stem_layer(width)` that returns the layer."
         )
-    for width in (16, 24):
-        stem = cifar_stem_layer(width)
+    drawn = int(torch.randint(8, 97, (), generator=generator(70)))  # a secret width while grading
+    for width in (16, 24, drawn):
+        stem = call(cifar_stem_layer, f"cifar_stem_layer({width})", width)
         if not isinstance(stem, nn.Conv2d):
             return False, (
                 f"cifar_stem_layer({width}) returned {show(stem)}; expected one nn.Conv2d (BatchNorm and "
@@ -160,18 +161,25 @@ def check_schedule(multistep_factor: Callable) -> tuple[bool, str]:
     """01_schedule: ``multistep_factor(step, total_steps, gamma)`` = γ^([t ≥ ⌊T/3⌋] + [t ≥ ⌊2T/3⌋]).
 
     Compared with ``nclab.train.lr_factor`` for a multi-step TrainConfig (one step per epoch) at every
-    step t = 0 … T−1 of T = 30, 31 and 299 steps, and with γ = 0.5; reports where the factor changes
-    against where it should (the boundaries ⌊T/3⌋ and ⌊2T/3⌋ themselves included).
+    step t = 0 … T−1 of T = 30, 31 and 299 steps with γ = 0.1, of T = 30 with γ = 0.5, and of a random T
+    in 12 … 400 with a random γ in 0.051 … 0.899 (three decimals; while grading, ones the student cannot
+    know in advance); reports a non-number, f(0) ≠ 1, where the factor changes against where it should (the
+    boundaries ⌊T/3⌋ and ⌊2T/3⌋ themselves included), or the levels when γ is not used.
     """
-    for total, gamma in ((30, 0.1), (31, 0.1), (299, 0.1), (30, 0.5)):
+    fixed = [(30, 0.1), (31, 0.1), (299, 0.1), (30, 0.5)]
+    rng = generator(71)
+    drawn = int(torch.randint(12, 401, (), generator=rng)), int(torch.randint(51, 900, (), generator=rng)) / 1000
+    while drawn in fixed:  # never one of the notebook's cases: an answer that only knows those must fail
+        drawn = drawn[0] + 1, drawn[1]
+    for total, gamma in [*fixed, drawn]:
         reference = train.lr_factor(train.TrainConfig(epochs=total, schedule="multistep", gamma=gamma), 1)
         expected = [reference(t) for t in range(total)]
-        got = []
-        for t in range(total):
-            value = multistep_factor(t, total, gamma)
+        calls = [(t, total, gamma) for t in range(total)]
+        values = call_each(multistep_factor, f"T = {total} steps, γ = {gamma}", calls)  # one round trip
+        for (t, _, _), value in zip(calls, values):
             if as_number(value) is None:
                 return False, f"multistep_factor({t}, {total}, {gamma}) returned {show(value)}; return a number."
-            got.append(as_number(value))
+        got = [as_number(value) for value in values]
         if all(math.isclose(g, e, rel_tol=1e-6) for g, e in zip(got, expected)):
             continue
         if not math.isclose(got[0], 1.0):

@@ -11,15 +11,15 @@ from collections.abc import Callable
 import torch
 
 from .. import collapse, etf
-from .core import Exercise, Question, call, compare, compare_close
+from .core import Exercise, Question, call, compare, compare_close, generator
 
 
 def _collapse_case(C: int = 4, p: int = 6, per_class: int = 5, seed: int = 0):
     """Features of C classes around random means in R^p, with their class means, Σ_W and Σ_B."""
-    generator = torch.Generator().manual_seed(seed)
+    rng = generator(seed)
     labels = torch.arange(C).repeat(per_class)
-    features = 3 * torch.randn(C, p, generator=generator, dtype=torch.float64)[labels] + torch.randn(
-        C * per_class, p, generator=generator, dtype=torch.float64
+    features = 3 * torch.randn(C, p, generator=rng, dtype=torch.float64)[labels] + torch.randn(
+        C * per_class, p, generator=rng, dtype=torch.float64
     )
     means, _ = collapse.class_means(features, labels)
     Sigma_W = collapse.within_class_covariance(features, labels, means)
@@ -101,11 +101,15 @@ def check_etf_gram(simplex_gram: Callable) -> tuple[bool, str]:
     """02_etf_gram: ``simplex_gram(C)`` → (C, C), the cosine Gram of a simplex ETF: 1 on the diagonal,
     −1/(C − 1) off it.
 
-    Compared with ``nclab.etf.simplex_etf_gram`` for C = 2, 3 and 10; recognises the centring matrix
-    I − 11ᵀ/C without its scale C/(C − 1) and off-diagonal entries −1/C.
+    Compared with ``nclab.etf.simplex_etf_gram`` for C = 2, 3, 10 and a random C among 4 … 9, 11, 12 (while
+    grading, one the student cannot know in advance); recognises the centring matrix I − 11ᵀ/C without its
+    scale C/(C − 1) and off-diagonal entries −1/C.
     """
-    for C in (2, 3, 10):
-        case = f"C = {C}"
+    fixed = [2, 3, 10]
+    others = [C for C in range(3, 65) if C not in fixed]  # never one of the notebook's: a lookup of those fails
+    drawn = others[int(torch.randint(len(others), (), generator=generator(72)))]
+    for C in [*fixed, drawn]:
+        case = f"C = {C}" if C in fixed else f"random case: C = {C}"
         expected = etf.simplex_etf_gram(C)
         eye = torch.eye(C, dtype=torch.float64)
         mistakes = {

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .. import ood
-from .core import Exercise, Question, call, compare_close
+from .core import Exercise, Question, call, compare_close, generator
 
 
 def check_energy(energy_score: Callable) -> tuple[bool, str]:
@@ -23,7 +23,7 @@ def check_energy(energy_score: Callable) -> tuple[bool, str]:
     instead of the classes, and an overflowing exp.
     """
     hand = torch.tensor([[0.0, 0.0], [1000.0, 1000.0], [2.0, -1.0]])
-    logits = torch.randn(7, 5, generator=torch.Generator().manual_seed(4)) * 3
+    logits = torch.randn(7, 5, generator=generator(4)) * 3
     cases = [
         ("hand case: logits [[0, 0], [1000, 1000], [2, -1]], T = 1", hand, 1.0),
         ("random (7, 5) logits, T = 1", logits, 1.0),
@@ -87,12 +87,10 @@ def check_covariance(shared_covariance: Callable) -> tuple[bool, str]:
     covariances, the diagonal only and a missing division.
     """
     hand = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
-    generator = torch.Generator().manual_seed(5)
+    rng = generator(5)
     y = torch.repeat_interleave(torch.arange(3), torch.tensor([5, 20, 40]))
-    h = torch.randn(65, 4, generator=generator, dtype=torch.float64) @ torch.randn(
-        4, 4, generator=generator, dtype=torch.float64
-    )
-    h = h + 3 * torch.randn(3, 4, generator=generator, dtype=torch.float64)[y]
+    h = torch.randn(65, 4, generator=rng, dtype=torch.float64) @ torch.randn(4, 4, generator=rng, dtype=torch.float64)
+    h = h + 3 * torch.randn(3, 4, generator=rng, dtype=torch.float64)[y]
     cases = [
         (
             "hand case: features [[0, 0], [2, 0], [0, 1], [0, 3]], labels [0, 0, 1, 1] (Σ = ½ I)",
@@ -110,15 +108,36 @@ def check_covariance(shared_covariance: Callable) -> tuple[bool, str]:
     return True, "the pooled within-class covariance, divided by the total N: Σ_W of notebook 02."
 
 
+def _drawn_scores(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random float64 scores: 50 ID scores, so τ = the 48th largest, s_(3) in ascending order, and 23 OOD
+    scores: τ itself, s_(3) + 0.2Δ and s_(3) + 0.7Δ (Δ = s_(4) − s_(3); the interpolated 5 % quantile is
+    s_(3) + 0.45Δ), one below every ID score, 10 copies of ID scores and 9 normal draws. So every mistake
+    of 03_fpr95 gives another value than the right one, and than each other's for > τ, the quantile and
+    ⌊0.95 n⌋; the FPR k/23, 0 < k < 23, is never a fraction j/50 of the ID scores."""
+    rng = generator(seed)
+    ind = 2 * torch.randn(50, generator=rng, dtype=torch.float64)
+    s = ind.sort().values
+    gap = s[3] - s[2]
+    ood = torch.cat(
+        [
+            torch.stack([s[2], s[2] + 0.2 * gap, s[2] + 0.7 * gap, s[0] - 1]),
+            ind[torch.randperm(50, generator=rng)[:10]],
+            2 * torch.randn(9, generator=rng, dtype=torch.float64) - 1,
+        ]
+    )
+    return ind, ood[torch.randperm(23, generator=rng)]
+
+
 def check_fpr95(fpr_at_95_tpr: Callable) -> tuple[bool, str]:
     """03_fpr95: ``fpr_at_95_tpr(id_scores, ood_scores)`` = (1/m) #{OOD ≥ τ}, τ the ⌈0.95 n⌉-th largest ID.
 
     Compared with ``nclab.ood.detection_metrics(...)["fpr95"]`` on a hand case (ID scores 1…20, so τ = 2;
-    OOD scores with values equal to τ and just below it) and on shuffled distinct ID scores (n = 30, so
-    ⌈28.5⌉ = 29) with OOD scores tied to them; recognises the other convention (``fpr95_oodpos``), a
+    OOD scores with values equal to τ and just below it), on shuffled distinct ID scores (n = 30, so
+    ⌈28.5⌉ = 29) with OOD scores tied to them, and on a random case (:func:`_drawn_scores`; while grading,
+    one the student cannot know in advance); recognises the other convention (``fpr95_oodpos``), a
     strict > at the threshold, an interpolated quantile, ⌊0.95 n⌋ instead of ⌈0.95 n⌉, the TPR, and 1 − FPR.
     """
-    generator = torch.Generator().manual_seed(6)
+    rng = generator(6)
     cases = [
         (
             "hand case: ID scores 1, 2, …, 20 (τ = 2) and OOD scores [0, 1, 2, 2, 3, 10, 25, -5, 1.5, 2.5, 1.97]",
@@ -128,8 +147,13 @@ def check_fpr95(fpr_at_95_tpr: Callable) -> tuple[bool, str]:
         (
             "ID scores 0, 1, …, 29 shuffled (n = 30: τ is the 29th largest, 1) and 17 OOD scores, some equal "
             "to ID scores",
-            torch.randperm(30, generator=generator).double(),
+            torch.randperm(30, generator=rng).double(),
             torch.tensor([-3, 0, 1, 1, 2, 5, 9, 12, 29, 30, -1, 7, 1, 3, 0.5, 1.5, 8], dtype=torch.float64),
+        ),
+        (
+            "random case: 50 distinct ID scores (τ is the 48th largest) and 23 OOD scores, some equal to ID "
+            "scores, one of them τ",
+            *_drawn_scores(75),
         ),
     ]
     for case, ind, out in cases:

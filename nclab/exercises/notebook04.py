@@ -11,7 +11,23 @@ from collections.abc import Callable
 import torch
 
 from .. import collapse, ood
-from .core import Exercise, Question, Wrong, as_float_tensor, call, compare_close
+from .core import Exercise, Question, Wrong, as_float_tensor, call, compare_close, generator
+
+
+def _drawn_nc5_case(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nonnegative random features (28, 6) of 4 unbalanced classes (3, 8, 5, 12 samples) and OOD features
+    (15, 6), drawn again while a class mean or the OOD mean is (nearly) 0, whose cosines are undefined."""
+    rng = generator(seed)
+    y = torch.repeat_interleave(torch.arange(4), torch.tensor([3, 8, 5, 12]))
+    while True:
+        h = (
+            torch.randn(28, 6, generator=rng, dtype=torch.float64)
+            + 2 * torch.randn(4, 6, generator=rng, dtype=torch.float64)[y]
+        ).relu()
+        o = torch.randn(15, 6, generator=rng, dtype=torch.float64).relu()
+        means = torch.stack([h[y == c].mean(0) for c in range(4)] + [o.mean(0)])
+        if bool((means.norm(dim=1) > 0.1).all()):
+            return h, y, o
 
 
 def check_nc5(nc5_score: Callable) -> tuple[bool, str]:
@@ -24,13 +40,7 @@ def check_nc5(nc5_score: Callable) -> tuple[bool, str]:
     """
     hand_id = torch.tensor([[2.0, 0, 0], [2.0, 0, 0], [0, 1.0, 0], [0, 3.0, 0]], dtype=torch.float64)
     hand_ood = torch.tensor([[2.0, -2.0, 0], [0, 0, 2.0]], dtype=torch.float64)
-    generator = torch.Generator().manual_seed(7)
-    y = torch.repeat_interleave(torch.arange(4), torch.tensor([3, 8, 5, 12]))
-    h = (
-        torch.randn(28, 6, generator=generator, dtype=torch.float64)
-        + 2 * torch.randn(4, 6, generator=generator, dtype=torch.float64)[y]
-    ).relu()
-    o = torch.randn(15, 6, generator=generator, dtype=torch.float64).relu()
+    h, y, o = _drawn_nc5_case(7)
     cases = [
         (
             "hand case: class means [2, 0, 0] and [0, 2, 0], OOD samples [2, -2, 0] and [0, 0, 2]",
@@ -73,10 +83,10 @@ def check_pca(principal_axes: Callable) -> tuple[bool, str]:
     smallest eigenvalues (eigh sorts ascending), axes as columns, no centring and non-unit rows.
     """
     hand = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 2, 0], [0, -2, 0], [0, 0, 3], [0, 0, -3]], dtype=torch.float64)
-    generator = torch.Generator().manual_seed(8)
-    Q, _ = torch.linalg.qr(torch.randn(6, 6, generator=generator, dtype=torch.float64))
+    rng = generator(8)
+    Q, _ = torch.linalg.qr(torch.randn(6, 6, generator=rng, dtype=torch.float64))
     scales = torch.tensor([5.0, 4, 3, 2, 1, 0.5], dtype=torch.float64)
-    S = (torch.randn(200, 6, generator=generator, dtype=torch.float64) * scales) @ Q.T + 4 * Q[:, 5]
+    S = (torch.randn(200, 6, generator=rng, dtype=torch.float64) * scales) @ Q.T + 4 * Q[:, 5]
     cases = [
         ("hand case: the points ±1·e₁, ±2·e₂, ±3·e₃, d = 1", hand, 1),
         ("hand case: the points ±1·e₁, ±2·e₂, ±3·e₃, d = 2", hand, 2),
@@ -129,9 +139,9 @@ def check_neco(neco_ratio: Callable) -> tuple[bool, str]:
     """
     hand = torch.tensor([[3.0, 4, 0], [0, 0, 2], [1, 1, 1]], dtype=torch.float64)
     axes = torch.tensor([[1.0, 0, 0], [0, 1, 0]], dtype=torch.float64)
-    generator = torch.Generator().manual_seed(9)
+    rng = generator(9)
     scales = torch.linspace(3, 0.5, 8, dtype=torch.float64)
-    h = torch.randn(50, 8, generator=generator, dtype=torch.float64) * scales + 1
+    h = torch.randn(50, 8, generator=rng, dtype=torch.float64) * scales + 1
     neco = ood.NECO(dim=3).fit(h)
     cases = [
         ("hand case: s = [3, 4, 0], [0, 0, 2], [1, 1, 1] with P = the first two axes", hand, axes, None),

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import etf, methods
-from .core import Exercise, Question, Wrong, call, compare_close, compare_gradient
+from .core import Exercise, Question, Wrong, call, compare_close, compare_gradient, generator
 
 
 def _nearest(z: torch.Tensor, *, normalise: bool = True, farthest: bool = False) -> torch.Tensor:
@@ -40,10 +40,10 @@ def check_entropy(entropy_estimate: Callable) -> tuple[bool, str]:
     angles = torch.tensor([0.0, 60.0, 180.0, 250.0], dtype=torch.float64).deg2rad()
     norms = torch.tensor([2.0, 0.5, 3.0, 1.0], dtype=torch.float64)[:, None]
     hand = norms * torch.stack([angles.cos(), angles.sin()], dim=1)
-    generator = torch.Generator().manual_seed(11)
+    rng = generator(11)
     scales = torch.logspace(-1, 1, 12, dtype=torch.float64)[:, None]
-    random = torch.randn(12, 5, generator=generator, dtype=torch.float64) * scales
-    twins = torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    random = torch.randn(12, 5, generator=rng, dtype=torch.float64) * scales
+    twins = torch.randn(6, 4, generator=rng, dtype=torch.float64)
     twins[5] = twins[0]  # a duplicate: distance exactly 0 (in any precision)
     cases = [
         ("hand case: four vectors at 0°, 60°, 180°, 250° with norms 2, 0.5, 3, 1", hand),
@@ -122,8 +122,8 @@ def check_etf(etf_from_basis: Callable) -> tuple[bool, str]:
     off it); recognises the missing scale, the inverted scale, no centring, M transposed, and another
     simplex ETF than the one this U gives (−M, columns reordered).
     """
-    generator = torch.Generator().manual_seed(12)
-    random, _ = torch.linalg.qr(torch.randn(7, 4, generator=generator, dtype=torch.float64))
+    rng = generator(12)
+    random, _ = torch.linalg.qr(torch.randn(7, 4, generator=rng, dtype=torch.float64))
     cases = [("hand case: U = I (p = K = 3)", torch.eye(3)), ("random U (7, 4)", random.float())]
     for case, U in cases:
         K = U.shape[1]

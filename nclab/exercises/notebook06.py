@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import methods
-from .core import Exercise, Question, Wrong, call, compare, compare_close, compare_gradient, show
+from .core import Exercise, Question, Wrong, call, compare, compare_close, compare_gradient, generator, show
 
 
 def own_centred(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -41,9 +41,9 @@ def check_assign(assign_environments: Callable) -> tuple[bool, str]:
         ]
     )  # (E = 2 models, N = 6 samples, C = 3)
     hand_labels = torch.tensor([0, 1, 2, 1, 0, 0])  # sample 4: a tie, which goes to model 0
-    generator = torch.Generator().manual_seed(13)
-    random = torch.randint(-2, 3, (3, 50, 4), generator=generator).float()  # whole numbers: many ties
-    random_labels = torch.randint(0, 4, (50,), generator=generator)
+    rng = generator(13)
+    random = torch.randint(-2, 3, (3, 50, 4), generator=rng).float()  # whole numbers: many ties
+    random_labels = torch.randint(0, 4, (50,), generator=rng)
     cases = [
         ("hand case: 2 local models, 6 samples, 3 classes (sample 4 is a tie)", hand, hand_labels),
         ("random case: 3 local models, 50 samples, 4 classes, whole-number logits", random, random_labels),
@@ -85,6 +85,49 @@ def check_assign(assign_environments: Callable) -> tuple[bool, str]:
     return True, "argmax_e l_e(x_i)[y_i]: each sample joins the local model that believes its label most."
 
 
+def _irm_mistakes(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The value of each typical mistake of 06_irm on ``logits`` (n, C) float64 and ``y`` (n,): message → value."""
+    s = torch.ones((), dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(F.cross_entropy(logits * s, y), s)
+    risk = F.cross_entropy(logits, y)
+    with_logits = logits.clone().requires_grad_(True)
+    (by_logits,) = torch.autograd.grad(F.cross_entropy(with_logits, y), with_logits)
+    s_sum = torch.ones((), dtype=torch.float64, requires_grad=True)
+    (slope_sum,) = torch.autograd.grad(F.cross_entropy(logits * s_sum, y, reduction="sum"), s_sum)
+    halves = []
+    for part in (slice(0, None, 2), slice(1, None, 2)):
+        s_half = torch.ones((), dtype=torch.float64, requires_grad=True)
+        halves.append(torch.autograd.grad(F.cross_entropy(logits[part] * s_half, y[part]), s_half)[0])
+    s_soft = torch.ones((), dtype=torch.float64, requires_grad=True)
+    (slope_soft,) = torch.autograd.grad(F.cross_entropy(F.softmax(logits * s_soft, dim=1), y), s_soft)
+    return {
+        "that is the IRM paper's split-batch estimate (the product of the two halves' derivatives); here "
+        "the penalty is the square of the derivative on all the samples.": halves[0] * halves[1],
+        "F.cross_entropy takes the logits and applies the softmax itself: do not apply softmax first "
+        "(SPEC §9).": slope_soft**2,
+        "square the derivative: the penalty is (∂R/∂s)², which is ≥ 0 and vanishes where s = 1 is optimal.": slope,
+        "square the derivative rather than take its absolute value: (∂R/∂s)² is smooth where it vanishes, "
+        "|∂R/∂s| is not.": slope.abs(),
+        "differentiate with respect to the scale s (a dummy multiplier of the logits, at s = 1), not with "
+        "respect to the logits themselves.": by_logits.pow(2).sum(),
+        "use the *mean* cross-entropy over the samples (F.cross_entropy's default), not the sum.": slope_sum**2,
+        "that is the squared risk; the penalty is the squared *derivative* of the risk with respect to s.": risk**2,
+    }
+
+
+def _drawn_irm_case(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random logits (16, 3), 2·N(0, 1) in float64, and labels in 0 … 2, drawn again while a typical mistake
+    gives a value within 1 % of the penalty (the split-batch estimate does when the two halves' derivatives
+    are nearly equal), so that every mistake is named whatever the draw."""
+    rng = generator(seed)
+    while True:
+        logits = 2 * torch.randn(16, 3, generator=rng, dtype=torch.float64)
+        y = torch.randint(0, 3, (16,), generator=rng)
+        penalty = methods.invariance.irmv1_penalty(logits, y).detach()
+        if all(abs(float(wrong - penalty)) > 0.01 * float(penalty) for wrong in _irm_mistakes(logits, y).values()):
+            return logits, y
+
+
 def check_irm_penalty(irm_penalty: Callable) -> tuple[bool, str]:
     """06_irm: ``irm_penalty(logits, y)`` = (∂/∂s CE(s·logits, y) at s = 1)², CE the mean cross-entropy,
     as a scalar tensor that back-propagates into the logits (IRMv1's penalty for one environment).
@@ -97,9 +140,7 @@ def check_irm_penalty(irm_penalty: Callable) -> tuple[bool, str]:
     """
     hand = torch.tensor([[math.log(3), 0.0]] * 4, dtype=torch.float64)
     hand_y = torch.tensor([0, 0, 0, 1])
-    generator = torch.Generator().manual_seed(14)
-    random = 2 * torch.randn(16, 3, generator=generator, dtype=torch.float64)
-    random_y = torch.randint(0, 3, (16,), generator=generator)
+    random, random_y = _drawn_irm_case(14)
     cases = [  # the random case first: at the hand case's penalty 0, some wrong answers have a right value
         ("random case: 16 samples, 3 classes", random, random_y),
         ("hand case: 4 samples with logits (log 3, 0), labels 0, 0, 0, 1 (calibrated: penalty 0)", hand, hand_y),
@@ -108,32 +149,7 @@ def check_irm_penalty(irm_penalty: Callable) -> tuple[bool, str]:
         reference = logits.clone().requires_grad_(True)
         expected = methods.invariance.irmv1_penalty(reference, y)
         (gradient,) = torch.autograd.grad(expected, reference)
-        s = torch.ones((), dtype=torch.float64, requires_grad=True)
-        (slope,) = torch.autograd.grad(F.cross_entropy(logits * s, y), s)
-        risk = F.cross_entropy(logits, y)
-        with_logits = logits.clone().requires_grad_(True)
-        (by_logits,) = torch.autograd.grad(F.cross_entropy(with_logits, y), with_logits)
-        s_sum = torch.ones((), dtype=torch.float64, requires_grad=True)
-        (slope_sum,) = torch.autograd.grad(F.cross_entropy(logits * s_sum, y, reduction="sum"), s_sum)
-        halves = []
-        for part in (slice(0, None, 2), slice(1, None, 2)):
-            s_half = torch.ones((), dtype=torch.float64, requires_grad=True)
-            halves.append(torch.autograd.grad(F.cross_entropy(logits[part] * s_half, y[part]), s_half)[0])
-        s_soft = torch.ones((), dtype=torch.float64, requires_grad=True)
-        (slope_soft,) = torch.autograd.grad(F.cross_entropy(F.softmax(logits * s_soft, dim=1), y), s_soft)
-        mistakes = {
-            "that is the IRM paper's split-batch estimate (the product of the two halves' derivatives); here "
-            "the penalty is the square of the derivative on all the samples.": halves[0] * halves[1],
-            "F.cross_entropy takes the logits and applies the softmax itself: do not apply softmax first "
-            "(SPEC §9).": slope_soft**2,
-            "square the derivative: the penalty is (∂R/∂s)², which is ≥ 0 and vanishes where s = 1 is optimal.": slope,
-            "square the derivative rather than take its absolute value: (∂R/∂s)² is smooth where it vanishes, "
-            "|∂R/∂s| is not.": slope.abs(),
-            "differentiate with respect to the scale s (a dummy multiplier of the logits, at s = 1), not with "
-            "respect to the logits themselves.": by_logits.pow(2).sum(),
-            "use the *mean* cross-entropy over the samples (F.cross_entropy's default), not the sum.": slope_sum**2,
-            "that is the squared risk; the penalty is the squared *derivative* of the risk with respect to s.": risk**2,
-        }
+        mistakes = _irm_mistakes(logits, y)
         z = logits.clone().requires_grad_(True)
         try:
             got = call(irm_penalty, case, z, y)

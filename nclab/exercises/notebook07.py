@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import data, methods
-from .core import Exercise, Question, Wrong, call, compare, compare_close
+from .core import Exercise, Question, Wrong, call, compare, compare_close, generator
 
 
 def _as_counts(got, case: str) -> torch.Tensor | str:
@@ -41,12 +41,27 @@ def _as_counts(got, case: str) -> torch.Tensor | str:
     return f"{case}: return a list of C ints (or an int tensor), got {type(got).__name__}."
 
 
+def _drawn_counts(seed: int, avoid: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """A random (n_max, C, IF): n_max in 200 … 2000, C in 3 … 30, IF in 2 … 100 (so every n_c ≥ 2), none of
+    ``avoid``, drawn again until every n_max · IF^(−c/(C−1)) with c ≥ 1 lies at least 0.005 from a whole
+    number (so float32 or float64, pow or exp-log, all floor it alike)."""
+    rng = generator(seed)
+    while True:
+        n_max, C, IF = (
+            int(torch.randint(low, high + 1, (), generator=rng)) for low, high in ((200, 2000), (3, 30), (2, 100))
+        )
+        exact = [n_max * IF ** (-c / (C - 1)) for c in range(1, C)]
+        if (n_max, C, IF) not in avoid and all(0.005 < x % 1 < 0.995 for x in exact):
+            return n_max, C, IF
+
+
 def check_counts(long_tailed_counts: Callable) -> tuple[bool, str]:
     """07_counts: ``long_tailed_counts(n_max, C, IF)`` → n_c = ⌊n_max · IF^(−c/(C−1))⌋ for c = 0 … C−1, as
     a list of ints or an int tensor.
 
     Compared with ``nclab.data.long_tailed_counts`` for CIFAR-100-LT at IF 100 (total 10,847), a small
-    case (n_max 250, 8 classes, IF 100) and IF 10 with 10 classes; recognises the exponent c/C, rounding
+    case (n_max 250, 8 classes, IF 100), IF 10 with 10 classes, and a random case (:func:`_drawn_counts`;
+    while grading, one the student cannot know in advance); recognises the exponent c/C, rounding
     instead of the floor, the profile reversed (tail first), an exponent of the wrong sign, and floats.
     """
     cases = [
@@ -54,6 +69,8 @@ def check_counts(long_tailed_counts: Callable) -> tuple[bool, str]:
         ("n_max 250, 8 classes, IF = 100", 250, 8, 100),
         ("n_max 1000, 10 classes, IF = 10", 1000, 10, 10),
     ]
+    n_max, C, IF = _drawn_counts(73, avoid=[case[1:] for case in cases])
+    cases.append((f"random case: n_max {n_max}, {C} classes, IF = {IF}", n_max, C, IF))
     for case, n_max, C, IF in cases:
         expected = torch.tensor(data.long_tailed_counts(n_max, C, IF))
         try:
@@ -94,9 +111,13 @@ def check_project(project_gradient: Callable) -> tuple[bool, str]:
     hand_w = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
     hand_g = torch.tensor([[0.3, 1.0, 2.0], [0.3, -1.0, 2.0]], dtype=torch.float64)
     hand_mu = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
-    generator = torch.Generator().manual_seed(15)
-    random = [torch.randn(12, 6, generator=generator, dtype=torch.float64) for _ in range(3)]
+    rng = generator(15)
+    random = [torch.randn(12, 6, generator=rng, dtype=torch.float64) for _ in range(3)]
     random[2] = F.normalize(random[2], dim=1) * 2.5  # centres of norm 2.5: normalising d matters
+    w_hat = F.normalize(random[0], dim=1)
+    along = (random[1] * F.normalize(random[2] - (random[2] * w_hat).sum(1, keepdim=True) * w_hat, dim=1)).sum(1)
+    if not (bool((along > 0).any()) and bool((along < 0).any())):  # rare (2⁻¹¹): all 12 descents turn one way
+        random[1][0] = -random[1][0]  # then row 0 turns the other way, so that the sign of g_t·d matters
     cases = [
         ("hand case: w = e₁, centre e₂; row 0 turns away from it, row 1 toward it", hand_w, hand_g, hand_mu, 0.4),
         ("random (12, 6) rows, keep = 0.4", *random, 0.4),

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import heads, losses
-from .core import Exercise, Question, Wrong, call, compare, compare_close, compare_gradient, show
+from .core import Exercise, Question, Wrong, call, compare, compare_close, compare_gradient, generator, show
 
 
 def _contrast(s: torch.Tensor, keep: torch.Tensor, *, total: bool = False) -> torch.Tensor:
@@ -37,10 +37,10 @@ def check_nonl(nonl_loss: Callable) -> tuple[bool, str]:
     """
     hand_w = torch.tensor([[2.0, 0.0], [0.0, 3.0], [-0.5, 0.0]])
     hand_u = torch.tensor([[3.0, 0.0], [0.0, 0.5], [0.0, 2.0], [-4.0, 0.0]])
-    generator = torch.Generator().manual_seed(17)
-    scales = torch.logspace(-1, 1, 12, dtype=torch.float64)[torch.randperm(12, generator=generator), None]
-    random_u = torch.randn(12, 6, generator=generator, dtype=torch.float64) * scales
-    random_w = torch.randn(4, 6, generator=generator, dtype=torch.float64) * torch.tensor([[0.5], [1], [2], [4]])
+    rng = generator(17)
+    scales = torch.logspace(-1, 1, 12, dtype=torch.float64)[torch.randperm(12, generator=rng), None]
+    random_u = torch.randn(12, 6, generator=rng, dtype=torch.float64) * scales
+    random_w = torch.randn(4, 6, generator=rng, dtype=torch.float64) * torch.tensor([[0.5], [1], [2], [4]])
     random_y = torch.tensor([0, 1, 2, 0, 1, 1, 2, 3, 0, 2, 1, 0])  # class 3 once: every sample has a negative
     cases = [
         ("hand case: w = (2e₁, 3e₂, −½e₁), u = (3e₁, ½e₂, 2e₂, −4e₁), y = (0, 0, 1, 2), τ = 0.5", hand_u, hand_w,
@@ -163,6 +163,28 @@ def _prototype_mistakes(
     }
 
 
+def _drawn_prototype_case(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random float32 case of 08_prototypes: 60 training rows of 8 features around 5 random centres (12 per
+    class, norms 0.1 to 10) and 40 queries; drawn again until every query's class wins by a cosine margin of
+    0.001 at least (float32 arithmetic then gives the same classes) and each typical mistake predicts
+    another class than the right one for some query (the 4 hand-case queries cannot tell them all apart)."""
+    rng = generator(seed)
+    while True:
+        centres = torch.randn(5, 8, generator=rng, dtype=torch.float64)
+        labels = (torch.arange(60) % 5)[torch.randperm(60, generator=rng)]
+        norms = torch.logspace(-1, 1, 60, dtype=torch.float64)[torch.randperm(60, generator=rng), None]
+        train = ((centres[labels] + torch.randn(60, 8, generator=rng, dtype=torch.float64)) * norms).float()
+        query_labels = torch.randint(0, 5, (40,), generator=rng)
+        noise = 1.2 * torch.randn(40, 8, generator=rng, dtype=torch.float64)
+        norms = torch.logspace(-1, 1, 40, dtype=torch.float64)[torch.randperm(40, generator=rng), None]
+        query = ((centres[query_labels] + noise) * norms).float()
+        scores, mistakes = _prototype_mistakes(train.double(), labels, query.double())
+        top = scores.topk(2, dim=1).values
+        right = scores.argmax(1)
+        if bool((top[:, 0] - top[:, 1] >= 1e-3).all()) and not any(torch.equal(m, right) for m in mistakes.values()):
+            return train, labels, query
+
+
 def check_prototypes(prototype_predict: Callable) -> tuple[bool, str]:
     """08_prototypes: ``prototype_predict(train_features, train_labels, features)`` → (N,) the class
     argmax_c p_c·ĥ of each row of features (N, p), p_c = normalise((1/N_c) Σ_{y_i = c} h_i/‖h_i‖) from
@@ -171,7 +193,7 @@ def check_prototypes(prototype_predict: Callable) -> tuple[bool, str]:
     Any integer dtype is accepted (converted to int64: class indices are whole numbers whatever their
     width); a float output is not. Compared exactly with the argmax of
     ``nclab.heads.Prototype.from_features(...)`` on the inputs in float64 (every argmax wins by a cosine
-    margin of 0.02 at least, so float32 arithmetic gives the same classes), on a 2-D hand case (class 0 = (1, 0),
+    margin of 0.001 at least, so float32 arithmetic gives the same classes), on a 2-D hand case (class 0 = (1, 0),
     (0, 10); class 1 = unit vectors at 150°, 170°; four queries of norms 0.3 to 5) and on a random float32
     case (60 training rows of 8 features, 5 classes, norms 0.1 to 10; 40 queries); recognises the mean of
     the raw features, prototypes not normalised (by dot product or by distance), the nearest class mean
@@ -184,15 +206,7 @@ def check_prototypes(prototype_predict: Callable) -> tuple[bool, str]:
 
     hand_train = torch.tensor([polar(0, 1), polar(90, 10), polar(150, 1), polar(170, 1)])
     hand_query = torch.tensor([polar(110, 1), polar(100, 2), polar(60, 0.3), polar(170, 5)])
-    generator = torch.Generator().manual_seed(16)
-    centres = torch.randn(5, 8, generator=generator, dtype=torch.float64)
-    labels = (torch.arange(60) % 5)[torch.randperm(60, generator=generator)]
-    norms = torch.logspace(-1, 1, 60, dtype=torch.float64)[torch.randperm(60, generator=generator), None]
-    train = ((centres[labels] + torch.randn(60, 8, generator=generator, dtype=torch.float64)) * norms).float()
-    query_labels = torch.randint(0, 5, (40,), generator=generator)
-    noise = 1.2 * torch.randn(40, 8, generator=generator, dtype=torch.float64)
-    norms = torch.logspace(-1, 1, 40, dtype=torch.float64)[torch.randperm(40, generator=generator), None]
-    query = ((centres[query_labels] + noise) * norms).float()
+    train, labels, query = _drawn_prototype_case(16)
     cases = [
         ("hand case: class 0 = (1, 0), (0, 10); class 1 = unit vectors at 150°, 170°; queries at 110°, 100°, 60°, "
          "170° of norms 1, 2, 0.3, 5", hand_train, torch.tensor([0, 0, 1, 1]), hand_query),

@@ -8,8 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+import torch
+
 from .. import pitfalls
-from .core import Exercise, Question, Wrong, as_number, call
+from .core import Exercise, Question, Wrong, as_number, call, generator
 
 # ----------------------------------------------------------------------------------------------------
 # 09_bounds: the range of the NCC's accuracy given the network's accuracy and their agreement
@@ -27,12 +29,17 @@ def _pair(output, case: str) -> tuple[float, float]:
 def check_bounds(ncc_accuracy_bounds_student: Callable) -> tuple[bool, str]:
     """09_bounds: ``ncc_accuracy_bounds_student(r, a)`` → (low, high), the range of the NCC accuracy when
     the network's accuracy is r and the two classifiers agree on a fraction a of the samples:
-    [max(0, a + r − 1), 1 − |a − r|] (``nclab.pitfalls.ncc_accuracy_bounds``). Recognises r ± (1 − a) (the
-    upper bound forgets that on a disagreement the NCC is right only where the network is wrong), a
-    missing clip at 0, and the two bounds swapped."""
+    [max(0, a + r − 1), 1 − |a − r|] (``nclab.pitfalls.ncc_accuracy_bounds``), on eight hand cases and a
+    random one (r and a uniform in [0, 1], 4 decimals; while grading, ones the student cannot know in
+    advance). Recognises r ± (1 − a) (the upper bound forgets that on a disagreement the NCC is right only
+    where the network is wrong), a missing clip at 0, and the two bounds swapped."""
     cases = [(0.9, 0.95), (0.95, 0.9), (0.3, 0.2), (0.5, 0.5), (1.0, 1.0), (0.99968, 0.9998), (0.2, 0.9), (0.7, 0.0)]
-    for r, a in cases:
-        case = f"network accuracy r = {r}, agreement a = {a}"
+    rng = generator(74)
+    drawn = cases[0]
+    while drawn in cases:  # never one of the notebook's cases: an answer that only knows those must fail
+        drawn = tuple(round(float(x), 4) for x in torch.rand(2, generator=rng, dtype=torch.float64))
+    for r, a in [*cases, drawn]:
+        case = ("random case: " if (r, a) == drawn else "") + f"network accuracy r = {r}, agreement a = {a}"
         low, high = _pair(call(ncc_accuracy_bounds_student, case, r, a), case)
         want_low, want_high = pitfalls.ncc_accuracy_bounds(r, a)
         if math.isclose(low, want_low, abs_tol=1e-9) and math.isclose(high, want_high, abs_tol=1e-9):

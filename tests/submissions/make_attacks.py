@@ -224,7 +224,10 @@ def energy_score(logits, T=1.0):
 
 
 def notebook(title: str, cells: list[str]) -> nbformat.NotebookNode:
-    return new_notebook(cells=[new_markdown_cell(title), new_code_cell(IMPORTS), *map(new_code_cell, cells)])
+    made = new_notebook(cells=[new_markdown_cell(title), new_code_cell(IMPORTS), *map(new_code_cell, cells)])
+    for index, cell in enumerate(made.cells):
+        cell.id = f"cell-{index}"  # the same files at every run of this script
+    return made
 
 
 def main() -> None:
