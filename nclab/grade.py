@@ -1,14 +1,17 @@
-"""Grading: run each submitted notebook in a fresh kernel, check its answers, one CSV row per student.
+"""Grading: run each submitted notebook in a fresh kernel, check its answers from the grader, one CSV row
+per student.
 
 ``grade(submissions_dir, notebook, out)`` executes every ``*.ipynb`` of ``submissions_dir`` (the student
 id is the file name) with nbclient: a per-cell time limit interrupts a hung cell, errors do not stop the
-run, so every exercise still counts. After the student's cells the grader appends one cell of its own: it
-loads a *fresh copy* of the grader's nclab from its files (a student who overwrote ``nclab.exercises`` or
-``nclab.data`` in the kernel changed only the kernel's copy), checks each answer found under its global
-name, and prints one JSON line tagged with a random nonce made for this submission. Only that line, in
-that cell's output, is read; a second tagged line means tampering. Points come from the exercise tables
-(``nclab.exercises.EXERCISES``) on the grader's side, so a submission cannot award itself more than the
-maximum.
+run, so every exercise still counts. Then it checks the answers **in its own process**
+(:mod:`nclab.exercises.remote`): each exercise's check function, loaded when the grader started, runs here
+on a stand-in for the student's function; each call of it runs the student's function in the kernel, in a
+cell the grader appends, on the grader's inputs, and brings back plain data (:mod:`nclab.exercises.wire`:
+JSON, tensors as raw bytes, never pickle). The expected values never enter the kernel, and the random cases
+are drawn from a secret seed per submission. Whatever the student's code does to its kernel (patch nclab,
+torch or json, replace ``sys.stdout``, rewrite the grader's cells with an input transformer) changes only
+what its own functions return; a cell whose output carries two reply lines is ``tampered``. Points come
+from the exercise tables (``nclab.exercises.EXERCISES``) on the grader's side.
 
 Interpretation questions graded by hand (``nclab.exercises.QUESTIONS``) are not scored: for each, the
 row carries the student's text (``<question>_answer``, from the markdown cell whose metadata names it) and
@@ -19,9 +22,8 @@ is found.
 Each kernel runs in :mod:`nclab.sandbox` (as root: an unprivileged user in its own PID, mount and network
 namespaces, the package read-only, the submissions folder and the results hidden, rlimits, every process
 killed when the submission ends; not root: refused unless ``unsafe``), and the grader keeps at most
-``MAX_OUTPUT_BYTES`` of outputs per cell. Limits: the comparison itself still runs inside the student's
-kernel, after the student's code, so a student who patches torch or the grading cell's frames in the kernel
-can still fake a pass (issue 16: compare in the grader).
+``MAX_OUTPUT_BYTES`` of outputs per cell. Not defended: an answer that calls nclab's own reference
+implementation (the package ships it) passes.
 """
 
 from __future__ import annotations
@@ -371,26 +373,31 @@ def _capped_kernel_client():
     return CappedKernelClient
 
 
-MAX_NOTEBOOK_OUTPUT_BYTES = 20 * 2**20  # kept for a whole submission, over all its cells
+MAX_NOTEBOOK_OUTPUT_BYTES = 20 * 2**20  # kept for a whole submission, over all the student's cells
+MAX_LATE_REPLY_BYTES = 64 * 2**20  # of reply lines kept past the caps, for a whole submission
 
 
 class _CappedClient(NotebookClient):
-    """A NotebookClient that keeps at most ``MAX_OUTPUT_BYTES`` of outputs per cell and
-    ``MAX_NOTEBOOK_OUTPUT_BYTES`` per submission, every kind of message counted whole (an endless ``print``,
-    traceback or display would otherwise grow the grader without bound). Past either cap it keeps only an
-    error's name and the start of its message (so that the errors column still sees it) and the stream
-    lines that carry this run's tagged result line (``marker``), at most three (two already mean tampering)."""
+    """A NotebookClient that keeps at most ``MAX_OUTPUT_BYTES`` of outputs per cell and, over the student's
+    cells, ``MAX_NOTEBOOK_OUTPUT_BYTES`` per submission, every kind of message counted whole (an endless
+    ``print``, traceback or display would otherwise grow the grader without bound). Past either cap it keeps
+    only an error's name and the start of its message (so that the errors column still sees it) and the
+    stream lines that carry this run's tagged reply line (``marker``): at most three per cell (two already
+    mean tampering) and ``MAX_LATE_REPLY_BYTES`` in all. The grader's cells (from ``graded_from`` on) count
+    only against their own cap, so a student's flood never costs the replies of the checks."""
 
     marker = ""
+    graded_from = 10**9  # the index of the grader's first cell
 
     def output(self, outs, msg, display_id, cell_index):
         content = msg.get("content", {})
         size = len(json.dumps(content, default=str))
         kept = self.__dict__.setdefault("_kept_bytes", {})
         kept[cell_index] = kept.get(cell_index, 0) + size
-        kept["all"] = kept.get("all", 0) + size
-        if kept[cell_index] > MAX_OUTPUT_BYTES or kept["all"] > MAX_NOTEBOOK_OUTPUT_BYTES:
-            late = self.__dict__.setdefault("_late", {"results": 0, "errors": set()})
+        if cell_index < self.graded_from:
+            kept["all"] = kept.get("all", 0) + size
+        if kept[cell_index] > MAX_OUTPUT_BYTES or kept.get("all", 0) > MAX_NOTEBOOK_OUTPUT_BYTES:
+            late = self.__dict__.setdefault("_late", {"results": {}, "bytes": 0, "errors": set()})
             if msg.get("msg_type") == "error":
                 if cell_index in late["errors"]:
                     return None
@@ -399,10 +406,13 @@ class _CappedClient(NotebookClient):
                 msg = {**msg, "content": {**short, "traceback": []}}
             else:
                 text = content.get("text", "") if msg.get("msg_type") == "stream" else ""
-                if not (self.marker and self.marker in text and late["results"] < 3):
+                if not (self.marker and self.marker in text and late["results"].get(cell_index, 0) < 3):
                     return None
-                late["results"] += 1
                 lines = "".join(line + "\n" for line in text.splitlines() if line.startswith(self.marker))
+                if late["bytes"] + len(lines) > MAX_LATE_REPLY_BYTES:
+                    return None
+                late["results"][cell_index] = late["results"].get(cell_index, 0) + 1
+                late["bytes"] += len(lines)
                 msg = {**msg, "content": {**content, "text": lines}}
         try:
             return super().output(outs, msg, display_id, cell_index)
@@ -454,15 +464,21 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
             error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": f"interrupted after {timeout:g} s", "traceback": []},
         )
         client.marker = tag + " "  # the reply lines are kept past the output cap
+        client.graded_from = student_cells
         km.client_factory = _capped_kernel_client()
         stopped = threading.Event()  # set when the grader gives up on this submission
+        running: set[asyncio.Task] = set()  # the grader's cells in flight, cancelled when it gives up
 
         async def run_cell(source: str, seconds: float) -> tuple[list[str], bool]:
-            cell = new_code_cell(source)
-            notebook.cells.append(cell)
-            cell_timeouts[cell.id] = seconds
-            index = len(notebook.cells) - 1
-            await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+            running.add(asyncio.current_task())
+            try:
+                cell = new_code_cell(source)
+                notebook.cells.append(cell)
+                cell_timeouts[cell.id] = seconds
+                index = len(notebook.cells) - 1
+                await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+            finally:
+                running.discard(asyncio.current_task())
             lines = [
                 line
                 for output in cell.outputs
@@ -472,10 +488,10 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
             ]
             return lines, index in timed_out
 
-        async def run_all() -> dict:
-            loop = asyncio.get_running_loop()
+        def checking(loop: asyncio.AbstractEventLoop) -> dict | str:
+            """The checks, in a thread of their own: each call of a student's function waits for its cell."""
 
-            def run(source: str, seconds: float) -> tuple[list[str], bool]:  # called from the checking thread
+            def run(source: str, seconds: float) -> tuple[list[str], bool]:
                 if stopped.is_set():
                     raise remote.KernelDied()
                 future = asyncio.run_coroutine_threadsafe(run_cell(source, seconds), loop)
@@ -483,24 +499,46 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
                     return future.result(timeout=seconds + 60)
                 except (DeadKernelError, concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
                     stopped.set()
+                    future.cancel()
                     raise remote.KernelDied() from None
 
+            try:
+                return remote.check_answers(run, tag, exercises.EXERCISES, questions, seconds_per_check)
+            except remote.Tampered:
+                return "tampered"
+
+        async def run_all() -> dict | str:
             client.reset_execution_trackers()
             async with client.async_setup_kernel(env=env or kernel_environment()):
                 for index, cell in enumerate(list(notebook.cells)):
                     await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
-                return await asyncio.to_thread(
-                    remote.check_answers, run, tag, exercises.EXERCISES, questions, seconds_per_check
-                )
+                done: concurrent.futures.Future = concurrent.futures.Future()
+                loop = asyncio.get_running_loop()
 
-        async def execute() -> dict | None:
+                def work():
+                    try:
+                        done.set_result(checking(loop))
+                    except BaseException as error:  # a failure of the grader's own code
+                        done.set_exception(error)
+
+                worker = threading.Thread(target=work, name="nclab-checks", daemon=True)
+                worker.start()
+                try:
+                    return await asyncio.wrap_future(done)
+                finally:
+                    stopped.set()
+                    for task in list(running):
+                        task.cancel()
+                    await asyncio.gather(*running, return_exceptions=True)
+                    await asyncio.to_thread(worker.join, 10)  # it sees `stopped` at its next call
+
+        async def execute() -> dict | str | None:
             """Run and check; None if it passed ``total_timeout`` (the kernel is then killed)."""
             task = asyncio.ensure_future(run_all())
             try:
                 finished, _ = await asyncio.wait({task}, timeout=total_timeout)
                 if finished:
                     return task.result()  # raises DeadKernelError if the kernel died in the student's cells
-                stopped.set()
                 task.cancel()  # nbclient reports the cancel as a dead kernel
                 await asyncio.wait({task})
                 if not task.cancelled():
@@ -517,8 +555,8 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
             report = run_sync(execute)()
         except DeadKernelError:
             return "kernel-died", ["the kernel died (os._exit, a crash, or out of memory)"], None
-        except remote.Tampered:
-            return "tampered", ["more than one reply line in a grading cell: forged output"], None
+    if report == "tampered":
+        return "tampered", ["more than one reply line in a grading cell: forged output"], None
     if report is None:
         problem = f"the notebook did not finish within {total_timeout:g} s (a cell ignored the interrupt?)"
         return "timeout", [problem], None

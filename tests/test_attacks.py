@@ -11,8 +11,10 @@ sandbox (root): one attack rewrites the package's files, which only the sandbox 
 """
 
 import hashlib
+import pwd
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,7 +55,15 @@ def _points(row) -> dict:
     return {q: row[f"{q}_points"] for q in QUESTIONS}
 
 
-HONEST = {"a_solved": 5, "b_untouched": 0, "c_energy_only": 1, "z_solved_after": 5, "z_untouched_after": 0}
+HONEST = {
+    "a_solved": 5,
+    "b_untouched": 0,
+    "c_energy_only": 1,
+    "c_flood_then_solved": 5,  # 30 MB of prints before: the checks' replies are not lost to the output cap
+    "c_chatty_solved": 5,  # answers that print(..., end="")
+    "z_solved_after": 5,
+    "z_untouched_after": 0,
+}
 
 
 @needs_sandbox
@@ -75,6 +85,7 @@ def test_the_honest_students_around_the_attackers_keep_their_points(attacked):
         ("attack_rewrite_package", 0),
         ("attack_remote_hands", 0),
         ("attack_hard_coded", 0),
+        ("attack_kill_at_grading", 0),
     ],
 )
 def test_each_attack_scores_zero_or_its_honest_points(attacked, attack, energy):
@@ -89,13 +100,18 @@ def test_the_feedback_says_what_was_wrong(attacked):
     assert "got a Equal" in rows["attack_tensor_subclass"]["03_fpr95_feedback"]
     assert "expected [" in rows["attack_hard_coded"]["03_energy_feedback"]  # a secret random case
     assert "NotImplementedError" in rows["attack_patch_torch"]["03_energy_feedback"]
+    killer = rows["attack_kill_at_grading"]  # its row is written, and the students after it are graded
+    assert killer["status"] == "kernel-died" and "before the grading step" in killer["03_energy_feedback"]
 
 
 @needs_sandbox
 def test_the_package_files_are_unchanged_and_no_process_survives(attacked):
     _, before, after = attacked
     assert before == after
-    assert subprocess.run(["pgrep", "-u", sandbox.USER], capture_output=True).returncode == 1
+    deadline = time.monotonic() + 5  # the last kernel's sandbox is torn down as the grader exits
+    while sandbox.processes(uid=pwd.getpwnam(sandbox.USER).pw_uid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sandbox.processes(uid=pwd.getpwnam(sandbox.USER).pw_uid) == []
 
 
 def test_the_hard_coded_answers_pass_the_notebooks_check_but_not_a_secret_seed():
@@ -173,6 +189,39 @@ def test_anything_else_comes_back_as_an_opaque_description_that_equals_nothing(v
     back = wire.decode(wire.encode(value), opaque=core.Opaque)
     assert isinstance(back, core.Opaque) and description in back.description
     assert back != back.description and not (back == torch.zeros(3))
+
+
+def test_container_subclasses_travel_as_their_base_type_and_huge_integers_as_descriptions():
+    from collections import OrderedDict, namedtuple
+
+    Pair = namedtuple("Pair", "low high")
+    assert wire.decode(wire.encode(Pair(0.25, 0.75))) == (0.25, 0.75)
+    assert wire.decode(wire.encode(OrderedDict(a=1))) == {"a": 1}
+    assert wire.decode(wire.encode(2**70)) == float(2**70)
+    assert isinstance(wire.decode(wire.encode(10**400), opaque=core.Opaque), core.Opaque)
+
+
+def test_one_reply_cannot_make_the_grader_build_more_than_it_may_hold():
+    conv = wire.encode(torch.nn.Conv2d(3, 8, 3))
+    with pytest.raises(ValueError, match="one reply may hold"):
+        wire.decode({"t": "list", "items": [conv] * 5})
+    small = wire.encode(torch.zeros(2**19))  # 2 MB of float32
+    with pytest.raises(ValueError, match="one reply may hold"):
+        wire.decode({"t": "list", "items": [small] * 9})
+    with pytest.raises(ValueError):
+        wire.decode({"t": "list", "items": [0] * (wire.MAX_NODES + 1)})
+    nested: dict = {"t": "complex", "re": 0, "im": 0}
+    for _ in range(wire.MAX_DEPTH + 5):
+        nested = {"t": "complex", "re": nested, "im": 0}
+    with pytest.raises(ValueError):
+        wire.decode(nested)
+
+
+def test_a_drawn_case_never_repeats_the_notebooks_draw_while_grading():
+    public = core.draw_int(70, 8, 97, avoid=(16, 24))
+    for seed in range(200):
+        with core.secret_seed(seed):
+            assert core.draw_int(70, 8, 97, avoid=(16, 24)) not in (16, 24, public)
 
 
 def test_a_conv2d_comes_back_rebuilt_from_its_settings_and_absurd_settings_do_not():

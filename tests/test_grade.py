@@ -269,6 +269,8 @@ def test_a_reply_is_read_only_with_its_tag_once_and_as_plain_data():
         remote.Channel(_fake_kernel([f"{tag} [1, 2"]), tag).reply("cell")
     with pytest.raises(remote.CheckTimeout):
         remote.Channel(_fake_kernel([], timed_out=True), tag).reply("cell")
+    with pytest.raises(remote.NoReply):  # nested past Python's recursion limit
+        remote.Channel(_fake_kernel([f"{tag} " + "[" * 50_000]), tag).reply("cell")
     pickled = {"replies": [{"output": {"t": "pickle", "data": "gASVAAAA"}, "arguments": [None], "gradients": {}}]}
     channel = remote.Channel(_fake_kernel([f"{tag} " + json.dumps(pickled)]), tag)
     with pytest.raises(remote.NoReply, match="could not be read"):

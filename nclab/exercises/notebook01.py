@@ -13,7 +13,19 @@ import torch
 import torch.nn as nn
 
 from .. import data, models, train
-from .core import Exercise, Question, as_number, call, call_each, compare, generator, is_module, random_images, show
+from .core import (
+    Exercise,
+    Question,
+    as_number,
+    call,
+    call_each,
+    compare,
+    draw_int,
+    generator,
+    is_module,
+    random_images,
+    show,
+)
 
 
 def check_flip(random_flip_student: Callable) -> tuple[bool, str]:
@@ -120,7 +132,7 @@ def check_stem(cifar_stem_layer: Callable) -> tuple[bool, str]:
         return False, (
             "`cifar_stem_layer` is a layer; define a function `cifar_stem_layer(width)` that returns the layer."
         )
-    drawn = int(torch.randint(8, 97, (), generator=generator(70)))  # a secret width while grading
+    drawn = draw_int(70, 8, 97, avoid=(16, 24))  # a secret width while grading
     for width in (16, 24, drawn):
         stem = call(cifar_stem_layer, f"cifar_stem_layer({width})", width)
         if not isinstance(stem, nn.Conv2d):

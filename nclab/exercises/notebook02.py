@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .. import collapse, etf
-from .core import Exercise, Question, call, compare, compare_close, generator
+from .core import Exercise, Question, call, compare, compare_close, draw_int, generator
 
 
 def _collapse_case(C: int = 4, p: int = 6, per_class: int = 5, seed: int = 0):
@@ -106,8 +106,7 @@ def check_etf_gram(simplex_gram: Callable) -> tuple[bool, str]:
     scale C/(C − 1) and off-diagonal entries −1/C.
     """
     fixed = [2, 3, 10]
-    others = [C for C in range(3, 65) if C not in fixed]  # never one of the notebook's: a lookup of those fails
-    drawn = others[int(torch.randint(len(others), (), generator=generator(72)))]
+    drawn = draw_int(72, 3, 65, avoid=fixed)  # never one of the notebook's: a lookup of those fails
     for C in [*fixed, drawn]:
         case = f"C = {C}" if C in fixed else f"random case: C = {C}"
         expected = etf.simplex_etf_gram(C)

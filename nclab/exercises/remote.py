@@ -61,8 +61,7 @@ def setup_cell(tag: str, names: list[str]) -> str:
         "# Added by the nclab grader: its wire to this kernel. The comparisons happen in the grader.\n"
         f"{wire_name} = {{'__name__': '_nclab_wire'}}\n"
         f"exec(compile({WIRE_SOURCE!r}, '<nclab-wire>', 'exec'), {wire_name})\n"
-        f"{wire_name}['sys'].stdout.write({tag + ' '!r} + {wire_name}['json'].dumps("
-        f"{wire_name}['describe'](globals(), {names!r})) + '\\n')\n"
+        f"{wire_name}['announce'](globals(), {tag!r}, {names!r})\n"
     )
 
 
@@ -99,7 +98,7 @@ class Channel:
             raise NoReply("no reply line came back (is sys.stdout replaced?)")
         try:
             reply = json.loads(lines[0][len(self.tag) + 1 :])
-        except ValueError:
+        except (ValueError, RecursionError):
             raise NoReply("its reply line is not JSON") from None
         if type(reply) is not dict:
             raise NoReply("its reply is not a JSON object")
@@ -175,8 +174,8 @@ class Remote:
             gradients = reply.get("gradients") or {}
             if isinstance(output, torch.Tensor) and output.requires_grad and type(gradients) is dict:
                 setattr(output, core.REMOTE_GRADIENTS, _gradients(gradients, len(copies)))
-        except (ValueError, TypeError, KeyError) as error:
-            raise NoReply(f"its reply could not be read ({error})") from None
+        except (ValueError, TypeError, KeyError, RecursionError) as error:
+            raise NoReply(f"its reply could not be read ({type(error).__name__})") from None
         return output
 
 
@@ -224,9 +223,11 @@ def check_answers(
     channel.begin_check(seconds_per_check)
     try:
         described = channel.describe(names)
-    except (NoReply, CheckTimeout) as error:
-        message = f"the grading step could not start ({error or 'timeout'})"
-        return {q: (False, message) for q in questions}
+    except KernelDied:
+        return {q: (False, "the kernel died before the grading step could start") for q in questions}
+    except (Exception, CheckTimeout) as error:  # NoReply, or anything the kernel's line makes our code raise
+        message = f"the grading step could not start ({type(error).__name__}: {error})"
+        return {q: (False, message[:300]) for q in questions}
     report, died = {}, None
     for q, name in zip(questions, names):
         if died:

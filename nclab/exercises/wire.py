@@ -72,23 +72,24 @@ def encode(value, *, grads: bool = True, _depth: int = 0, _count: list | None = 
     if value is None or kind is bool or kind is str and len(value) <= MAX_TEXT:
         return value
     if kind is int:
-        return value if abs(value) < 2**63 else {"t": "float", "v": repr(float(value))}
+        if abs(value) < 2**63:
+            return value
+        return {"t": "float", "v": repr(float(value))} if value.bit_length() <= 1000 else _opaque("a huge integer")
     if kind is float:
         return value if math.isfinite(value) else {"t": "float", "v": repr(value)}
     if kind is complex:
         return {"t": "complex", "re": encode(value.real), "im": encode(value.imag)}
     if kind is str:
         return _opaque(f"a text of {len(value):,} characters (too long)")
-    if kind in (list, tuple):
-        items = [encode(item, grads=grads, _depth=_depth + 1, _count=count) for item in value]
-        return {"t": kind.__name__, "items": items}
-    if kind is dict:
-        if not all(type(key) in (str, int, bool, float) or key is None for key in value):
+    if isinstance(value, (list, tuple)):  # a namedtuple as a tuple: its items, read as the base type's
+        base = tuple if isinstance(value, tuple) else list
+        items = [encode(item, grads=grads, _depth=_depth + 1, _count=count) for item in base.__iter__(value)]
+        return {"t": base.__name__, "items": items}
+    if isinstance(value, dict):  # an OrderedDict or a defaultdict as a dict
+        pairs = list(dict.items(value))
+        if not all(type(key) in (str, int, bool, float) or key is None for key, _ in pairs):
             return _opaque("a dict with keys that are not plain text or numbers")
-        pairs = [
-            [encode(key), encode(item, grads=grads, _depth=_depth + 1, _count=count)] for key, item in value.items()
-        ]
-        return {"t": "dict", "items": pairs}
+        return {"t": "dict", "items": [[encode(k), encode(v, _depth=_depth + 1, _count=count)] for k, v in pairs]}
     if isinstance(value, torch.Tensor):
         return _encode_tensor(value)
     if isinstance(value, (np.ndarray, np.generic)):
@@ -145,9 +146,25 @@ def _encode_array(value) -> dict:
 # Decoding: only what encode makes, checked
 
 
-def decode(data, *, opaque=None, _depth: int = 0):
+class _Budget:
+    """What one decoded message may hold: values, bytes of tensor data, layers (a reply line of a few
+    kilobytes must not make the grader build gigabytes)."""
+
+    def __init__(self):
+        self.nodes, self.bytes, self.layers = MAX_NODES, 4 * MAX_BYTES, 4
+
+    def spend(self, nodes: int = 1, size: int = 0, layers: int = 0) -> None:
+        self.nodes, self.bytes, self.layers = self.nodes - nodes, self.bytes - size, self.layers - layers
+        if self.nodes < 0 or self.bytes < 0 or self.layers < 0:
+            raise ValueError("more values, data or layers than one reply may hold")
+
+
+def decode(data, *, opaque=None, _depth: int = 0, _budget: _Budget | None = None):
     """The value ``data`` (made by :func:`encode`) stands for; an opaque one becomes ``opaque(description)``
-    (its description by default). ValueError for anything that encode would not have made."""
+    (its description by default). ValueError for anything that encode would not have made, or for more
+    than one message may hold."""
+    budget = _budget or _Budget()
+    budget.spend()
     if _depth > MAX_DEPTH + 2:
         raise ValueError("nested too deeply")
     if data is None or type(data) in (bool, int, float, str):
@@ -160,22 +177,24 @@ def decode(data, *, opaque=None, _depth: int = 0):
         if text not in ("nan", "inf", "-inf") and not _is_float_text(text):
             raise ValueError("not a float")
         return float(text)
+    inner = {"opaque": opaque, "_depth": _depth + 1, "_budget": budget}
     if kind == "complex":
-        return complex(_number(decode(data.get("re"))), _number(decode(data.get("im"))))
+        return complex(_number(decode(data.get("re"), **inner)), _number(decode(data.get("im"), **inner)))
     if kind in ("list", "tuple"):
-        items = [decode(item, opaque=opaque, _depth=_depth + 1) for item in _list(data.get("items"))]
+        items = [decode(item, **inner) for item in _list(data.get("items"))]
         return items if kind == "list" else tuple(items)
     if kind == "dict":
         pairs = [_list(pair) for pair in _list(data.get("items"))]
         if any(len(pair) != 2 for pair in pairs):
             raise ValueError("a dict entry is not a pair")
-        return {_key(decode(key)): decode(item, opaque=opaque, _depth=_depth + 1) for key, item in pairs}
+        return {_key(decode(key, **inner)): decode(item, **inner) for key, item in pairs}
     if kind == "tensor":
-        return _decode_tensor(data)
+        return _decode_tensor(data, budget)
     if kind in ("ndarray", "npscalar"):
-        return _decode_array(data)
+        return _decode_array(data, budget)
     if kind == "conv2d":
-        return _decode_conv2d(decode(data.get("settings")), opaque)
+        budget.spend(layers=1)
+        return _decode_conv2d(decode(data.get("settings"), **inner), opaque)
     if kind == "opaque":
         description = data.get("description")
         if not isinstance(description, str):
@@ -226,7 +245,7 @@ def _raw(data, expected: int) -> bytes:
     return raw
 
 
-def _decode_tensor(data) -> torch.Tensor:
+def _decode_tensor(data, budget: _Budget) -> torch.Tensor:
     dtype = TENSOR_DTYPES.get(data.get("dtype"))
     if dtype is None:
         raise ValueError("not a tensor dtype")
@@ -235,6 +254,7 @@ def _decode_tensor(data) -> torch.Tensor:
     size = numel * torch.empty((), dtype=dtype).element_size()
     if size > MAX_BYTES:
         raise ValueError("tensor too large")
+    budget.spend(size=size)
     raw = _raw(data, size)
     if numel == 0:
         tensor = torch.empty(shape, dtype=dtype)
@@ -245,7 +265,7 @@ def _decode_tensor(data) -> torch.Tensor:
     return tensor
 
 
-def _decode_array(data):
+def _decode_array(data, budget: _Budget):
     name = data.get("dtype")
     if name not in ARRAY_DTYPES:
         raise ValueError("not an array dtype")
@@ -253,6 +273,7 @@ def _decode_array(data):
     shape = _shape(data)
     if math.prod(shape) * dtype.itemsize > MAX_BYTES:
         raise ValueError("array too large")
+    budget.spend(size=math.prod(shape) * dtype.itemsize)
     array = np.frombuffer(_raw(data, math.prod(shape) * dtype.itemsize), dtype=dtype).reshape(shape)
     array = array.astype(np.dtype(name))  # native byte order, writable
     return array[()] if data["t"] == "npscalar" else array
@@ -278,7 +299,7 @@ def _decode_conv2d(settings, opaque):
         return unusable
     if settings["padding_mode"] not in PADDING_MODES or channels[0] % channels[2] or channels[1] % channels[2]:
         return unusable
-    if channels[0] * channels[1] // channels[2] * kernel[0] * kernel[1] > 2**24:
+    if channels[0] * channels[1] // channels[2] * kernel[0] * kernel[1] > 2**20:  # 4 MB of weights
         return unusable
     try:
         return nn.Conv2d(
@@ -338,7 +359,13 @@ def serve(namespace: dict, tag: str, name: str, request: str) -> None:
         line = json.dumps({"replies": replies}, allow_nan=True)
     except (TypeError, ValueError) as error:
         line = json.dumps({"failed": f"{type(error).__name__}"})
-    sys.stdout.write(f"{tag} {line}\n")
+    sys.stdout.write(f"\n{tag} {line}\n")  # on a line of its own, after a print(..., end="") of the answer
+    sys.stdout.flush()
+
+
+def announce(namespace: dict, tag: str, names: list[str]) -> None:
+    """Print one line: ``tag`` and what each answer's global name holds (:func:`describe`)."""
+    sys.stdout.write(f"\n{tag} {json.dumps(describe(namespace, names))}\n")
     sys.stdout.flush()
 
 
@@ -353,14 +380,17 @@ def _call(function, arguments: list) -> dict:
             "message": str(error)[:500],
             "not_implemented": isinstance(error, NotImplementedError),
         }
-    reply = {"output": encode(output), "arguments": [], "gradients": {}}
-    for arg in passed:
-        reply["arguments"].append(encode(arg.detach()) if isinstance(arg, torch.Tensor) else None)
+    try:
+        reply = {"output": encode(output), "arguments": [], "gradients": {}}
+        for arg in passed:
+            reply["arguments"].append(encode(arg.detach()) if isinstance(arg, torch.Tensor) else None)
+    except Exception as error:  # the output's own code (a property, __iter__) raised: the answer's fault
+        return {"raised": _type_name(error), "message": f"while sending its output: {error}"[:500]}
     wanted = [(p, leaf) for p, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor) and leaf.requires_grad]
     if wanted and type(output) is torch.Tensor and output.requires_grad:
         try:
             grads = torch.autograd.grad(output.sum(), [leaf for _, leaf in wanted], allow_unused=True)
             reply["gradients"] = {str(p): None if g is None else encode(g) for (p, _), g in zip(wanted, grads)}
-        except RuntimeError as error:  # a freed graph (.backward() inside the answer), not differentiable
-            reply["gradients"] = {str(p): {"error": str(error)[:300]} for p, _ in wanted}
+        except Exception as error:  # a freed graph (.backward() inside the answer), a backward that raises
+            reply["gradients"] = {str(p): {"error": f"{type(error).__name__}: {error}"[:300]} for p, _ in wanted}
     return reply

@@ -174,6 +174,28 @@ print("files:", seen[:50])
 """
 
 
+KILL_AT_GRADING = r"""
+# Attack: kill the kernel as soon as the grader's first cell arrives (an input transformer that sees it),
+# hoping to stop the grading of the whole class.
+import os
+
+def die(lines):
+    if "_nclab_wire_" in "".join(lines):
+        os._exit(1)
+    return lines
+
+get_ipython().input_transformers_post.append(die)
+"""
+
+FLOOD = r"""
+# Not an attack: a student whose training loop printed 30 MB before answering.
+for step in range(30):
+    print("loss " + "x" * 1_000_000)
+"""
+
+CHATTY = {name: code.replace("):\n", '):\n    print("computing…", end="")\n', 1) for name, code in SOLVED.items()}
+
+
 def hard_coded_answers() -> dict[str, str]:
     """Answers that look up the right outputs recorded for the notebook's own (seeded) inputs, and return
     zeros for any other input: they pass the notebook's check, not the grader's secret cases."""
@@ -250,6 +272,11 @@ def main() -> None:
         "attack_tensor_subclass": notebook(
             "Outputs that compare equal to anything, and the energy answered honestly after them.",
             [TENSOR_SUBCLASS, 'check("03_energy", energy_score);', *answers({"energy_score": SOLVED["energy_score"]})],
+        ),
+        "c_flood_then_solved": notebook("An honest student who printed 30 MB first.", [FLOOD, *answers(SOLVED)]),
+        "c_chatty_solved": notebook("An honest student whose answers print without a newline.", answers(CHATTY)),
+        "attack_kill_at_grading": notebook(
+            "The kernel killed at the grading step.", [KILL_AT_GRADING, *answers(SOLVED)]
         ),
         "z_solved_after": notebook("An honest student graded after the attackers.", answers(SOLVED)),
         "z_untouched_after": notebook("An honest student graded after the attackers.", answers(UNTOUCHED)),
