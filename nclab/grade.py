@@ -394,9 +394,9 @@ class _CappedClient(NotebookClient):
         size = len(json.dumps(content, default=str))
         kept = self.__dict__.setdefault("_kept_bytes", {})
         kept[cell_index] = kept.get(cell_index, 0) + size
-        if cell_index < self.graded_from:
-            kept["all"] = kept.get("all", 0) + size
-        if kept[cell_index] > MAX_OUTPUT_BYTES or kept.get("all", 0) > MAX_NOTEBOOK_OUTPUT_BYTES:
+        kept["all"] = kept.get("all", 0) + size * (cell_index < self.graded_from)
+        flooded = cell_index < self.graded_from and kept["all"] > MAX_NOTEBOOK_OUTPUT_BYTES
+        if kept[cell_index] > MAX_OUTPUT_BYTES or flooded:
             late = self.__dict__.setdefault("_late", {"results": {}, "bytes": 0, "errors": set()})
             if msg.get("msg_type") == "error":
                 if cell_index in late["errors"]:
@@ -517,9 +517,11 @@ def _execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_che
 
                 def work():
                     try:
-                        done.set_result(checking(loop))
+                        outcome = checking(loop)
                     except BaseException as error:  # a failure of the grader's own code
-                        done.set_exception(error)
+                        outcome = error
+                    if not done.cancelled():  # else the grader gave up on this submission: nobody waits
+                        (done.set_exception if isinstance(outcome, BaseException) else done.set_result)(outcome)
 
                 worker = threading.Thread(target=work, name="nclab-checks", daemon=True)
                 worker.start()

@@ -95,7 +95,9 @@ class Channel:
         if len(lines) > 1:
             raise Tampered()
         if not lines:
-            raise NoReply("no reply line came back (is sys.stdout replaced?)")
+            raise NoReply(
+                "no reply line came back (sys.stdout replaced, or the output channel cut by one burst of over 16 MB?)"
+            )
         try:
             reply = json.loads(lines[0][len(self.tag) + 1 :])
         except (ValueError, RecursionError):

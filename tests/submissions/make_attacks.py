@@ -188,9 +188,12 @@ get_ipython().input_transformers_post.append(die)
 """
 
 FLOOD = r"""
-# Not an attack: a student whose training loop printed 30 MB before answering.
+# Not an attack: a student whose training loop printed 30 MB, a megabyte a step, before answering.
+import sys, time
 for step in range(30):
     print("loss " + "x" * 1_000_000)
+    sys.stdout.flush()
+    time.sleep(0.05)
 """
 
 CHATTY = {name: code.replace("):\n", '):\n    print("computing…", end="")\n', 1) for name, code in SOLVED.items()}
