@@ -1,6 +1,7 @@
 """Students who attack the grader (issue 16), as real submission files of notebook 03's exercises
-(``tests/submissions/03/``, written by ``tests/submissions/make_attacks.py``), graded in one run of
-``python -m nclab grade`` between honest students.
+(``tests/submissions/03/*.submission``, written by ``tests/submissions/make_attacks.py``; not ``.ipynb``, so that
+nbval never runs them unsandboxed), copied to a temporary folder and graded in one run of ``python -m nclab
+grade`` between honest students.
 
 Every attacker gets 0, or the points of what it answered honestly; the honest students before and after
 them keep theirs; the package's files are unchanged; no process of a submission survives. The grader
@@ -12,6 +13,7 @@ sandbox (root): one attack rewrites the package's files, which only the sandbox 
 
 import hashlib
 import pwd
+import shutil
 import subprocess
 import sys
 import time
@@ -40,14 +42,20 @@ def _package_digest() -> dict[str, str]:
 def attacked(tmp_path_factory):
     """(rows by student, the package digest before, after) of one grading run of the attack folder."""
     out = tmp_path_factory.mktemp("attacks") / "scores.csv"
+    folder = out.parent / "submissions"
+    folder.mkdir()
+    for path in SUBMISSIONS.glob("*.submission"):
+        shutil.copyfile(path, folder / f"{path.stem}.ipynb")
     before = _package_digest()
     done = subprocess.run(
-        [sys.executable, "-m", "nclab", "grade", str(SUBMISSIONS), "03_ood_detection.ipynb", "--out", str(out)],
+        [sys.executable, "-m", "nclab", "grade", str(folder), "03_ood_detection.ipynb", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert done.returncode == 0, done.stderr
+    time.sleep(5)  # attack_daemon's process, had it outlived its sandbox, would have struck by now
+    assert "'=HYPERLINK" in out.read_text() and not (folder / "zz_pwned.ipynb").exists()
     return grade.read_scores(out).set_index("student").to_dict("index"), before, _package_digest()
 
 
@@ -63,6 +71,8 @@ HONEST = {
     "c_chatty_solved": 5,  # answers that print(..., end="")
     "z_solved_after": 5,
     "z_untouched_after": 0,
+    '\'=HYPERLINK("evil.example")': 5,  # its id neutralised for spreadsheets, its answers graded
+    "attack_kill_grader": 5,  # the grader is out of its reach: its honest answers count
 }
 
 
@@ -71,7 +81,7 @@ def test_the_honest_students_around_the_attackers_keep_their_points(attacked):
     rows = attacked[0]
     assert {student: rows[student]["total"] for student in HONEST} == HONEST
     assert all(rows[student]["status"] == "ok" for student in HONEST)
-    assert len(rows) == len(list(SUBMISSIONS.glob("*.ipynb")))  # one complete row per file
+    assert len(rows) == len(list(SUBMISSIONS.glob("*.submission")))  # one complete row per file
 
 
 @needs_sandbox
@@ -86,6 +96,7 @@ def test_the_honest_students_around_the_attackers_keep_their_points(attacked):
         ("attack_remote_hands", 0),
         ("attack_hard_coded", 0),
         ("attack_kill_at_grading", 0),
+        ("attack_daemon", 0),
     ],
 )
 def test_each_attack_scores_zero_or_its_honest_points(attacked, attack, energy):
@@ -119,7 +130,7 @@ def test_the_hard_coded_answers_pass_the_notebooks_check_but_not_a_secret_seed()
     import nbformat
 
     namespace: dict = {"exercises": exercises}
-    for cell in nbformat.read(SUBMISSIONS / "attack_hard_coded.ipynb", 4).cells:
+    for cell in nbformat.read(SUBMISSIONS / "attack_hard_coded.submission", 4).cells:
         if cell.cell_type == "code":
             exec(cell.source.replace("check(", "exercises.run_check("), namespace)
     answers = {q: namespace[exercises.EXERCISES[q].answer] for q in QUESTIONS}
@@ -272,3 +283,8 @@ def test_a_remote_call_reflects_in_place_changes_and_brings_the_gradient():
     output = core.call(remote.Remote(channel, "double", "object", "function"), "case", leaf)
     assert torch.equal(output.detach(), 2 * leaf.detach()) and output.requires_grad
     assert torch.equal(core._gradient(output, leaf), torch.full((3,), 2.0, dtype=torch.float64))
+
+
+def test_no_notebook_under_tests_that_nbval_would_run_unsandboxed():
+    """make test runs nbval over every ``*.ipynb`` it collects: an attack stored as one would run as you."""
+    assert not list((ROOT / "tests").rglob("*.ipynb"))

