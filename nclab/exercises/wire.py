@@ -62,7 +62,7 @@ def _type_name(value) -> str:
     return type(value).__name__[:60]
 
 
-def encode(value, *, grads: bool = True, _depth: int = 0, _count: list | None = None):
+def encode(value, *, _depth: int = 0, _count: list | None = None):
     """``value`` as JSON-able plain data (see the module's docstring); a tensor keeps ``requires_grad``."""
     count = _count if _count is not None else [0]
     count[0] += 1
@@ -83,7 +83,7 @@ def encode(value, *, grads: bool = True, _depth: int = 0, _count: list | None = 
         return _opaque(f"a text of {len(value):,} characters (too long)")
     if isinstance(value, (list, tuple)):  # a namedtuple as a tuple: its items, read as the base type's
         base = tuple if isinstance(value, tuple) else list
-        items = [encode(item, grads=grads, _depth=_depth + 1, _count=count) for item in base.__iter__(value)]
+        items = [encode(item, _depth=_depth + 1, _count=count) for item in base.__iter__(value)]
         return {"t": base.__name__, "items": items}
     if isinstance(value, dict):  # an OrderedDict or a defaultdict as a dict
         pairs = list(dict.items(value))
