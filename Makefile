@@ -7,6 +7,8 @@
 #               built site of `make book` in headless Chromium (built first, in the test session's cache,
 #               when _build/html is missing); fails if student/ is stale
 #   make format apply ruff's fixes and formatting
+#   make bench  the benchmark suite (benchmarks/run.py): nclab vs the obvious baselines, measured side by side,
+#               written to benchmarks/results/<machine>.json and .md (`make benchmark` is the same)
 #   make student  rewrite the notebooks' Colab badges and install cells from the repository named in
 #               _config.yml, then write the student versions of notebooks/ into student/ (solutions removed)
 # Each creates .venv from requirements.txt first when it is missing or out of date. The book targets also
@@ -21,7 +23,7 @@ export PATH := $(BIN):$(PATH)
 export NCLAB_PROFILE ?= smoke
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all book book-instructor test format student venv site-js benchmark clean
+.PHONY: all book book-instructor test format student venv site-js bench benchmark clean
 
 all: book
 
@@ -77,8 +79,12 @@ student: venv
 	$(BIN)/python -m nclab sync
 	$(BIN)/python -m nclab student
 
-benchmark: venv
-	$(BIN)/python benchmarks/train_throughput.py
+# The benchmark suite: every benchmark of benchmarks/ at this device's sizes, written to
+# benchmarks/results/<machine>.json and .md (BENCH_ARGS="--quick" for tiny sizes, "--only ood" for one)
+bench: venv
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+benchmark: bench
 
 clean:
 	rm -rf _build

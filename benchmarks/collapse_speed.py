@@ -5,21 +5,22 @@
 Random float32 features (torch, seed 0). Prints the thread count and CPU, the best of 3 timings after a
 warm-up for nc_metrics (without and with a linear head) and for the naive loop (loop over classes for the
 means and Σ_W, numpy ``pinv`` for Σ_B†), their ratio, whether the 0.3 s target is met, and checks that
-both give the same nc1 (relative 1e-6). Not a test.
+both give the same nc1 (relative 1e-6). Not a test. ``run(...)`` returns the same as a dict, for
+``benchmarks/run.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]  # a checkout
+from common import cpu_name, figure, measure  # noqa: E402
+
 from nclab.collapse import nc_metrics  # noqa: E402
 
 TARGET_S = 0.3  # seconds for nc_metrics without a weight, 50,000 × 512 features, 100 classes, 2 CPU cores
@@ -44,22 +45,58 @@ def naive_nc1(features: np.ndarray, labels: np.ndarray, C: int) -> float:
     return float(np.trace(Sigma_W @ Sigma_B_pinv) / C)
 
 
-def best_of(fn, repeats: int = 3) -> tuple[float, object]:
-    result = fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def synthetic(n: int, p: int, classes: int):
+    """Class-clustered float32 features (n, p), labels (n,) and a head W (C, p), b (C,) (torch, seed 0)."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, classes, (n,), generator=generator)
+    centres = torch.randn(classes, p, generator=generator)
+    features = centres[labels] + torch.randn(n, p, generator=generator)
+    weight = torch.randn(classes, p, generator=generator)
+    bias = torch.randn(classes, generator=generator)
+    return features, labels, weight, bias
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
+def run(n: int = 50_000, p: int = 512, classes: int = 100, repeats: int = 3) -> dict:
+    """Time nc_metrics (without and with the head) and the naive loop; returns {"settings", "figures"}.
+
+    The 0.3 s target applies to nc_metrics without a weight at the full size (50,000 × 512, C = 100) on
+    the CPU; ``pass`` is None at other sizes.
+    """
+    features, labels, weight, bias = synthetic(n, p, classes)
+    H, y = features.numpy(), labels.numpy()
+    fast = measure(lambda: nc_metrics(features, labels), repeats=repeats)
+    head = measure(lambda: nc_metrics(features, labels, weight, bias), repeats=repeats)
+    naive = measure(lambda: naive_nc1(H, y, classes), repeats=repeats)
+    rel = abs(fast.result["nc1"] - naive.result) / abs(naive.result)
+    full = (n, p, classes) == (50_000, 512, 100)
+    size = f"{n:,} × {p} float32 features, C = {classes}"
+    baseline_what = "per-class loop for μ_c and Σ_W, numpy pinv for Σ_B† (float64), nc1 only"
+    return {
+        "settings": {"n": n, "p": p, "classes": classes, "repeats": repeats, "statistic": "best of the repeats"},
+        "figures": [
+            figure(
+                "nc_metrics",
+                f"collapse.nc_metrics without a head (NC1 both ways, NC2 of the class means) on {size}",
+                "s",
+                fast.seconds,
+                naive.seconds,
+                baseline_what=baseline_what,
+                peak_mib=(fast.peak_mib, naive.peak_mib),
+                target=f"≤ {TARGET_S} s on the 2-core CPU (50,000 × 512, C = 100)",
+                passed=fast.seconds <= TARGET_S if full else None,
+                nc1_relative_difference=rel,
+            ),
+            figure(
+                "nc_metrics with head",
+                f"collapse.nc_metrics with the head W, b (adds NC2 of W, the ETF distance, NC3, NC4) on {size}",
+                "s",
+                head.seconds,
+                naive.seconds,
+                baseline_what=baseline_what + " (it computes less than nc_metrics with a head)",
+                peak_mib=(head.peak_mib, naive.peak_mib),
+            ),
+        ],
+    }
 
 
 def main() -> None:
@@ -69,28 +106,15 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100, help="number of classes C")
     args = parser.parse_args()
 
-    generator = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, args.classes, (args.n,), generator=generator)
-    centres = torch.randn(args.classes, args.p, generator=generator)
-    features = centres[labels] + torch.randn(args.n, args.p, generator=generator)
-    weight = torch.randn(args.classes, args.p, generator=generator)
-    bias = torch.randn(args.classes, generator=generator)
-
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_name()}")
     print(f"N = {args.n}, p = {args.p}, C = {args.classes}, float32 features")
-    t_fast, fast = best_of(lambda: nc_metrics(features, labels))
-    t_head, _ = best_of(lambda: nc_metrics(features, labels, weight, bias))
-    H, y = features.numpy(), labels.numpy()
-    t_naive, nc1_naive = best_of(lambda: naive_nc1(H, y, args.classes))
-    print(f"nc_metrics (no weight):   {t_fast:.3f} s  (best of 3)")
-    print(f"nc_metrics (with W, b):   {t_head:.3f} s")
-    print(f"naive per-class loop:     {t_naive:.3f} s  -> nc_metrics is {t_naive / t_fast:.1f}x faster")
-    print(f"target {TARGET_S} s: {'met' if t_fast <= TARGET_S else 'NOT met'}")
-    rel = abs(fast["nc1"] - nc1_naive) / abs(nc1_naive)
-    print(
-        f"nc1 = {fast['nc1']:.10g} (nc_metrics) vs {nc1_naive:.10g} (naive): relative difference {rel:.1e} "
-        f"-> {'same' if rel <= 1e-6 else 'DIFFERENT'} at 1e-6"
-    )
+    fast, head = run(args.n, args.p, args.classes)["figures"]
+    print(f"nc_metrics (no weight):   {fast['ours']:.3f} s  (best of 3)")
+    print(f"nc_metrics (with W, b):   {head['ours']:.3f} s")
+    print(f"naive per-class loop:     {fast['baseline']:.3f} s  -> nc_metrics is {fast['ratio']:.1f}x faster")
+    print(f"target {TARGET_S} s: {'met' if fast['ours'] <= TARGET_S else 'NOT met'}")
+    rel = fast["nc1_relative_difference"]
+    print(f"nc1: relative difference nc_metrics vs naive {rel:.1e} -> {'same' if rel <= 1e-6 else 'DIFFERENT'} at 1e-6")
 
 
 if __name__ == "__main__":
