@@ -402,8 +402,7 @@ class _CappedClient(NotebookClient):
                 if cell_index in late["errors"]:
                     return None
                 late["errors"].add(cell_index)
-                short = {"ename": str(content.get("ename", ""))[:100], "evalue": str(content.get("evalue", ""))[:200]}
-                msg = {**msg, "content": {**short, "traceback": []}}
+                msg = _clean_output(msg)  # its name and the start of its message, no traceback
             else:
                 text = content.get("text", "") if msg.get("msg_type") == "stream" else ""
                 if not (self.marker and self.marker in text and late["results"].get(cell_index, 0) < 3):

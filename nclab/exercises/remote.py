@@ -185,10 +185,11 @@ def _reflect(copy: torch.Tensor, after) -> None:
     """Make ``copy`` what the kernel's argument became (only when it changed)."""
     if not isinstance(after, torch.Tensor):
         raise ValueError("an argument came back as something else")
-    if after.shape == copy.shape and after.dtype == copy.dtype and torch.equal(after, copy.detach()):
+    same_kind = after.shape == copy.shape and after.dtype == copy.dtype
+    if same_kind and torch.equal(after, copy.detach()):
         return
     with torch.no_grad():
-        if after.shape == copy.shape and after.dtype == copy.dtype:
+        if same_kind:
             copy.copy_(after)
         else:
             copy.data = after  # a different shape or dtype: call() sees the change
