@@ -4,6 +4,7 @@ nclab student [--notebooks notebooks] [--out student] [--check]
 nclab sync [--notebooks notebooks] [--config _config.yml] [--check]
 nclab site student [--out _build/student-src] | nclab site check HTML_DIR
 nclab train [--profile full] [--regime A] [--regime B] [--method NAME …] [--notebook NN …] [--notebooks notebooks]
+    (or ``torchrun --nproc-per-node N -m nclab train …``: N processes, DistributedDataParallel, nclab.distributed)
 nclab grade SUBMISSIONS_DIR NOTEBOOK [--out scores.csv] [--timeout 120] [--total-timeout 600] [--only-exercises]
             [--retry-killed] [--unsafe]
 """
@@ -11,6 +12,7 @@ nclab grade SUBMISSIONS_DIR NOTEBOOK [--out scores.csv] [--timeout 120] [--total
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -148,25 +150,31 @@ def _site(args) -> int:
 
 
 def _train(args) -> int:
-    """``nclab train``: the regimes asked for, trained directly; else the chosen (or all) notebooks run headless."""
+    """``nclab train``: the regimes asked for, trained directly; else the chosen (or all) notebooks run headless.
+
+    Under ``torchrun`` every process runs this; the runs are trained with DistributedDataParallel (see
+    ``nclab.distributed``) and only rank 0 prints."""
+    from . import distributed
     from .config import cache_dir, describe, get_profile
 
+    say = print if distributed.is_main() else lambda *args, **kwargs: None
     profile = get_profile(args.profile)
-    print(describe(profile))
+    say(describe(profile) + (f" | {os.environ['WORLD_SIZE']} processes (torchrun)" if distributed.launched() else ""))
     if args.regime:
         from . import train
 
         train_set, test_set = train.regime_data(profile)
         for name in dict.fromkeys(args.regime):
             run = train.load_or_train(train.regime(name, profile), train_set, test_set)
-            print(f"regime {name}: {run.final['epoch']} epochs in {run.run_dir}")
+            say(f"regime {name}: {run.final['epoch']} epochs in {run.run_dir}")
         return 0
     from .course import METHOD_NOTEBOOKS, prepare, select_notebooks
 
     numbers = [METHOD_NOTEBOOKS[method] for method in args.method or []] + (args.notebook or [])
-    for name, seconds in prepare(select_notebooks(args.notebooks, numbers), profile.name):
-        print(f"{name}: {seconds:.0f} s")
-    print(f"every run is in {cache_dir()}: NCLAB_PROFILE={profile.name} make book now only loads them.")
+    times = prepare(select_notebooks(args.notebooks, numbers), profile.name, progress=distributed.is_main())
+    for name, seconds in times:
+        say(f"{name}: {seconds:.0f} s")
+    say(f"every run is in {cache_dir()}: NCLAB_PROFILE={profile.name} make book now only loads them.")
     return 0
 
 

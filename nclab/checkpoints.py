@@ -26,7 +26,7 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically: a crash mid-write leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: ranks may write the same file
     with open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()

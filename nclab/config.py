@@ -117,9 +117,13 @@ def get_profile(name: str | Profile | None = None) -> Profile:
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else ``$NCLAB_DEVICE``, else CUDA when available, else the CPU."""
+    """``device`` if given, else ``$NCLAB_DEVICE``, else CUDA when available, else the CPU. In a process that
+    ``torchrun`` started, a plain ``cuda`` is that process's own GPU, ``cuda:$LOCAL_RANK``."""
     device = device or os.environ.get("NCLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
 
 
 def seed_everything(seed: int) -> None:

@@ -207,14 +207,22 @@ def prepare(paths: list[Path], profile: str, progress: bool = True) -> list[tupl
     limit per cell, discarding the outputs: whatever the notebooks train lands in the cache
     (``NCLAB_CACHE``), where the book build later finds it. A progress bar counts the code cells of all
     the notebooks and estimates the time left. Returns (notebook, seconds) per notebook; a failing cell
-    raises RuntimeError naming the notebook and the error (the checkpoints written so far are kept)."""
+    raises RuntimeError naming the notebook and the error (the checkpoints written so far are kept).
+
+    Under ``torchrun`` each process executes every notebook in its own kernel; the kernels of one notebook
+    join a process group of their own (``distributed.notebook_rendezvous``) when they first train, and
+    train together with DistributedDataParallel."""
     from tqdm.auto import tqdm
+
+    from . import distributed
 
     total = sum(cell.cell_type == "code" for path in paths for cell in nbformat.read(path, as_version=4).cells)
     os.environ["NCLAB_PROFILE"] = profile  # inherited by every kernel started below
     times = []
     with tqdm(total=total, unit="cell", desc=f"nclab train ({profile})", disable=not progress) as bar:
-        for path in paths:
+        for index, path in enumerate(paths):
+            if distributed.launched():
+                os.environ[distributed.INIT_VARIABLE] = distributed.notebook_rendezvous(index)
             bar.set_postfix_str(path.name)
             start = time.perf_counter()
             execute_notebook(path, timeout=None, on_cell=lambda: bar.update(1))

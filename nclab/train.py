@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import __version__, models
+from . import __version__, distributed, models
 from .checkpoints import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Profile, cache_dir, get_device, get_profile
 from .data import GpuLoader, ImageSet, train_test_sets
@@ -245,10 +245,24 @@ def loss_and_accuracy(model: nn.Module, loader: GpuLoader) -> tuple[float, float
 # The loop
 
 
-def _forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features h, logits) of one batch: the encoder once, then the head."""
-    h = model.features(x)
-    return h, model.head(h)
+class _FeaturesAndLogits(nn.Module):
+    """(features h, logits) of one batch, the encoder once then the head, in one forward call: what
+    DistributedDataParallel wraps (it synchronises the gradients of what its forward computes)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.model.features(x)
+        return h, self.model.head(h)
+
+
+def _whole_batch(h, logits, y, extras, x) -> tuple:
+    """Under DDP, this rank's shard of the batch completed with the other ranks' (``distributed.gather``):
+    the loss and the hooks see the global batch, as in a single process."""
+    extras = {key: distributed.gather(values) for key, values in extras.items()}
+    return distributed.gather(h), distributed.gather(logits), distributed.gather(y), extras, distributed.gather(x)
 
 
 def fit(
@@ -261,6 +275,8 @@ def fit(
     loss: Callable | None = None,
     hooks: list[Hook] | None = None,
     progress: bool = True,
+    until: int | None = None,
+    sync_batchnorm: bool = True,
 ) -> list[dict]:
     """Train ``model`` as ``config`` says; return the history (one dict of metrics per epoch).
 
@@ -271,10 +287,27 @@ def fit(
     float32 inputs) from the batch's :class:`BatchOutput`. With ``run_dir``, every epoch ends with an atomic
     checkpoint ``last.pt`` (and ``epoch_XXXX.pt`` weights at the snapshot epochs); if ``last.pt`` is there
     when ``fit`` starts, training resumes after its epoch, hooks' states included, giving the same weights
-    as an uninterrupted run.
+    as an uninterrupted run. ``until`` stops after that epoch (of ``config.epochs``, whose schedule is
+    kept): a later call resumes from there.
+
+    Under DistributedDataParallel (``torchrun``, see ``nclab.distributed``) ``train_loader`` is this rank's
+    shard (``GpuLoader(rank=…, world_size=…)``): the model is wrapped in DDP, the loss and the hooks see
+    the global batch gathered from every rank, BatchNorm becomes SyncBatchNorm on GPUs (unless
+    ``sync_batchnorm=False``; the model passed in is changed in place), only rank 0 writes checkpoints and
+    shows progress, and every rank ends ``fit`` together.
     """
     device = train_loader.device
+    sharded = train_loader.world_size > 1
+    if sharded and train_loader.world_size != distributed.world_size():
+        raise ValueError(
+            f"train_loader is split over {train_loader.world_size} processes but {distributed.world_size()} "
+            f"are training: build it with rank=distributed.rank(), world_size=distributed.world_size()."
+        )
+    if until is not None and not 1 <= until <= config.epochs:
+        raise ValueError(f"until must lie in 1..{config.epochs} (the config's epochs), got {until}")
     model.to(device)
+    if sharded and sync_batchnorm and device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BatchNorm statistics of the global batch
     if config.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     if loss is None or hooks is None:
@@ -286,15 +319,19 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(train_loader)))
     autocast_dtype = amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-    forward = torch.compile(_forward) if config.compile else _forward
 
     history, start = [], 1
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     if last is not None and last.exists():
         history, start = _resume(last, config, model, optimizer, scheduler, scaler, hooks, device)
+    net = _FeaturesAndLogits(model)
+    if sharded:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+    forward = torch.compile(net) if config.compile else net
+    progress = progress and distributed.is_main()
 
     epochs = tqdm(
-        range(start, config.epochs + 1),
+        range(start, (until or config.epochs) + 1),
         desc=f"{config.method.name} {config.regime}",
         disable=not progress,
         initial=start - 1,
@@ -310,7 +347,9 @@ def fit(
         seen = 0
         for x, y, extras in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not progress):
             with torch.autocast(device.type, autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                h, logits = forward(model, x)
+                h, logits = forward(x)
+            if sharded:
+                h, logits, y, extras, x = _whole_batch(h, logits, y, extras, x)
             out = BatchOutput(h, logits, extras, model, x)
             value = loss(out, y)  # outside autocast: a loss's own matmuls and norms are not cast down
             optimizer.zero_grad(set_to_none=True)
@@ -349,7 +388,7 @@ def fit(
             test=f"{record.get('test_acc', float('nan')):.3f}",
             lr=f"{record['lr']:.3g}",
         )
-        if last is not None:
+        if last is not None and distributed.is_main():
             weights = {"format": FORMAT, "config": config.key(), "epoch": epoch, "model": model.state_dict()}
             if epoch in config.snapshot_epochs:
                 save_checkpoint(weights, last.with_name(f"epoch_{epoch:04d}.pt"))
@@ -365,6 +404,7 @@ def fit(
                 },
                 last,
             )
+    distributed.barrier()  # no rank goes on (to read a checkpoint) before rank 0 has written it
     return history
 
 
@@ -418,16 +458,20 @@ def _resume(last: Path, config, model, optimizer, scheduler, scaler, hooks, devi
 # The run cache
 
 
-def run_directory(config: TrainConfig, train_set: ImageSet, root: str | Path | None = None) -> Path:
+def run_directory(
+    config: TrainConfig, train_set: ImageSet, root: str | Path | None = None, max_steps: int | None = None
+) -> Path:
     """The folder of the run defined by ``config`` on ``train_set``:
-    ``<cache>/runs/<dataset>-<method>-<regime>-w<width>-<hash of the config key, the data and nclab's version>``."""
+    ``<cache>/runs/<dataset>-<method>-<regime>-w<width>-<hash of the config key, the data and nclab's version>``
+    (and of ``max_steps``, the step limit of a dry run, when there is one)."""
     data = {
         "name": train_set.name,
         "size": len(train_set),
         "standin": train_set.standin,
         "content": train_set.fingerprint,
     }
-    key = json.dumps({"config": config.key(), "data": data, "nclab": __version__}, sort_keys=True)
+    key = {"config": config.key(), "data": data, "nclab": __version__}
+    key = json.dumps(key if max_steps is None else {**key, "max_steps": max_steps}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     name = f"{config.dataset}-{config.method.name}-{config.regime}-w{config.width}-{digest}"
     return Path(root or cache_dir() / "runs") / name
@@ -476,6 +520,8 @@ def load_or_train(
     root: str | Path | None = None,
     eval_batch_size: int | None = None,
     progress: bool = True,
+    until: int | None = None,
+    max_steps: int | None = None,
 ) -> Run:
     """The run ``config`` on ``train_set``: loaded from its checkpoint folder, resumed, or trained.
 
@@ -483,20 +529,27 @@ def load_or_train(
     with ``config.seed``. Regime B's ImageNet weights are fetched only when there is no checkpoint to
     resume; when they cannot be fetched (offline, or a narrow network), the run trains from scratch under
     its own key, with the reason printed. Test metrics use batches of ``eval_batch_size`` images (default:
-    the profile's).
+    the profile's). ``until`` stops after that epoch, leaving the run to be resumed by a later call (a
+    Colab session at a time). ``max_steps`` makes a dry run: at most that many steps per epoch (and test
+    batches per evaluation), in a run folder of its own.
+
+    Under ``torchrun`` (``nclab.distributed``) every process calls this with the same arguments: each
+    trains on its shard of every batch (when ``config.batch_size`` splits evenly over the processes; else
+    each trains the whole run, as one process would), and only rank 0 prints and writes.
     """
-    device = get_device(device)
+    device = distributed.setup(get_device(device))
+    say = print if distributed.is_main() else lambda *args, **kwargs: None
     if config.dataset != train_set.name.split("/")[0]:
         raise ValueError(f"config.dataset is {config.dataset!r} but train_set is {train_set.name!r}.")
-    run_dir = run_directory(config, train_set, root)
+    run_dir = run_directory(config, train_set, root, max_steps)
     done, weights = _epochs_done(run_dir), None
     if config.pretrained and not done:
         try:
-            weights = models.imagenet_weights(config.width)
+            weights = distributed.main_first(lambda: models.imagenet_weights(config.width))
         except models.PretrainedWeightsUnavailable as reason:
-            print(f"Regime {config.regime}: {reason}\n→ training regime {config.regime} from scratch instead.")
+            say(f"Regime {config.regime}: {reason}\n→ training regime {config.regime} from scratch instead.")
             config = replace(config, pretrained=False)
-            run_dir = run_directory(config, train_set, root)
+            run_dir = run_directory(config, train_set, root, max_steps)
             done = _epochs_done(run_dir)
     torch.manual_seed(config.seed)
     model = config.method.build_model(config, train_set)
@@ -504,19 +557,31 @@ def load_or_train(
         models.load_imagenet_weights(model, weights)
 
     last = run_dir / "last.pt"
-    images = f"{config.epochs} epochs × {len(train_set):,} images on {device}"
-    if done >= config.epochs:
-        print(f"Found checkpoint {last} (epoch {done}): loading, no training needed.")
+    ranks = distributed.world_size()
+    shard = dict(rank=distributed.rank(), world_size=ranks) if config.batch_size % ranks == 0 else {}
+    where = f"{device}" + (f" × {ranks} processes" if shard.get("world_size", 1) > 1 else "")
+    images = f"{config.epochs} epochs × {len(train_set):,} images on {where}"
+    if done >= (until or config.epochs):
+        say(f"Found checkpoint {last} (epoch {done}): loading, no training needed.")
     elif done:
-        print(f"Found checkpoint {last} at epoch {done}/{config.epochs}: resuming ({images}).")
+        say(f"Found checkpoint {last} at epoch {done}/{config.epochs}: resuming ({images}).")
     else:
-        print(
+        say(
             f"No checkpoint for {config.method.name} regime {config.regime} in {run_dir}: training {images}. "
             f"The progress bar shows the time left; rerunning this cell resumes after a disconnect."
         )
-    options = dict(channels_last=config.channels_last and device.type == "cuda", device=device)
+    if ranks > 1 and not shard:
+        say(f"Note: a batch of {config.batch_size} does not split over {ranks} processes: each trains this run whole.")
+    options = dict(channels_last=config.channels_last and device.type == "cuda", device=device, max_batches=max_steps)
     train_loader = GpuLoader(
-        train_set, config.batch_size, shuffle=True, augment=config.augment, drop_last=True, seed=config.seed, **options
+        train_set,
+        config.batch_size,
+        shuffle=True,
+        augment=config.augment,
+        drop_last=True,
+        seed=config.seed,
+        **options,
+        **shard,
     )
     test_loader = None
     if test_set is not None:
@@ -524,7 +589,17 @@ def load_or_train(
         test_loader = GpuLoader(test_set, batch_size, shuffle=False, augment=False, drop_last=False, **options)
     loss, hooks = config.method.training(config, train_set)
     hooks = _with_loss(loss, hooks)
-    history = fit(model, config, train_loader, test_loader, run_dir=run_dir, loss=loss, hooks=hooks, progress=progress)
+    history = fit(
+        model,
+        config,
+        train_loader,
+        test_loader,
+        run_dir=run_dir,
+        loss=loss,
+        hooks=hooks,
+        progress=progress,
+        until=until,
+    )
     model.eval()
     snapshots = {
         e: run_dir / f"epoch_{e:04d}.pt" for e in config.snapshot_epochs if (run_dir / f"epoch_{e:04d}.pt").exists()

@@ -50,6 +50,13 @@ class GpuLoader:
     epoch is drawn from a generator seeded by (seed, epoch), so a resumed run sees exactly the batches an
     uninterrupted one would. ``drop_last`` drops the final incomplete batch (training) or keeps it
     (evaluation): no default, the choice is always explicit.
+
+    ``max_batches`` stops every pass after that many batches (a dry run that times a few steps of a
+    full-size epoch; ``len`` is then at most ``max_batches``). Under DistributedDataParallel, the process of
+    rank ``rank`` among ``world_size`` reads its own shard of every batch: ``batch_size`` is the global
+    batch, each rank gets its ``batch_size / world_size`` consecutive rows of it, drawn from the same
+    permutation and augmentation as a single process would, so that the ranks' shards, put together in
+    rank order, are exactly the batch a single process reads (training only: ``drop_last=True``).
     """
 
     def __init__(
@@ -64,6 +71,9 @@ class GpuLoader:
         seed: int = 0,
         padding: int = 4,
         channels_last: bool = False,
+        max_batches: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if batch_size < 1 or (drop_last and batch_size > len(data)):
             raise ValueError(
@@ -71,12 +81,23 @@ class GpuLoader:
             )
         if padding < 0:
             raise ValueError(f"padding must be ≥ 0, got {padding}")
+        if max_batches is not None and max_batches < 1:
+            raise ValueError(f"max_batches must be ≥ 1 (or None for whole epochs), got {max_batches}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in 0..world_size-1, got rank={rank}, world_size={world_size}")
+        if world_size > 1 and (batch_size % world_size or not drop_last):
+            raise ValueError(
+                f"a sharded loader splits each training batch evenly over the processes: batch_size="
+                f"{batch_size} must be a multiple of world_size={world_size}, with drop_last=True "
+                f"(evaluate with an unsharded loader)."
+            )
         self.device = get_device(device)
         self.data = data  # the ImageSet itself (its names, classes, normalisation), where it was
         on_device = data.to(self.device)  # moved once
         self.images, self.labels, self.extras = on_device.images, on_device.labels, on_device.extras
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
         self.seed, self.epoch, self.padding, self.channels_last = seed, 0, padding, channels_last
+        self.max_batches, self.rank, self.world_size = max_batches, rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose shuffle and augmentation the next iteration draws."""
@@ -84,7 +105,8 @@ class GpuLoader:
 
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        batches = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return batches if self.max_batches is None else min(batches, self.max_batches)
 
     def __iter__(self):
         n = len(self.labels)
@@ -93,8 +115,10 @@ class GpuLoader:
         shifts = torch.randint(0, 2 * self.padding + 1, (n, 2), generator=generator)
         flips = torch.rand(n, generator=generator) < 0.5
         order, shifts, flips = order.to(self.device), shifts.to(self.device), flips.to(self.device)
+        share = self.batch_size // self.world_size  # this rank's rows of every batch
         for i in range(len(self)):
-            rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            start = i * self.batch_size + self.rank * share
+            rows = slice(start, min(start + share, (i + 1) * self.batch_size))
             batch = order[rows]
             x = self.images[batch]
             if self.augment:

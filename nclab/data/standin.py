@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -141,10 +142,13 @@ def _statistics(images_nhwc: np.ndarray) -> list[list[float]]:
 
 
 def _write(path: Path, write) -> str:
-    """Write a file through ``write(file)`` and return its MD5 checksum."""
+    """Write a file through ``write(file)``, atomically (several processes of a distributed run may write
+    the stand-in at once: each its own temporary file, then a rename), and return its MD5 checksum."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
         write(f)
+    os.replace(tmp, path)
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
@@ -184,5 +188,5 @@ def write(name: str, folder: str | Path) -> dict:
             manifest[f"{split}_32x32.mat"] = _write(folder / f"{split}_32x32.mat", lambda f, mat=mat: savemat(f, mat))
             if split == "train":
                 manifest["normalization"] = _statistics(crops)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    _write(folder / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     return manifest
