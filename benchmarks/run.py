@@ -13,9 +13,12 @@ faster), the peak memory of each (see ``common.py``), and the issue's target wit
 the target is for another device or size). The Markdown file is the same as a table.
 
 Benchmarks (``--only`` names): trainer (``train_throughput.py``), features (``feature_speed.py``),
-collapse (``collapse_speed.py``), ood (``ood_speed.py``), losses (``loss_speed.py``); each script also runs
-on its own. The sizes of each are in :data:`SIZES`; ``--device`` overrides nclab's choice (cuda if present) for the
-trainer, features and ood; collapse and losses run on the CPU (the NC-metrics target is a CPU one).
+collapse (``collapse_speed.py``), ood (``ood_speed.py``), losses (``loss_speed.py``), dryrun
+(``dry_run.py``: the ``quick`` and ``full`` profiles end to end at full size, a few steps per epoch; no
+baseline, its figures are the cost of each stage and the estimated cost of a full epoch and profile); each
+script also runs on its own. The sizes of each are in :data:`SIZES`; ``--device`` overrides nclab's choice
+(cuda if present) for the trainer, features, ood and the dry run's training and extraction; collapse and
+losses run on the CPU (the NC-metrics target is a CPU one).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]  # a checkout
 import collapse_speed  # noqa: E402
+import dry_run  # noqa: E402
 import feature_speed  # noqa: E402
 import loss_speed  # noqa: E402
 import ood_speed  # noqa: E402
@@ -47,7 +51,11 @@ BENCHMARKS = {  # name: (function, what it measures)
     "collapse": (collapse_speed.run, "collapse.nc_metrics vs a per-class loop"),
     "ood": (ood_speed.run, "every detector of nclab.ood vs its naive NumPy / scikit-learn version"),
     "losses": (loss_speed.run, "UFM step and the methods' losses per step vs per-sample loops"),
+    "dryrun": (dry_run.run, "the quick and full profiles end to end at full size, a few training steps per epoch"),
 }
+
+# The dry run at full size, 2 steps per epoch: the same on a GPU (without a step limit it would train for hours)
+DRY_RUN = dict(images=50_000, test_images=10_000, max_steps=2, epochs={"quick": 3, "full": 4}, extract_batches=2)
 
 # The keyword arguments of each benchmark's run(): on a CPU, a GPU, and --quick
 SIZES = {
@@ -57,6 +65,7 @@ SIZES = {
         "collapse": dict(n=50_000, p=512, classes=100),
         "ood": dict(n=50_000, m=10_000, p=512, classes=100),
         "losses": dict(batch=256, p=512, classes=100),
+        "dryrun": DRY_RUN,
     },
     "cuda": {
         "trainer": dict(width=64, images=50_000, batch_size=512, epochs=2),
@@ -64,6 +73,7 @@ SIZES = {
         "collapse": dict(n=50_000, p=512, classes=100),
         "ood": dict(n=50_000, m=10_000, p=512, classes=100),
         "losses": dict(batch=256, p=512, classes=100),
+        "dryrun": DRY_RUN,
     },
     "quick": {
         "trainer": dict(width=16, images=256, batch_size=64, epochs=1, workers=0),
@@ -71,9 +81,19 @@ SIZES = {
         "collapse": dict(n=2_000, p=32, classes=10, repeats=1),
         "ood": dict(n=2_000, m=500, p=32, classes=10, repeats=1),
         "losses": dict(batch=32, p=32, classes=10, steps=2, naive_steps=1, ufm_per_class=5, repeats=1),
+        "dryrun": dict(
+            images=512,
+            test_images=200,
+            width=16,  # 8 · 16 = 128 features ≥ C − 1 = 99, as nc_metrics needs
+            max_steps=1,
+            epochs={"quick": 2, "full": 2},
+            extract_batches=1,
+            eval_batch_size=256,
+            repeats=1,
+        ),
     },
 }
-DEVICE_ARGUMENT = {"trainer", "features", "ood"}  # the benchmarks that run on the chosen device
+DEVICE_ARGUMENT = {"trainer", "features", "ood", "dryrun"}  # the benchmarks that run on the chosen device
 
 
 def run_suite(names: list[str], device: torch.device, quick: bool) -> dict:
@@ -126,6 +146,8 @@ def _value(x: float | None, unit: str) -> str:
         return "—"
     if unit == "images/s":
         return f"{x:,.0f} img/s"
+    if unit == "s" and x >= 3600:
+        return f"{x / 3600:.3g} h"
     if unit in ("s", "s/step") and x < 0.1:
         return f"{1e3 * x:.3g} ms" + ("/step" if unit == "s/step" else "")
     return f"{x:.3g} s" + ("/step" if unit == "s/step" else "")

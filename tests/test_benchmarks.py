@@ -3,22 +3,26 @@
 No timing is asserted (a shared CI machine has none worth asserting): the quick run checks that every
 benchmark runs, that the JSON and Markdown files hold what the issue asks (each figure with its baseline,
 a positive ratio, peak memory, the targets with pass / fail), and that every baseline computes the same
-numbers as nclab.
+numbers as nclab. The dry run (benchmarks/dry_run.py) must pass its checks at the quick sizes, and the
+CIFAR-100 files it writes must be read (and checksum-verified) by torchvision through nclab.data.load.
 """
 
 import json
+import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from common import PeakMemory, figure  # noqa: E402
 
-NAMES = ["trainer", "features", "collapse", "ood", "losses"]
+NAMES = ["trainer", "features", "collapse", "ood", "losses", "dryrun"]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,7 @@ def quick_run(tmp_path_factory):
         check=True,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,
     )
     (path,) = out.glob("*-quick.json")  # <machine>-quick.json, <machine> as the subprocess names it
     assert path.stem.startswith("cpu-") and path.with_suffix(".md").exists()
@@ -79,8 +83,10 @@ def test_targets_recorded_and_not_judged_at_quick_sizes(quick_run):
     assert "≥ 3" in targets[("trainer", "trainer fp32")]["target"]
     assert "0.3 s" in targets[("collapse", "nc_metrics")]["target"]
     assert "2 s" in targets[("ood", "ood all detectors")]["target"]
-    # tiny sizes on a CPU: no target applies (each is for a GPU or for the full sizes)
-    assert all(t["pass"] is None for t in targets.values())
+    # tiny sizes on a CPU: no target applies (each is for a GPU or for the full sizes) but the dry run's,
+    # whose checks (the real code path) hold at any size
+    assert all(t["pass"] is None for (name, _), t in targets.items() if name != "dryrun")
+    assert [t["pass"] for (name, _), t in targets.items() if name == "dryrun"] == [True, True]
 
 
 def test_baselines_compute_what_nclab_computes(quick_run):
@@ -160,3 +166,83 @@ def test_peak_memory_sees_a_100_mib_tensor():
     if memory.mib is None:
         pytest.skip("no /proc/self/clear_refs here")
     assert 95 <= memory.mib <= 130
+
+
+# ----------------------------------------------------------------------------------------------------
+# The dry run
+
+
+def test_dry_run_checks_files_and_estimates(quick_run):
+    """Both profiles ran the real path (files read by torchvision, snapshots as scheduled, a resume, finite
+    numbers); the checkpoint files are the schedule's; the estimates are the measured rates times the sizes."""
+    report, _ = quick_run
+    dry = report["benchmarks"]["dryrun"]
+    assert dry["all_checks_pass"] and len(dry["checks"]) == 8 and all(dry["checks"].values())
+    figures = {fig["name"]: fig for fig in dry["figures"]}
+    assert "write CIFAR-100 files" in figures
+    for name, epochs, snapshots in (
+        ("quick", 20, ["epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]),
+        ("full", 350, ["epoch_0001.pt", "epoch_0002.pt"]),
+    ):
+        details = dry["profiles"][name]
+        training, features, estimates = details["training"], details["features"], details["estimates"]
+        assert details["config"]["width"] == 16 and details["config"]["batch_size"] == 128
+        assert details["data"] == {"train_images": 512, "test_images": 200, "read_s": details["data"]["read_s"]}
+        assert sorted(training["checkpoint_files_mib"]) == [*snapshots, "last.pt"]
+        assert training["epochs_trained"] == 3 and training["steps_per_epoch"] == 1
+        assert "No checkpoint" in training["said"] and "resuming" in training["said_on_resume"]
+        assert training["s_per_step"] == pytest.approx(training["s_per_step_by_epoch"][1])  # the first warms up
+        assert training["images_per_s"] == pytest.approx(128 / training["s_per_step"])
+        assert features["images"] == 256 and features["p"] == 128
+        test_pass = 200 / features["images_per_s"]
+        assert estimates["full_epoch_s"] == pytest.approx(4 * training["s_per_step"] + test_pass)  # 512 // 128 steps
+        assert estimates["profile_hours"] == pytest.approx(epochs * estimates["full_epoch_s"] / 3600)
+        assert figures[f"{name}: whole profile (est.)"]["ours"] == pytest.approx(epochs * estimates["full_epoch_s"])
+        assert estimates["feature_pass_s"] == pytest.approx(712 / features["images_per_s"])
+        assert set(figures[f"{name}: ood all detectors"]["detectors_s"]) == {
+            "msp",
+            "maxlogit",
+            "energy",
+            "mahalanobis",
+            "vim",
+            "neco",
+        }
+        assert details["nc_metrics"]["values"]["nc1"] > 0
+
+
+def test_dry_run_cifar100_files_read_by_torchvision(tmp_path):
+    """The written files are CIFAR-100's format: nclab.data.load reads them through torchvision, with the
+    checksums patched only inside cifar100_at; a corrupted file is refused; outside, the real MD5s refuse them."""
+    import dry_run
+
+    from nclab.data import load
+
+    splits = dry_run.random_cifar100(250, 120, seed=3)
+    checksums = dry_run.write_cifar100(tmp_path, splits)
+    data, labels = splits["train"]
+    with open(tmp_path / "cifar-100-python" / "train", "rb") as f:
+        entry = pickle.load(f, encoding="latin1")  # as torchvision reads it
+    assert set(entry) == {"data", "fine_labels", "coarse_labels", "filenames", "batch_label"}
+    assert entry["coarse_labels"][:3] == [label // 5 for label in labels[:3]]
+    assert all(sorted(labels[i : i + 100]) == list(range(100)) for i in (0, 100))  # every class per 100 rows
+
+    real_md5 = torchvision.datasets.CIFAR100.train_list[0][1]
+    before = os.environ.get("NCLAB_DATA")
+    with dry_run.cifar100_at(tmp_path, checksums):
+        assert os.environ["NCLAB_DATA"] == str(tmp_path)
+        train, test = load("cifar100", "train"), load("cifar100", "test")
+        assert not train.standin and train.name == "cifar100/train" and len(test) == 120
+        assert train.classes == [f"class_{c:02d}" for c in range(100)]  # from the meta file
+        assert torch.equal(train.images, torch.from_numpy(data).view(250, 3, 32, 32))  # CHW rows, as CIFAR's
+        assert train.images[7, 2, 5, 9] == data[7, 2 * 1024 + 5 * 32 + 9]  # blue plane, row 5, column 9
+        assert train.labels.tolist() == labels and test.labels.tolist() == splits["test"][1]
+        path = tmp_path / "cifar-100-python" / "train"
+        original = path.read_bytes()
+        path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit flipped
+        with pytest.raises(FileNotFoundError, match="corrupted"):
+            load("cifar100", "train")
+        path.write_bytes(original)
+    assert os.environ.get("NCLAB_DATA") == before
+    assert torchvision.datasets.CIFAR100.train_list[0][1] == real_md5 == "16019d7e3df5f24257cddd939b257f8d"
+    with pytest.raises(FileNotFoundError):  # torchvision's own checksums: these are not CIFAR-100's files
+        load("cifar100", "train", root=tmp_path)

@@ -582,3 +582,35 @@ def test_the_regimes_augment_as_their_profile_says_and_train_on_its_regime_sets(
     assert len(train_set) == smoke.regime_train_size < smoke.train_size
     assert torch.equal(test_set.labels, data.train_test_sets("cifar100", smoke)[1].labels)  # the same test set
     assert torch.bincount(train_set.labels).tolist() == [len(train_set) // 8] * 8  # stratified
+
+
+def test_until_stops_after_an_epoch_and_a_later_call_goes_on_to_the_uninterrupted_weights(small_train, tmp_path):
+    config_ = _tiny_config()
+    whole = train.load_or_train(config_, small_train, root=tmp_path / "whole", progress=False)
+    first = train.load_or_train(config_, small_train, root=tmp_path / "parts", progress=False, until=2)
+    assert [r["epoch"] for r in first.history] == [1, 2]
+    assert sorted(first.snapshots) == [1]  # epoch 3's snapshot is still to come
+    again = train.load_or_train(config_, small_train, root=tmp_path / "parts", progress=False, until=2)
+    assert again.history == first.history  # nothing more to train before epoch 2
+    rest = train.load_or_train(config_, small_train, root=tmp_path / "parts", progress=False)
+    assert _without_timing(rest.history) == _without_timing(whole.history)
+    for (name, a), b in zip(whole.model.state_dict().items(), rest.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="until must lie in 1..3"):
+        train.load_or_train(config_, small_train, root=tmp_path / "parts", progress=False, until=4)
+
+
+def test_a_dry_run_takes_max_steps_per_epoch_in_a_folder_of_its_own(small_train, tmp_path):
+    config_ = _tiny_config(epochs=2, snapshot_epochs=(2,))
+    steps = []
+
+    class Count(methods.Hook):
+        def after_step(self, out, y):
+            steps.append(len(y))
+
+    method = methods.Method("count", training=lambda c, s: (losses.CrossEntropy(), [Count()]))
+    dry = train.load_or_train(replace(config_, method=method), small_train, root=tmp_path, progress=False, max_steps=3)
+    assert steps == [32] * 6  # 3 of the 8 steps of each epoch
+    normal = train.run_directory(replace(config_, method=method), small_train, tmp_path)
+    assert dry.run_dir != normal and dry.run_dir.parent == normal.parent
+    assert (dry.run_dir / "epoch_0002.pt").exists()
