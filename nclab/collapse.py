@@ -179,17 +179,53 @@ def _top_eigenpairs(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return lam, M @ U / torch.sqrt(C * lam)  # (k,), (p, k)
 
 
-def _variability(H: torch.Tensor, y: torch.Tensor, means: torch.Tensor, M: torch.Tensor) -> dict[str, float]:
-    """nc1 = Tr(Σ_W Σ_B†)/C and nc1_trace_ratio = Tr(Σ_W)/Tr(Σ_B), from centred blocks of rows."""
+def _variability(
+    H: torch.Tensor,
+    y: torch.Tensor,
+    means: torch.Tensor,
+    M: torch.Tensor,
+    W: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """nc1 = Tr(Σ_W Σ_B†)/C, nc1_trace_ratio = Tr(Σ_W)/Tr(Σ_B) and, given a head W (C, p), b (C,) float64,
+    nc4_ncc_mismatch: one pass over centred blocks of rows z_i = h_i − μ_{y_i}.
+
+    Every product is taken on the centred z_i, in the features' precision (centring first keeps float32
+    accurate, see :func:`nc_metrics`), and one (b×p)(p×(k + C)) product per block gives Pᵀz_i and W z_i:
+
+    - Tr(Σ_W) = (1/N) Σ_i ‖z_i‖² and Tr(Σ_W Σ_B†) = (1/N) Σ_i ‖Pᵀz_i‖², Σ_B† = P Pᵀ, P = V Λ^{-1/2};
+    - logits l_i = W h_i + b = W z_i + (W μ_{y_i} + b);
+    - NCC: argmin_c ‖h_i − μ_c‖ = argmax_c (h_i − μ_G)·m_c − ‖m_c‖²/2, m_c = μ_c − μ_G. The m_c lie in the
+      span of V, m_c = V a_c, and Vᵀ(h_i − μ_G) = Λ^{1/2} Pᵀz_i + a_{y_i}, so the NCC scores are
+      (Λ^{1/2} Pᵀz_i)·a_c + a_{y_i}·a_c − ‖a_c‖²/2: a (b×k)(k×C) product instead of a second (b×p)(p×C).
+    """
     (N, p), C = H.shape, M.shape[1]
     lam, V = _top_eigenpairs(M, min(C - 1, p))  # Λ (k,), V (p, k)
-    P = (V / lam.sqrt()).to(H.dtype)  # Σ_B† = P Pᵀ (p, k)
+    k = len(lam)
+    P = V / lam.sqrt()  # Σ_B† = P Pᵀ (p, k)
+    Q = (P if W is None else torch.cat([P, W.T], dim=1)).to(H.dtype)  # [P, Wᵀ] (p, k + C)
+    if W is not None:
+        A = V.T @ M  # a_c = Vᵀ m_c (k, C)
+        G = A.T @ A  # a_c·a_c' (C, C)
+        ncc_weight = (lam.sqrt()[:, None] * A).to(H.dtype)  # Λ^{1/2} A (k, C)
+        ncc_offset = (G - G.diagonal() / 2).to(H.dtype)  # row y: a_y·a_c − ‖a_c‖²/2 (C, C)
+        logit_offset = (means @ W.T + b).to(H.dtype)  # row y: W μ_y + b (C, C)
     tr_Sigma_W = tr_Sigma_W_pinv = 0.0  # Tr(Σ_W), Tr(Σ_W Σ_B†)
-    for _, Z in stats.centred_blocks(H, y, means, H.dtype):  # h_i − μ_{y_i} (b, p)
+    mismatches = 0  # Σ_i [argmax_c l_ic ≠ NCC_i]
+    for y_block, Z in stats.centred_blocks(H, y, means, H.dtype):  # z_i = h_i − μ_{y_i} (b, p)
+        ZQ = Z @ Q  # [Pᵀz_i, W z_i] (b, k + C)
         tr_Sigma_W += (torch.linalg.vector_norm(Z, dim=1).double() ** 2).sum() / N
-        tr_Sigma_W_pinv += (torch.linalg.vector_norm(Z @ P, dim=1).double() ** 2).sum() / N
+        tr_Sigma_W_pinv += (torch.linalg.vector_norm(ZQ[:, :k], dim=1).double() ** 2).sum() / N
+        if W is not None:
+            logits = ZQ[:, k:] + logit_offset.index_select(0, y_block)  # l_i (b, C)
+            ncc_scores = ZQ[:, :k] @ ncc_weight + ncc_offset.index_select(0, y_block)  # (b, C)
+            # max(...).indices is argmax (the first on ties), twice as fast as argmax on a CPU
+            mismatches += (logits.max(dim=1).indices != ncc_scores.max(dim=1).indices).sum()
     tr_Sigma_B = (M * M).sum() / C  # Tr(M Mᵀ/C)
-    return {"nc1": (tr_Sigma_W_pinv / C).item(), "nc1_trace_ratio": (tr_Sigma_W / tr_Sigma_B).item()}
+    out = {"nc1": (tr_Sigma_W_pinv / C).item(), "nc1_trace_ratio": (tr_Sigma_W / tr_Sigma_B).item()}
+    if W is not None:
+        out["nc4_ncc_mismatch"] = float(mismatches) / N
+    return out
 
 
 def ncc_predictions(features, means) -> torch.Tensor:
@@ -210,6 +246,23 @@ def variability_metrics(features, labels, num_classes: int | None = None) -> dic
     return out
 
 
+def _checked_head(weight, bias, C: int, p: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head W (C, p) and b (C,) (zeros without a bias) as float64 on ``device``; bad shapes or NaN raise."""
+    W = stats.as_tensor(weight, "weight").to(device=device, dtype=torch.float64)  # (C, p)
+    b = (
+        torch.zeros(C, dtype=torch.float64, device=device)
+        if bias is None
+        else stats.as_tensor(bias, "bias").to(device=device, dtype=torch.float64)
+    )  # (C,)
+    if W.shape != (C, p):
+        raise ValueError(f"weight must have shape (C, p) = ({C}, {p}), got {tuple(W.shape)}")
+    if b.shape != (C,):
+        raise ValueError(f"bias must have shape (C,) = ({C},), got {tuple(b.shape)}")
+    if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
+        raise ValueError("weight or bias contains NaN or inf values")
+    return W, b
+
+
 def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None = None) -> dict[str, float]:
     """NC1–NC4 of SPEC §1 as a dict of plain floats (ideal value 0 for every key).
 
@@ -221,7 +274,9 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
     nc1 = Tr(Σ_W Σ_B†)/C (divided by C). With Σ_B† = P Pᵀ, P = V Λ^{-1/2} from the top min(C−1, p)
     eigenpairs of Σ_B, Tr(Σ_W Σ_B†) = (1/N) Σ_i ‖Pᵀ(h_i − μ_{y_i})‖²: one (N×p)(p×(C−1)) product in the
     features' precision (float32 stays float32: centring first keeps it accurate) instead of the p×p
-    matrix Σ_W. Raises ValueError when p < C − 1 (no simplex ETF fits in R^p, SPEC §9).
+    matrix Σ_W. With a head, the logits' product W(h_i − μ_{y_i}) joins it (one (N×p)(p×(2C−1)) product)
+    and the NCC decision reuses Pᵀ(h_i − μ_{y_i}): the features are read twice in all, once for the class
+    means and once centred. Raises ValueError when p < C − 1 (no simplex ETF fits in R^p, SPEC §9).
     Papyan, Han & Donoho (2020), PNAS; book chapter "Neural collapse".
     """
     H, y, C = _checked(features, labels, num_classes)
@@ -232,27 +287,17 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
             "simplex ETF cannot exist in R^p, so the NC2 ETF quantities are undefined "
             "(variability_metrics gives NC1 at any p)"
         )
+    W, b = (None, None) if weight is None else _checked_head(weight, bias, C, p, H.device)  # (C, p), (C,)
     means, counts = stats.class_means(H, y, C)  # μ_c (C, p), N_c (C,)
     M, mu_G = centred_means(means)  # (p, C), (p,)
-    out = _variability(H, y, means, M)
+    variability = _variability(H, y, means, M, W, b)  # nc1, nc1_trace_ratio (and nc4_ncc_mismatch)
+    out = {key: variability[key] for key in ("nc1", "nc1_trace_ratio")}
     norms = torch.linalg.vector_norm(M, dim=0)  # ‖μ_c − μ_G‖ (C,)
     out["nc2_equinorm_means"] = (norms.std() / norms.mean()).item()
     out["nc2_equiangular_means"], out["nc2_maxangle_means"] = _pair_stats(_cosine_gram(M.T))
-    if weight is None:
+    if W is None:
         return out
 
-    W = stats.as_tensor(weight, "weight").to(device=H.device, dtype=torch.float64)  # (C, p)
-    b = (
-        torch.zeros(C, dtype=torch.float64, device=H.device)
-        if bias is None
-        else stats.as_tensor(bias, "bias").to(device=H.device, dtype=torch.float64)
-    )  # (C,)
-    if W.shape != (C, p):
-        raise ValueError(f"weight must have shape (C, p) = ({C}, {p}), got {tuple(W.shape)}")
-    if b.shape != (C,):
-        raise ValueError(f"bias must have shape (C,) = ({C},), got {tuple(b.shape)}")
-    if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
-        raise ValueError("weight or bias contains NaN or inf values")
     w_norms = torch.linalg.vector_norm(W, dim=1)  # ‖w_c‖ (C,)
     out["nc2_equinorm_weights"] = (w_norms.std() / w_norms.mean()).item()
     out["nc2_equiangular_weights"], out["nc2_maxangle_weights"] = _pair_stats(_cosine_gram(W))
@@ -263,8 +308,7 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
     out["nc3"] = (
         torch.linalg.matrix_norm(W.T / torch.linalg.matrix_norm(W) - M / torch.linalg.matrix_norm(M)) ** 2
     ).item()
-    logits = H @ W.T.to(H.dtype) + b.to(H.dtype)  # l = W h + b (N, C)
-    out["nc4_ncc_mismatch"] = (logits.argmax(dim=1) != ncc_predictions(H, means)).double().mean().item()
+    out["nc4_ncc_mismatch"] = variability["nc4_ncc_mismatch"]  # argmax_c l_c ≠ argmin_c ‖h − μ_c‖
     return out
 
 

@@ -253,6 +253,52 @@ def test_float32_features_with_a_large_offset_stay_accurate(offset):
         assert single[key] == pytest.approx(exact[key], rel=1e-6), key
 
 
+# ---- NC4 from the centred pass: the same decisions as explicit logits and distances ---------------------
+
+
+def naive_nc4(features, labels, W, b):
+    """argmax_c (W h + b)_c ≠ argmin_c ‖h − μ_c‖ straight from the formulas (numpy float64), and the smallest
+    gap between the best and the second-best class of either rule (how far the data is from a tie)."""
+    H, y = np.asarray(features, dtype=np.float64), np.asarray(labels)
+    mu = np.stack([H[y == c].mean(axis=0) for c in range(int(y.max()) + 1)])
+    logits = H @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)  # (N, C)
+    distances = ((H[:, None, :] - mu[None]) ** 2).sum(axis=2)  # ‖h_i − μ_c‖² (N, C), fine at this size
+    gap = min(np.diff(np.sort(logits, axis=1)[:, -2:]).min(), np.diff(np.sort(distances, axis=1)[:, :2]).min())
+    return float(np.mean(logits.argmax(axis=1) != distances.argmin(axis=1))), gap
+
+
+def test_nc4_hand_case_with_spread_outside_the_span_of_the_means():
+    # The hand case lifted to R³ with z = ±1 inside every class (class means keep z = 0, so Σ_B has rank 2 and
+    # the NCC decision uses only the span of the means), rotated at random; w_2 = (−1, 0, 3) reads z.
+    # (1,0,1): logits (1, 0, 2) → 2, nearest mean μ_0 (squared distances 2, 6, 14): a mismatch.
+    # (0,.5,1): logits (0, .5, 3) → 2, nearest μ_1 (5.25, 3.25, 11.25): a mismatch. The other four agree
+    # ((3,0,−1) → 0, (0,3.5,−1) → 1, (−1,−2,1) and (−3,−2,−1) → 2): nc4 = 2/6.
+    H2, y = hand_case()
+    z = torch.tensor([1.0, -1, 1, -1, 1, -1], dtype=torch.float64)[:, None]
+    W = torch.tensor([[1.0, 0, 0], [0, 1, 0], [-1, 0, 3]], dtype=torch.float64)
+    Q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    H = torch.cat([H2, z], dim=1) @ Q.T  # W Qᵀ · Q h = W h: the same logits
+    assert nc_metrics(H, y, weight=W @ Q.T)["nc4_ncc_mismatch"] == pytest.approx(1 / 3, abs=1e-15)
+    assert naive_nc4(H, y, W @ Q.T, np.zeros(3))[0] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(("dtype", "offset"), [(torch.float64, 0), (torch.float32, 0), (torch.float32, 200)])
+def test_nc4_matches_explicit_logits_and_distances(seed, dtype, offset):
+    # W near the centred means plus noise and a random bias: some samples agree, some do not.
+    C, p = 12, 16
+    H, y = random_features(C=C, p=p, seed=seed)
+    H = (H + offset * H.abs().max()).to(dtype)  # post-ReLU-like: a common offset, float32 centres first
+    g = torch.Generator().manual_seed(100 + seed)
+    M, mu_G = centred_means(class_means(H, y)[0])
+    W = M.T + 8 * torch.randn(C, p, generator=g, dtype=torch.float64)
+    b = -W @ mu_G + 20 * torch.randn(C, generator=g, dtype=torch.float64)
+    expected, gap = naive_nc4(H, y, W, b)
+    assert gap > 1e-3  # no ties, so float rounding cannot flip a decision
+    assert 0.1 < expected < 0.9
+    assert nc_metrics(H, y, weight=W.to(dtype), bias=b.to(dtype))["nc4_ncc_mismatch"] == expected
+
+
 def test_class_means_torch_and_numpy_agree():
     H, y = random_features(dtype=torch.float32)
     means_t, counts_t = class_means(H, y)
