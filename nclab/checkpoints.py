@@ -55,21 +55,30 @@ def load_checkpoint(
     return state
 
 
-def rng_state() -> dict:
-    """The state of every random number generator a run uses: torch (CPU, every GPU), NumPy, Python."""
+def rng_state(device: torch.device | None = None) -> dict:
+    """The state of every random number generator a run uses: torch (CPU, and the GPU ``device``, or every
+    GPU without one), NumPy, Python."""
     numpy_state = np.random.get_state()
+    if device is not None and device.type == "cuda":
+        cuda = [torch.cuda.get_rng_state(device)]  # the training GPU's: each process of a DDP run has its own
+    else:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and device is None else []
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": cuda,
         "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]),
         "python": random.getstate(),
     }
 
 
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` saved (GPU states only where a GPU is present)."""
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore what :func:`rng_state` saved (GPU states only where a GPU is present): with a GPU ``device``,
+    the first saved GPU state goes to it (a run saved by rank 0 of a DDP run, or on one GPU, resumes on any
+    GPU and in every process alike)."""
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
+    if state["cuda"] and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"][0], device)
+    elif state["cuda"] and torch.cuda.is_available() and device is None:
         torch.cuda.set_rng_state_all(state["cuda"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))

@@ -221,8 +221,9 @@ def prepare(paths: list[Path], profile: str, progress: bool = True) -> list[tupl
     times = []
     with tqdm(total=total, unit="cell", desc=f"nclab train ({profile})", disable=not progress) as bar:
         for index, path in enumerate(paths):
-            if distributed.launched():
+            if distributed.launched():  # inherited by this notebook's kernel
                 os.environ[distributed.INIT_VARIABLE] = distributed.notebook_rendezvous(index)
+                os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"  # rank 0's kernel serves the rendezvous
             bar.set_postfix_str(path.name)
             start = time.perf_counter()
             execute_notebook(path, timeout=None, on_cell=lambda: bar.update(1))

@@ -37,7 +37,7 @@ __all__ = [
     "is_main",
     "gather",
     "barrier",
-    "main_first",
+    "from_main",
     "notebook_rendezvous",
 ]
 
@@ -49,7 +49,7 @@ def setup(device: torch.device) -> torch.device:
     made this process's GPU (``cuda:$LOCAL_RANK``, ``config.get_device``) when it is a plain ``cuda``.
     Without ``WORLD_SIZE`` > 1, or with a group already joined, only the device is returned."""
     device = get_device(device)
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     if launched() and not dist.is_initialized():
         missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
@@ -112,7 +112,7 @@ class _Gather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
+        grad = grad.clone(memory_format=torch.contiguous_format)  # autograd may share ``grad`` with another branch
         dist.all_reduce(grad)
         return grad[ctx.rows]
 
@@ -132,22 +132,19 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def main_first(function):
-    """``function()`` on rank 0 first, then on the other ranks (a download into a shared folder, which the
-    others then find there); its result on every rank."""
+def from_main(value):
+    """Rank 0's ``value`` on every rank (``value`` itself in a single process): a decision every rank must
+    share, such as how many epochs a checkpoint holds, taken where the files are written."""
     if not active():
-        return function()
-    if is_main():
-        try:
-            return function()
-        finally:
-            barrier()  # also when it raised: the others then try, and fail or succeed, on their own
-    barrier()
-    return function()
+        return value
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
 
 
 def notebook_rendezvous(index: int) -> str:
     """Where the kernels executing the ``index``-th notebook of ``nclab train`` (one per rank) meet: a port of
     their own above torchrun's, ``MASTER_PORT + 1 + index`` (each notebook's kernels are new processes, and
-    torchrun's store has already seen a group)."""
+    torchrun's store has already seen a group). Rank 0's kernel serves it: the kernels must not use
+    torchrun's agent store (``TORCHELASTIC_USE_AGENT_STORE``, which ``prepare`` turns off for them)."""
     return f"tcp://{os.environ['MASTER_ADDR']}:{int(os.environ['MASTER_PORT']) + 1 + index}"

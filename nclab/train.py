@@ -322,6 +322,9 @@ def fit(
 
     history, start = [], 1
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
+    if last is not None and distributed.is_main():
+        for stale in last.parent.glob("*.pt.*.tmp"):  # half-written by a process that was stopped
+            stale.unlink(missing_ok=True)
     if last is not None and last.exists():
         history, start = _resume(last, config, model, optimizer, scheduler, scaler, hooks, device)
     net = _FeaturesAndLogits(model)
@@ -399,7 +402,7 @@ def fit(
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
                     "hooks": [hook.state_dict() for hook in hooks],
-                    "rng": rng_state(),
+                    "rng": rng_state(device),
                     "history": history,
                 },
                 last,
@@ -450,7 +453,7 @@ def _resume(last: Path, config, model, optimizer, scheduler, scaler, hooks, devi
         )
     for hook, hook_state in zip(hooks, state["hooks"]):
         hook.load_state_dict(_to_device(hook_state, device))
-    set_rng_state(state["rng"])
+    set_rng_state(state["rng"], device)
     return state["history"], state["epoch"] + 1
 
 
@@ -506,6 +509,14 @@ class Run:
         return model.to(next(self.model.parameters()).device).eval()
 
 
+def _imagenet_weights(width: int) -> tuple[dict | None, str | None]:
+    """(torchvision's ImageNet weights for ``width``, None), or (None, why they cannot be had)."""
+    try:
+        return models.imagenet_weights(width), None
+    except models.PretrainedWeightsUnavailable as reason:
+        return None, str(reason)
+
+
 def _epochs_done(run_dir: Path) -> int:
     last = run_dir / "last.pt"
     return load_checkpoint(last)["epoch"] if last.exists() else 0
@@ -542,15 +553,19 @@ def load_or_train(
     if config.dataset != train_set.name.split("/")[0]:
         raise ValueError(f"config.dataset is {config.dataset!r} but train_set is {train_set.name!r}.")
     run_dir = run_directory(config, train_set, root, max_steps)
-    done, weights = _epochs_done(run_dir), None
+    done, weights = distributed.from_main(_epochs_done(run_dir)), None  # rank 0 decides: it wrote the files
     if config.pretrained and not done:
-        try:
-            weights = distributed.main_first(lambda: models.imagenet_weights(config.width))
-        except models.PretrainedWeightsUnavailable as reason:
+        weights, reason = _imagenet_weights(config.width) if distributed.is_main() else (None, None)
+        reason = distributed.from_main(reason)  # the others fetch only after rank 0 has, from its download
+        if reason is None and weights is None:
+            weights, reason = _imagenet_weights(config.width)
+            if reason is not None:
+                raise RuntimeError(f"rank {distributed.rank()} could not load the ImageNet weights: {reason}")
+        if reason is not None:
             say(f"Regime {config.regime}: {reason}\n→ training regime {config.regime} from scratch instead.")
             config = replace(config, pretrained=False)
             run_dir = run_directory(config, train_set, root, max_steps)
-            done = _epochs_done(run_dir)
+            done = distributed.from_main(_epochs_done(run_dir))
     torch.manual_seed(config.seed)
     model = config.method.build_model(config, train_set)
     if weights is not None:

@@ -4,7 +4,8 @@
     torchrun --nproc-per-node 2 tests/distributed_run.py RUNS OUT         # two processes, gloo on the CPU
 
 ResNet-18 of width 8 on 256 stand-in images (``$NCLAB_DATA``, written beforehand by the test), 3 epochs of
-8 global batches of 32 with augmentation, BatchNorm kept in eval mode (PyTorch has no SyncBatchNorm on the
+8 global batches of 32 with augmentation, cross-entropy + 0.05 × the entropy regulariser of notebook 05 (a
+loss that couples the samples of a batch), BatchNorm kept in eval mode (PyTorch has no SyncBatchNorm on the
 CPU: with BatchNorm in train mode each process would normalise its shard with its own statistics). Rank 0
 writes the final weights and the history to OUT (a ``torch.save`` file). ``NCLAB_TEST_CRASH=E`` makes rank
 1 (or the only process) fail at the first step of epoch E: an interrupted run.
@@ -21,6 +22,7 @@ import torch.nn as nn
 
 from nclab import distributed, methods, train
 from nclab.data import load
+from nclab.methods.control import ControlLoss
 
 
 class CrashAt(methods.Hook):
@@ -47,8 +49,9 @@ def frozen_batchnorm_model(config, train_set) -> nn.Module:
 
 
 def training(config, train_set):
-    loss, hooks = methods.standard_training(config, train_set)
-    return loss, [*hooks, CrashAt()]
+    """Cross-entropy plus the entropy regulariser of notebook 05, whose nearest-neighbour distances couple the
+    samples of a batch: two processes learn what one does only if the loss sees the whole batch."""
+    return ControlLoss(alpha=0.05, label_smoothing=0.0), [CrashAt()]
 
 
 METHOD = methods.Method("frozen-bn", build_model=frozen_batchnorm_model, training=training)

@@ -26,10 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "distributed_run.py"
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
-# Weights of magnitude up to ~1 after 24 SGD steps; one process and two differ by float rounding (the two
-# processes sum the gradients of their shards, the one process the gradients of the whole batch): measured
-# 8.7e-5 at most.
-WEIGHT_TOLERANCE = 1e-3
+# One process and two differ by float rounding only (the two processes sum the gradients of their shards,
+# the one process takes the gradient of the whole batch), but the entropy regulariser's nearest neighbours
+# turn rounding into small jumps, which grow over 24 SGD steps. Measured (weights of magnitude up to ~1):
+# weights 1.7e-3 apart at most; training loss 2e-7 relative in epoch 1, 2.4e-4 after; the entropy term's
+# epoch means 9e-5 relative in epoch 1, 4.2e-3 after. Without the gathered batch (each process's loss on
+# its own 16 images) the losses differ by 1.5e-2 in epoch 1 and ≥ 1.9e-3 after, the entropy by ≥ 3e-2.
+WEIGHT_TOLERANCE = 1e-2
 
 
 def _environment(tmp: Path, **extra) -> dict:
@@ -99,10 +102,13 @@ def test_two_processes_learn_what_one_process_learns_with_the_same_global_batch(
     one, two = runs["one"], runs["two"]
     assert (one["ranks"], two["ranks"]) == (1, 2)
     assert _max_difference(one["model"], two["model"]) < WEIGHT_TOLERANCE
-    assert _max_difference(one["model"], two["model"]) > 0  # two processes did run: rounding differs
+    first_one, first_two = one["history"][0], two["history"][0]
+    assert first_one["train_loss"] == pytest.approx(first_two["train_loss"], rel=1e-5)  # the loss of the whole batch
+    assert first_one["entropy"] == pytest.approx(first_two["entropy"], rel=1e-3)
     for a, b in zip(one["history"], two["history"], strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert a["train_acc"] == b["train_acc"]  # the same 256 predictions per epoch (the global batch)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+        assert a["entropy"] == pytest.approx(b["entropy"], rel=1e-2)
+        assert abs(a["train_acc"] - b["train_acc"]) <= 2 / 256  # (equal when measured)
 
 
 def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_weights(runs):
@@ -208,3 +214,15 @@ def test_nclab_train_under_torchrun_trains_a_notebook_on_two_ranks(tmp_path):
     assert reports[0] == reports[1] and reports[0]["epochs"] == 2
     assert torch.load(Path(reports[0]["dir"]) / "last.pt", weights_only=True)["epoch"] == 2
     assert result.stdout.count("every run is in") == 1  # rank 0 alone reports
+
+
+def test_setup_takes_the_gpu_of_its_rank_and_leaves_a_plain_cuda_alone(monkeypatch):
+    for name in ("WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert distributed.setup(torch.device("cuda")) == torch.device("cuda")  # one GPU, no torchrun (Colab)
+    assert chosen == []
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a process torchrun started for the second GPU
+    assert distributed.setup(torch.device("cuda")) == torch.device("cuda", 1)
+    assert chosen == [torch.device("cuda", 1)]

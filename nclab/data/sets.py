@@ -7,6 +7,7 @@ file format and read by the same torchvision code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -17,6 +18,7 @@ import pandas as pd
 import torch
 import torchvision
 
+from .. import distributed
 from ..config import Profile, data_dir, get_profile
 from . import standin as _standin
 
@@ -223,14 +225,15 @@ def load(
     name = _check_name(name, split)
     root = Path(root) if root is not None else data_dir()
     try:
-        dataset = _torchvision_dataset(name, split, root, download)
+        with _download_lock(root) if download else contextlib.nullcontext():
+            dataset = _torchvision_dataset(name, split, root, download)
         data = _to_imageset(dataset, name, split, False, NORMALIZATION[name])
     except RuntimeError as error:
         if not standin:
             raise FileNotFoundError(_missing_message(name, root, download, error)) from None
         dataset, normalization = _standin.read(name, split, root)
         data = _to_imageset(dataset, name, split, True, normalization)
-        if name not in _ANNOUNCED:
+        if name not in _ANNOUNCED and distributed.is_main():  # once, not once per process of a DDP run
             _ANNOUNCED.add(name)
             print(
                 f"Note: {DATASETS[name]} is not under {root}, so this run uses the OFFLINE STAND-IN "
@@ -239,6 +242,24 @@ def load(
     except OSError as error:  # a download that could not reach the internet
         raise FileNotFoundError(_missing_message(name, root, download, error)) from None
     return data.subset(size, seed)
+
+
+@contextlib.contextmanager
+def _download_lock(root: Path):
+    """Hold ``root/.nclab-download.lock`` (an exclusive ``flock``): processes that download into ``root`` at
+    once (the ranks of a DDP run, two notebooks) take turns, and the later ones find verified files."""
+    try:
+        import fcntl
+    except ImportError:  # not on Linux or macOS: no lock (one process at a time there)
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".nclab-download.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _missing_message(name: str, root: Path, download: bool, error: Exception) -> str:
