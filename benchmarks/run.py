@@ -15,10 +15,12 @@ the target is for another device or size). The Markdown file is the same as a ta
 Benchmarks (``--only`` names): trainer (``train_throughput.py``), features (``feature_speed.py``),
 collapse (``collapse_speed.py``), ood (``ood_speed.py``), losses (``loss_speed.py``), dryrun
 (``dry_run.py``: the ``quick`` and ``full`` profiles end to end at full size, a few steps per epoch; no
-baseline, its figures are the cost of each stage and the estimated cost of a full epoch and profile); each
-script also runs on its own. The sizes of each are in :data:`SIZES`; ``--device`` overrides nclab's choice
-(cuda if present) for the trainer, features, ood and the dry run's training and extraction; collapse and
-losses run on the CPU (the NC-metrics target is a CPU one).
+baseline, its figures are the cost of each stage and the estimated cost of a full epoch and profile), ddp
+(``ddp_scaling.py``: training launched by torchrun in 1, 2, … processes, DistributedDataParallel on gloo or
+NCCL; the baseline is the 1-process launch, the ratio the speed-up); each script also runs on its own. The
+sizes of each are in :data:`SIZES`; ``--device`` overrides nclab's choice (cuda if present) for the trainer,
+features, ood, ddp and the dry run's training and extraction; collapse and losses run on the CPU (the
+NC-metrics target is a CPU one).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]  # a checkout
 import collapse_speed  # noqa: E402
+import ddp_scaling  # noqa: E402
 import dry_run  # noqa: E402
 import feature_speed  # noqa: E402
 import loss_speed  # noqa: E402
@@ -52,6 +55,7 @@ BENCHMARKS = {  # name: (function, what it measures)
     "ood": (ood_speed.run, "every detector of nclab.ood vs its naive NumPy / scikit-learn version"),
     "losses": (loss_speed.run, "UFM step and the methods' losses per step vs per-sample loops"),
     "dryrun": (dry_run.run, "the quick and full profiles end to end at full size, a few training steps per epoch"),
+    "ddp": (ddp_scaling.run, "training under torchrun: N DistributedDataParallel processes vs 1, same global batch"),
 }
 
 # The dry run at full size, 2 steps per epoch: the same on a GPU (without a step limit it would train for hours)
@@ -66,6 +70,7 @@ SIZES = {
         "ood": dict(n=50_000, m=10_000, p=512, classes=100),
         "losses": dict(batch=256, p=512, classes=100),
         "dryrun": DRY_RUN,
+        "ddp": dict(processes=(1, 2), width=16, images=4_096, batch_size=128, max_steps=8, epochs=2),
     },
     "cuda": {
         "trainer": dict(width=64, images=50_000, batch_size=512, epochs=2),
@@ -74,6 +79,8 @@ SIZES = {
         "ood": dict(n=50_000, m=10_000, p=512, classes=100),
         "losses": dict(batch=256, p=512, classes=100),
         "dryrun": DRY_RUN,
+        # 1, 2, 4, … GPUs up to torch.cuda.device_count() (ddp_scaling.default_processes); the profile's batch and 4×
+        "ddp": dict(processes=None, width=64, images=50_000, batch_size=(128, 512), max_steps=50, epochs=2),
     },
     "quick": {
         "trainer": dict(width=16, images=256, batch_size=64, epochs=1, workers=0),
@@ -91,9 +98,11 @@ SIZES = {
             eval_batch_size=256,
             repeats=1,
         ),
+        # width 16, not 8: ResNet-18 needs 8 · width ≥ C − 1 = 99 features (nclab.models)
+        "ddp": dict(processes=(1, 2), width=16, images=512, batch_size=32, max_steps=2, epochs=2),
     },
 }
-DEVICE_ARGUMENT = {"trainer", "features", "ood", "dryrun"}  # the benchmarks that run on the chosen device
+DEVICE_ARGUMENT = {"trainer", "features", "ood", "dryrun", "ddp"}  # the benchmarks that run on the chosen device
 
 
 def run_suite(names: list[str], device: torch.device, quick: bool) -> dict:

@@ -4,7 +4,9 @@ No timing is asserted (a shared CI machine has none worth asserting): the quick 
 benchmark runs, that the JSON and Markdown files hold what the issue asks (each figure with its baseline,
 a positive ratio, peak memory, the targets with pass / fail), and that every baseline computes the same
 numbers as nclab. The dry run (benchmarks/dry_run.py) must pass its checks at the quick sizes, and the
-CIFAR-100 files it writes must be read (and checksum-verified) by torchvision through nclab.data.load.
+CIFAR-100 files it writes must be read (and checksum-verified) by torchvision through nclab.data.load. The
+DDP benchmark (benchmarks/ddp_scaling.py) must launch 1 and 2 processes under torchrun and derive its
+speed-ups from the histories they write.
 """
 
 import json
@@ -22,7 +24,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from common import PeakMemory, figure  # noqa: E402
 
-NAMES = ["trainer", "features", "collapse", "ood", "losses", "dryrun"]
+NAMES = ["trainer", "features", "collapse", "ood", "losses", "dryrun", "ddp"]
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +85,11 @@ def test_targets_recorded_and_not_judged_at_quick_sizes(quick_run):
     assert "≥ 3" in targets[("trainer", "trainer fp32")]["target"]
     assert "0.3 s" in targets[("collapse", "nc_metrics")]["target"]
     assert "2 s" in targets[("ood", "ood all detectors")]["target"]
-    # tiny sizes on a CPU: no target applies (each is for a GPU or for the full sizes) but the dry run's,
-    # whose checks (the real code path) hold at any size
-    assert all(t["pass"] is None for (name, _), t in targets.items() if name != "dryrun")
+    # tiny sizes on a CPU: no target applies (each is for a GPU or for the full sizes) but the dry run's and
+    # the DDP launches', whose checks (the real code path) hold at any size
+    assert all(t["pass"] is None for (name, _), t in targets.items() if name not in ("dryrun", "ddp"))
     assert [t["pass"] for (name, _), t in targets.items() if name == "dryrun"] == [True, True]
+    assert [t["pass"] for (name, _), t in targets.items() if name == "ddp"] == [True, True]  # 1 and 2 processes
 
 
 def test_baselines_compute_what_nclab_computes(quick_run):
@@ -246,3 +249,74 @@ def test_dry_run_cifar100_files_read_by_torchvision(tmp_path):
     assert torchvision.datasets.CIFAR100.train_list[0][1] == real_md5 == "16019d7e3df5f24257cddd939b257f8d"
     with pytest.raises(FileNotFoundError):  # torchvision's own checksums: these are not CIFAR-100's files
         load("cifar100", "train", root=tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# DistributedDataParallel under torchrun
+
+
+def test_ddp_quick_launches_one_and_two_processes(quick_run):
+    """Both launches ran under torchrun as asked (world size, threads, steps); every figure is the arithmetic
+    of the histories: s/step of the second epoch, images/s, speed-up over 1 process, efficiency."""
+    report, _ = quick_run
+    ddp = report["benchmarks"]["ddp"]
+    assert ddp["all_checks_pass"] and len(ddp["checks"]) == 8 and ddp["skipped"] == []
+    one, two = ddp["launches"]
+    threads = report["threads"]  # the suite's torch threads, shared out over the processes
+    assert ddp["settings"]["threads"] == threads and ddp["settings"]["backend"] == "gloo"
+    for launch, n in ((one, 1), (two, 2)):
+        assert (launch["processes"], launch["batch_size"]) == (n, 32)
+        assert launch["threads_per_process"] == max(1, threads // n)
+        assert launch["steps_per_epoch"] == [2, 2]  # max_steps=2 of the 512 // 32 = 16 batches
+        assert launch["s_per_step"] == pytest.approx(launch["s_per_step_by_epoch"][1])  # the first warms up
+        assert launch["images_per_s"] == pytest.approx(32 / launch["s_per_step"])
+        assert launch["wall_s"] > sum(launch["s_per_step_by_epoch"]) * 2  # the launch holds the training loop
+        assert len(launch["peak_mib_by_rank"]) == n and launch["peak_mib"] == max(launch["peak_mib_by_rank"])
+    assert "× 2 processes" in two["said"] and "processes" not in one["said"]  # load_or_train's own words
+    assert one["speedup"] == 1 and two["speedup"] == pytest.approx(one["s_per_step"] / two["s_per_step"])
+    assert two["efficiency"] == pytest.approx(two["speedup"] / 2)
+    figures = {fig["name"]: fig for fig in ddp["figures"]}
+    assert list(figures) == [
+        "ddp step: 1 process, batch 32",
+        "ddp launch: 1 process, batch 32",
+        "ddp step: 2 processes, batch 32",
+        "ddp launch: 2 processes, batch 32",
+    ]
+    step = figures["ddp step: 2 processes, batch 32"]
+    assert (step["ours"], step["baseline"]) == (two["s_per_step"], one["s_per_step"])
+    assert step["ratio"] == pytest.approx(two["speedup"]) and step["efficiency"] == two["efficiency"]
+    launch = figures["ddp launch: 2 processes, batch 32"]
+    assert (launch["ours"], launch["baseline"]) == (two["wall_s"], one["wall_s"])
+
+
+def test_ddp_seconds_per_step_from_a_history():
+    """Steps per epoch from the history's images/s × seconds; s/step is the mean over the epochs after the first."""
+    import ddp_scaling
+
+    seconds = [1.0, 0.5, 0.7]  # 4 global batches of 32 in each epoch
+    result = {
+        "world_size": 2,
+        "threads": 1,
+        "device": "cpu",
+        "history": [{"seconds": s, "images_per_s": 128 / s, "train_loss": 4.6} for s in seconds],
+        "peak_mib_by_rank": [10.0, 12.0],
+        "said": "",
+    }
+    measured = ddp_scaling._measure(result, 2, 1, 32, 4, wall_s=9.0)
+    assert measured["steps_per_epoch"] == [4, 4, 4]
+    assert measured["s_per_step_by_epoch"] == pytest.approx([0.25, 0.125, 0.175])
+    assert measured["s_per_step"] == pytest.approx(0.15) and measured["images_per_s"] == pytest.approx(32 / 0.15)
+    assert measured["peak_mib"] == 12.0 and all(measured["checks"].values())
+    wrong = ddp_scaling._measure({**result, "world_size": 1, "threads": 2}, 2, 1, 32, 5, wall_s=9.0)
+    assert list(wrong["checks"].values()) == [False, False, False, True]  # no group, 4 steps not 5, 2 threads
+
+
+def test_ddp_process_counts(monkeypatch):
+    import ddp_scaling
+
+    assert ddp_scaling.default_processes(torch.device("cpu")) == (1, 2)
+    for count, expected in ((1, (1,)), (4, (1, 2, 4)), (6, (1, 2, 4, 6)), (8, (1, 2, 4, 8))):
+        monkeypatch.setattr(torch.cuda, "device_count", lambda count=count: count)
+        assert ddp_scaling.default_processes(torch.device("cuda")) == expected
+    with pytest.raises(ValueError, match="must include 1"):
+        ddp_scaling.run(processes=(2, 4), device="cpu")
