@@ -20,7 +20,7 @@ Nothing here has CIFAR-100 or a GPU; this shows that only the GPU differs. In a 
 
 Reports seconds per training step and images/s (the epochs after the first, whose first steps warm up),
 peak memory (see ``common.py``), the checkpoint files, the estimated cost on this machine of a full epoch
-(every step, then the test pass at the extraction's speed) and of the whole profile, and checks: the files
+(every step, then the test pass at the extraction's speed) and of all of regime A's epochs, and checks: the files
 read back are the ones written, the snapshots are the schedule's, the run resumed, every number is finite.
 ``run(...)`` returns the figures as a dict, for ``benchmarks/run.py``.
 """
@@ -313,8 +313,8 @@ def _figures(name: str, result: dict, device: torch.device, n: int, m: int) -> l
             test_pass_s=estimates["full_epoch_test_pass_s"],
         ),
         figure(
-            f"{name}: whole profile (est.)",
-            f"{estimates['profile_epochs']} full epochs on {where} device",
+            f"{name}: regime A, all epochs (est.)",
+            f"{estimates['profile_epochs']} full epochs of regime A on {where} device (one run of the profile)",
             "s",
             estimates["full_epoch_s"] * estimates["profile_epochs"],
             None,
@@ -440,7 +440,7 @@ def run(
         "pass and checkpoint writes excluded); extraction: one pass; nc_metrics and detectors: best of the "
         "repeats after a warm-up",
         "estimates": "full epoch = steps of the whole training set × s/step + the test set at the "
-        "extraction's images/s; whole profile = the profile's epochs × that",
+        "extraction's images/s; regime A, all epochs = the profile's epochs × that",
     }
     return {
         "settings": settings,

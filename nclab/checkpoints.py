@@ -77,7 +77,9 @@ def set_rng_state(state: dict, device: torch.device | None = None) -> None:
     GPU and in every process alike)."""
     torch.set_rng_state(state["torch"])
     if state["cuda"] and device is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"][0], device)
+        states = state["cuda"]  # one state (the training GPU's), or every GPU's in an older checkpoint
+        old_list = len(states) > 1 and device.index is not None and device.index < len(states)
+        torch.cuda.set_rng_state(states[device.index] if old_list else states[0], device)
     elif state["cuda"] and torch.cuda.is_available() and device is None:
         torch.cuda.set_rng_state_all(state["cuda"])
     kind, keys, *rest = state["numpy"]

@@ -38,6 +38,7 @@ __all__ = [
     "gather",
     "barrier",
     "from_main",
+    "share_weights",
     "notebook_rendezvous",
 ]
 
@@ -52,7 +53,8 @@ def setup(device: torch.device) -> torch.device:
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     if launched() and not dist.is_initialized():
-        missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+        needed = ("RANK", "MASTER_ADDR", "MASTER_PORT") + (("LOCAL_RANK",) if device.type == "cuda" else ())
+        missing = [name for name in needed if name not in os.environ]
         if missing:
             raise RuntimeError(
                 f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} is not set: start the "
@@ -140,6 +142,13 @@ def from_main(value):
     shared = [value]
     dist.broadcast_object_list(shared, src=0)
     return shared[0]
+
+
+def share_weights(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's parameters and buffers (nothing in a single process)."""
+    if active():
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
 
 
 def notebook_rendezvous(index: int) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -323,8 +324,9 @@ def fit(
     history, start = [], 1
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     if last is not None and distributed.is_main():
-        for stale in last.parent.glob("*.pt.*.tmp"):  # half-written by a process that was stopped
-            stale.unlink(missing_ok=True)
+        for stale in last.parent.glob("*.pt.*.tmp"):
+            if not _writer_alive(stale):  # half-written by a process that was stopped
+                stale.unlink(missing_ok=True)
     if last is not None and last.exists():
         history, start = _resume(last, config, model, optimizer, scheduler, scaler, hooks, device)
     net = _FeaturesAndLogits(model)
@@ -371,6 +373,8 @@ def fit(
             loss_sum += value.detach() * len(y)  # stays on the device: no sync per step
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the steps' time, not the time to queue them
         seconds = time.perf_counter() - began
         record = {
             "epoch": epoch,
@@ -409,6 +413,18 @@ def fit(
             )
     distributed.barrier()  # no rank goes on (to read a checkpoint) before rank 0 has written it
     return history
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process that is writing ``tmp`` (``<name>.<pid>.tmp``, ``save_checkpoint``) still runs on
+    this machine: another job training the same run keeps its file."""
+    try:
+        os.kill(int(tmp.suffixes[-2].lstrip(".")), 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _with_loss(loss: Callable, hooks: list[Hook]) -> list[Hook]:
@@ -517,6 +533,11 @@ def _imagenet_weights(width: int) -> tuple[dict | None, str | None]:
         return None, str(reason)
 
 
+def _shared_epochs_done(run_dir: Path) -> int:
+    """The epochs ``run_dir`` holds, as rank 0 (which writes the checkpoints) reads them, on every rank."""
+    return distributed.from_main(_epochs_done(run_dir) if distributed.is_main() else None)
+
+
 def _epochs_done(run_dir: Path) -> int:
     last = run_dir / "last.pt"
     return load_checkpoint(last)["epoch"] if last.exists() else 0
@@ -553,7 +574,13 @@ def load_or_train(
     if config.dataset != train_set.name.split("/")[0]:
         raise ValueError(f"config.dataset is {config.dataset!r} but train_set is {train_set.name!r}.")
     run_dir = run_directory(config, train_set, root, max_steps)
-    done, weights = distributed.from_main(_epochs_done(run_dir)), None  # rank 0 decides: it wrote the files
+    if distributed.from_main(run_dir.name) != run_dir.name:
+        raise RuntimeError(
+            f"rank {distributed.rank()} is to train {run_dir.name} but rank 0 another run: under torchrun every "
+            f"process must train the same runs on the same data (compute what precedes training identically "
+            f"on every rank, or train this notebook in one process)."
+        )
+    done, weights = _shared_epochs_done(run_dir), None
     if config.pretrained and not done:
         weights, reason = _imagenet_weights(config.width) if distributed.is_main() else (None, None)
         reason = distributed.from_main(reason)  # the others fetch only after rank 0 has, from its download
@@ -565,7 +592,7 @@ def load_or_train(
             say(f"Regime {config.regime}: {reason}\n→ training regime {config.regime} from scratch instead.")
             config = replace(config, pretrained=False)
             run_dir = run_directory(config, train_set, root, max_steps)
-            done = distributed.from_main(_epochs_done(run_dir))
+            done = _shared_epochs_done(run_dir)
     torch.manual_seed(config.seed)
     model = config.method.build_model(config, train_set)
     if weights is not None:
@@ -615,6 +642,8 @@ def load_or_train(
         progress=progress,
         until=until,
     )
+    if ranks > 1 and not shard:
+        distributed.share_weights(model)  # rank 0's: the processes go on with one model, not N near-copies
     model.eval()
     snapshots = {
         e: run_dir / f"epoch_{e:04d}.pt" for e in config.snapshot_epochs if (run_dir / f"epoch_{e:04d}.pt").exists()

@@ -200,7 +200,9 @@ def test_dry_run_checks_files_and_estimates(quick_run):
         test_pass = 200 / features["images_per_s"]
         assert estimates["full_epoch_s"] == pytest.approx(4 * training["s_per_step"] + test_pass)  # 512 // 128 steps
         assert estimates["profile_hours"] == pytest.approx(epochs * estimates["full_epoch_s"] / 3600)
-        assert figures[f"{name}: whole profile (est.)"]["ours"] == pytest.approx(epochs * estimates["full_epoch_s"])
+        assert figures[f"{name}: regime A, all epochs (est.)"]["ours"] == pytest.approx(
+            epochs * estimates["full_epoch_s"]
+        )
         assert estimates["feature_pass_s"] == pytest.approx(712 / features["images_per_s"])
         assert set(figures[f"{name}: ood all detectors"]["detectors_s"]) == {
             "msp",

