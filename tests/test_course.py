@@ -193,7 +193,9 @@ def test_nclab_train_method_runs_that_methods_notebook(monkeypatch, capsys):
     from nclab.__main__ import main
 
     ran = []
-    monkeypatch.setattr(course, "prepare", lambda paths, profile: ran.extend(p.name[:2] for p in paths) or [])
+    monkeypatch.setattr(
+        course, "prepare", lambda paths, profile, **options: ran.extend(p.name[:2] for p in paths) or []
+    )
     assert main(["train", "--profile", "smoke", "--method", "spa", "--method", "control", "--notebook", "7"]) == 0
     assert ran == ["07", "05"]  # in the order asked, each once
     assert "make book now only loads them" in capsys.readouterr().out
