@@ -157,7 +157,7 @@ def _train(args) -> int:
     from . import distributed
     from .config import cache_dir, describe, get_profile
 
-    say = print if distributed.is_main() else lambda *args, **kwargs: None
+    say = distributed.say
     profile = get_profile(args.profile)
     say(describe(profile) + (f" | {os.environ['WORLD_SIZE']} processes (torchrun)" if distributed.launched() else ""))
     if args.regime:

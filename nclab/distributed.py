@@ -35,6 +35,7 @@ __all__ = [
     "rank",
     "world_size",
     "is_main",
+    "say",
     "gather",
     "barrier",
     "from_main",
@@ -45,7 +46,7 @@ __all__ = [
 INIT_VARIABLE = "NCLAB_DIST_INIT"  # an init_method URL that replaces torchrun's store (a notebook's kernels)
 
 
-def setup(device: torch.device) -> torch.device:
+def setup(device: str | torch.device | None = None) -> torch.device:
     """Join the process group that ``torchrun``'s variables describe, once per process; return ``device``,
     made this process's GPU (``cuda:$LOCAL_RANK``, ``config.get_device``) when it is a plain ``cuda``.
     Without ``WORLD_SIZE`` > 1, or with a group already joined, only the device is returned."""
@@ -92,6 +93,12 @@ def world_size() -> int:
 def is_main() -> bool:
     """True on rank 0 (and in a single process): the one that prints and writes files."""
     return rank() == 0
+
+
+def say(*args, **kwargs) -> None:
+    """``print`` on rank 0 only (in a single process, always): one message per run, not one per process."""
+    if is_main():
+        print(*args, **kwargs)
 
 
 def barrier() -> None:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, distributed, models
 from .checkpoints import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import Profile, cache_dir, get_device, get_profile
+from .config import Profile, cache_dir, get_profile
 from .data import GpuLoader, ImageSet, train_test_sets
 from .losses import BatchOutput
 from .methods import ERM, Hook, Method
@@ -569,8 +569,8 @@ def load_or_train(
     trains on its shard of every batch (when ``config.batch_size`` splits evenly over the processes; else
     each trains the whole run, as one process would), and only rank 0 prints and writes.
     """
-    device = distributed.setup(get_device(device))
-    say = print if distributed.is_main() else lambda *args, **kwargs: None
+    device = distributed.setup(device)  # config.get_device's choice, this process's GPU under torchrun
+    say = distributed.say
     if config.dataset != train_set.name.split("/")[0]:
         raise ValueError(f"config.dataset is {config.dataset!r} but train_set is {train_set.name!r}.")
     run_dir = run_directory(config, train_set, root, max_steps)
