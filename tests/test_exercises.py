@@ -311,3 +311,10 @@ def test_checks_import_only_core_and_the_computing_modules_relatively(module):
             if node.level >= 2:
                 assert module != "core" and node.level == 2 and node.module is None, ast.unparse(node)
                 assert not {alias.name for alias in node.names} & {"exercises", "grade"}, ast.unparse(node)
+
+
+def test_on_grid_rounds_to_multiples_of_two_to_the_minus_bits():
+    x = torch.tensor([1 / 3, -2.5, 1e-9], dtype=torch.float64)
+    assert core.on_grid(x).tolist() == [round(2**20 / 3) / 2**20, -2.5, 0.0]
+    assert torch.equal(core.on_grid(x + 1e-15), core.on_grid(x))  # the machine's last bits do not matter
+    assert core.on_grid(torch.tensor([0.3]), bits=2).item() == 0.25

@@ -177,3 +177,23 @@ def test_the_random_fpr95_case_tells_the_threshold_mistakes_apart():
         fractions = [float((out >= thresholds[0]).double().mean()), float((out > thresholds[0]).double().mean())]
         fractions += [float((out >= threshold).double().mean()) for threshold in thresholds[1:]]
         assert len(set(fractions)) == 4 and 0 < fractions[0] < 1 and len(ind.unique()) == len(ind) == 50
+
+
+# The checks that compare a gradient or an exact answer (an argmax): where rounding could decide, they must
+# not, so every right answer passes whatever the seed and however many threads sum the products.
+FRAGILE = {"02_ncc", "05_entropy", "06_assign", "06_irm", "08_nonl", "08_prototypes"}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gradient_and_exact_checks_pass_every_right_answer_over_many_seeds_and_thread_counts(threads):
+    assert FRAGILE <= set(EXERCISES)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for name, answer in RIGHT:
+            if name in FRAGILE:
+                for seed in range(100):
+                    result = _check(name, answer, seed * 7919 + threads)
+                    assert result.passed, f"{threads} threads, secret seed {seed * 7919 + threads}: {result.message}"
+    finally:
+        torch.set_num_threads(before)

@@ -72,12 +72,15 @@ def check_ncc(ncc_classify: Callable) -> tuple[bool, str]:
     """02_ncc: ``ncc_classify(features, means)`` → (N,) int, argmin_c ‖h − μ_c‖.
 
     Compared with ``nclab.collapse.ncc_predictions`` on a hand case (means (0, 0), (4, 0), (0, 4) in R²)
-    and random features; recognises argmax of the distance and argmax of the dot product h·μ_c (which
-    ignores ‖μ_c‖²).
+    and random features (each nearer to one centre than to the next by at least 1e-3, so that the answer
+    is the same in any precision and summation order); recognises argmax of the distance and argmax of
+    the dot product h·μ_c (which ignores ‖μ_c‖²).
     """
     hand_means = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
     hand_h = torch.tensor([[0.5, 0.5], [3.0, 1.0], [1.0, 3.5], [2.1, 0.0], [5.0, 5.0]], dtype=torch.float64)
     features, _, means, _, _ = _collapse_case(seed=1)
+    gap = torch.cdist(features, means).topk(2, dim=1, largest=False).values.diff(dim=1)[:, 0]
+    features = features[gap >= 1e-3]  # no near-tie that rounding could break either way
     for case, h, mu in (
         ("hand case: means (0, 0), (4, 0), (0, 4)", hand_h, hand_means),
         ("random 4-class features in R^6", features, means),

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .. import ood
-from .core import Exercise, Question, call, compare_close, generator
+from .core import Exercise, Question, call, compare_close, generator, on_grid
 
 
 def check_energy(energy_score: Callable) -> tuple[bool, str]:
@@ -90,7 +90,7 @@ def check_covariance(shared_covariance: Callable) -> tuple[bool, str]:
     rng = generator(5)
     y = torch.repeat_interleave(torch.arange(3), torch.tensor([5, 20, 40]))
     h = torch.randn(65, 4, generator=rng, dtype=torch.float64) @ torch.randn(4, 4, generator=rng, dtype=torch.float64)
-    h = h + 3 * torch.randn(3, 4, generator=rng, dtype=torch.float64)[y]
+    h = on_grid(h + 3 * torch.randn(3, 4, generator=rng, dtype=torch.float64)[y])
     cases = [
         (
             "hand case: features [[0, 0], [2, 0], [0, 1], [0, 3]], labels [0, 0, 1, 1] (Σ = ½ I)",

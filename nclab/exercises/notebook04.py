@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .. import collapse, ood
-from .core import Exercise, Question, Wrong, as_float_tensor, call, compare_close, generator
+from .core import Exercise, Question, Wrong, as_float_tensor, call, compare_close, generator, on_grid
 
 
 def _drawn_nc5_case(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,7 +86,7 @@ def check_pca(principal_axes: Callable) -> tuple[bool, str]:
     rng = generator(8)
     Q, _ = torch.linalg.qr(torch.randn(6, 6, generator=rng, dtype=torch.float64))
     scales = torch.tensor([5.0, 4, 3, 2, 1, 0.5], dtype=torch.float64)
-    S = (torch.randn(200, 6, generator=rng, dtype=torch.float64) * scales) @ Q.T + 4 * Q[:, 5]
+    S = on_grid((torch.randn(200, 6, generator=rng, dtype=torch.float64) * scales) @ Q.T + 4 * Q[:, 5])
     cases = [
         ("hand case: the points ±1·e₁, ±2·e₂, ±3·e₃, d = 1", hand, 1),
         ("hand case: the points ±1·e₁, ±2·e₂, ±3·e₃, d = 2", hand, 2),
