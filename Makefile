@@ -12,7 +12,7 @@
 #   make student  rewrite the notebooks' Colab badges and install cells from the repository named in
 #               _config.yml, then write the student versions of notebooks/ into student/ (solutions removed)
 # Each creates .venv from requirements.txt first when it is missing or out of date. The book targets also
-# install the site's JavaScript (npm packages pinned in nclab/site_assets.py, checked against their sha512)
+# install the site's JavaScript (npm packages pinned in nclab/course/site_assets.py, checked against their sha512)
 # into .venv/share/nclab-site; `make test` installs Debian's chromium when /usr/bin/chromium is missing
 # (apt-get, as root).
 
@@ -38,7 +38,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 # MathJax, RequireJS and the Jupyter widget manager for the site (does nothing when already installed)
 site-js: venv
-	$(BIN)/python -m nclab.site_assets install
+	$(BIN)/python -m nclab.course.site_assets install
 
 # the browser of tests/test_browser.py (Playwright drives it; its own browser download is never used)
 CHROMIUM := /usr/bin/chromium

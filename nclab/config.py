@@ -26,7 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["Profile", "PROFILES", "get_profile", "get_device", "seed_everything", "data_dir", "cache_dir", "describe"]
+__all__ = [
+    "Profile",
+    "PROFILES",
+    "get_profile",
+    "get_device",
+    "seed_everything",
+    "log_spaced_epochs",
+    "data_dir",
+    "cache_dir",
+    "describe",
+    "setup",
+]
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def log_spaced_epochs(epochs: int, count: int) -> tuple[int, ...]:
+    """About ``count`` distinct epochs from 1 to ``epochs``, log-spaced (NC happens late: keep early and late)."""
+    return tuple(sorted({int(round(e)) for e in np.geomspace(1, epochs, max(count, 1))} | {epochs}))
+
+
 def _env_path(variable: str, default: Path) -> Path:
     path = Path(os.environ.get(variable) or default).expanduser()
     path.mkdir(parents=True, exist_ok=True)
@@ -162,3 +178,13 @@ def describe(profile: Profile | str | None = None, device: str | torch.device | 
         f"nclab profile: {profile.name} [{fields}]\n"
         f"device: {device}{gpu} | torch {torch.__version__} | data: {data_dir()} | cache: {cache_dir()}"
     )
+
+
+def setup(seed: int = 0, profile: Profile | str | None = None, device: str | torch.device | None = None):
+    """What every notebook's setup cell does, in one call: the profile and the device (``$NCLAB_PROFILE``,
+    ``$NCLAB_DEVICE`` or the defaults), every random generator seeded with ``seed``, and the :func:`describe`
+    report printed. Returns (profile, device)."""
+    profile, device = get_profile(profile), get_device(device)
+    seed_everything(seed)
+    print(describe(profile, device))
+    return profile, device

@@ -20,7 +20,7 @@ from .config import get_profile
 from .data import GpuLoader, ImageSet, content_digest
 from .models import STAGES
 
-__all__ = ["FeatureSet", "extract_features", "cached_features"]
+__all__ = ["FeatureSet", "extract_features", "features_of", "cached_features"]
 
 FIELDS = ("features", "logits", "labels", "stages", "extras")  # what a cache file holds
 
@@ -91,6 +91,16 @@ def extract_features(model: nn.Module, loader: GpuLoader, stages: bool = False) 
     )
 
 
+def features_of(model: nn.Module, data: ImageSet, *, batch_size: int | None = None, stages: bool = False) -> FeatureSet:
+    """:func:`extract_features` of ``model`` on all of ``data`` (in order, un-augmented), on the model's
+    device, in batches of ``batch_size`` images (default: the profile's ``eval_batch_size``); not cached."""
+    device = next(model.parameters()).device
+    loader = GpuLoader(
+        data, batch_size or get_profile().eval_batch_size, shuffle=False, augment=False, drop_last=False, device=device
+    )
+    return extract_features(model, loader, stages=stages)
+
+
 def cached_features(
     model: nn.Module, data: ImageSet, cache: str | Path, *, batch_size: int | None = None, stages: bool = False
 ) -> FeatureSet:
@@ -112,10 +122,6 @@ def cached_features(
                 )
             except CheckpointError as error:
                 print(f"{error}\n→ recomputing the features (a cache file is safe to replace).")
-    device = next(model.parameters()).device
-    loader = GpuLoader(
-        data, batch_size or get_profile().eval_batch_size, shuffle=False, augment=False, drop_last=False, device=device
-    )
-    result = extract_features(model, loader, stages=stages)
+    result = features_of(model, data, batch_size=batch_size, stages=stages)
     save_checkpoint({"format": FORMAT, **{key: getattr(result, key) for key in FIELDS}}, path)
     return result

@@ -17,6 +17,7 @@ yet (an unfitted Prototype) or acts on φ(h) rather than on h.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from .etf import simplex_etf
 
-__all__ = ["Head", "Linear", "FixedETF", "Cosine", "Prototype", "head_of", "weight_and_bias"]
+__all__ = ["Head", "Linear", "FixedETF", "Cosine", "Prototype", "head_of", "weight_and_bias", "classifier", "embedded"]
 
 
 class Head(nn.Module):
@@ -205,3 +206,20 @@ def weight_and_bias(model_or_head: nn.Module, *, embedded: bool = False) -> tupl
         )
     W, b = head.linear()
     return W.detach(), None if b is None else b.detach()
+
+
+def classifier(model_or_head: nn.Module) -> tuple[Head, torch.Tensor, torch.Tensor | None]:
+    """(head, W, b) with logits = W·φ(h) + b, φ = ``head.embed`` (the identity for a head that does not
+    embed): the classifier as the NC metrics and the OOD detectors read it."""
+    head = head_of(model_or_head)
+    return (head, *weight_and_bias(head, embedded=head.embeds))
+
+
+@torch.no_grad()
+def embedded(head: Head | None, features: torch.Tensor) -> torch.Tensor:
+    """φ(h) of features (N, p), on the CPU: the features the classifier acts on (h itself for a head that
+    does not embed, or for no head)."""
+    if head is None or not head.embeds:
+        return features
+    device = next(itertools.chain(head.parameters(), head.buffers())).device
+    return head.embed(features.to(device)).float().cpu()

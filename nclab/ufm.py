@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from .collapse import class_means, nc_metrics, variability_metrics
+from .config import log_spaced_epochs
 from .features import FeatureSet
-from .train import log_spaced_epochs
 
 __all__ = [
     "UFM",

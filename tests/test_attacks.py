@@ -22,8 +22,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nclab import exercises, grade, sandbox
-from nclab.exercises import core, remote, wire
+from nclab import exercises
+from nclab.course import grading as grade
+from nclab.course.grading import sandbox
+from nclab.course.grading import remote, wire
+from nclab.exercises import core
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMISSIONS = ROOT / "tests" / "submissions" / "03"
@@ -273,7 +276,7 @@ def test_a_remote_call_reflects_in_place_changes_and_brings_the_gradient():
             exec(source, {"_nclab_wire_" + "ab" * 16: vars(wire), "globals": lambda: namespace})
         return [line for line in printed.getvalue().splitlines() if line.startswith(tag)], False
 
-    tag = f"{grade.RESULT_TAG} {'ab' * 16}"
+    tag = f"{grade.kernel.RESULT_TAG} {'ab' * 16}"
     channel = remote.Channel(kernel, tag)
     channel.begin_check(10)
     x = torch.tensor([1.0, 2.0, 3.0])

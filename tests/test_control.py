@@ -326,7 +326,7 @@ def test_the_recipe_is_the_authors_for_both_methods():
         0.1,
         "control",
     )
-    assert (config.epochs, config.width, config.batch_size) == (control.EPOCHS["smoke"], 16, 64)
+    assert (config.epochs, config.width, config.batch_size) == (control.SCALES["smoke"].epochs, 16, 64)
     assert (config.lr, config.weight_decay, config.warmup_epochs) == (2.5e-3, 0.05, pytest.approx(0.1))
     assert config.snapshot_epochs[-1] == config.epochs
     baseline = control.recipe("smoke", methods.ERM)

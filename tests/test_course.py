@@ -11,28 +11,28 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nclab import course
-from nclab.student import student_notebook
+from nclab.course import prepare, repository
+from nclab.course.student import student_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_notebook_follows_the_repository_in_the_config():
-    repo = course.repository(ROOT / "_config.yml")
-    assert course.stale_notebooks(ROOT / "notebooks", repo) == [], "run `make student`"
+    repo = repository.repository(ROOT / "_config.yml")
+    assert repository.stale_notebooks(ROOT / "notebooks", repo) == [], "run `make student`"
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = nbformat.read(path, as_version=4).cells
-        assert course.badge(repo, "notebooks", path.name) in cells[0].source
-        assert cells[1].source == course.install_cell(repo)
+        assert repository.badge(repo, "notebooks", path.name) in cells[0].source
+        assert cells[1].source == repository.install_cell(repo)
 
 
 def test_a_fork_changes_one_line_and_sync_follows_it(tmp_path):
     for name in ("01_train_resnet18_cifar100.ipynb", "03_ood_detection.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, tmp_path / name)
-    fork = course.Repository("lecturer/nc-course", "spring-2027")
-    assert course.stale_notebooks(tmp_path, fork) == ["01_train_resnet18_cifar100.ipynb", "03_ood_detection.ipynb"]
-    assert course.sync_notebooks(tmp_path, fork) == ["01_train_resnet18_cifar100.ipynb", "03_ood_detection.ipynb"]
-    assert course.stale_notebooks(tmp_path, fork) == [] and course.sync_notebooks(tmp_path, fork) == []
+    fork = repository.Repository("lecturer/nc-course", "spring-2027")
+    assert repository.stale_notebooks(tmp_path, fork) == ["01_train_resnet18_cifar100.ipynb", "03_ood_detection.ipynb"]
+    assert repository.sync_notebooks(tmp_path, fork) == ["01_train_resnet18_cifar100.ipynb", "03_ood_detection.ipynb"]
+    assert repository.stale_notebooks(tmp_path, fork) == [] and repository.sync_notebooks(tmp_path, fork) == []
     notebook = nbformat.read(tmp_path / "03_ood_detection.ipynb", as_version=4)
     assert "github/lecturer/nc-course/blob/spring-2027/notebooks/03_ood_detection.ipynb" in notebook.cells[0].source
     assert "nclab-course" not in notebook.cells[0].source + notebook.cells[1].source
@@ -59,12 +59,12 @@ def test_the_config_names_a_github_repository(tmp_path, text, error):
     config = tmp_path / "_config.yml"
     config.write_text(text)
     if error is None:
-        assert course.repository(config) == course.Repository("a/b", "main")
+        assert repository.repository(config) == repository.Repository("a/b", "main")
     else:
         with pytest.raises(ValueError, match=error):
-            course.repository(config)
+            repository.repository(config)
     with pytest.raises(FileNotFoundError, match="course's root folder"):
-        course.repository(tmp_path / "missing.yml")
+        repository.repository(tmp_path / "missing.yml")
 
 
 def _run_install_cell(monkeypatch, on_colab: bool, no_drive: bool = False, mount_fails: bool = False, cache=None):
@@ -94,7 +94,7 @@ def _run_install_cell(monkeypatch, on_colab: bool, no_drive: bool = False, mount
         sys.modules["google"].colab = colab
     else:
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    exec(course.install_cell(course.Repository("o/n", "b")), {})
+    exec(repository.install_cell(repository.Repository("o/n", "b")), {})
     calls["cache"], calls["data"] = os.environ.get("NCLAB_CACHE"), os.environ.get("NCLAB_DATA")
     return calls
 
@@ -102,7 +102,7 @@ def _run_install_cell(monkeypatch, on_colab: bool, no_drive: bool = False, mount
 def test_the_install_cell_keeps_checkpoints_on_drive_on_colab_only(monkeypatch, capsys):
     colab = _run_install_cell(monkeypatch, on_colab=True)
     assert colab["pip"] == [[sys.executable, "-m", "pip", "install", "-q", "nclab @ git+https://github.com/o/n@b"]]
-    assert colab["mount"] == ["/content/drive"] and colab["cache"] == course.DRIVE_CACHE
+    assert colab["mount"] == ["/content/drive"] and colab["cache"] == repository.DRIVE_CACHE
     assert colab["data"] == "/content/data"  # the data sets stay in the runtime, off the student's Drive quota
     opted_out = _run_install_cell(monkeypatch, on_colab=True, no_drive=True)
     assert len(opted_out["pip"]) == 1 and opted_out["mount"] == [] and opted_out["cache"] is None
@@ -146,12 +146,12 @@ def _notebook(path, *sources):
 def test_select_notebooks_in_course_order_by_number(tmp_path):
     for name in ("02_b.ipynb", "00_a.ipynb", "10_c.ipynb"):
         _notebook(tmp_path / name, "1")
-    assert [p.name for p in course.select_notebooks(tmp_path)] == ["00_a.ipynb", "02_b.ipynb", "10_c.ipynb"]
-    assert [p.name for p in course.select_notebooks(tmp_path, ["10", "0", "10"])] == ["10_c.ipynb", "00_a.ipynb"]
+    assert [p.name for p in prepare.select_notebooks(tmp_path)] == ["00_a.ipynb", "02_b.ipynb", "10_c.ipynb"]
+    assert [p.name for p in prepare.select_notebooks(tmp_path, ["10", "0", "10"])] == ["10_c.ipynb", "00_a.ipynb"]
     with pytest.raises(ValueError, match="no notebook numbered 07 .*there are 00, 02, 10"):
-        course.select_notebooks(tmp_path, ["7"])
+        prepare.select_notebooks(tmp_path, ["7"])
     with pytest.raises(FileNotFoundError):
-        course.select_notebooks(tmp_path / "empty")
+        prepare.select_notebooks(tmp_path / "empty")
 
 
 def test_prepare_runs_the_notebooks_headless_under_the_profile_and_names_a_failing_one(tmp_path, monkeypatch):
@@ -160,17 +160,17 @@ def test_prepare_runs_the_notebooks_headless_under_the_profile_and_names_a_faili
     _notebook(tmp_path / "01_first.ipynb", "import os; os.makedirs(os.environ['NCLAB_CACHE'], exist_ok=True)",
               record.format("first"))  # fmt: skip
     _notebook(tmp_path / "02_second.ipynb", record.format("second"))
-    times = course.prepare(course.select_notebooks(tmp_path), "full", progress=False)
+    times = prepare.prepare(prepare.select_notebooks(tmp_path), "full", progress=False)
     assert [name for name, _ in times] == ["01_first.ipynb", "02_second.ipynb"]
     assert (tmp_path / "cache" / "first").read_text() == "full" == (tmp_path / "cache" / "second").read_text()
     _notebook(tmp_path / "03_broken.ipynb", "raise ValueError('no data')")
     with pytest.raises(RuntimeError, match="03_broken.ipynb: a cell raised ValueError: no data"):
-        course.prepare(course.select_notebooks(tmp_path, ["3"]), "smoke", progress=False)
+        prepare.prepare(prepare.select_notebooks(tmp_path, ["3"]), "smoke", progress=False)
 
 
 def test_nclab_train_regime_trains_that_regime_on_the_regime_data(monkeypatch, capsys):
     from nclab import config, train
-    from nclab.__main__ import main
+    from nclab.course.cli import main
 
     trained = []
 
@@ -190,7 +190,7 @@ def test_nclab_train_regime_trains_that_regime_on_the_regime_data(monkeypatch, c
 
 
 def test_nclab_train_method_runs_that_methods_notebook(monkeypatch, capsys):
-    from nclab.__main__ import main
+    from nclab.course.cli import main
 
     ran = []
     monkeypatch.setattr(

@@ -298,7 +298,7 @@ def test_on_real_digits_nonl_learns_and_collapses():
     """Notebook 08's NONL run (the smoke recipe on the real-pixel stand-in, in the test session's cache, so
     that the notebook's nbval run loads it): it classifies the training set and its traced NC1 falls by an
     order of magnitude over the run (learning happened, and collapse began)."""
-    train_set = data.train_test_sets("cifar100", "smoke")[0].subset(design.PROFILE_SCALE["smoke"][0], seed=0)
+    train_set = data.train_test_sets("cifar100", "smoke")[0].subset(design.SCALES["smoke"].images, seed=0)
     run = train.load_or_train(design.recipe("smoke", design.by_design("nonl")), train_set, progress=False)
     trace = design.traces({"NONL": run})
     assert run.final["train_acc"] > 0.9

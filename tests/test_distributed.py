@@ -264,7 +264,7 @@ def test_downloads_into_one_folder_take_turns_and_a_read_only_folder_needs_no_lo
 
 
 def test_a_stale_temporary_checkpoint_is_removed_and_a_live_writers_is_kept(tmp_path):
-    from nclab.train import _writer_alive
+    from nclab.train.loop import _writer_alive
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     assert not _writer_alive(tmp_path / f"last.pt.{int(dead.stdout)}.tmp")  # that process has ended

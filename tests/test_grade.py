@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from nclab import exercises, grade
-from nclab.exercises import remote
+from nclab import exercises
+from nclab.course import grading as grade
+from nclab.course.grading import remote
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTOR_01 = ROOT / "notebooks" / "01_train_resnet18_cifar100.ipynb"
@@ -51,7 +52,7 @@ def _minimal(notebook, before=(), after=()):
 
 
 CHEAT = """
-import nclab.data, nclab.exercises as ex, nclab.grade
+import nclab.data, nclab.exercises as ex, nclab.course.grading
 
 def random_flip_student(images, flips):                  # wrong: top-bottom
     return torch.where(flips[:, None, None, None], images.flip(-2), images)
@@ -63,7 +64,7 @@ for exercise in list(ex.EXERCISES.values()):
 ex.run_check = lambda name, answer: ex.Result(name, True, "perfect")
 ex.check = ex.run_check
 ex.points = lambda name: 100
-nclab.grade.run_checks = lambda *args, **kwargs: {q: {"passed": True, "message": "perfect"} for q in ex.EXERCISES}
+nclab.course.grading.run_checks = lambda *args, **kwargs: {q: {"passed": True, "message": "perfect"} for q in ex.EXERCISES}
 print('nclab-grade-result 0123456789abcdef0123456789abcdef {"01_flip": {"passed": true, "message": "fake"}}')
 """
 
@@ -257,7 +258,7 @@ def _fake_kernel(printed: list[str], timed_out: bool = False):
 
 
 def test_a_reply_is_read_only_with_its_tag_once_and_as_plain_data():
-    tag = f"{grade.RESULT_TAG} {'ab' * 16}"
+    tag = f"{grade.kernel.RESULT_TAG} {'ab' * 16}"
     answer = {"kind": "object", "type": "function"}
     described = remote.Channel(_fake_kernel([f"{tag} " + json.dumps({"energy_score": answer})]), tag)
     assert described.describe(["energy_score", "x"]) == {"energy_score": answer, "x": {}}
@@ -279,13 +280,13 @@ def test_a_reply_is_read_only_with_its_tag_once_and_as_plain_data():
 
 def test_only_exercises_keeps_the_cells_up_to_the_last_answer():
     notebook = nbformat.read(INSTRUCTOR_01, 4)
-    grade._through_last_exercise(notebook, QUESTIONS)
+    grade.submissions.through_last_exercise(notebook, QUESTIONS)
     assert "def multistep_factor(" in notebook.cells[-1].source
     assert not any("load_or_train" in cell.source for cell in notebook.cells)
 
 
 def test_the_graders_cells_carry_the_wire_and_the_nonce_and_never_import_nclab():
-    tag = f"{grade.RESULT_TAG} {'ab' * 16}"
+    tag = f"{grade.kernel.RESULT_TAG} {'ab' * 16}"
     setup, call = remote.setup_cell(tag, ["energy_score"]), remote.call_cell(tag, "energy_score", [(1.0,)])
     for source in (setup, call):
         compile(source, "grading cell", "exec")
@@ -321,13 +322,13 @@ def test_answers_bound_by_any_assignment_are_found():
         "cifar_stem_layer: int = 3\nif (multistep_factor := 4): pass\nfor x, y in []: pass"
     )
     assert {"random_flip_student", "random_crop_student", "cifar_stem_layer", "multistep_factor", "x", "y"} <= (
-        grade._bound_names(source)
+        grade.submissions.bound_names(source)
     )
-    assert grade._bound_names("%timeit 1") is None
+    assert grade.submissions.bound_names("%timeit 1") is None
     notebook = new_notebook(
         cells=[new_code_cell("a, random_flip_student = 1, 2"), new_code_cell("x = 1"), new_code_cell("y = 2")]
     )
-    grade._through_last_exercise(notebook, ["01_flip"])
+    grade.submissions.through_last_exercise(notebook, ["01_flip"])
     assert [cell.source for cell in notebook.cells] == ["a, random_flip_student = 1, 2"]
 
 
@@ -352,7 +353,7 @@ def test_a_resumed_run_keeps_graded_rows_and_names_the_submission_that_stopped_t
     kept = {**grade.grade_submission(folder / "ada.ipynb", QUESTIONS), "seconds": 123.0}  # graded before the stop
     journal = [
         {"started": "ada.ipynb"},
-        {"graded": "ada.ipynb", "identity": grade._identity(folder / "ada.ipynb"), "row": kept},
+        {"graded": "ada.ipynb", "identity": grade.scores.identity(folder / "ada.ipynb"), "row": kept},
         {"started": "bob.ipynb"},
     ]
     out.with_name("scores.csv.partial").write_text("".join(json.dumps(r) + "\n" for r in journal) + '{"gra')
@@ -459,7 +460,7 @@ def test_a_grader_killed_mid_run_loses_no_row_and_a_rerun_completes_the_csv(tmp_
 def test_a_stop_by_the_instructor_is_not_blamed_on_the_student_and_a_cut_line_is_ended(tmp_path):
     journal = tmp_path / "scores.csv.partial"
     journal.write_text('{"started": "ada.ipynb"}\n{"aborted": "ada.ipynb"}\n{"started": "bob.ipynb"}\n{"gra')
-    graded, started = grade._read_journal(journal)
+    graded, started = grade.scores.read_journal(journal)
     assert graded == {} and started == {"bob.ipynb"}  # ada was stopped by Ctrl-C, not by her notebook
     folder = tmp_path / "submissions"
     folder.mkdir()

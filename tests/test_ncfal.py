@@ -265,10 +265,10 @@ def test_every_environment_shares_one_etf_head_that_training_does_not_move(tmp_p
 
 def test_etf_distance_of_aligned_and_opposite_prototypes():
     W = etf.simplex_etf(3, 5).float() * 4.0
-    assert ncfal.etf_distance(2.0 * W, W) == pytest.approx(0.0, abs=1e-6)
-    assert ncfal.etf_distance(-W, W) == pytest.approx(2 * math.sqrt(3), rel=1e-6)  # every prototype reversed
+    assert tables.etf_distance(2.0 * W, W) == pytest.approx(0.0, abs=1e-6)
+    assert tables.etf_distance(-W, W) == pytest.approx(2 * math.sqrt(3), rel=1e-6)  # every prototype reversed
     shifted = W + torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])  # a classifier with a common offset: centred first
-    assert ncfal.etf_distance(W, shifted) == pytest.approx(0.0, abs=1e-6)
+    assert tables.etf_distance(W, shifted) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_with_environments_keeps_the_true_ones_and_random_split_keeps_the_sizes():

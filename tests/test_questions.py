@@ -12,7 +12,9 @@ from myst_parser.config.main import MdParserConfig
 from myst_parser.parsers.mdit import create_md_parser
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from nclab import exercises, grade, student
+from nclab import exercises
+from nclab.course import grading as grade
+from nclab.course import student
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -31,7 +33,7 @@ def test_each_question_is_followed_by_an_answer_cell_and_a_model_answer_with_its
     asked, answer, model = cells[at : at + 3]
     assert asked.cell_type == "markdown" and re.search(r"\*\*(Questions?|Exercise \(graded by hand\))", asked.source)
     assert answer.cell_type == "markdown" and answer.metadata["nclab"] == {"answer": name}
-    assert answer.source == grade.ANSWER_PLACEHOLDER and student.SOLUTION_ONLY not in answer.metadata.get("tags", [])
+    assert answer.source == grade.answers.ANSWER_PLACEHOLDER and student.SOLUTION_ONLY not in answer.metadata.get("tags", [])
     assert model.metadata["tags"] == [student.SOLUTION_ONLY] and model.metadata["nclab"] == {"model_answer": name}
     points = MODEL.match(model.source)
     assert points and int(points.group(1)) == question.points == exercises.points(name)
@@ -98,7 +100,7 @@ def _answers_notebook(texts: dict) -> nbformat.NotebookNode:
 def test_written_answers_are_read_by_metadata_and_made_safe_for_a_spreadsheet():
     hand = ["09_q_report", "01_q_flip_labels", "03_q_energy_sign"]
     notebook = _answers_notebook(
-        {"09_q_report": '=HYPERLINK("http://evil", "click")', "01_q_flip_labels": grade.ANSWER_PLACEHOLDER}
+        {"09_q_report": '=HYPERLINK("http://evil", "click")', "01_q_flip_labels": grade.answers.ANSWER_PLACEHOLDER}
     )
     notebook.cells += [
         new_markdown_cell("a second cell for the report", metadata={"nclab": {"answer": "09_q_report"}}),
@@ -110,10 +112,10 @@ def test_written_answers_are_read_by_metadata_and_made_safe_for_a_spreadsheet():
     assert answers == {
         "09_q_report": '\'=HYPERLINK("http://evil", "click")\n\na second cell for the report',
         "01_q_flip_labels": "",  # left at the placeholder
-        "03_q_energy_sign": grade.ANSWER_CELL_MISSING,  # only markdown cells count
+        "03_q_energy_sign": grade.answers.ANSWER_CELL_MISSING,  # only markdown cells count
     }
     long = grade.written_answers(_answers_notebook({"09_q_report": "-" + "y" * 9_000}), ["09_q_report"])
-    assert len(long["09_q_report"]) == grade.MAX_ANSWER_CHARS + 1 and long["09_q_report"].startswith("'-")
+    assert len(long["09_q_report"]) == grade.answers.MAX_ANSWER_CHARS + 1 and long["09_q_report"].startswith("'-")
 
 
 def test_a_submission_gets_its_written_answers_and_empty_points_columns(tmp_path):

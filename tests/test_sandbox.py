@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 import nclab
-from nclab import sandbox
+from nclab.course.grading import sandbox
 
 REASON = sandbox.unavailable_reason()
 needs_sandbox = pytest.mark.skipif(REASON is not None, reason=f"sandbox unavailable here: {REASON}")
@@ -273,7 +273,7 @@ def test_a_hung_cell_is_interrupted_through_the_sandbox(workdir):
 
 GRADER = """
 import asyncio, sys
-from nclab import sandbox
+from nclab.course.grading import sandbox
 
 async def main():
     with sandbox.kernel_manager(sys.argv[1]) as km:

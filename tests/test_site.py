@@ -9,7 +9,7 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from nclab import site
+from nclab.course import site
 
 SOLUTION = "    ### BEGIN SOLUTION\n    return torch.where(flips, images.flip(-1), images)\n    ### END SOLUTION"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nclab import site_assets
-from nclab.site_assets import Package
+from nclab.course import site_assets
+from nclab.course.site_assets import Package
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ def test_a_tarball_that_is_not_the_pinned_one_is_refused(tmp_path, registry):
 def test_the_pins_and_the_book_config_agree():
     destinations = {target for package in site_assets.PACKAGES for target in package.files.values()}
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))["sphinx"]
-    assert "nclab.site_assets" in config["extra_extensions"]
+    assert "nclab.course.site_assets" in config["extra_extensions"]
     named = [config["config"]["mathjax_path"], *config["config"]["nb_ipywidgets_js"]]
     assert named == ["mathjax/tex-chtml.js", "widgets/require.js", "widgets/embed-amd.js"]
     assert set(named) <= destinations  # each a single file of a pinned package
@@ -142,7 +142,7 @@ def _build(tmp_path, folder, **config):
         ".. toctree::\n   :hidden:\n\n   other\n"
     )
     (source / "other.rst").write_text("Other\n=====\n\nNo widget here.\n")
-    overrides = {"extensions": ["sphinx.ext.mathjax", "nclab.site_assets"], "nclab_site_js": str(folder),
+    overrides = {"extensions": ["sphinx.ext.mathjax", "nclab.course.site_assets"], "nclab_site_js": str(folder),
                  "mathjax_path": "mathjax/tex-chtml.js", **config}  # fmt: skip
     with docutils_namespace():  # each app registers its nodes afresh
         app = Sphinx(str(source), str(source), str(tmp_path / "out"), str(tmp_path / "doctrees"), "html",

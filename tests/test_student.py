@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from nclab.student import (
+from nclab.course.student import (
     SolutionLeak,
     stale_student_versions,
     strip_solutions,

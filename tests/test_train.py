@@ -527,7 +527,7 @@ def test_the_loss_runs_outside_autocast_in_float32(small_train):
 
 def test_hook_states_are_moved_to_the_training_device():
     state = {"centres": torch.ones(3, 2), "history": [torch.zeros(2), 5], "pair": (torch.ones(1), "x"), "n": 7}
-    moved = train._to_device(state, torch.device("meta"))
+    moved = train.loop._to_device(state, torch.device("meta"))
     assert moved["centres"].is_meta and moved["history"][0].is_meta and moved["pair"][0].is_meta
     assert moved["history"][1] == 5 and moved["pair"][1] == "x" and moved["n"] == 7
     assert isinstance(moved["pair"], tuple) and not state["centres"].is_meta  # the saved state is untouched

@@ -1,7 +1,7 @@
 """Exercises with instant feedback: ``check(name, answer)`` says ✅ or ❌ and, when ❌, what is wrong.
 
 Every exercise of a notebook asks for one global name (a function, usually): the notebook cell defines it
-and calls ``check``; the grader (:mod:`nclab.grade`) finds the same name in a submission, runs the same
+and calls ``check``; the grader (:mod:`nclab.course.grading`) finds the same name in a submission, runs the same
 check and awards the exercise's points. ``EXERCISES`` maps each question to that name, its check function
 and its points. ``QUESTIONS`` maps each interpretation question graded by hand to its cell in the notebook
 and its points; the grader copies the student's answer into the CSV for the instructor to score.

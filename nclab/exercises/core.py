@@ -189,7 +189,7 @@ def call(function: Callable, case: str, *args) -> Any:
     changes an argument in place (NotImplementedError passes through: "not answered yet").
 
     ``function`` may be the grader's stand-in for a function in the student's kernel
-    (:class:`nclab.exercises.remote.Remote`): it runs there on the same inputs, copies an in-place change
+    (:class:`nclab.course.grading.remote.Remote`): it runs there on the same inputs, copies an in-place change
     back into the copies and brings the gradients of its output, which :func:`compare_gradient` reads."""
     copies = [arg.clone() if isinstance(arg, torch.Tensor) else arg for arg in args]
     try:

@@ -25,7 +25,6 @@ by default (``nclab.etf.simplex_etf``, SPEC §4), hence a projector no wider tha
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -37,12 +36,18 @@ from ..data import ImageSet
 from ..etf import simplex_etf
 from ..heads import Head
 from ..losses import BatchOutput
-from . import EpochMeans, Hook, Method
+from ..train import EpochMeans, Hook, Method, Run, Scale, TrainConfig, train_recipe
 
-if TYPE_CHECKING:
-    from ..train import TrainConfig
-
-__all__ = ["entropy_regularizer", "EtfProjector", "ControlLoss", "control", "recipe", "EPOCHS", "rectangular_etf"]
+__all__ = [
+    "entropy_regularizer",
+    "EtfProjector",
+    "ControlLoss",
+    "control",
+    "SCALES",
+    "recipe",
+    "load_or_train",
+    "rectangular_etf",
+]
 
 EPS = 1e-8  # inside the log of SPEC §4: a duplicate embedding costs −log(1e-8) ≈ 18.4, not inf
 
@@ -189,32 +194,36 @@ def control(
     return Method("control", params, build_model, training)
 
 
-EPOCHS = {"smoke": 2, "quick": 10, "full": 100}  # per run; two runs fit a T4 session; the authors train 100
+# Per run, with the profile's width and batch size; two runs fit a T4 session in quick; the authors train 100
+# epochs. The snapshots are the profile's count (6, 10 in full), log-spaced.
+SCALES = {
+    "smoke": Scale(epochs=2, snapshots=6),
+    "quick": Scale(epochs=10, snapshots=6),
+    "full": Scale(epochs=100, snapshots=10),
+}
 
 
-def recipe(profile: Profile | str | None = None, method: Method | None = None, **overrides) -> TrainConfig:
+def recipe(
+    profile: Profile | str | None = None, method: Method | None = None, *, dataset: str = "cifar100", **overrides
+) -> TrainConfig:
     """The training configuration of the NC-control experiment at the scale of ``profile``, for ``method``
     (default :func:`control`; pass ``nclab.methods.ERM`` for the baseline).
 
     The authors' recipe, scaled to one GPU: AdamW (β₁ 0.9, decoupled weight decay 0.05), lr 0.01 at batch
     512 → 2.5e-3 at batch 128 (used for every batch size), cosine schedule after a linear warm-up over
-    5 % of training, label smoothing 0.1 (the baseline's cross-entropy too), :data:`EPOCHS` epochs (10 in
+    5 % of training, label smoothing 0.1 (the baseline's cross-entropy too), :data:`SCALES`'s epochs (10 in
     the quick profile, so that both runs fit a Colab session; 100 in the full one, as the authors). With
     plain SGD at lr 0.1 the classifier on the unit-norm projector output learns several times slower than
     a linear head, which would compare a half-trained model with a trained one. ``overrides`` replace any
     field.
     """
-    from ..train import TrainConfig, log_spaced_epochs  # nclab.train imports nclab.methods: import when called
-
-    profile = get_profile(profile)
-    epochs = overrides.pop("epochs", EPOCHS[profile.name])
+    scale = SCALES[get_profile(profile).name]
+    epochs = overrides.pop("epochs", scale.epochs)
     settings = dict(
         regime="adamw",
+        dataset=dataset,
         method=control() if method is None else method,
-        width=profile.width,
-        batch_size=profile.batch_size,
-        epochs=epochs,
-        snapshot_epochs=log_spaced_epochs(epochs, profile.snapshots),
+        **scale.settings(profile, epochs),
         optimizer="adamw",
         lr=2.5e-3,
         weight_decay=0.05,
@@ -223,6 +232,13 @@ def recipe(profile: Profile | str | None = None, method: Method | None = None, *
         label_smoothing=0.1,
     )
     return TrainConfig(**{**settings, **overrides})
+
+
+def load_or_train(method: Method | None, train_set: ImageSet, test_set: ImageSet | None = None, **options) -> Run:
+    """The run of ``method`` (default :func:`control`) on ``train_set`` with :func:`recipe`: loaded from the
+    cache, resumed or trained, and which (``nclab.train.train_recipe``; ``options``: ``profile``,
+    ``device``, ``overrides``, …)."""
+    return train_recipe(recipe, method, train_set, test_set, **options)
 
 
 def rectangular_etf(rows: int, cols: int, c: int | None = None) -> torch.Tensor:

@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import heads, losses, models
+from ..collapse import model_nc
+from ..config import Profile, get_profile, log_spaced_epochs
 from ..data import GpuLoader, ImageSet
 from ..features import extract_features
-from . import Hook, Method, standard_model
+from ..train import Hook, Method, Run, Scale, TrainConfig, standard_model, train_recipe
 from .spa import ClassCentres
 
 __all__ = [
@@ -38,8 +40,9 @@ __all__ = [
     "RunningPrototypes",
     "by_design",
     "traces",
-    "PROFILE_SCALE",
+    "SCALES",
     "recipe",
+    "load_or_train",
     "TRACED_METRICS",
     "MORE_METRICS",
     "SEED_CLAIMS",
@@ -60,7 +63,7 @@ class NCTrace(Hook):
     """Every NC metric (SPEC §1) of a fixed set of training images at chosen optimisation steps.
 
     After the optimiser steps listed in ``steps`` (counted from 1), the model runs in eval mode over
-    ``data`` (un-augmented) and ``nclab.tables.model_nc`` measures the features its classifier acts on;
+    ``data`` (un-augmented) and ``nclab.collapse.model_nc`` measures the features its classifier acts on;
     BatchNorm's running statistics and the random generators are left untouched, so the run learns
     exactly what it would learn without the trace. ``records`` (one dict per traced step: ``step``,
     ``accuracy`` and every ``nc_metrics`` key) is checkpointed, so a resumed run keeps its earlier points.
@@ -73,8 +76,6 @@ class NCTrace(Hook):
     def after_step(self, out, y) -> None:
         self.step += 1
         if self.step in self.steps:
-            from ..tables import model_nc  # tables come after methods in the data flow
-
             device = y.device
             if self._loader is None or self._loader.device != device:
                 self._loader = GpuLoader(
@@ -169,8 +170,6 @@ def by_design(
         return _model(loss, config, train_set, tau, etf_scale)
 
     def training(config, train_set: ImageSet):
-        from ..train import log_spaced_epochs  # train imports methods
-
         C = train_set.num_classes
         built = {
             "ce": (losses.CrossEntropy(config.label_smoothing), []),
@@ -206,43 +205,45 @@ def traces(runs: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-PROFILE_SCALE = {  # profile → (training images: None = all, epochs, batch size: None = the profile's, augment)
-    "smoke": (320, 6, 32, False),
-    "quick": (10_000, 15, None, True),
-    "full": (None, 200, None, True),
+# The same budget for every loss, with the profile's width. quick and full train with random crops and
+# flips, as the seed's CIFAR runs; smoke trains 6 epochs of 10 steps on 320 images without augmentation
+# (SPEC §8 says 1–2 epochs: in 2 no loss would reach the terminal phase, whose speed is what notebook 08
+# compares; Papyan et al. also train without augmentation).
+SCALES = {
+    "smoke": Scale(epochs=6, batch_size=32, images=320, augment=False),
+    "quick": Scale(epochs=15, images=10_000),
+    "full": Scale(epochs=200),
 }
 
 
-def recipe(profile=None, method: Method | None = None, *, dataset: str = "cifar100", **overrides):
+def recipe(
+    profile: Profile | str | None = None, method: Method | None = None, *, dataset: str = "cifar100", **overrides
+) -> TrainConfig:
     """The TrainConfig of every run of notebook 08 at the scale of ``profile``, the same budget for every
     loss: SGD (momentum 0.9) at lr 0.1, weight decay 5·10⁻⁴, a cosine schedule after a linear warm-up over
-    5 % of training, the profile's width, :data:`PROFILE_SCALE`'s epochs, batch size and augmentation.
-    ``quick`` and ``full`` train with random crops and flips, as the seed's CIFAR runs; ``smoke`` trains 6
-    epochs of 10 steps on 320 images without augmentation (SPEC §8 says 1–2 epochs: in 2 no loss would
-    reach the terminal phase, whose speed is what this notebook compares; Papyan et al. also train
-    without augmentation). ``method`` defaults to ``by_design("ntce")``; ``dataset`` names the training
-    set; the training images are the caller's (notebook 08 takes a stratified subset of PROFILE_SCALE's
-    size)."""
-    from ..config import get_profile
-    from ..train import TrainConfig
-
-    profile = get_profile(profile)
-    _, epochs, batch_size, augment = PROFILE_SCALE[profile.name]
-    epochs = overrides.pop("epochs", epochs)
+    5 % of training, the profile's width, :data:`SCALES`'s epochs, batch size and augmentation. ``method``
+    defaults to ``by_design("ntce")``; ``dataset`` names the training set; the training images are the
+    caller's (notebook 08 takes ``SCALES[profile].subset(train_set)``)."""
+    scale = SCALES[get_profile(profile).name]
+    epochs = overrides.pop("epochs", scale.epochs)
     settings = dict(
         regime="design",
         dataset=dataset,
         method=by_design() if method is None else method,
-        width=profile.width,
-        epochs=epochs,
-        batch_size=batch_size or profile.batch_size,
-        augment=augment,
+        **scale.settings(profile, epochs),
         lr=0.1,
         weight_decay=5e-4,
         schedule="cosine",
         warmup_epochs=0.05 * epochs,
     )
     return TrainConfig(**{**settings, **overrides})
+
+
+def load_or_train(method: Method | None, train_set: ImageSet, test_set: ImageSet | None = None, **options) -> Run:
+    """The run of ``method`` (default ``by_design("ntce")``) on ``train_set`` with :func:`recipe`: loaded
+    from the cache, resumed or trained, and which (``nclab.train.train_recipe``; ``options``: ``profile``,
+    ``device``, ``overrides``, …)."""
+    return train_recipe(recipe, method, train_set, test_set, **options)
 
 
 TRACED_METRICS = {  # the five NC metrics of the "time to collapse" comparison → what each measures

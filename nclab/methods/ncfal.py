@@ -39,16 +39,16 @@ from dataclasses import replace
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from .. import models
-from ..collapse import class_means
-from ..data import GpuLoader, ImageSet
-from ..features import FeatureSet, extract_features
+from .. import models, train
+from ..config import Profile, get_profile
+from ..data import ImageSet
+from ..features import features_of
 from ..heads import FixedETF
 from ..losses import BatchOutput, CrossEntropy
-from . import Method
+from ..train import Method, Run, TrainConfig, train_recipe
+from . import invariance
 from .invariance import AnnealedPenalty, batch_environments, environment_risks
 
 __all__ = [
@@ -56,7 +56,10 @@ __all__ = [
     "environment_agreement",
     "label_logits",
     "infer_environments",
+    "SCALES",
+    "LOCAL_EPOCHS",
     "recipe",
+    "load_or_train",
     "local_fitter",
     "random_split",
     "with_environments",
@@ -68,8 +71,6 @@ __all__ = [
     "NcfalLoss",
     "ncfal",
     "local_model",
-    "etf_distance",
-    "environment_metrics",
 ]
 
 
@@ -98,16 +99,9 @@ def environment_agreement(assigned: torch.Tensor, true: torch.Tensor) -> float:
     return float(table[matched_rows, matched_cols].sum()) / len(true)
 
 
-def _extract(model: nn.Module, data: ImageSet, batch_size: int = 1_000) -> FeatureSet:
-    """Features, logits and labels of ``data`` under ``model`` (eval mode, on the model's device)."""
-    device = next(model.parameters()).device
-    loader = GpuLoader(data, batch_size, shuffle=False, augment=False, drop_last=False, device=device)
-    return extract_features(model, loader)
-
-
 def label_logits(model: nn.Module, data: ImageSet, batch_size: int = 1_000) -> torch.Tensor:
     """The logit of each sample's own label, l_{y_i}(x_i), under ``model`` (eval mode): (N,) float32."""
-    fs = _extract(model, data, batch_size)
+    fs = features_of(model, data, batch_size=batch_size)
     return fs.logits.gather(1, fs.labels[:, None])[:, 0]
 
 
@@ -157,54 +151,35 @@ def infer_environments(
     return assigned, pd.DataFrame(rows)
 
 
-PROFILE_SCALE = {  # profile → (width, epochs, batch size, local model epochs)
-    "smoke": (16, 8, 64, 4),
-    "quick": (32, 10, 128, 4),
-    "full": (64, 30, 128, 10),
-}
+SCALES = invariance.SCALES  # the same budget as its baselines
+LOCAL_EPOCHS = {"smoke": 4, "quick": 4, "full": 10}  # of each local model of environment inference, per round
 
 
-def recipe(profile=None, method: Method | None = None, *, dataset: str = "colored-mnist", **overrides):
-    """The TrainConfig of every Colored-MNIST run at the scale of ``profile`` (the same budget for NCFAL and
-    its baselines): AdamW lr 10⁻³, weight decay 10⁻⁴, cosine schedule, no augmentation (a flip or crop
-    would not touch the colour, and the digits are centred), the profile's width / epochs / batch size of
-    :data:`PROFILE_SCALE`. ``method`` defaults to :func:`ncfal`; ``dataset`` is ``"grayscale-mnist"``
-    for the oracle; ``overrides`` replace any field. The smoke profile trains 8 epochs, not SPEC §8's
-    1–2: an epoch of the digits network on 2,000 images takes under a second on a CPU, and in 2 epochs
-    (62 steps) the penalties' λ would never leave 1."""
-    from ..config import get_profile
-    from ..train import TrainConfig
+def recipe(
+    profile: Profile | str | None = None, method: Method | None = None, *, dataset: str = "colored-mnist", **overrides
+) -> TrainConfig:
+    """The TrainConfig of every Colored-MNIST run at the scale of ``profile``: ``nclab.methods.invariance.
+    recipe`` (the same budget for NCFAL and its baselines), with ``method`` defaulting to :func:`ncfal`."""
+    return invariance.recipe(profile, ncfal() if method is None else method, dataset=dataset, **overrides)
 
-    width, epochs, batch_size, _ = PROFILE_SCALE[get_profile(profile).name]
-    settings = dict(
-        regime="adamw",
-        dataset=dataset,
-        method=ncfal() if method is None else method,
-        width=width,
-        epochs=epochs,
-        batch_size=batch_size,
-        augment=False,
-        optimizer="adamw",
-        lr=1e-3,
-        weight_decay=1e-4,
-        schedule="cosine",
-    )
-    return TrainConfig(**{**settings, **overrides})
+
+def load_or_train(method: Method | None, train_set: ImageSet, test_set: ImageSet | None = None, **options) -> Run:
+    """The run of ``method`` (default :func:`ncfal`) on ``train_set`` with :func:`recipe`: loaded from the
+    cache, resumed or trained, and which (``nclab.train.train_recipe``; ``options``: ``profile``,
+    ``device``, ``overrides``, …)."""
+    return train_recipe(recipe, method, train_set, test_set, **options)
 
 
 def local_fitter(config, *, epochs: int | None = None, device=None, progress: bool = False) -> Callable:
     """``fit_local(subset, environment, round)`` for :func:`infer_environments`: trains (or loads from the
-    cache) a :func:`local_model` with ``config``'s recipe (``epochs``: the profile's local epochs of
-    :data:`PROFILE_SCALE` by default) on the subset, and returns it. An environment smaller than a batch
-    is trained in one batch per step."""
-    from ..config import get_profile
-    from ..train import load_or_train
-
-    local = replace(config, method=local_model(), epochs=epochs or PROFILE_SCALE[get_profile().name][3])
+    cache) a :func:`local_model` with ``config``'s recipe (``epochs``: the profile's :data:`LOCAL_EPOCHS` by
+    default) on the subset, and returns it. An environment smaller than a batch is trained in one batch per
+    step."""
+    local = replace(config, method=local_model(), epochs=epochs or LOCAL_EPOCHS[get_profile().name])
 
     def fit_local(subset: ImageSet, environment: int, round_: int) -> nn.Module:
         fitted = replace(local, batch_size=min(local.batch_size, len(subset)))  # a small environment: one batch
-        return load_or_train(fitted, subset, device=device, progress=progress).model
+        return train.load_or_train(fitted, subset, device=device, progress=progress).model
 
     return fit_local
 
@@ -465,41 +440,3 @@ def local_model(encoder: str = "cnn", etf_scale: float = 1.0, etf_seed: int = 0)
 
     params = dict(encoder=encoder, etf_scale=float(etf_scale), etf_seed=int(etf_seed))
     return Method("ncfal-local", params, build, training)
-
-
-def etf_distance(prototypes: torch.Tensor, classifier: torch.Tensor) -> float:
-    """‖P − Ŵ‖_F: P (C, p) class prototypes, Ŵ the classifier's rows centred over the classes; both
-    row-normalised. 0 when each class's prototype points along its classifier vector; for a fixed
-    simplex-ETF head Ŵ is the ETF itself. Up to 2√C when every prototype points away from its own. Not
-    SPEC §1's ``nc2_etf_distance``, which compares the normalised Gram W Wᵀ of the classifier with the
-    ETF's (any rotation of an ETF scores 0 there): this one compares each class mean with its own
-    classifier row, in one environment."""
-    W = classifier.double() - classifier.double().mean(0)
-    return float(torch.linalg.norm(F.normalize(prototypes.double(), dim=1) - F.normalize(W, dim=1)))
-
-
-def environment_metrics(model: nn.Module, sets: list[ImageSet], key: str = "env") -> pd.DataFrame:
-    """One row per environment of the extra ``key`` across ``sets`` (e.g. [train, test]): ``samples``,
-    ``accuracy`` and ``etf_distance`` (:func:`etf_distance` between the environment's class means,
-    centred by the mean class mean of the first set, and the model's classifier). The paper's motivating
-    quantity: features that collapse onto the same ETF in every environment are aligned. Every
-    environment needs a sample of every class (ValueError otherwise)."""
-    W, _ = model.head.linear()
-    centre, rows = None, []
-    for data in sets:
-        fs = _extract(model, data)
-        env, C = data.extras[key].cpu(), data.num_classes
-        for e in torch.unique(env).tolist():
-            inside = env == e
-            try:
-                means, _ = class_means(fs.features[inside], fs.labels[inside], C)
-            except ValueError as error:
-                raise ValueError(f"{data.name}, environment {e}: {error}") from None
-            if centre is None:  # the first set's environments together
-                centre = class_means(fs.features, fs.labels, C)[0].mean(0)
-            accuracy = float((fs.logits[inside].argmax(1) == fs.labels[inside]).float().mean())
-            distance = etf_distance(means - centre, W.detach().cpu())
-            rows.append(
-                {"environment": e, "samples": int(inside.sum()), "accuracy": accuracy, "etf_distance": distance}
-            )
-    return pd.DataFrame(rows)

@@ -1,6 +1,4 @@
-"""Course tools: the repository named in one place, and the runs of a profile prepared outside the book.
-
-The course's repository is named in one place: ``repository`` in ``_config.yml`` (url and branch).
+"""The course's repository, named in one place: ``repository`` in ``_config.yml`` (url and branch).
 
 Every notebook's Colab badge and its Colab install cell are made from it, so a lecturer who forks the
 course edits ``_config.yml`` and runs ``make student`` (``nclab student``), which rewrites them in
@@ -11,17 +9,11 @@ runtime (``NCLAB_DATA=/content/data``) and, unless ``NCLAB_NO_DRIVE`` is set, mo
 ``NCLAB_CACHE`` at ``MyDrive/nclab`` (unless it is set already; a refused mount only prints why): checkpoints
 are written after every epoch, so a disconnect costs at most the epoch in progress, and every notebook
 (each in its own runtime) reuses the runs of the others.
-
-:func:`prepare` (``nclab train``) runs the notebooks of a profile headless, without the book's per-cell
-time limit, so that every checkpoint they need exists before ``NCLAB_PROFILE=full make book``, which then
-only loads them. It resumes: the checkpoints are saved after every epoch.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +26,6 @@ __all__ = [
     "badge",
     "sync_notebooks",
     "stale_notebooks",
-    "select_notebooks",
-    "execute_notebook",
-    "prepare",
 ]
 
 DRIVE_CACHE = "/content/drive/MyDrive/nclab"
@@ -150,82 +139,3 @@ def stale_notebooks(source_dir: str | Path = "notebooks", repo: Repository | Non
         if [c.source for c in synced.cells[:2]] != [c.source for c in current.cells[:2]]:
             stale.append(path.name)
     return stale
-
-
-METHOD_NOTEBOOKS = {  # `nclab train --method NAME`: the notebook that trains that method's models
-    "control": "05",  # layer-wise NC control (entropy regularisation, fixed ETF projector)
-    "ncfal": "06",  # NCFAL and the invariance baselines on Colored-MNIST
-    "spa": "07",  # long-tailed learning with classifier/feature alignment
-    "design": "08",  # NC by design: NTCE, NONL, prototypes
-}
-
-
-def select_notebooks(source_dir: str | Path = "notebooks", numbers: list[str] | None = None) -> list[Path]:
-    """The notebooks of ``source_dir`` in course order, or only those whose number is in ``numbers``
-    ("01", "5", …); an unknown number is an error that lists the known ones."""
-    paths = sorted(Path(source_dir).glob("*.ipynb"))
-    if not paths:
-        raise FileNotFoundError(f"No notebooks (*.ipynb) in {source_dir}.")
-    if not numbers:
-        return paths
-    by_number = {path.name.split("_")[0]: path for path in paths}
-    wanted = [str(number).zfill(2) for number in numbers]
-    unknown = [number for number in wanted if number not in by_number]
-    if unknown:
-        raise ValueError(f"no notebook numbered {', '.join(unknown)} in {source_dir}; there are {', '.join(by_number)}")
-    return [by_number[number] for number in dict.fromkeys(wanted)]
-
-
-def execute_notebook(path: Path, timeout: float | None = 1800, on_cell=None) -> nbformat.NotebookNode:
-    """``path`` executed in a fresh kernel (working directory: its folder; ``timeout`` seconds per cell, the
-    book build's limit, None for none; ``on_cell()`` after each code cell). A failing cell raises
-    RuntimeError naming the notebook and the error; the checkpoints written so far are kept."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-
-    notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        notebook,
-        kernel_name="python3",
-        timeout=timeout,
-        record_timing=False,
-        on_cell_executed=(lambda cell, cell_index, execute_reply: on_cell()) if on_cell else None,
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-    try:
-        client.execute()
-    except CellExecutionError as error:
-        raise RuntimeError(
-            f"{path.name}: a cell raised {error.ename}: {error.evalue}. Fix it and rerun: training resumes "
-            f"from the last saved epoch."
-        ) from None
-    return notebook
-
-
-def prepare(paths: list[Path], profile: str, progress: bool = True) -> list[tuple[str, float]]:
-    """Execute ``paths`` in order, each in a fresh kernel under ``NCLAB_PROFILE=profile`` and with no time
-    limit per cell, discarding the outputs: whatever the notebooks train lands in the cache
-    (``NCLAB_CACHE``), where the book build later finds it. A progress bar counts the code cells of all
-    the notebooks and estimates the time left. Returns (notebook, seconds) per notebook; a failing cell
-    raises RuntimeError naming the notebook and the error (the checkpoints written so far are kept).
-
-    Under ``torchrun`` each process executes every notebook in its own kernel; the kernels of one notebook
-    join a process group of their own (``distributed.notebook_rendezvous``) when they first train, and
-    train together with DistributedDataParallel."""
-    from tqdm.auto import tqdm
-
-    from . import distributed
-
-    total = sum(cell.cell_type == "code" for path in paths for cell in nbformat.read(path, as_version=4).cells)
-    os.environ["NCLAB_PROFILE"] = profile  # inherited by every kernel started below
-    times = []
-    with tqdm(total=total, unit="cell", desc=f"nclab train ({profile})", disable=not progress) as bar:
-        for index, path in enumerate(paths):
-            if distributed.launched():  # inherited by this notebook's kernel
-                os.environ[distributed.INIT_VARIABLE] = distributed.notebook_rendezvous(index)
-                os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"  # rank 0's kernel serves the rendezvous
-            bar.set_postfix_str(path.name)
-            start = time.perf_counter()
-            execute_notebook(path, timeout=None, on_cell=lambda: bar.update(1))
-            times.append((path.name, time.perf_counter() - start))
-    return times

@@ -2,13 +2,13 @@
 
 The grader runs each exercise's check function in its own process, from the code it loaded when it
 started, on a :class:`Remote`: a stand-in for the student's function that, when the check calls it, sends
-the inputs to the kernel, runs the function there (:func:`nclab.exercises.wire.serve`) and returns the
+the inputs to the kernel, runs the function there (:func:`nclab.course.grading.wire.serve`) and returns the
 output rebuilt from plain data. Every expected value and every comparison stays in the grader; the
 kernel sees only the inputs, which the random cases draw from a secret seed per submission
 (:func:`nclab.exercises.core.secret_seed`), so an answer hard-coded for the notebook's inputs fails.
 
 :func:`check_answers` is the grading step; it talks to the kernel through ``run``, a function of the
-grader that executes one cell and returns the tagged lines of its output (see :mod:`nclab.grade`).
+grader that executes one cell and returns the tagged lines of its output (see :mod:`nclab.course.grading`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from . import core, wire
+from ...exercises import core
+from . import wire
 
 __all__ = [
     "Remote",

@@ -1,6 +1,6 @@
 """The grader's wire to the student's kernel: plain data as JSON (no pickle), and the kernel's side of a call.
 
-While grading, every comparison happens in the grader's process (:mod:`nclab.exercises.remote`); the
+While grading, every comparison happens in the grader's process (:mod:`nclab.course.grading.remote`); the
 student's kernel only calls the student's function on the inputs the grader sends and hands back what it
 returned, as plain data: ``None``, booleans, numbers (NaN and ±inf included), text, lists, tuples, dicts,
 plain dense tensors and NumPy arrays (their raw bytes in base64, with dtype and shape), and one kind of

@@ -66,6 +66,7 @@ __all__ = ["USER", "Limits", "SandboxUnavailable", "unavailable_reason", "check"
 __all__ += ["processes", "kill_all"]
 
 USER = "nclab-grader"
+_PACKAGE = Path(__file__).resolve().parents[2]  # nclab/, which the kernel imports (read-only)
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 START_TIMEOUT = 60.0  # s: a kernel that has not bound its sockets by then is killed
 
@@ -439,7 +440,7 @@ def kernel_manager(
 
     reason = check(unsafe)
     workdir, hidden = Path(workdir).resolve(), [Path(folder).resolve() for folder in hide]
-    python = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(__file__).resolve().parent}
+    python = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), _PACKAGE}
     cache = Path(cache).resolve() if cache is not None else None
     if cache is not None and (not cache.is_dir() or set(str(cache)) & set(",:\\")):
         raise ValueError(f"cache {cache}: not a folder, or a name with , : or \\ (overlayfs cannot stack it)")

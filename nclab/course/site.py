@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from .course import execute_notebook
+from .prepare import execute_notebook
 from .student import strip_solutions, student_notebook
 
 __all__ = ["stage_student_site", "solution_blocks", "model_answer_fragments", "solution_leaks", "INSTRUCTOR_PART"]

@@ -3,7 +3,7 @@ fetches an image from elsewhere.
 
 MathJax 3 (the equations), RequireJS and the Jupyter widget manager (the notebooks' explorers, shown frozen
 with their last figure) come from npm at the versions and sha512 pinned in :data:`PACKAGES`.
-``make book`` first runs ``python -m nclab.site_assets install``, which downloads each tarball with npm,
+``make book`` first runs ``python -m nclab.course.site_assets install``, which downloads each tarball with npm,
 checks it against its pin and unpacks the files the site needs into ``.venv/share/nclab-site``
 (:func:`default_folder`); nothing happens when that folder already holds the pinned versions.
 
@@ -215,14 +215,14 @@ def _serve(app) -> None:
     if stale(folder, PACKAGES):
         raise ExtensionError(
             f"the site's JavaScript is missing or out of date in {folder}: run `make book` (it runs "
-            "`python -m nclab.site_assets install`), or that command yourself, then build again."
+            "`python -m nclab.course.site_assets install`), or that command yourself, then build again."
         )
     named = [app.config.mathjax_path, *getattr(app.config, "nb_ipywidgets_js", {})]
     absent = [script for script in named if "://" in script or not (folder / script).is_file()]
     if absent:
         raise ExtensionError(
             f"scripts the pages would load from the network or that {folder} lacks: {', '.join(absent)}; "
-            "point mathjax_path and nb_ipywidgets_js in _config.yml at files of nclab.site_assets.PACKAGES."
+            "point mathjax_path and nb_ipywidgets_js in _config.yml at files of nclab.course.site_assets.PACKAGES."
         )
     app.config.html_static_path.append(str(folder))
 
@@ -262,6 +262,6 @@ def setup(app) -> dict:
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["install"] or len(sys.argv) > 3:
-        sys.exit("usage: python -m nclab.site_assets install [FOLDER]   (default: <venv>/share/nclab-site)")
+        sys.exit("usage: python -m nclab.course.site_assets install [FOLDER]   (default: <venv>/share/nclab-site)")
     where = install(sys.argv[2] if len(sys.argv) > 2 else None)
     print(f"site JavaScript ({', '.join(p.spec for p in PACKAGES)}) in {where}")

@@ -1,0 +1,170 @@
+"""Grading a class: every submission run and checked (:func:`grade_submission`), one CSV row per student,
+resumable after a stop (:func:`grade`)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ... import exercises
+from . import sandbox
+from .answers import PACKAGE, hand_questions_for, instructor_notebook, questions_for, rubric
+from .kernel import execute, kernel_environment
+from .scores import append, identity, killed_row, read_journal, row, summarize, write_csv
+from .submissions import first_line, load, through_last_exercise
+
+__all__ = ["grade_submission", "grade"]
+
+
+def grade_submission(
+    path: str | Path,
+    questions: list[str],
+    *,
+    timeout: float = 120,
+    total_timeout: float = 600,
+    seconds_per_check: float = 20,
+    only_exercises: bool = False,
+    env: dict | None = None,
+    hand: list[str] = (),
+    hide: list[str | Path] = (),
+    unsafe: bool = False,
+) -> dict:
+    """One CSV row for the submission at ``path``: student, status, errors, points and feedback per
+    question, total, max, then per hand-graded question of ``hand`` the written answer and an empty points
+    column, hand_max, seconds. Never raises because of the submission.
+
+    status: ok, errors (a cell raised), timeout (a cell was interrupted, or the run passed
+    ``total_timeout``), kernel-died, invalid-file (a link, directory, FIFO: not read), too-large,
+    invalid-notebook, empty, ungraded (no result from the grading step), tampered (a forged result line),
+    grader-error; :func:`grade` adds grader-killed (the grader stopped while running this submission).
+    """
+    path, began = Path(path), time.perf_counter()
+    nonce, report = secrets.token_hex(16), None
+    notebook, status, problem, answers = load(path, list(hand))
+    if notebook is not None:
+        if only_exercises:
+            through_last_exercise(notebook, questions)
+        try:
+            status, errors, report = execute(
+                notebook,
+                questions,
+                nonce,
+                timeout,
+                total_timeout,
+                seconds_per_check,
+                env,
+                [path.resolve().parent, *hide],
+                unsafe,
+            )
+        except Exception as error:  # a failure of the grader itself: keep grading the others
+            status, errors = "grader-error", [f"{type(error).__name__}: {first_line(error)}"]
+        problem = "; ".join(errors[:5]) + (f"; … {len(errors) - 5} more" if len(errors) > 5 else "")
+    return row(path, status, problem, questions, hand, report, answers, round(time.perf_counter() - began, 1))
+
+
+def grade(
+    submissions: str | Path,
+    notebook: str | Path,
+    out: str | Path = "scores.csv",
+    *,
+    timeout: float = 120,
+    total_timeout: float = 600,
+    only_exercises: bool = False,
+    retry_killed: bool = False,
+    unsafe: bool = False,
+    progress=print,
+) -> pd.DataFrame:
+    """Grade every ``*.ipynb`` in ``submissions`` for ``notebook``; write ``out`` (CSV) and, beside it, a
+    histogram of the totals (``out`` with suffix .png); return the table.
+
+    No row is ever lost: each is appended to a journal (``out`` + ``.partial``, flushed to disk) as soon as
+    it is graded, and the CSV is written to a temporary file renamed into place at the end. A grader that
+    was stopped (killed by a submission, or with the machine) is rerun with the same arguments: it resumes,
+    keeping the rows of unchanged submissions, and gives the submission it was running when it stopped the
+    status grader-killed (``retry_killed``: run it again instead). Every text cell that a spreadsheet would
+    run as a formula is neutralised. Kernels get :func:`kernel_environment`: the smoke profile unless the
+    caller's environment says otherwise.
+    """
+    questions, hand = questions_for(notebook), hand_questions_for(notebook)
+    if reason := sandbox.check(unsafe):  # raises SandboxUnavailable, saying why, unless unsafe
+        progress(f"WARNING: grading without a sandbox ({reason}): the students' code runs as you")
+    paths = sorted(entry for entry in Path(submissions).iterdir() if entry.name.endswith(".ipynb"))
+    if not paths:
+        raise FileNotFoundError(f"No submissions (*.ipynb) in {submissions}.")
+    out = Path(out)
+    journal = out.with_name(out.name + ".partial")
+    graded, started = read_journal(journal)
+    if graded or started:
+        progress(f"resuming from {journal}: {len(graded)} submissions already graded")
+    env, rows = kernel_environment(), []
+    if journal.exists() and not journal.read_bytes().endswith(b"\n") and journal.stat().st_size:
+        with journal.open("a", encoding="utf-8") as log:  # a line cut short by the stop: end it
+            log.write("\n")
+    with journal.open("a", encoding="utf-8") as log:
+        for path in paths:
+            now = identity(path)
+            done = graded.get(path.name)
+            if done and done["identity"] == now and not (retry_killed and done["row"]["status"] == "grader-killed"):
+                rows.append(done["row"])
+                continue
+            if path.name in started and not retry_killed:
+                row = killed_row(path, questions, hand)
+            else:
+                append(log, {"started": path.name})
+                try:
+                    row = grade_submission(
+                        path,
+                        questions,
+                        timeout=timeout,
+                        total_timeout=total_timeout,
+                        only_exercises=only_exercises,
+                        env=env,
+                        hand=hand,
+                        hide=_hidden(journal, out, notebook),
+                        unsafe=unsafe,
+                    )
+                except BaseException:  # Ctrl-C or a failure of the grader: this student did not stop it
+                    append(log, {"aborted": path.name})
+                    raise
+            append(log, {"graded": path.name, "identity": now, "row": row})
+            rows.append(row)
+            progress(f"{row['student']}: {row['status']}, {row['total']}/{row['max']} points ({row['seconds']:.0f} s)")
+    frame = pd.DataFrame(rows)
+    write_csv(frame, out)
+    killed = [row["student"] for row in rows if row["status"] == "grader-killed"]
+    if killed:  # kept, so that --retry-killed can grade them again
+        progress(
+            f"{len(killed)} submissions stopped the grader ({', '.join(killed)}): --retry-killed grades them again"
+        )
+    else:
+        journal.unlink()
+    progress(summarize(frame, questions, out.with_suffix(".png")))
+    written = [out, out.with_suffix(".png")]
+    if hand:
+        progress(
+            f"{len(hand)} questions graded by hand ({sum(exercises.points(q) for q in hand)} points): read the "
+            "*_answer columns and fill in the *_points columns"
+        )
+        instructor = instructor_notebook(notebook)
+        if instructor is not None:
+            written.append(out.with_name(out.stem + "-rubric.md"))
+            written[-1].write_text(rubric(instructor), encoding="utf-8")
+        else:
+            progress(f"no instructor notebook found for {Path(notebook).name}: pass its path to get the rubric file")
+    progress("wrote " + ", ".join(str(path) for path in written))
+    return frame
+
+
+def _hidden(journal: Path, out: Path, notebook) -> list[Path]:
+    """What a submission's kernel must not see besides the submissions folder: the results (journal, CSV,
+    histogram, rubric) and the course's instructor material (the notebooks with their solutions and model
+    answers, the chapters with the instructor guide)."""
+    candidates = [journal, out, out.with_suffix(".png"), out.with_name(out.stem + "-rubric.md")]
+    candidates += [PACKAGE.parent / "notebooks", PACKAGE.parent / "book"]
+    instructor = instructor_notebook(notebook)
+    if instructor is not None:
+        candidates.append(instructor.resolve().parent)
+    return sorted({path.resolve() for path in candidates if path.exists()})

@@ -1,0 +1,121 @@
+"""The grader's records: one CSV row per submission (the same columns for every row), the journal that
+keeps each row as soon as it is graded, the CSV written atomically, and the instructor's summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ... import exercises
+from .answers import spreadsheet_safe
+
+__all__ = ["row", "killed_row", "identity", "append", "read_journal", "write_csv", "read_scores", "summarize"]
+
+
+def row(path: Path, status, problem, questions, hand, report=None, answers=None, seconds=0.0) -> dict:
+    """The CSV row, in the one column order every row has: a graded submission's (``report``: {question:
+    (passed, message)}) or, without a report, one whose every exercise scores 0 with the status as feedback."""
+    row = {"student": path.stem, "status": status, "errors": problem}
+    not_graded = f"not graded ({status}): see the errors column"
+    for q in questions:
+        passed, message = report[q] if report else (False, not_graded)
+        row[f"{q}_points"] = exercises.points(q) if passed else 0
+        row[f"{q}_feedback"] = message
+    row["total"] = sum(row[f"{q}_points"] for q in questions)
+    row["max"] = sum(exercises.points(q) for q in questions)
+    for q in hand:
+        row[f"{q}_answer"] = (answers or {}).get(q, "")
+        row[f"{q}_points"] = ""  # the instructor's, by hand
+    if hand:
+        row["hand_max"] = sum(exercises.points(q) for q in hand)
+    row["seconds"] = seconds
+    return row
+
+
+def identity(path: Path) -> list:
+    """What a submission was when graded (kind, size, modification time), without reading or following it."""
+    info = path.lstat()
+    return [stat.S_IFMT(info.st_mode), info.st_size, info.st_mtime_ns]
+
+
+def append(log, record: dict) -> None:
+    """One journal line, on disk before the grader goes on."""
+    log.write(json.dumps(record, ensure_ascii=True) + "\n")
+    log.flush()
+    os.fsync(log.fileno())
+
+
+def read_journal(journal: Path) -> tuple[dict[str, dict], set[str]]:
+    """({file: {"identity", "row"}} graded, {file} started but not graded) from an interrupted run's journal;
+    a last line cut short by the interruption is ignored."""
+    graded, started = {}, set()
+    if not journal.exists():
+        return graded, started
+    for line in journal.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "graded" in record:
+            graded[record["graded"]] = record
+            started.discard(record["graded"])
+        elif "started" in record:
+            started.add(record["started"])
+        elif "aborted" in record:  # stopped by the instructor (Ctrl-C) or by a grader error, not by the student
+            started.discard(record["aborted"])
+    return graded, started
+
+
+def killed_row(path: Path, questions: list[str], hand: list[str]) -> dict:
+    problem = (
+        "the grader stopped while running this submission (killed by it?): rerun with --retry-killed to grade it again"
+    )
+    return row(path, "grader-killed", problem, questions, hand)
+
+
+def write_csv(frame: pd.DataFrame, out: Path) -> None:
+    """``frame`` as the CSV ``out``, written to a temporary file renamed into place, every text cell that a
+    spreadsheet would run as a formula neutralised."""
+    safe = frame.map(lambda value: spreadsheet_safe(value) if isinstance(value, str) else value)
+    temporary = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    safe.to_csv(temporary, index=False)
+    os.replace(temporary, out)
+
+
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """The table written by :func:`grade`, read back as written (student ids and empty texts kept as text)."""
+    return pd.read_csv(path, dtype={"student": str}, keep_default_na=False)
+
+
+def summarize(frame: pd.DataFrame, questions: list[str], figure_path: str | Path) -> str:
+    """The instructor's summary: statuses, mean points per question; saves a histogram of the totals."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    maximum = sum(exercises.points(q) for q in questions)
+    lines = [
+        f"{len(frame)} submissions, {frame['seconds'].mean():.1f} s each on average: "
+        + ", ".join(f"{status} {count}" for status, count in frame["status"].value_counts().items())
+    ]
+    for q in questions + ["total"]:
+        most = maximum if q == "total" else exercises.points(q)
+        points = frame[q if q == "total" else f"{q}_points"]
+        lines.append(f"  {q:<14} mean {points.mean():5.2f} / {most}   full marks {(points == most).mean():4.0%}")
+    figure = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = figure.subplots()
+    ax.hist(frame["total"], bins=np.arange(maximum + 2) - 0.5, rwidth=0.9)
+    ax.set(
+        xlabel=f"total points (of {maximum})",
+        ylabel="students",
+        xticks=range(maximum + 1),
+        title=f"{len(frame)} submissions: mean {frame['total'].mean():.2f}",
+    )
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.savefig(figure_path, dpi=120)
+    return "\n".join(lines)

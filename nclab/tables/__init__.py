@@ -1,0 +1,86 @@
+"""Tables that notebooks need, each one tested function returning a pandas DataFrame; one module per chapter
+of figures, as ``nclab.plots``:
+
+- ``training``: :func:`nc_over_training`, every NC metric of every saved epoch of every run (notebooks 02,
+  05, 08); :func:`collapse_references`, the practical-work report's NC table beside the same quantities
+  measured here (notebooks 00 and 02);
+- ``detection``: :func:`fit_detectors`, :func:`score_sets`, :func:`detection_table` (every OOD detector
+  fitted on the training features, every set scored, every pair evaluated with bootstrap intervals), all
+  three at once in :func:`detection_results`; :func:`detection_report`, :func:`styled_report` (the
+  practical-work report's layout); :func:`set_names` (notebooks 03, 04, 05, 09);
+- ``layers``: :func:`etf_rows`, :func:`layer_features`, :func:`layerwise_nc`, :func:`layerwise_probes`,
+  :func:`tradeoff` (notebook 05);
+- ``generalization``: :func:`colour_statistics`, :func:`ood_generalization`, :func:`environment_metrics`,
+  :func:`partition_rounds` (notebook 06);
+- ``longtail``: :func:`per_class_alignment`, :func:`long_tail_groups`, both of a run at once
+  (:func:`long_tail_tables`), :func:`group_summary` (notebooks 07, 08);
+- ``design``: :func:`first_match`, :func:`final_table`, :func:`prototype_vs_probe`, :func:`transfer_probes`,
+  :func:`by_loss` (notebook 08);
+- ``claims``: :func:`versus_claim`, a method's gain next to a paper's (notebooks 05–08).
+
+Every function is also available here, as ``nclab.tables.detection_table`` etc.
+"""
+
+from ..collapse import model_nc
+from .claims import versus_claim
+from .design import by_loss, final_table, first_match, prototype_vs_probe, transfer_probes
+from .detection import (
+    LOWER_IS_BETTER,
+    REPORT_METRICS,
+    OnEmbedding,
+    detection_report,
+    detection_results,
+    detection_table,
+    fit_detectors,
+    score_sets,
+    set_names,
+    styled_report,
+)
+from .generalization import (
+    ENVIRONMENT_NAMES,
+    colour_statistics,
+    environment_metrics,
+    etf_distance,
+    ood_generalization,
+    partition_rounds,
+)
+from .layers import etf_rows, layer_features, layerwise_nc, layerwise_probes, tradeoff
+from .longtail import group_summary, long_tail_groups, long_tail_tables, per_class_alignment
+from .training import collapse_references, nc_over_training
+
+__all__ = [
+    "model_nc",
+    "nc_over_training",
+    "fit_detectors",
+    "score_sets",
+    "detection_table",
+    "detection_results",
+    "OnEmbedding",
+    "detection_report",
+    "styled_report",
+    "set_names",
+    "etf_rows",
+    "layer_features",
+    "layerwise_nc",
+    "layerwise_probes",
+    "tradeoff",
+    "colour_statistics",
+    "ood_generalization",
+    "environment_metrics",
+    "etf_distance",
+    "partition_rounds",
+    "per_class_alignment",
+    "long_tail_groups",
+    "long_tail_tables",
+    "group_summary",
+    "first_match",
+    "final_table",
+    "by_loss",
+    "prototype_vs_probe",
+    "transfer_probes",
+    "versus_claim",
+    "collapse_references",
+    "REPORT_METRICS",
+    "LOWER_IS_BETTER",
+    "ENVIRONMENT_NAMES",
+]

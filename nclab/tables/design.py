@@ -1,0 +1,107 @@
+"""Tables of NC by design (notebook 08): how early each loss reaches the baseline's final NC, a trained head
+vs class-mean prototypes vs a linear probe on one encoder, and linear-probe transfer to another data set."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from .. import heads
+from ..data import ImageSet
+from ..features import FeatureSet, cached_features
+from ..methods.design import MORE_METRICS, TRACED_METRICS
+from ..probe import LinearProbe
+
+__all__ = ["first_match", "final_table", "prototype_vs_probe", "transfer_probes", "by_loss"]
+
+
+def first_match(trace: pd.DataFrame, metrics, reference: str = "CE", within: float = 0.075) -> pd.DataFrame:
+    """How early each run reaches the reference run's final value of each NC metric.
+
+    ``trace``: a long table with columns ``run``, ``step`` and the ``metrics`` (every run traced at the
+    same optimisation steps, e.g. ``methods.design.traces``). The target of a metric is its value at the
+    reference run's last traced step; a run *reaches* it at the first traced step from which the metric
+    stays at or below the target until the end (a value that dips below and comes back up does not
+    count). One row per (run, metric): ``target``, ``step`` (NaN if never), ``fraction`` = step / the
+    reference run's last step, and ``within`` (fraction ≤ ``within``, 7.5 % in seed 004).
+    """
+    if reference not in set(trace["run"]):
+        raise ValueError(f"no run {reference!r} in the trace: it has {sorted(set(trace['run']))}")
+    final = trace[trace["run"] == reference].sort_values("step").iloc[-1]
+    rows = []
+    for run, part in trace.groupby("run", sort=False):
+        part = part.sort_values("step")
+        for metric in metrics:
+            above = ~(part[metric] <= final[metric]).to_numpy()  # NaN counts as not reached
+            stays = len(above) - int(above[::-1].argmax()) if above.any() else 0  # first index after the last miss
+            step = float(part["step"].iloc[stays]) if stays < len(part) else float("nan")
+            fraction = step / float(final["step"])
+            rows.append({"run": run, "metric": metric, "target": float(final[metric]), "step": step,
+                         "fraction": fraction, "within": bool(fraction <= within)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def final_table(runs: dict, trace: pd.DataFrame, test: ImageSet) -> pd.DataFrame:
+    """One row per run of ``runs`` ({name: Run}): its ``train accuracy (traced images)`` and every NC metric
+    at its last traced step (``trace``: ``methods.design.traces(runs)``), and its ``test accuracy`` on
+    ``test`` (features cached in the run's folder)."""
+    last = trace.sort_values("step").groupby("run").tail(1).set_index("run")
+    metrics = [*TRACED_METRICS, *MORE_METRICS]
+    rows = {name: {"train accuracy (traced images)": last.loc[name, "accuracy"],
+                   "test accuracy": cached_features(run.model, test, run.run_dir).accuracy,
+                   **last.loc[name, metrics]} for name, run in runs.items()}  # fmt: skip
+    return pd.DataFrame(rows).T
+
+
+def prototype_vs_probe(train: FeatureSet, test: FeatureSet) -> pd.DataFrame:
+    """Three classifiers on one encoder's penultimate features: its own head (the logits of ``test``), the
+    class-mean prototypes
+    (``heads.Prototype``: normalised means of the normalised training features, argmax cosine) and a
+    linear probe (``probe.LinearProbe``, logistic regression on the standardised training features).
+
+    One row each: ``classifier``, ``test_accuracy``, ``fit_seconds`` (the time to build it from the
+    training features; the head was trained with the network: NaN).
+    """
+    rows = [{"classifier": "trained head", "test_accuracy": test.accuracy, "fit_seconds": float("nan")}]
+    began = time.perf_counter()
+    prototypes = heads.Prototype.from_features(train.features, train.labels, test.logits.shape[1])
+    seconds = time.perf_counter() - began
+    accuracy = (prototypes(test.features).argmax(1) == test.labels).double().mean().item()
+    rows.append({"classifier": "class-mean prototypes", "test_accuracy": accuracy, "fit_seconds": seconds})
+    began = time.perf_counter()
+    probe = LinearProbe().fit(train.features, train.labels, test.logits.shape[1])
+    seconds = time.perf_counter() - began
+    accuracy = probe.accuracy(test.features, test.labels)
+    rows.append({"classifier": "linear probe", "test_accuracy": accuracy, "fit_seconds": seconds})
+    return pd.DataFrame(rows)
+
+
+def transfer_probes(runs: dict, target_train: ImageSet, target_test: ImageSet, reference: str = "CE") -> pd.DataFrame:
+    """Linear-probe transfer: each run's frozen encoder, a ``probe.LinearProbe`` on its penultimate
+    features of ``target_train``, evaluated on ``target_test``.
+
+    ``runs``: {name: Run}. One row per run: ``run``, ``accuracy`` on the target's test set and
+    ``relative_gain`` = accuracy / the ``reference`` run's − 1 (seed 004 reports this, averaged). Features
+    are cached in each run's folder.
+    """
+    rows = []
+    for name, run in runs.items():
+        train = cached_features(run.model, target_train, run.run_dir)
+        test = cached_features(run.model, target_test, run.run_dir)
+        probe = LinearProbe().fit(train.features, train.labels, target_train.num_classes)
+        rows.append({"run": name, "accuracy": probe.accuracy(test.features, test.labels)})
+    table = pd.DataFrame(rows)
+    if reference in set(table["run"]):
+        table["relative_gain"] = table["accuracy"] / float(table.set_index("run").loc[reference, "accuracy"]) - 1
+    return table
+
+
+LOSS_KEYS = {"ce": "CE", "ntce": "NTCE", "nonl": "NONL"}  # the runs that seed 004's claims compare
+
+
+def by_loss(table: pd.DataFrame | pd.Series, column: str | None = "accuracy") -> dict[str, float]:
+    """{"ce": …, "ntce": …, "nonl": …} for the runs ``table`` has: its ``column`` by its ``run`` column (or
+    the values of a Series indexed by run, ``column=None``)."""
+    values = table if column is None else table.set_index("run")[column]
+    return {key: float(values[name]) for key, name in LOSS_KEYS.items() if name in values.index}

@@ -1,0 +1,168 @@
+"""The layout of the package, as STYLE draws it: the course's data flow in order, arrows one way.
+
+``config → data/ → models, heads, etf → losses → train/ → features → collapse, ufm → ood → methods/ →
+tables/ → plots/ → widgets → exercises/``, and the instructor's tools in ``course/``: a module imports only
+from its own step or the steps before it, never back up the list (so there is no import cycle), the method
+contract lives under the loop (``train.contract``), and no module hides an import of the package's own
+``train``, ``tables`` or ``methods`` inside a function to dodge a cycle.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "nclab"
+
+# Each top-level module or package of nclab → its step in the data flow (a module may import from its own
+# step and the steps before it). stats, checkpoints and distributed are plumbing under everything.
+STEPS = {
+    "__init__": 0,
+    "__main__": 13,
+    "config": 0,
+    "stats": 0,
+    "checkpoints": 0,
+    "distributed": 0,
+    "data": 1,
+    "models": 2,
+    "heads": 2,
+    "etf": 2,
+    "losses": 3,
+    "train": 4,
+    "features": 5,
+    "collapse": 6,
+    "ufm": 6,
+    "probe": 6,
+    "ood": 7,
+    "pitfalls": 7,
+    "methods": 8,
+    "tables": 9,
+    "plots": 10,
+    "widgets": 11,
+    "exercises": 12,
+    "course": 13,
+}
+MAX_LINES = 450  # STYLE: a module past ~400 lines is two ideas
+LONG_ON_PURPOSE = {"course/grading/sandbox.py"}  # one threat model, kept in one file
+
+
+def _modules() -> dict[str, Path]:
+    """{dotted name below nclab: file} of every module, a package as its __init__."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+        found[name] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _resolve(module: str, node: ast.ImportFrom | ast.Import, is_package: bool) -> list[str]:
+    """The nclab modules an import statement in ``module`` names (dotted below nclab)."""
+    if isinstance(node, ast.Import):
+        return [alias.name.removeprefix("nclab.") for alias in node.names if alias.name.startswith("nclab.")]
+    if node.level == 0:
+        if not (node.module or "").startswith("nclab"):
+            return []
+        base = (node.module or "").removeprefix("nclab").lstrip(".")
+    else:
+        here = module.split(".") if is_package else module.split(".")[:-1]
+        here = here[: len(here) - (node.level - 1)] if node.level > 1 else here
+        base = ".".join([p for p in here if p] + ([node.module] if node.module else []))
+    targets = [base] if base in MODULES else []
+    for alias in node.names:  # `from . import x` or `from .pkg import submodule`
+        candidate = f"{base}.{alias.name}" if base else alias.name
+        if candidate in MODULES:
+            targets.append(candidate)
+    return targets or ([base] if base else [])
+
+
+def _imports() -> dict[str, list[tuple[str, int, bool]]]:
+    """{module: [(imported module, line, inside a function)]} over the whole package."""
+    found = {}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        nested = {id(node) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+                  for node in ast.walk(f)}  # fmt: skip
+        found[name] = [
+            (target, node.lineno, id(node) in nested)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for target in _resolve(name, node, path.name == "__init__.py")
+        ]
+    return found
+
+
+IMPORTS = _imports()
+
+
+def _step(module: str) -> int:
+    return STEPS[module.split(".")[0] if module else "__init__"]
+
+
+def test_every_top_level_module_has_a_step_in_the_data_flow():
+    assert {name.split(".")[0] for name in MODULES} == set(STEPS)
+
+
+def test_nothing_imports_back_up_the_data_flow():
+    back = [
+        f"{module} (step {_step(module)}) imports {target} (step {_step(target)}), line {line}"
+        for module, imports in IMPORTS.items()
+        for target, line, _ in imports
+        if _step(target) > _step(module)
+    ]
+    assert not back, "\n".join(back)
+
+
+def test_no_import_cycle_between_modules():
+    graph = {module: {target for target, _, inside in imports if not inside and target != module}
+             for module, imports in IMPORTS.items()}  # fmt: skip
+    for module in graph:  # a package's __init__ imports its submodules, which import the package: not a cycle
+        graph[module] = {t for t in graph[module] if not module.startswith(t + ".")}
+    state: dict[str, int] = {}
+
+    def visit(module, path):
+        state[module] = 1
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                pytest.fail("import cycle: " + " → ".join([*path[path.index(target) :], target]))
+            if target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_no_function_level_import_of_the_packages_own_train_tables_or_methods():
+    hidden = [
+        f"{module}, line {line}: imports {target} inside a function"
+        for module, imports in IMPORTS.items()
+        for target, line, inside in imports
+        if inside and target.split(".")[0] in ("train", "tables", "methods") and module != "course.cli"
+    ]
+    assert not hidden, "\n".join(hidden)
+
+
+def test_the_method_contract_lives_under_the_loop_and_methods_import_it_at_the_top():
+    from nclab import methods, train
+    from nclab.train import contract
+
+    for name in ("Method", "Hook", "EpochMeans", "ERM", "TrainConfig"):
+        assert getattr(methods, name, getattr(train, name)) is getattr(contract, name)
+    for module in ("methods.control", "methods.design", "methods.invariance", "methods.ncfal", "methods.spa"):
+        assert any(t.startswith("train") and not inside for t, _, inside in IMPORTS[module]), module
+
+
+def test_no_module_holds_several_ideas_by_length_and_no_e402():
+    long = []
+    for path in MODULES.values():
+        text = path.read_text(encoding="utf-8")
+        relative = path.relative_to(PACKAGE).as_posix()
+        assert "noqa: E402" not in text, f"{relative}: an import after code (noqa: E402)"
+        if len(text.splitlines()) > MAX_LINES and relative not in LONG_ON_PURPOSE:
+            long.append(f"{relative}: {len(text.splitlines())} lines")
+    assert not long, "\n".join(long)
