@@ -15,8 +15,8 @@ Conventions (SPEC §1): μ_G is the mean of the class means; Σ_W is divided by 
 millions); ``nc1`` is divided by C (the official NC notebook's values are C times ours); every std is the
 unbiased one. Class sums accumulate in float64 and no N×C×p tensor is ever built (``nclab.stats``).
 Inputs are torch tensors or numpy arrays on any device; the work runs on the features' device and plain
-floats come back. This module imports no data or training code: :func:`model_nc` reads a model's head
-through ``nclab.heads``, and the metrics over training snapshots are ``nclab.tables.nc_over_training``.
+floats come back. This module is pure: it imports no model, data or training code (one model's metrics are
+``nclab.tables.model_nc``, the metrics over training snapshots ``nclab.tables.nc_over_training``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ import math
 
 import torch
 
-from . import heads, stats
+from . import stats
 from .etf import simplex_etf_gram
 
 __all__ = [
     "PRACTICAL_WORK_REPORT",
     "nc_metrics",
-    "model_nc",
     "class_means",
     "centred_means",
     "within_class_covariance",
@@ -311,15 +310,6 @@ def nc_metrics(features, labels, weight=None, bias=None, num_classes: int | None
     ).item()
     out["nc4_ncc_mismatch"] = variability["nc4_ncc_mismatch"]  # argmax_c l_c ≠ argmin_c ‖h − μ_c‖
     return out
-
-
-def model_nc(model_or_head, features) -> dict[str, float]:
-    """``accuracy`` and every :func:`nc_metrics` key of one model on one feature set (``nclab.features.
-    FeatureSet``), measured on the features its classifier acts on (φ(h) = ``head.embed(h)``: h itself for a
-    linear head, h/‖h‖ for a cosine or prototype head) with the head's W and b and the class means of
-    ``features``."""
-    head, W, b = heads.classifier(model_or_head)
-    return {"accuracy": features.accuracy, **nc_metrics(heads.embedded(head, features.features), features.labels, W, b)}
 
 
 def nc5(id_features, id_labels, ood_features) -> float:

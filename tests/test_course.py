@@ -194,7 +194,7 @@ def test_nclab_train_method_runs_that_methods_notebook(monkeypatch, capsys):
 
     ran = []
     monkeypatch.setattr(
-        course, "prepare", lambda paths, profile, **options: ran.extend(p.name[:2] for p in paths) or []
+        prepare, "prepare", lambda paths, profile, **options: ran.extend(p.name[:2] for p in paths) or []
     )
     assert main(["train", "--profile", "smoke", "--method", "spa", "--method", "control", "--notebook", "7"]) == 0
     assert ran == ["07", "05"]  # in the order asked, each once

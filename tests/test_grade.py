@@ -64,7 +64,7 @@ for exercise in list(ex.EXERCISES.values()):
 ex.run_check = lambda name, answer: ex.Result(name, True, "perfect")
 ex.check = ex.run_check
 ex.points = lambda name: 100
-nclab.course.grading.run_checks = lambda *args, **kwargs: {q: {"passed": True, "message": "perfect"} for q in ex.EXERCISES}
+nclab.course.grading.run_checks = lambda *args, **kwargs: {q: {"passed": True} for q in ex.EXERCISES}
 print('nclab-grade-result 0123456789abcdef0123456789abcdef {"01_flip": {"passed": true, "message": "fake"}}')
 """
 

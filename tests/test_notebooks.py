@@ -96,3 +96,33 @@ def test_notebook_is_committed_without_outputs(path):
 def test_book_chapters_exist():
     for file in _toc_files():
         assert any((ROOT / f"{file}{suffix}").exists() for suffix in (".md", ".ipynb")), file
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_defines_no_helper_functions(path):
+    """Notebooks call, the library computes: the only functions a notebook defines are its exercises'
+    answers (in their solution cells); a helper a notebook needs belongs in nclab, tested."""
+    import ast
+
+    helpers = []
+    for cell in _cells(path):
+        source = "".join(cell["source"])
+        if cell["cell_type"] != "code" or "### BEGIN SOLUTION" in source:
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:  # IPython syntax (a magic): look for a def at the start of a line
+            helpers += re.findall(r"^\s*(?:async\s+)?def (\w+)", source, re.M)
+            continue
+        defined = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        helpers += [node.name for node in ast.walk(tree) if isinstance(node, defined)]
+    assert not helpers, f"{path.name} defines {helpers}: move them into nclab"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_setup_cell_is_imports_and_one_library_call(path):
+    import ast
+
+    setup = next("".join(c["source"]) for c in _cells(path)[2:4] if c["cell_type"] == "code")
+    statements = [s for s in ast.parse(setup).body if not isinstance(s, ast.Import | ast.ImportFrom)]
+    assert [ast.unparse(s) for s in statements] == ["profile, device = config.setup()"], path.name

@@ -166,3 +166,70 @@ def test_no_module_holds_several_ideas_by_length_and_no_e402():
         if len(text.splitlines()) > MAX_LINES and relative not in LONG_ON_PURPOSE:
             long.append(f"{relative}: {len(text.splitlines())} lines")
     assert not long, "\n".join(long)
+
+
+# --- what moved in the redesign, and what must never move silently ----------------------------------------
+
+# Modules that moved as a whole (every public name of the old one is in the new one).
+MOVED_MODULES = {
+    "nclab.grade": "nclab.course.grading",
+    "nclab.sandbox": "nclab.course.grading.sandbox",
+    "nclab.exercises.remote": "nclab.course.grading.remote",
+    "nclab.exercises.wire": "nclab.course.grading.wire",
+    "nclab.site": "nclab.course.site",
+    "nclab.site_assets": "nclab.course.site_assets",
+    "nclab.student": "nclab.course.student",
+    "nclab.__main__": "nclab.course.cli",
+}
+# Names that moved on their own: where each is now, or what replaced it.
+MOVED_NAMES = {
+    "nclab.course.Repository": "nclab.course.repository.Repository",
+    "nclab.course.repository": "nclab.course.repository.repository",
+    "nclab.course.install_cell": "nclab.course.repository.install_cell",
+    "nclab.course.badge": "nclab.course.repository.badge",
+    "nclab.course.sync_notebooks": "nclab.course.repository.sync_notebooks",
+    "nclab.course.stale_notebooks": "nclab.course.repository.stale_notebooks",
+    "nclab.course.select_notebooks": "nclab.course.prepare.select_notebooks",
+    "nclab.course.execute_notebook": "nclab.course.prepare.execute_notebook",
+    "nclab.course.prepare": "nclab.course.prepare.prepare",
+    "nclab.methods.control.EPOCHS": "nclab.methods.control.SCALES",  # Scale(epochs=…) per profile
+    "nclab.methods.spa.EPOCHS": "nclab.methods.spa.SCALES",
+    "nclab.methods.design.PROFILE_SCALE": "nclab.methods.design.SCALES",
+    "nclab.methods.ncfal.etf_distance": "nclab.tables.etf_distance",  # measurements: tables, not methods
+    "nclab.methods.ncfal.environment_metrics": "nclab.tables.environment_metrics",
+}
+
+
+def _resolve_name(dotted: str):
+    import importlib
+
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def test_every_public_name_before_the_redesign_is_still_there_or_moved_on_purpose():
+    """tests/public_names.json: every public name of every module at a16a85e, before the redesign."""
+    import json
+
+    before = json.loads((Path(__file__).parent / "public_names.json").read_text(encoding="utf-8"))
+    missing = []
+    for module, names in before.items():
+        for name in names:
+            dotted = f"{module}.{name}"
+            where = MOVED_NAMES.get(dotted) or f"{MOVED_MODULES.get(module, module)}.{name}"
+            try:
+                _resolve_name(where)
+            except (ImportError, AttributeError):
+                missing.append(f"{dotted} (looked for {where})")
+    assert not missing, "\n".join(missing)
+
+
+def test_the_run_folder_of_regime_a_in_the_smoke_profile_is_pinned():
+    """A checkpoint folder's name is the hash of its config, data and nclab's version: a refactoring that
+    changes it makes every cached run (a student's Drive, an instructor's full-profile runs) retrain."""
+    from nclab import data, train
+
+    train_set = data.load("cifar100", "train", standin=True).subset(256, seed=0)
+    assert train.run_directory(train.regime("A", "smoke"), train_set, root="/x").name == (
+        "cifar100-erm-A-w16-d2a1dac39d87"
+    )

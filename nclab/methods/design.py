@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import heads, losses, models
-from ..collapse import model_nc
+from ..collapse import nc_metrics
 from ..config import Profile, get_profile, log_spaced_epochs
 from ..data import GpuLoader, ImageSet
 from ..features import extract_features
@@ -63,7 +63,7 @@ class NCTrace(Hook):
     """Every NC metric (SPEC §1) of a fixed set of training images at chosen optimisation steps.
 
     After the optimiser steps listed in ``steps`` (counted from 1), the model runs in eval mode over
-    ``data`` (un-augmented) and ``nclab.collapse.model_nc`` measures the features its classifier acts on;
+    ``data`` (un-augmented) and ``nclab.collapse.nc_metrics`` measures the features its classifier acts on;
     BatchNorm's running statistics and the random generators are left untouched, so the run learns
     exactly what it would learn without the trace. ``records`` (one dict per traced step: ``step``,
     ``accuracy`` and every ``nc_metrics`` key) is checkpointed, so a resumed run keeps its earlier points.
@@ -81,8 +81,10 @@ class NCTrace(Hook):
                 self._loader = GpuLoader(
                     self.data, self.batch_size, shuffle=False, augment=False, drop_last=False, device=device
                 )
-            metrics = model_nc(out.model, extract_features(out.model, self._loader))
-            self.records.append({"step": self.step, **metrics})
+            fs = extract_features(out.model, self._loader)
+            head, W, b = heads.classifier(out.model)  # the features its classifier acts on, φ(h), and W, b
+            metrics = nc_metrics(heads.embedded(head, fs.features), fs.labels, W, b)
+            self.records.append({"step": self.step, "accuracy": fs.accuracy, **metrics})
 
     def frame(self) -> pd.DataFrame:
         """The records as a table, one row per traced step."""

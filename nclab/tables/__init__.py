@@ -1,9 +1,9 @@
 """Tables that notebooks need, each one tested function returning a pandas DataFrame; one module per chapter
 of figures, as ``nclab.plots``:
 
-- ``training``: :func:`nc_over_training`, every NC metric of every saved epoch of every run (notebooks 02,
-  05, 08); :func:`collapse_references`, the practical-work report's NC table beside the same quantities
-  measured here (notebooks 00 and 02);
+- ``training``: :func:`model_nc`, one model's NC metrics; :func:`nc_over_training`, every NC metric of
+  every saved epoch of every run (notebooks 02, 05, 08); :func:`collapse_references`, the practical-work
+  report's NC table beside the same quantities measured here (notebooks 00 and 02);
 - ``detection``: :func:`fit_detectors`, :func:`score_sets`, :func:`detection_table` (every OOD detector
   fitted on the training features, every set scored, every pair evaluated with bootstrap intervals), all
   three at once in :func:`detection_results`; :func:`detection_report`, :func:`styled_report` (the
@@ -21,7 +21,6 @@ of figures, as ``nclab.plots``:
 Every function is also available here, as ``nclab.tables.detection_table`` etc.
 """
 
-from ..collapse import model_nc
 from .claims import versus_claim
 from .design import by_loss, final_table, first_match, prototype_vs_probe, transfer_probes
 from .detection import (
@@ -46,7 +45,7 @@ from .generalization import (
 )
 from .layers import etf_rows, layer_features, layerwise_nc, layerwise_probes, tradeoff
 from .longtail import group_summary, long_tail_groups, long_tail_tables, per_class_alignment
-from .training import collapse_references, nc_over_training
+from .training import collapse_references, model_nc, nc_over_training
 
 __all__ = [
     "model_nc",

@@ -1,14 +1,23 @@
-"""Tables of training: every NC metric of every saved epoch of every run (notebooks 02, 05, 08), and the
-practical-work report's NC table beside the same quantities measured here (notebooks 00 and 02)."""
+"""Tables of training: one model's NC metrics, every NC metric of every saved epoch of every run (notebooks
+02, 05, 08), and the practical-work report's NC table beside the same quantities measured here (notebooks 00 and 02)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from ..collapse import PRACTICAL_WORK_REPORT, model_nc, variability_metrics
-from ..features import cached_features
+from .. import heads
+from ..collapse import PRACTICAL_WORK_REPORT, nc_metrics, variability_metrics
+from ..features import FeatureSet, cached_features
 
-__all__ = ["nc_over_training", "collapse_references"]
+__all__ = ["model_nc", "nc_over_training", "collapse_references"]
+
+
+def model_nc(model_or_head, features: FeatureSet) -> dict[str, float]:
+    """``accuracy`` and every ``nc_metrics`` key of one model on one feature set, measured on the features
+    its classifier acts on (φ(h) = ``head.embed(h)``: h itself for a linear head, h/‖h‖ for a cosine or
+    prototype head) with the head's W and b and the class means of ``features``."""
+    head, W, b = heads.classifier(model_or_head)
+    return {"accuracy": features.accuracy, **nc_metrics(heads.embedded(head, features.features), features.labels, W, b)}
 
 
 def nc_over_training(runs: dict, datasets: dict, stages: bool = False) -> pd.DataFrame:
