@@ -311,7 +311,7 @@ def test_only_regular_files_are_read_and_errors_never_quote_the_file(tmp_path, m
     for name in ("text", "list"):
         row = grade.grade_submission(tmp_path / f"{name}.ipynb", QUESTIONS)
         assert row["status"] == "invalid-notebook" and "SECRET" not in str(row), name
-    monkeypatch.setattr(grade, "MAX_SUBMISSION_BYTES", 10)
+    monkeypatch.setattr(grade.submissions, "MAX_SUBMISSION_BYTES", 10)
     row = grade.grade_submission(tmp_path / "text.ipynb", QUESTIONS)
     assert row["status"] == "too-large" and "SECRET" not in str(row)
 

@@ -362,13 +362,13 @@ def test_a_hook_can_restart_the_optimiser_and_the_schedule_goes_on(small_train, 
     config_ = _tiny_config(optimizer="adamw", lr=1e-3, weight_decay=0.0, snapshot_epochs=())
     model = _fresh_model()
     optimizers = []
-    original = train.make_optimizer
+    original = train.loop.make_optimizer
 
     def spy(model_, config__):
         optimizers.append(original(model_, config__))
         return optimizers[-1]
 
-    monkeypatch.setattr(train, "make_optimizer", spy)
+    monkeypatch.setattr(train.loop, "make_optimizer", spy)
     hook = _RestartAt(2)
     history = train.fit(model, config_, _loaders(part), hooks=[hook], progress=False)
     monkeypatch.undo()
@@ -498,14 +498,14 @@ def test_resume_with_another_amp_mode_reinitialises_the_scaler(small_train, tmp_
 
 def test_test_metrics_use_the_profiles_eval_batch_size(small_train, tmp_path, monkeypatch):
     sizes = []
-    real = train.GpuLoader
+    real = train.runs.GpuLoader
 
     class Recording(real):
         def __init__(self, data_, batch_size, **options):
             sizes.append((batch_size, options["augment"]))
             super().__init__(data_, batch_size, **options)
 
-    monkeypatch.setattr(train, "GpuLoader", Recording)
+    monkeypatch.setattr(train.runs, "GpuLoader", Recording)
     train.load_or_train(
         _tiny_config(epochs=1, snapshot_epochs=()), small_train, small_train.subset(64), root=tmp_path, progress=False
     )
