@@ -1,10 +1,12 @@
 """nclab: a hands-on course on Neural Collapse.
 
-The package follows the course's data flow, one module per step:
-config → data/ → models, heads, etf → losses → checkpoints, train → features → stats, collapse, ufm → ood →
-tables → methods/ → plots → widgets → exercises/, and the course's tools: ``student`` (student versions
-of the notebooks) and ``grade`` (the grader), both run as ``nclab student`` / ``nclab grade``.
-``methods/`` opens with the contract every method follows (``Method``, ``Hook``), which ``train`` reads.
+The package follows the course's data flow, one module per step, and nothing imports back up the list:
+config → data/ → models, heads, etf → losses → train/ (contract → loop → runs) → features → collapse, ufm,
+probe → ood/, pitfalls → methods/ → tables/ → plots/ → widgets → exercises/. The method contract
+(``Method``, ``Hook``, ``TrainConfig``) lives in ``train.contract``, under the loop, so a method imports it
+at the top of its file. The tools an instructor needs sit in a wing of their own, ``course/`` (the CLI,
+repository and badges, student versions, the site, and ``grading/`` with the sandbox and the wire), run
+as ``nclab student`` / ``nclab grade`` / ``nclab train``.
 """
 
 __version__ = "0.2.0"

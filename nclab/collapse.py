@@ -31,6 +31,8 @@ from .etf import simplex_etf_gram
 __all__ = [
     "PRACTICAL_WORK_REPORT",
     "nc_metrics",
+    "nc1_as_written",
+    "nc4_as_written",
     "class_means",
     "centred_means",
     "within_class_covariance",
@@ -385,3 +387,37 @@ def practical_work_metrics(features, labels, weight, bias=None) -> dict[str, flo
         "train accuracy (network)": (logits.argmax(1) == y).double().mean().item(),
         "train accuracy (NCC)": (ncc_predictions(H, means) == y).double().mean().item(),
     }
+
+
+# ----------------------------------------------------------------------------------------------------
+# The formulas as written: what nc_metrics computes in one pass, read symbol by symbol
+
+
+def nc1_as_written(features, labels) -> float:
+    """NC1 = Tr(Σ_W Σ_B†)/C exactly as SPEC §1 writes it: every matrix of the definition built, one line
+    per symbol. :func:`nc_metrics` gives the same number (tests assert it to 1e-9) in one pass that never
+    builds the p × p matrix Σ_W; this version is the one to read, not to run on 50,000 × 512 features."""
+    H, y, C = _checked(features, labels)
+    H = H.double()  # (N, p)
+    mu_c = torch.stack([H[y == c].mean(0) for c in range(C)])  # μ_c, the class means (C, p)
+    mu_G = mu_c.mean(0)  # μ_G = the mean of the class means (p,)
+    M = (mu_c - mu_G).T  # M = [μ_1 − μ_G, …, μ_C − μ_G] (p, C)
+    Sigma_W = (H - mu_c[y]).T @ (H - mu_c[y]) / len(H)  # Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ (p, p)
+    Sigma_B = M @ M.T / C  # Σ_B = M Mᵀ / C (p, p)
+    lam, V = torch.linalg.eigh(Sigma_B)  # eigenpairs, ascending
+    k = min(C - 1, H.shape[1])  # Σ_B has rank ≤ C − 1: keep its top C − 1 eigenpairs only (SPEC §9)
+    Sigma_B_pinv = V[:, -k:] @ torch.diag(1 / lam[-k:]) @ V[:, -k:].T  # Σ_B† (p, p)
+    return (torch.trace(Sigma_W @ Sigma_B_pinv) / C).item()
+
+
+def nc4_as_written(features, labels, weight, bias=None) -> float:
+    """NC4 as SPEC §1 writes it: the fraction of samples whose network decision argmax_c (W h + b)_c differs
+    from the nearest class centre's argmin_c ‖h − μ_c‖, with both (N, C) matrices built. Equal to
+    ``nc_metrics(...)["nc4_ncc_mismatch"]`` (tested), which never builds them."""
+    H, y, C = _checked(features, labels)
+    H = H.double()  # (N, p)
+    W, b = _checked_head(weight, bias, C, H.shape[1], H.device)  # (C, p), (C,)
+    mu_c = torch.stack([H[y == c].mean(0) for c in range(C)])  # uncentred class means μ_c (C, p)
+    logits = H @ W.T + b  # l_i = W h_i + b (N, C)
+    distances = torch.cdist(H, mu_c)  # ‖h_i − μ_c‖ (N, C)
+    return (logits.argmax(1) != distances.argmin(1)).double().mean().item()

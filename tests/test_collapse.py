@@ -11,6 +11,8 @@ from nclab.collapse import (
     centred_means,
     class_means,
     gram_of_means,
+    nc1_as_written,
+    nc4_as_written,
     nc5,
     nc_metrics,
     per_class_variability,
@@ -465,3 +467,22 @@ def test_collapse_stays_pure():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_formulas_as_written_equal_the_single_pass():
+    """collapse.nc1_as_written and nc4_as_written build every matrix of SPEC §1; nc_metrics never does."""
+    generator = torch.Generator().manual_seed(3)
+    mismatches = []
+    for C, p, n, spread in [(4, 6, 30, 1.0), (10, 32, 20, 0.3), (3, 2, 50, 2.0)]:
+        y = torch.arange(C).repeat(n)
+        H = 5 * torch.randn(C, p, generator=generator)[y] + spread * torch.randn(C * n, p, generator=generator)
+        W, b = torch.randn(C, p, generator=generator), torch.randn(C, generator=generator)
+        fast = nc_metrics(H.double(), y, W, b)
+        assert nc1_as_written(H, y) == pytest.approx(fast["nc1"], rel=1e-9)
+        assert nc4_as_written(H, y, W, b) == fast["nc4_ncc_mismatch"]
+        mismatches.append(fast["nc4_ncc_mismatch"])
+    assert max(mismatches) > 0  # the two decisions differ somewhere: the equality is not 0 == 0
+    etf = simplex_etf(5, 8)  # five class means at the vertices, no spread: NC1 = 0, NC4 = 0
+    y = torch.arange(5).repeat(3)
+    assert nc1_as_written(etf[y], y) == pytest.approx(0.0, abs=1e-12)
+    assert nc4_as_written(etf[y], y, etf) == 0.0
