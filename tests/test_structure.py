@@ -197,6 +197,10 @@ MOVED_NAMES = {
     "nclab.methods.design.PROFILE_SCALE": "nclab.methods.design.SCALES",
     "nclab.methods.ncfal.etf_distance": "nclab.tables.etf_distance",  # measurements: tables, not methods
     "nclab.methods.ncfal.environment_metrics": "nclab.tables.environment_metrics",
+    # issue 28: one verdict for every claim, calibrated to noise, replaces the two rules of thumb
+    "nclab.tables.versus_claim": "nclab.tables.verdict_table",
+    "nclab.methods.design.claims_table": "nclab.tables.verdict_table",
+    "nclab.methods.design.SEED_CLAIMS": "nclab.tables.CLAIMS",
 }
 
 

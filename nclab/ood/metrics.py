@@ -11,7 +11,14 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["detection_metrics", "bootstrap_intervals", "threshold_at_tpr", "roc_curve"]
+__all__ = [
+    "detection_metrics",
+    "bootstrap_intervals",
+    "resampled_auroc",
+    "resample_counts",
+    "threshold_at_tpr",
+    "roc_curve",
+]
 
 
 def _scores(x, name: str) -> np.ndarray:
@@ -104,7 +111,7 @@ def detection_metrics(id_scores, ood_scores, n_bootstrap: int = 0, seed: int = 0
 # Bootstrap: B resamples as count matrices over the sorted scores, every metric from cumulative counts ---
 
 
-def _resample_counts(n: int, B: int, rng: np.random.Generator) -> np.ndarray:
+def resample_counts(n: int, B: int, rng: np.random.Generator) -> np.ndarray:
     """(B, n) int64 counts: how often each of n samples is drawn in each of B resamples of size n, with
     replacement (the B·n draws at once, counted with one bincount)."""
     picks = rng.integers(0, n, size=(B, n), dtype=np.int32) + n * np.arange(B, dtype=np.int64)[:, None]
@@ -167,7 +174,7 @@ def bootstrap_intervals(
     auroc, fpr95 = [], []
     for start in range(0, n_bootstrap, block):
         B = min(block, n_bootstrap - start)
-        w, v = _resample_counts(len(x), B, rng), _resample_counts(len(y), B, rng)  # (B, n), (B, m)
+        w, v = resample_counts(len(x), B, rng), resample_counts(len(y), B, rng)  # (B, n), (B, m)
         auroc.append(_weighted_auroc(x, y, w, v))
         fpr95.append(_weighted_fpr95(x, y, w, v))
     quantiles = [(1 - level) / 2, (1 + level) / 2]
@@ -179,3 +186,18 @@ def bootstrap_intervals(
         "fpr95_lo": float(lo_fpr),
         "fpr95_hi": float(hi_fpr),
     }
+
+
+def resampled_auroc(id_scores, ood_scores, id_counts: np.ndarray, ood_counts: np.ndarray) -> np.ndarray:
+    """The AUROC of each of B resamples given by counts over the samples in their original order:
+    id_scores (n,), ood_scores (m,), id_counts (B, n), ood_counts (B, m) → (B,). Two detectors scored on
+    the same images and resampled with the same counts give a *paired* bootstrap of their difference
+    (``nclab.tables.verdicts``)."""
+    x, y = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
+    if id_counts.shape[1:] != x.shape or ood_counts.shape[1:] != y.shape or len(id_counts) != len(ood_counts):
+        raise ValueError(
+            f"counts (B, n) and (B, m) must match the scores: got {id_counts.shape} and {ood_counts.shape} "
+            f"for {len(x)} ID and {len(y)} OOD scores"
+        )
+    i, j = np.argsort(x, kind="mergesort"), np.argsort(y, kind="mergesort")
+    return _weighted_auroc(x[i], y[j], id_counts[:, i], ood_counts[:, j])

@@ -8,7 +8,8 @@ of figures, as ``nclab.plots``:
   fitted on the training features, every set scored, every pair evaluated with bootstrap intervals), all
   three at once in :func:`detection_results`; :func:`detection_report`, :func:`styled_report` (the
   practical-work report's layout); :func:`set_names` (notebooks 03, 04, 05, 09);
-- ``layers``: :func:`etf_rows`, :func:`layer_features`, :func:`layerwise_nc`, :func:`layerwise_probes`,
+- ``layers``: :func:`etf_rows`, :func:`layer_features`, :func:`layerwise_nc`, :func:`probe_items` (every
+  layer's probes image by image), :func:`layerwise_probes` and :func:`probe_summary` (their table),
   :func:`tradeoff` (notebook 05);
 - ``generalization``: :func:`colour_statistics`, :func:`ood_generalization`, :func:`environment_metrics`,
   :func:`partition_rounds` (notebook 06);
@@ -16,12 +17,15 @@ of figures, as ``nclab.plots``:
   (:func:`long_tail_tables`), :func:`group_summary` (notebooks 07, 08);
 - ``design``: :func:`first_match`, :func:`final_table`, :func:`prototype_vs_probe`, :func:`transfer_probes`,
   :func:`by_loss` (notebook 08);
-- ``claims``: :func:`versus_claim`, a method's gain next to a paper's (notebooks 05–08).
+- ``verdicts``: :func:`accuracy_difference`, :func:`auroc_difference` (a paired bootstrap interval of a
+  difference, over images and seeds) and :func:`judge` (reproduced / inconclusive / contradicted);
+- ``claims``: :data:`CLAIMS`, every claim a notebook judges with its quoted source; :func:`claims_table`,
+  :func:`verdict_table` (notebooks 05–08).
 
 Every function is also available here, as ``nclab.tables.detection_table`` etc.
 """
 
-from .claims import versus_claim
+from .claims import CLAIMS, Claim, claims_table, verdict_table
 from .design import by_loss, final_table, first_match, prototype_vs_probe, transfer_probes
 from .detection import (
     LOWER_IS_BETTER,
@@ -43,9 +47,10 @@ from .generalization import (
     ood_generalization,
     partition_rounds,
 )
-from .layers import etf_rows, layer_features, layerwise_nc, layerwise_probes, tradeoff
+from .layers import etf_rows, layer_features, layerwise_nc, layerwise_probes, probe_items, probe_summary, tradeoff
 from .longtail import group_summary, long_tail_groups, long_tail_tables, per_class_alignment
 from .training import collapse_references, model_nc, nc_over_training
+from .verdicts import Difference, accuracy_difference, auroc_difference, judge
 
 __all__ = [
     "model_nc",
@@ -61,7 +66,9 @@ __all__ = [
     "etf_rows",
     "layer_features",
     "layerwise_nc",
+    "probe_items",
     "layerwise_probes",
+    "probe_summary",
     "tradeoff",
     "colour_statistics",
     "ood_generalization",
@@ -77,7 +84,14 @@ __all__ = [
     "by_loss",
     "prototype_vs_probe",
     "transfer_probes",
-    "versus_claim",
+    "Difference",
+    "accuracy_difference",
+    "auroc_difference",
+    "judge",
+    "Claim",
+    "CLAIMS",
+    "claims_table",
+    "verdict_table",
     "collapse_references",
     "REPORT_METRICS",
     "LOWER_IS_BETTER",

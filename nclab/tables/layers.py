@@ -14,7 +14,7 @@ from ..data import ImageSet
 from ..features import cached_features
 from ..probe import LinearProbe
 
-__all__ = ["etf_rows", "layer_features", "layerwise_nc", "layerwise_probes", "tradeoff"]
+__all__ = ["etf_rows", "layer_features", "layerwise_nc", "probe_items", "layerwise_probes", "probe_summary", "tradeoff"]
 
 
 def etf_rows(matrices: dict[str, torch.Tensor]) -> pd.DataFrame:
@@ -69,24 +69,21 @@ def layerwise_nc(runs: dict, data: ImageSet) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def layerwise_probes(
+def probe_items(
     runs: dict,
     train: ImageSet,
     test: ImageSet,
     ood_sets: dict[str, ImageSet],
     target: tuple[ImageSet, ImageSet],
     l2: float = 1e-4,
-) -> pd.DataFrame:
-    """Detection and transfer of every layer of every run, measured with linear probes on frozen features.
-
-    One row per (model, stage): ``id_accuracy``, the test accuracy of a linear probe
-    (``nclab.probe.LinearProbe``) fitted on that layer's ``train`` features; ``auroc:<set>`` for every OOD
-    set, the AUROC of the energy score (``nclab.ood.Energy``) of that probe's logits, ID = ``test``
-    (SPEC §4: energy on a linear probe); ``transfer_accuracy``, the accuracy on ``target[1]`` of a probe
-    fitted on ``target[0]``'s features of the same layer (OOD generalisation, seed 000); ``converged``,
-    whether both probes' L-BFGS stopped on its tolerances (not on its iteration limit).
-    """
-    rows = []
+) -> dict[tuple[str, str], dict]:
+    """What every layer's linear probes give image by image, for a paired comparison of two layers or two
+    networks (``nclab.tables.verdicts``). {(model, stage): {"id_correct": (N,) 0/1, the ID probe's
+    correctness on ``test``; "id_scores": (N,) and "ood_scores": {set: (M_k,)}, the energy (``ood.Energy``)
+    of that probe's logits, higher = ID (SPEC §4: energy on a linear probe); "transfer_correct": (N',) 0/1,
+    a probe fitted on ``target[0]``'s features of the same layer, on ``target[1]`` (OOD generalisation, seed
+    000); "converged": whether both probes' L-BFGS stopped on its tolerances, not its iteration limit}."""
+    items = {}
     for name, run in runs.items():
         device = next(run.model.parameters()).device
         train_layers, train_labels = layer_features(run, train)
@@ -97,15 +94,50 @@ def layerwise_probes(
         for stage, H in train_layers.items():
             probe = LinearProbe(l2).fit(H.to(device), train_labels)
             energy = ood.Energy().fit(H, train_labels, probe.weight_.cpu(), probe.bias_.cpu())
-            id_scores = energy.score(test_layers[stage])
-            row = {"model": name, "stage": stage, "id_accuracy": probe.accuracy(test_layers[stage], test_labels)}
-            for s, layers in ood_layers.items():
-                row[f"auroc:{s}"] = ood.detection_metrics(id_scores, energy.score(layers[stage]))["auroc"]
             transfer = LinearProbe(l2).fit(source_layers[stage].to(device), source_labels)
-            row["transfer_accuracy"] = transfer.accuracy(target_layers[stage], target_labels)
-            row["converged"] = probe.converged_ and transfer.converged_
-            rows.append(row)
+            items[name, stage] = {
+                "id_correct": _correct(probe, test_layers[stage], test_labels),
+                "id_scores": energy.score(test_layers[stage]),
+                "ood_scores": {s: energy.score(layers[stage]) for s, layers in ood_layers.items()},
+                "transfer_correct": _correct(transfer, target_layers[stage], target_labels),
+                "converged": probe.converged_ and transfer.converged_,
+            }
+    return items
+
+
+def layerwise_probes(
+    runs: dict,
+    train: ImageSet,
+    test: ImageSet,
+    ood_sets: dict[str, ImageSet],
+    target: tuple[ImageSet, ImageSet],
+    l2: float = 1e-4,
+) -> pd.DataFrame:
+    """Detection and transfer of every layer of every run, measured with linear probes on frozen features.
+
+    One row per (model, stage) of :func:`probe_items` (the arguments are the same): ``id_accuracy``, the
+    test accuracy of the ID probe; ``auroc:<set>`` for every OOD set, the AUROC of its energy score (ID =
+    ``test``); ``transfer_accuracy``; ``converged``. :func:`probe_summary` gives the same table from items
+    already computed.
+    """
+    return probe_summary(probe_items(runs, train, test, ood_sets, target, l2))
+
+
+def probe_summary(items: dict[tuple[str, str], dict]) -> pd.DataFrame:
+    """The table of :func:`layerwise_probes` from the items of :func:`probe_items`."""
+    rows = []
+    for (name, stage), item in items.items():
+        row = {"model": name, "stage": stage, "id_accuracy": item["id_correct"].float().mean().item()}
+        for s, scores in item["ood_scores"].items():
+            row[f"auroc:{s}"] = ood.detection_metrics(item["id_scores"], scores)["auroc"]
+        row["transfer_accuracy"] = item["transfer_correct"].float().mean().item()
+        row["converged"] = item["converged"]
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _correct(probe: LinearProbe, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return (probe.predict(features).cpu() == labels.cpu()).to(torch.uint8)
 
 
 def tradeoff(nc: pd.DataFrame, probes: pd.DataFrame, sets: list[str] | None = None) -> pd.DataFrame:
