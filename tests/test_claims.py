@@ -68,3 +68,13 @@ def test_the_verdict_table_judges_each_comparison_and_refuses_an_unknown_claim()
     assert set(tables.claims_table("05").index) == {c.key for c in tables.CLAIMS if c.notebook == "05"}
     with pytest.raises(ValueError, match="notebooks with claims"):
         tables.claims_table("01")
+
+
+@pytest.mark.parametrize("notebook", ["05"])  # 06-08: issue 28, in progress
+def test_each_chapter_lists_the_claims_its_notebook_judges(notebook):
+    chapter = next((ROOT / "book").glob(f"{notebook}_*.md")).read_text(encoding="utf-8")
+    notebook_text = next((ROOT / "notebooks").glob(f"{notebook}_*.ipynb")).read_text(encoding="utf-8")
+    for claim in tables.CLAIMS:
+        if claim.notebook == notebook:
+            assert claim.key in chapter, f"book chapter {notebook} does not list the claim {claim.key!r}"
+    assert f'claims_table(\\"{notebook}\\")' in notebook_text, f"notebook {notebook} does not show its claims"

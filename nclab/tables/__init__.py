@@ -10,7 +10,7 @@ of figures, as ``nclab.plots``:
   practical-work report's layout); :func:`set_names` (notebooks 03, 04, 05, 09);
 - ``layers``: :func:`etf_rows`, :func:`layer_features`, :func:`layerwise_nc`, :func:`probe_items` (every
   layer's probes image by image), :func:`layerwise_probes` and :func:`probe_summary` (their table),
-  :func:`tradeoff` (notebook 05);
+  :func:`tradeoff`, :func:`control_differences` (what judges seed 000's claims) (notebook 05);
 - ``generalization``: :func:`colour_statistics`, :func:`ood_generalization`, :func:`environment_metrics`,
   :func:`partition_rounds` (notebook 06);
 - ``longtail``: :func:`per_class_alignment`, :func:`long_tail_groups`, both of a run at once
@@ -47,7 +47,16 @@ from .generalization import (
     ood_generalization,
     partition_rounds,
 )
-from .layers import etf_rows, layer_features, layerwise_nc, layerwise_probes, probe_items, probe_summary, tradeoff
+from .layers import (
+    control_differences,
+    etf_rows,
+    layer_features,
+    layerwise_nc,
+    layerwise_probes,
+    probe_items,
+    probe_summary,
+    tradeoff,
+)
 from .longtail import group_summary, long_tail_groups, long_tail_tables, per_class_alignment
 from .training import collapse_references, model_nc, nc_over_training
 from .verdicts import Difference, accuracy_difference, auroc_difference, judge
@@ -70,6 +79,7 @@ __all__ = [
     "layerwise_probes",
     "probe_summary",
     "tradeoff",
+    "control_differences",
     "colour_statistics",
     "ood_generalization",
     "environment_metrics",

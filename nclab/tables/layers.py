@@ -13,8 +13,18 @@ from ..collapse import nc_metrics, variability_metrics
 from ..data import ImageSet
 from ..features import cached_features
 from ..probe import LinearProbe
+from .verdicts import Difference, accuracy_difference, auroc_difference
 
-__all__ = ["etf_rows", "layer_features", "layerwise_nc", "probe_items", "layerwise_probes", "probe_summary", "tradeoff"]
+__all__ = [
+    "etf_rows",
+    "layer_features",
+    "layerwise_nc",
+    "probe_items",
+    "layerwise_probes",
+    "probe_summary",
+    "tradeoff",
+    "control_differences",
+]
 
 
 def etf_rows(matrices: dict[str, torch.Tensor]) -> pd.DataFrame:
@@ -134,6 +144,50 @@ def probe_summary(items: dict[tuple[str, str], dict]) -> pd.DataFrame:
         row["converged"] = item["converged"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def control_differences(items, nc: pd.DataFrame, sets: list[str]) -> dict[str, dict[str, Difference]]:
+    """The differences that judge seed 000's claims (``tables.CLAIMS``, notebook 05), each with its paired
+    bootstrap interval (``nclab.tables.verdicts``), in points: {claim key: {what is compared: Difference}}.
+
+    ``items`` are :func:`probe_items` of the runs {"baseline", "controlled"}, or a list of them, one per
+    seed; ``nc`` the :func:`layerwise_nc` table of the first seed, which says which of the controlled
+    network's two last representations (layer4, projector) is the more collapsed (the smaller NC1);
+    ``sets`` the OOD sets whose AUROCs are averaged. Detection: the energy of each layer's ID probe;
+    transfer: each layer's probe on the other data set.
+    """
+    seeds = items if isinstance(items, list) else [items]
+
+    def detection(model: str, stage: str) -> list:
+        return [(i[model, stage]["id_scores"], {s: i[model, stage]["ood_scores"][s] for s in sets}) for i in seeds]
+
+    def transfer(model: str, stage: str) -> list:
+        return [i[model, stage]["transfer_correct"] for i in seeds]
+
+    nc1 = nc[(nc.metric == "nc1") & (nc.model == "controlled")].set_index("stage")["value"]
+    more, less = ("projector", "layer4") if nc1["projector"] < nc1["layer4"] else ("layer4", "projector")
+
+    def label(first: str, second: str) -> str:
+        return f"controlled: {first} (NC1 {nc1[first]:.3g}) against {second} (NC1 {nc1[second]:.3g})"
+
+    return {
+        "more collapsed detects better": {
+            label(more, less): auroc_difference(detection("controlled", less), detection("controlled", more))
+        },
+        "less collapsed transfers better": {
+            label(less, more): accuracy_difference(transfer("controlled", more), transfer("controlled", less))
+        },
+        "controlled detects better": {
+            "controlled projector against baseline layer4": auroc_difference(
+                detection("baseline", "layer4"), detection("controlled", "projector")
+            )
+        },
+        "controlled transfers better": {
+            "controlled layer4 against baseline layer4": accuracy_difference(
+                transfer("baseline", "layer4"), transfer("controlled", "layer4")
+            )
+        },
+    }
 
 
 def _correct(probe: LinearProbe, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
