@@ -62,22 +62,29 @@ class Linear(Head, nn.Linear):
 
 
 class FixedETF(Head):
-    """logits = s · M h: the rows of M (C, p) are the unit vertices of an exact simplex ETF, frozen.
+    """logits = s · M φ(h): the rows of M (C, p) are the unit vertices of an exact simplex ETF, frozen.
 
     M comes from ``nclab.etf.simplex_etf(C, p, seed)`` and is a buffer, not a parameter: no optimiser
-    moves it, and it is saved with the model. ``scale`` s > 0 sets the logits' range (features can also
-    grow to do that). No bias. Needs p ≥ C − 1.
+    moves it, and it is saved with the model. ``scale`` s > 0 sets the logits' range. No bias. Needs
+    p ≥ C − 1. ``normalize``: φ(h) = BN(h)/‖BN(h)‖, a trained BatchNorm1d then an L2 normalisation, as
+    Yang et al.'s released code feeds its dot-regression loss (the authors' form, ``embeds``); without it
+    φ(h) = h (the raw form: the features' norms are left free).
     """
 
-    def __init__(self, in_features: int, num_classes: int, scale: float = 1.0, seed: int = 0):
+    def __init__(self, in_features: int, num_classes: int, scale: float = 1.0, seed: int = 0, normalize: bool = False):
         super().__init__()
         if not scale > 0:
             raise ValueError(f"FixedETF scale must be > 0, got {scale!r}")
         self.in_features, self.num_classes, self.scale = in_features, num_classes, float(scale)
         self.register_buffer("weight", self.scale * simplex_etf(num_classes, in_features, seed).float())
+        self.embeds = bool(normalize)
+        self.norm = nn.BatchNorm1d(in_features) if normalize else None
+
+    def embed(self, h: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.norm(h), dim=1) if self.embeds else h
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.weight.T.to(h.dtype)
+        return self.embed(h) @ self.weight.T.to(h.dtype)
 
     def linear(self):
         return self.weight, None

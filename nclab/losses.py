@@ -248,10 +248,14 @@ class NONLLoss(_Normalised):
 
 
 class DotRegressionLoss(nn.Module):
-    """:func:`dot_regression` of the batch's features and the head's fixed class vectors (``heads.FixedETF``)."""
+    """:func:`dot_regression` of the features the head classifies and its fixed class vectors
+    (``heads.FixedETF``): φ(h) = BN(h)/‖BN(h)‖ for a head built with ``normalize=True`` (Yang et al.'s
+    form; with unit features and unit class vectors the loss is ½ mean (φ·m_y − 1)²), h itself otherwise."""
 
     def forward(self, out: BatchOutput, y: torch.Tensor) -> torch.Tensor:
-        return dot_regression(out.features, class_vectors(out), y)
+        head = head_of(out.model) if out.model is not None else None
+        features = head.embed(out.features) if head is not None and head.embeds else out.features
+        return dot_regression(features, class_vectors(out), y)
 
 
 class SupConLoss(nn.Module):

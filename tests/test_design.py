@@ -98,7 +98,8 @@ def test_the_fixed_etf_head_does_not_move_and_the_features_do(small_train):
     assert torch.equal(before["head.weight"], after["head.weight"])  # a buffer: no optimiser moves it
     first = next(name for name in before if name.endswith("weight") and not name.startswith("head"))
     assert not torch.equal(before[first], after[first])
-    assert not any(name.startswith("head.") for name, _ in model.named_parameters())
+    trained = {name for name, _ in model.named_parameters() if name.startswith("head.")}
+    assert trained == {"head.norm.weight", "head.norm.bias"}  # the authors' BatchNorm learns, M never does
 
 
 def test_the_trace_measures_at_its_steps_without_changing_what_is_learnt(small_train):
@@ -256,42 +257,70 @@ def test_per_class_alignment_reads_a_cosine_head_on_normalised_features():
     pd.testing.assert_frame_equal(got, expected)
 
 
-def test_claims_table_gives_a_verdict_per_claim():
-    measured = {
-        "accuracy": {"ce": 0.80, "ntce": 0.82, "nonl": 0.79},
-        "test_images": 1000,
-        "metrics_matched": {"ntce": 4, "nonl": 5},
-        "ce_train_accuracy": 1.0,
-        "prototypes": 0.70,
-        "probe": 0.705,
-        "transfer": {"ce": 0.80, "ntce": 0.88, "nonl": 0.84},  # +10 %, +5 %: mean +7.5 %
-    }
-    table = design.claims_table(measured).set_index("claim")
-    assert list(table.index) == list(design.SEED_CLAIMS)
-    assert table.loc["normalised losses beat CE", "verdict"] == "not reproduced"  # NONL is below CE
-    assert table.loc["collapse early", "verdict"] == "reproduced"
-    assert table.loc["prototypes = probe", "verdict"] == "reproduced"  # within one point
-    assert table.loc["transfer", "verdict"] == "reproduced"
-    assert table.loc["transfer", "this run"] == "+7.5% relative (NTCE and NONL)"
-    assert table.loc["transfer under imbalance", "this run"] == "not measured"
+def test_the_race_gives_no_converged_reference_without_its_training_accuracy():
+    matches = pd.DataFrame(
+        {"run": ["NTCE"] * 3 + ["NONL"] * 3, "metric": ["a", "b", "c"] * 2,
+         "fraction": [0.05, 0.07, 0.5, 0.01, float("nan"), 0.075]}
+    )  # fmt: skip
+    table = tables.race(matches, 1.0)
+    assert table.loc["NTCE", "reached within"] == 2 and table.loc["NONL", "reached within"] == 2
+    assert table["of"].eq(3).all() and table["reference converged"].all()
+    assert not tables.race(matches, float("nan"))["reference converged"].any()  # missing is not converged
+    assert not tables.race(matches, 0.98)["reference converged"].any()
 
 
-def test_claims_table_needs_a_gain_above_noise_and_a_converged_baseline():
-    # CE at 80 % on 1,000 test images: two standard errors of a difference are 2·√(2·0.8·0.2/1000) = 3.6 points
-    small = {"accuracy": {"ce": 0.80, "ntce": 0.82, "nonl": 0.83}, "test_images": 1000}
-    large = {"accuracy": {"ce": 0.80, "ntce": 0.85, "nonl": 0.86}, "test_images": 1000}
-    assert design.claims_table(small).loc[0, "verdict"] == "same sign, within noise"
-    assert design.claims_table(large).loc[0, "verdict"] == "reproduced"
-    assert "noise ±3.6%" in design.claims_table(large).loc[0, "this run"]
-    early = {"metrics_matched": {"ntce": 5, "nonl": 5}, "ce_train_accuracy": 0.9}
-    assert design.claims_table(early).loc[1, "verdict"] == "no verdict: CE not converged"
-    weaker = design.claims_table({"transfer_imbalanced": {"ce": 0.8, "nonl": 0.81}}).set_index("claim")
-    assert weaker.loc["transfer under imbalance", "verdict"] == "same sign, under half the claim"
-    assert weaker.loc["transfer under imbalance", "this run"] == "+1.2% relative (NONL)"
-    with pytest.raises(ValueError, match="needs 'ce'"):
-        design.claims_table({"transfer": {"ntce": 0.8}})
-    with pytest.raises(ValueError, match="test_images"):
-        design.claims_table({"accuracy": {"ce": 0.8, "nonl": 0.9}})
+def test_design_differences_pair_the_same_images_for_each_claim():
+    ones, zeros = torch.ones(100, dtype=torch.uint8), torch.zeros(100, dtype=torch.uint8)
+    half = torch.cat([ones[:50], zeros[:50]])
+    correct = {"CE": half, "NTCE": torch.cat([ones[:60], zeros[:40]]), "NONL": half}
+    classifiers = pd.DataFrame(
+        {"run": ["SupCon"] * 3, "classifier": ["trained head", "class-mean prototypes", "linear probe"],
+         "correct": [half, half, half]}
+    )  # fmt: skip
+    transfer = pd.DataFrame(
+        {"run": ["CE", "NTCE", "NONL"], "correct": [half, torch.cat([ones[:55], zeros[:45]]), half]}
+    )
+    measured = tables.design_differences(correct, classifiers, transfer, transfer)
+    ntce = measured["NTCE beats CE"]["NTCE against CE"]
+    assert ntce.estimate == pytest.approx(10.0) and ntce.lo > 0  # 10 more right, none fewer: paired
+    assert measured["NONL beats CE"]["NONL against CE"].estimate == 0.0
+    assert measured["transfer gain"]["NTCE encoder against CE's"].estimate == pytest.approx(10.0)  # 55/50 − 1
+    table = tables.verdict_table(measured)
+    assert table.loc[("NTCE beats CE", "NTCE against CE"), "verdict"] == "reproduced"
+    assert table.loc[("prototypes match probing", "SupCon: prototypes against linear probe"), "verdict"] == (
+        "reproduced"
+    )
+
+
+def test_dot_regression_in_the_authors_form_acts_on_unit_batch_normalised_features(small_train):
+    method = design.by_design("etf-dr", trace=0)
+    config = _config(method)
+    model = method.build_model(config, small_train)
+    head = model.head
+    assert head.embeds and isinstance(head.norm, torch.nn.BatchNorm1d)
+    h = torch.randn(16, head.in_features) * 5 + 3
+    phi = head.embed(h)
+    assert torch.allclose(phi.norm(dim=1), torch.ones(16), atol=1e-5)
+    y = torch.arange(16) % small_train.num_classes
+    out = losses.BatchOutput(features=h, logits=head(h), model=model)
+    value = losses.DotRegressionLoss()(out, y)
+    expected = 0.5 * ((phi * head.weight[y]).sum(1) - 1) ** 2  # unit features, unit class vectors
+    assert value.item() == pytest.approx(expected.mean().item(), rel=1e-5)
+    raw = design.by_design("etf-dr", trace=0, dr="raw").build_model(config, small_train).head
+    assert not raw.embeds and raw.norm is None
+    with pytest.raises(ValueError, match="authors"):
+        design.by_design("etf-dr", dr="bn")
+
+
+def test_the_trace_measures_every_run_on_the_sphere_too(small_train):
+    for loss, same in [("ntce", True), ("ce", False)]:
+        _, _, hooks = _fit(design.by_design(loss, trace=3), small_train)
+        last = hooks[-1].records[-1]
+        assert {"sphere:nc1", "sphere:nc3", "sphere:nc4_ncc_mismatch"} <= set(last)
+        if same:  # a cosine head already classifies unit features: the two spaces are one
+            assert last["sphere:nc1"] == pytest.approx(last["nc1"], rel=1e-5)
+        else:
+            assert last["sphere:nc1"] != pytest.approx(last["nc1"], rel=1e-3)
 
 
 def test_on_real_digits_nonl_learns_and_collapses():

@@ -15,9 +15,9 @@ And a baseline that *fixes* the geometry instead of learning it: a frozen simple
 (``heads.FixedETF``) trained by dot regression. :func:`by_design` builds each as a :class:`Method` (model,
 loss, hooks), with :class:`NCTrace`, a hook that measures every NC metric of the training features at
 log-spaced optimisation steps (learning is unchanged), and :class:`RunningPrototypes`, which keeps a
-SupCon model's prototype head at its running class means. :func:`recipe` gives the common budget,
-:data:`SEED_CLAIMS` the seed's numbers and :func:`claims_table` a verdict per claim. Book chapter
-"Neural collapse by design"; notebook 08.
+SupCon model's prototype head at its running class means. :func:`recipe` gives the common budget;
+the seed's claims and their verdicts are in ``nclab.tables`` (``CLAIMS``, ``design_differences``). Book
+chapter "Neural collapse by design"; notebook 08.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import heads, losses, models
-from ..collapse import nc_metrics
+from ..collapse import class_means, nc_metrics, ncc_predictions
 from ..config import Profile, get_profile, log_spaced_epochs
 from ..data import GpuLoader, ImageSet
 from ..features import extract_features
@@ -45,8 +45,6 @@ __all__ = [
     "load_or_train",
     "TRACED_METRICS",
     "MORE_METRICS",
-    "SEED_CLAIMS",
-    "claims_table",
 ]
 
 LOSSES = {  # name → what it trains
@@ -83,8 +81,9 @@ class NCTrace(Hook):
                 )
             fs = extract_features(out.model, self._loader)
             head, W, b = heads.classifier(out.model)  # the features its classifier acts on, φ(h), and W, b
-            metrics = nc_metrics(heads.embedded(head, fs.features), fs.labels, W, b)
-            self.records.append({"step": self.step, "accuracy": fs.accuracy, **metrics})
+            embedded = heads.embedded(head, fs.features)
+            metrics = nc_metrics(embedded, fs.labels, W, b)
+            self.records.append({"step": self.step, "accuracy": fs.accuracy, **metrics, **_on_sphere(embedded, fs, W)})
 
     def frame(self) -> pd.DataFrame:
         """The records as a table, one row per traced step."""
@@ -95,6 +94,17 @@ class NCTrace(Hook):
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.records = int(state["step"]), list(state["records"])
+
+
+def _on_sphere(embedded: torch.Tensor, fs, W: torch.Tensor) -> dict[str, float]:
+    """Every NC metric of the unit features φ(h)/‖φ(h)‖, keys "sphere:<metric>": the same space for every
+    loss. NC4 compares the network's own decisions with the nearest class mean on the sphere (its logits
+    divided by ‖φ(h)‖ keep their argmax, which a bias would not allow as W φ̂ + b)."""
+    unit = F.normalize(embedded.double(), dim=1)
+    metrics = nc_metrics(unit, fs.labels, W.double())  # NC2 of W and NC3 as in the classifier's space
+    nearest = ncc_predictions(unit, class_means(unit, fs.labels)[0])
+    metrics["nc4_ncc_mismatch"] = (fs.predictions != nearest).double().mean().item()
+    return {f"sphere:{k}": v for k, v in metrics.items()}
 
 
 class RunningPrototypes(ClassCentres):
@@ -117,13 +127,13 @@ class RunningPrototypes(ClassCentres):
             head.prototypes[seen] = F.normalize(self.means[self.seen], dim=1).to(head.prototypes)
 
 
-def _model(loss: str, config, train_set: ImageSet, tau: float, etf_scale: float):
+def _model(loss: str, config, train_set: ImageSet, tau: float, etf_scale: float, dr: str):
     C, p = train_set.num_classes, 8 * config.width  # ResNet-18's penultimate width
     with torch.random.fork_rng(devices=[]):  # the head's random draws leave the encoder's initialisation alone
         if loss in ("normface", "ntce", "nonl"):
             head = heads.Cosine(p, C, tau)
         elif loss == "etf-dr":
-            head = heads.FixedETF(p, C, scale=etf_scale)
+            head = heads.FixedETF(p, C, scale=etf_scale, normalize=dr == "authors")
         else:  # supcon: prototypes start as random unit vectors and follow the class means from the first step
             head = heads.Prototype(p, C)
             head.prototypes.copy_(F.normalize(torch.randn(C, p), dim=1))
@@ -139,6 +149,7 @@ def by_design(
     trace_images: int = 5_000,
     views: int = 2,
     etf_scale: float = 1.0,
+    dr: str = "authors",
 ) -> Method:
     """A ResNet-18 trained by one of :data:`LOSSES`, with the head that loss needs (the encoder starts from
     the same weights whatever the loss, for a given seed).
@@ -146,7 +157,10 @@ def by_design(
     ``loss``: "ce" (linear head, cross-entropy), "normface", "ntce", "nonl" (``heads.Cosine(τ)``: its rows
     are the class vectors, its logits ŵ_c·ĥ/τ), "etf-dr" (``heads.FixedETF(scale=etf_scale)``, dot
     regression), "supcon" (``losses.SupConLoss(τ, views)``, a ``heads.Prototype`` head kept at the running
-    class means by :class:`RunningPrototypes`). ``tau``: the temperature (SPEC §7: 0.1–0.2). ``trace``:
+    class means by :class:`RunningPrototypes`). ``dr``, for "etf-dr": "authors" (Yang et al.'s released
+    code: the features batch-normalised, then L2-normalised, before the dot regression) or "raw" (the
+    regression on h itself, ‖h‖ detached: its gradient moves h only along its class vertex, so the part of
+    h orthogonal to it and the features' norms barely change). ``tau``: the temperature (SPEC §7: 0.1–0.2). ``trace``:
     how many log-spaced optimisation steps :class:`NCTrace` measures (0: none) on a stratified subset of
     at most ``trace_images`` training images. Every hyperparameter that applies enters the run key; with
     ``trace=0``, ``by_design("ce")`` is the plain cross-entropy method ``spa.long_tail_method()`` (the same
@@ -154,22 +168,24 @@ def by_design(
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {loss!r}")
+    if dr not in ("authors", "raw"):
+        raise ValueError(f"dr must be 'authors' (batch norm + L2 normalisation, as Yang et al.) or 'raw', not {dr!r}")
     if not tau > 0 or trace < 0 or trace_images < 1:
         raise ValueError(f"need tau > 0, trace ≥ 0 and trace_images ≥ 1, got {tau!r}, {trace!r}, {trace_images!r}")
     params = {
         "normface": {"tau": tau},
         "ntce": {"tau": tau},
         "nonl": {"tau": tau},
-        "etf-dr": {"etf_scale": etf_scale},
+        "etf-dr": {"etf_scale": etf_scale, "dr": dr},
         "supcon": {"tau": tau, "views": views},
     }.get(loss, {})
     if trace:
-        params.update(trace=int(trace), trace_images=int(trace_images))
+        params.update(trace=int(trace), trace_images=int(trace_images), spaces="classifier+sphere")
 
     def build_model(config, train_set: ImageSet):
         if loss == "ce":
             return standard_model(config, train_set)
-        return _model(loss, config, train_set, tau, etf_scale)
+        return _model(loss, config, train_set, tau, etf_scale, dr)
 
     def training(config, train_set: ImageSet):
         C = train_set.num_classes
@@ -262,83 +278,3 @@ MORE_METRICS = {  # the other NC metrics of the trace (nc_metrics' keys) → wha
     "nc2_equinorm_weights": "NC2: equal norms of the rows",
     "nc2_etf_distance": "NC2: classifier Gram vs ETF",
 }
-
-SEED_CLAIMS = {  # seed 004's abstract, on CIFAR-10/100, Tiny-ImageNet and ImageNet-1K (ResNets)
-    "normalised losses beat CE": "NTCE and NONL surpass CE's test accuracy",
-    "collapse early": "NTCE/NONL match CE's converged NC on 4 of 5 metrics in under 7.5 % of its iterations",
-    "prototypes = probe": "SupCon + class-mean prototypes match SupCon + a linear probe, without training it",
-    "transfer": "+5.5 % mean relative linear-probe transfer accuracy over CE",
-    "transfer under imbalance": "up to +8.7 % relative transfer accuracy under severe class imbalance",
-}
-
-
-def _compared(scores: dict, what: str) -> list[str]:
-    """The losses of ``scores`` compared with "ce" ("ntce" and/or "nonl"); a clear error without them."""
-    names = [k for k in ("ntce", "nonl") if k in scores]
-    if "ce" not in scores or not names:
-        raise ValueError(f"the {what} claim needs 'ce' and 'ntce' and/or 'nonl', got {sorted(scores)}")
-    return names
-
-
-def claims_table(measured: dict) -> pd.DataFrame:
-    """One row per claim of :data:`SEED_CLAIMS`: the seed's number, ours, and a verdict.
-
-    ``measured`` (any subset of the keys; a claim without its numbers reads "not measured"):
-
-    - ``"accuracy"``: {loss: test accuracy} with "ce" and "ntce" and/or "nonl", and ``"test_images"``: the
-      size of the test set. "reproduced" when every compared loss beats CE by more than two standard errors
-      of a difference of two accuracies, 2·√(2p(1 − p)/n) with p CE's accuracy; "same sign, within noise"
-      when every one beats it by less; "not reproduced" otherwise.
-    - ``"metrics_matched"``: {loss: how many of the 5 :data:`TRACED_METRICS` it reached within 7.5 % of
-      CE's steps} and ``"ce_train_accuracy"``: CE's final training accuracy. "reproduced" when every
-      compared loss reached at least 4; no verdict ("CE not converged") when CE's training accuracy is
-      below 99 %: its final NC is then no converged value to race to.
-    - ``"prototypes"`` and ``"probe"``: test accuracies of SupCon's class-mean prototypes and of a linear
-      probe on its features: "reproduced" when the prototypes are at most one percentage point below.
-    - ``"transfer"``, ``"transfer_imbalanced"``: {loss: the target's probe accuracy} with "ce" and "ntce"
-      and/or "nonl"; the gain is their mean relative gain, as the seed averages: "reproduced" when at
-      least half the seed's, "same sign, under half the claim" when positive but smaller.
-    """
-    rows = []
-    accuracy = measured.get("accuracy")
-    if accuracy:
-        names, p = _compared(accuracy, "accuracy"), accuracy["ce"]
-        n = measured.get("test_images")
-        if not n:
-            raise ValueError("the accuracy claim needs 'test_images' (the test set's size) for its noise margin")
-        margin = 2 * (2 * p * (1 - p) / n) ** 0.5
-        gains = {k: accuracy[k] - p for k in names}
-        verdict = "reproduced" if min(gains.values()) > margin else "not reproduced"
-        if verdict == "not reproduced" and min(gains.values()) > 0:
-            verdict = "same sign, within noise"
-        ours = ", ".join(f"{k.upper()} {gain:+.1%}" for k, gain in gains.items()) + f" vs CE (noise ±{margin:.1%})"
-        rows.append(("normalised losses beat CE", "> 0 points", ours, verdict))
-    matched = measured.get("metrics_matched")
-    if matched:
-        names = [k for k in ("ntce", "nonl") if k in matched]
-        ours = ", ".join(f"{k.upper()} {matched[k]}/5" for k in names)
-        verdict = "reproduced" if min(matched[k] for k in names) >= 4 else "not reproduced"
-        if measured.get("ce_train_accuracy", 1.0) < 0.99:
-            verdict = "no verdict: CE not converged"
-        rows.append(("collapse early", "4/5 within 7.5 %", ours, verdict))
-    if "prototypes" in measured and "probe" in measured:
-        gap = measured["prototypes"] - measured["probe"]
-        ours = f"prototypes {measured['prototypes']:.1%}, probe {measured['probe']:.1%} ({gap:+.1%})"
-        rows.append(("prototypes = probe", "equal", ours, "reproduced" if gap >= -0.01 else "not reproduced"))
-    for key, claimed in (("transfer", 0.055), ("transfer_imbalanced", 0.087)):
-        if measured.get(key):
-            scores = measured[key]
-            names = _compared(scores, "transfer")
-            gain = sum(scores[k] / scores["ce"] - 1 for k in names) / len(names)
-            if gain >= claimed / 2:
-                verdict = "reproduced"
-            else:
-                verdict = "same sign, under half the claim" if gain > 0 else "not reproduced"
-            name = "transfer" if key == "transfer" else "transfer under imbalance"
-            ours = f"{gain:+.1%} relative ({' and '.join(k.upper() for k in names)})"
-            rows.append((name, f"{claimed:+.1%} relative", ours, verdict))
-    measured_names = {row[0] for row in rows}
-    rows += [(name, "", "not measured", "") for name in SEED_CLAIMS if name not in measured_names]
-    table = pd.DataFrame(rows, columns=["claim", "seed", "this run", "verdict"])
-    table.insert(1, "what the seed says", table["claim"].map(SEED_CLAIMS))
-    return table.set_index("claim").loc[list(SEED_CLAIMS)].reset_index()

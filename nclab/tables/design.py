@@ -6,14 +6,25 @@ from __future__ import annotations
 import time
 
 import pandas as pd
+import torch
 
 from .. import heads
 from ..data import ImageSet
 from ..features import FeatureSet, cached_features
 from ..methods.design import MORE_METRICS, TRACED_METRICS
 from ..probe import LinearProbe
+from .verdicts import Difference, accuracy_difference
 
-__all__ = ["first_match", "final_table", "prototype_vs_probe", "transfer_probes", "by_loss"]
+__all__ = [
+    "first_match",
+    "race",
+    "final_table",
+    "prototype_vs_probe",
+    "transfer_probes",
+    "by_loss",
+    "head_correct",
+    "design_differences",
+]
 
 
 def first_match(trace: pd.DataFrame, metrics, reference: str = "CE", within: float = 0.075) -> pd.DataFrame:
@@ -61,20 +72,25 @@ def prototype_vs_probe(train: FeatureSet, test: FeatureSet) -> pd.DataFrame:
     linear probe (``probe.LinearProbe``, logistic regression on the standardised training features).
 
     One row each: ``classifier``, ``test_accuracy``, ``fit_seconds`` (the time to build it from the
-    training features; the head was trained with the network: NaN).
+    training features; the head was trained with the network: NaN), and ``correct``, its (N,) 0/1
+    correctness on each test image (for a paired comparison, ``nclab.tables.verdicts``).
     """
-    rows = [{"classifier": "trained head", "test_accuracy": test.accuracy, "fit_seconds": float("nan")}]
+    rows = [_classifier_row("trained head", test.predictions, test.labels, float("nan"))]
     began = time.perf_counter()
     prototypes = heads.Prototype.from_features(train.features, train.labels, test.logits.shape[1])
     seconds = time.perf_counter() - began
-    accuracy = (prototypes(test.features).argmax(1) == test.labels).double().mean().item()
-    rows.append({"classifier": "class-mean prototypes", "test_accuracy": accuracy, "fit_seconds": seconds})
+    rows.append(_classifier_row("class-mean prototypes", prototypes(test.features).argmax(1), test.labels, seconds))
     began = time.perf_counter()
     probe = LinearProbe().fit(train.features, train.labels, test.logits.shape[1])
     seconds = time.perf_counter() - began
-    accuracy = probe.accuracy(test.features, test.labels)
-    rows.append({"classifier": "linear probe", "test_accuracy": accuracy, "fit_seconds": seconds})
+    rows.append(_classifier_row("linear probe", probe.predict(test.features).cpu(), test.labels, seconds))
     return pd.DataFrame(rows)
+
+
+def _classifier_row(name: str, predictions: torch.Tensor, labels: torch.Tensor, seconds: float) -> dict:
+    correct = (predictions.cpu() == labels.cpu()).to(torch.uint8)
+    return {"classifier": name, "test_accuracy": correct.double().mean().item(), "fit_seconds": seconds,
+            "correct": correct}  # fmt: skip
 
 
 def transfer_probes(runs: dict, target_train: ImageSet, target_test: ImageSet, reference: str = "CE") -> pd.DataFrame:
@@ -82,15 +98,17 @@ def transfer_probes(runs: dict, target_train: ImageSet, target_test: ImageSet, r
     features of ``target_train``, evaluated on ``target_test``.
 
     ``runs``: {name: Run}. One row per run: ``run``, ``accuracy`` on the target's test set and
-    ``relative_gain`` = accuracy / the ``reference`` run's − 1 (seed 004 reports this, averaged). Features
-    are cached in each run's folder.
+    ``relative_gain`` = accuracy / the ``reference`` run's − 1 (seed 004 reports this, averaged), and
+    ``correct``, the probe's (N,) 0/1 correctness on each target test image. Features are cached in each
+    run's folder.
     """
     rows = []
     for name, run in runs.items():
         train = cached_features(run.model, target_train, run.run_dir)
         test = cached_features(run.model, target_test, run.run_dir)
         probe = LinearProbe().fit(train.features, train.labels, target_train.num_classes)
-        rows.append({"run": name, "accuracy": probe.accuracy(test.features, test.labels)})
+        correct = (probe.predict(test.features).cpu() == test.labels.cpu()).to(torch.uint8)
+        rows.append({"run": name, "accuracy": correct.double().mean().item(), "correct": correct})
     table = pd.DataFrame(rows)
     if reference in set(table["run"]):
         table["relative_gain"] = table["accuracy"] / float(table.set_index("run").loc[reference, "accuracy"]) - 1
@@ -105,3 +123,70 @@ def by_loss(table: pd.DataFrame | pd.Series, column: str | None = "accuracy") ->
     the values of a Series indexed by run, ``column=None``)."""
     values = table if column is None else table.set_index("run")[column]
     return {key: float(values[name]) for key, name in LOSS_KEYS.items() if name in values.index}
+
+
+def head_correct(runs: dict, test: ImageSet) -> dict[str, torch.Tensor]:
+    """{run: (N,) 0/1 correctness of its own head on each image of ``test``} (features cached per run)."""
+    return {
+        name: (cached_features(run.model, test, run.run_dir).predictions == test.labels.cpu()).to(torch.uint8)
+        for name, run in runs.items()
+    }
+
+
+def design_differences(
+    correct: dict[str, torch.Tensor],
+    classifiers: pd.DataFrame,
+    transfer: pd.DataFrame,
+    transfer_imbalanced: pd.DataFrame,
+) -> dict[str, dict[str, Difference]]:
+    """The paired differences that judge seed 004's claims (``tables.CLAIMS``, notebook 08), in points or
+    in % of CE's accuracy: {claim key: {what is compared: Difference}}.
+
+    ``correct``: :func:`head_correct` of the balanced runs (with "CE", "NTCE", "NONL"); ``classifiers``:
+    :func:`prototype_vs_probe` tables with a ``run`` column (with "SupCon"); ``transfer`` and
+    ``transfer_imbalanced``: :func:`transfer_probes` of the balanced and of the long-tailed runs. Each may
+    be a list, one per seed, for the two-stage bootstrap over seeds.
+    """
+
+    def seeds(x):
+        return x if isinstance(x, list) else [x]
+
+    def probe(table, run):
+        return [t.set_index("run").loc[run, "correct"] for t in seeds(table)]
+
+    def supcon(classifier):
+        return [t[t["run"] == "SupCon"].set_index("classifier").loc[classifier, "correct"] for t in seeds(classifiers)]
+
+    accuracy = {name: [c[name] for c in seeds(correct)] for name in ("CE", "NTCE", "NONL")}
+    return {
+        "NTCE beats CE": {"NTCE against CE": accuracy_difference(accuracy["CE"], accuracy["NTCE"])},
+        "NONL beats CE": {"NONL against CE": accuracy_difference(accuracy["CE"], accuracy["NONL"])},
+        "prototypes match probing": {
+            "SupCon: prototypes against linear probe": accuracy_difference(
+                supcon("linear probe"), supcon("class-mean prototypes")
+            )
+        },
+        "transfer gain": {
+            f"{name} encoder against CE's": accuracy_difference(
+                probe(transfer, "CE"), probe(transfer, name), relative=True
+            )
+            for name in ("NTCE", "NONL")
+        },
+        "transfer gain under imbalance": {
+            "NONL encoder against CE's (long tail)": accuracy_difference(
+                probe(transfer_imbalanced, "CE"), probe(transfer_imbalanced, "NONL"), relative=True
+            )
+        },
+    }
+
+
+def race(matches: pd.DataFrame, reference_train_accuracy: float, within: float = 0.075) -> pd.DataFrame:
+    """Seed 004's race, summarised: per run, how many metrics of :func:`first_match` it reached within
+    ``within`` of the reference's steps, and whether the reference had converged (training accuracy
+    ≥ 99 %: its last value is then a converged one). A missing or NaN accuracy is *not* converged. One row
+    per run: ``reached within`` (count), ``of`` (metrics), ``reference converged``."""
+    converged = bool(reference_train_accuracy >= 0.99)  # NaN compares False: never taken as converged
+    counts = matches.assign(hit=matches["fraction"] <= within).groupby("run", sort=False)["hit"].agg(["sum", "size"])
+    return pd.DataFrame(
+        {"reached within": counts["sum"].astype(int), "of": counts["size"], "reference converged": converged}
+    )
