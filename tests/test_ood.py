@@ -198,7 +198,7 @@ def test_every_resample_metric_equals_the_metric_of_the_resample_itself(tied):
     ind = rng.integers(0, 6, n).astype(float) if tied else rng.normal(1, 1, n)
     out = rng.integers(0, 6, m).astype(float) if tied else rng.normal(0, 1, m)
     x, y = np.sort(ind), np.sort(out)
-    w, v = ood.metrics._resample_counts(n, 40, rng), ood.metrics._resample_counts(m, 40, rng)
+    w, v = ood.metrics.resample_counts(n, 40, rng), ood.metrics.resample_counts(m, 40, rng)
     assert (w.sum(1) == n).all() and (v.sum(1) == m).all()
     auroc, fpr95 = ood.metrics._weighted_auroc(x, y, w, v), ood.metrics._weighted_fpr95(x, y, w, v)
     labels = np.r_[np.ones(n), np.zeros(m)]
