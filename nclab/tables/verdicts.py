@@ -114,15 +114,17 @@ def accuracy_difference(
             if not b.sum() > 0:
                 raise ValueError("a relative gain needs a baseline that gets at least one image right")
             estimates.append(scale * (m.sum() / b.sum() - 1))
-            values = [
-                np.divide(c @ m, c @ b, out=np.full(len(c), np.nan), where=c @ b > 0) - 1
-                for c in _resamples(len(b), n_bootstrap, rng)
-            ]
+            values = []
+            for (c,) in _resamples([len(b)], n_bootstrap, rng):
+                hits = c @ b  # the baseline's correct images in each resample
+                values.append(np.divide(c @ m, hits, out=np.full(len(c), np.nan), where=hits > 0) - 1)
             replicates.append(scale * np.concatenate(values))
         else:
             d = m - b  # (N,) per-image differences: the pairing
             estimates.append(scale * d.mean())
-            replicates.append(scale * np.concatenate([c @ d / len(d) for c in _resamples(len(d), n_bootstrap, rng)]))
+            replicates.append(
+                scale * np.concatenate([c @ d / len(d) for (c,) in _resamples([len(d)], n_bootstrap, rng)])
+            )
     return _interval(np.stack(replicates), estimates, len(pairs[0][0]), rng, level)
 
 
@@ -148,11 +150,10 @@ def auroc_difference(
                 raise ValueError(f"baseline and method scored different numbers of {name!r} images")
             auroc = detection_metrics(m_id, m_ood[name])["auroc"] - detection_metrics(b_id, b_ood[name])["auroc"]
             estimate.append(auroc)
-            block, values = max(1, _BLOCK // (len(b_id) + len(b_ood[name]))), []
-            for start in range(0, n_bootstrap, block):
-                B = min(block, n_bootstrap - start)
-                w, v = resample_counts(len(b_id), B, rng), resample_counts(len(b_ood[name]), B, rng)
-                values.append(resampled_auroc(m_id, m_ood[name], w, v) - resampled_auroc(b_id, b_ood[name], w, v))
+            values = [
+                resampled_auroc(m_id, m_ood[name], w, v) - resampled_auroc(b_id, b_ood[name], w, v)
+                for w, v in _resamples([len(b_id), len(b_ood[name])], n_bootstrap, rng)
+            ]
             per_set.append(np.concatenate(values))
         replicates.append(scale * np.mean(per_set, axis=0))
         estimates.append(scale * float(np.mean(estimate)))
@@ -174,11 +175,12 @@ def _interval(replicates: np.ndarray, estimates: list[float], images: int, rng, 
     return Difference(float(np.mean(estimates)), float(lo), float(hi), S, images, level)
 
 
-def _resamples(n: int, B: int, rng):
-    """Yield (b, n) count matrices, b ≤ B in total: bootstrap resamples of n items in bounded memory."""
-    block = max(1, _BLOCK // n)
+def _resamples(sizes: list[int], B: int, rng):
+    """Yield, block by block (bounded memory), one (b, n) count matrix per sample size n in ``sizes``:
+    bootstrap resamples of each group of items, b ≤ B resamples in all."""
+    block = max(1, _BLOCK // sum(sizes))
     for start in range(0, B, block):
-        yield resample_counts(n, min(block, B - start), rng).astype(np.float64)
+        yield tuple(resample_counts(n, min(block, B - start), rng) for n in sizes)
 
 
 def _pairs(baseline, method, convert) -> list[tuple]:
