@@ -168,6 +168,30 @@ def test_prepare_runs_the_notebooks_headless_under_the_profile_and_names_a_faili
         prepare.prepare(prepare.select_notebooks(tmp_path, ["3"]), "smoke", progress=False)
 
 
+def test_a_kernel_that_dies_before_it_answers_is_started_again(tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    real, failures, failing = NotebookClient.async_start_new_kernel_client, [], [prepare.KERNEL_STARTS - 1]
+
+    async def flaky(client):  # two kernels racing for one port: the first ones die before kernel_info
+        if len(failures) < failing[0]:
+            failures.append(True)
+            await client._async_cleanup_kernel()
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return await real(client)
+
+    monkeypatch.setattr(NotebookClient, "async_start_new_kernel_client", flaky)
+    _notebook(tmp_path / "01_a.ipynb", "print(6 * 7)")
+    executed = prepare.execute_notebook(tmp_path / "01_a.ipynb")
+    assert len(failures) == prepare.KERNEL_STARTS - 1 and executed.cells[0].outputs[0].text == "42\n"
+
+    failures.clear()
+    failing[0] = prepare.KERNEL_STARTS
+    with pytest.raises(RuntimeError, match="01_a.ipynb: the Python kernel failed to start 3 times"):
+        prepare.execute_notebook(tmp_path / "01_a.ipynb")
+    assert len(failures) == prepare.KERNEL_STARTS
+
+
 def test_nclab_train_regime_trains_that_regime_on_the_regime_data(monkeypatch, capsys):
     from nclab import config, train
     from nclab.course.cli import main

@@ -43,30 +43,48 @@ def select_notebooks(source_dir: str | Path = "notebooks", numbers: list[str] | 
     return [by_number[number] for number in dict.fromkeys(wanted)]
 
 
+KERNEL_STARTS = 3  # a kernel that dies before it answers (two kernels racing for one port) is started again
+
+
 def execute_notebook(path: Path, timeout: float | None = 1800, on_cell=None) -> nbformat.NotebookNode:
     """``path`` executed in a fresh kernel (working directory: its folder; ``timeout`` seconds per cell, the
     book build's limit, None for none; ``on_cell()`` after each code cell). A failing cell raises
-    RuntimeError naming the notebook and the error; the checkpoints written so far are kept."""
+    RuntimeError naming the notebook and the error; the checkpoints written so far are kept. A kernel that
+    fails to start (before any cell ran: under torchrun two kernels can pick the same free port) is
+    started again, up to ``KERNEL_STARTS`` times in all, and then the error says so."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        notebook,
-        kernel_name="python3",
-        timeout=timeout,
-        record_timing=False,
-        on_cell_executed=(lambda cell, cell_index, execute_reply: on_cell()) if on_cell else None,
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-    try:
-        client.execute()
-    except CellExecutionError as error:
-        raise RuntimeError(
-            f"{path.name}: a cell raised {error.ename}: {error.evalue}. Fix it and rerun: training resumes "
-            f"from the last saved epoch."
-        ) from None
-    return notebook
+    started = []  # filled once a kernel answers: from then on an error is the notebook's, not the start's
+    for start in range(1, KERNEL_STARTS + 1):
+        client = NotebookClient(
+            notebook,
+            kernel_name="python3",
+            timeout=timeout,
+            startup_timeout=180,
+            record_timing=False,
+            on_notebook_start=lambda notebook: started.append(True),
+            on_cell_executed=(lambda cell, cell_index, execute_reply: on_cell()) if on_cell else None,
+            resources={"metadata": {"path": str(path.parent)}},
+        )
+        try:
+            client.execute()
+            return notebook
+        except CellExecutionError as error:
+            raise RuntimeError(
+                f"{path.name}: a cell raised {error.ename}: {error.evalue}. Fix it and rerun: training resumes "
+                f"from the last saved epoch."
+            ) from None
+        except Exception as error:
+            if started:
+                raise
+            if start == KERNEL_STARTS:
+                raise RuntimeError(
+                    f"{path.name}: the Python kernel failed to start {KERNEL_STARTS} times (last: "
+                    f"{type(error).__name__}: {error}). Check that `python -m ipykernel` runs in this environment "
+                    f"(make installs it) and rerun."
+                ) from error
 
 
 def prepare(paths: list[Path], profile: str, progress: bool = True) -> list[tuple[str, float]]:
