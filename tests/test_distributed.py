@@ -59,7 +59,7 @@ def _launch(tmp: Path, processes: int, name: str, runs: str, check: bool = True,
         timeout=300,
     )
     if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[:4000] + result.stderr[-3000:]
     return result, (torch.load(out, weights_only=True) if out.exists() else None)
 
 
@@ -208,7 +208,7 @@ def test_nclab_train_under_torchrun_trains_a_notebook_on_two_ranks(tmp_path):
         timeout=300,
         cwd=ROOT,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[:4000] + result.stderr[-3000:]
     reports = [json.loads((folder / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2]  # both kernels trained together
     assert reports[0] == reports[1] and reports[0]["epochs"] == 2
