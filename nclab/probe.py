@@ -26,8 +26,11 @@ class LinearProbe:
     """Multinomial logistic regression on frozen features, fitted by full-batch L-BFGS.
 
     Minimises (1/N) Σ_i CE(W s_i + b, y_i) + (l2/2) ‖W‖²_F over W (C, p) and b (C,), s_i = (h_i − m)/σ the
-    features standardised with the training mean m and std σ (σ = 1 for a constant coordinate). This is
-    scikit-learn's ``LogisticRegression(C=1/(l2·N))`` on ``StandardScaler`` features. After :meth:`fit`,
+    features standardised with the training mean m and std σ (σ = 1 for a constant coordinate). With C ≥ 3
+    classes this is scikit-learn's ``LogisticRegression(C=1/(l2·N))`` on ``StandardScaler`` features. With 2
+    classes scikit-learn fits one vector v (logit v·s + c) where the probe fits two rows, and at the optimum
+    w₁ = −w₀ = v/2, so the probe's penalty (l2/2)(‖w₀‖² + ‖w₁‖²) is (l2/4)‖v‖²: the same model is
+    ``LogisticRegression(C=2/(l2·N))`` (``tests/test_probe.py`` checks both). After :meth:`fit`,
     ``weight_`` (C, p) and ``bias_`` (C,) give the logits of the *raw* features, l = weight_ h + bias_
     (float32, on the features' device); ``iterations_`` is the number of L-BFGS iterations run and
     ``converged_`` says whether it stopped on its tolerances rather than on ``max_iter`` (or 4 × as many

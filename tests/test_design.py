@@ -5,12 +5,13 @@ follow the class means, and the tables of notebook 08 on hand cases."""
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nclab import data, heads, losses, models, tables, train
+from nclab import data, heads, losses, models, plots, tables, train
 from nclab.features import FeatureSet
 from nclab.methods import design, spa
 
@@ -321,6 +322,25 @@ def test_the_trace_measures_every_run_on_the_sphere_too(small_train):
             assert last["sphere:nc1"] == pytest.approx(last["nc1"], rel=1e-5)
         else:
             assert last["sphere:nc1"] != pytest.approx(last["nc1"], rel=1e-3)
+
+
+def test_race_table_races_in_both_spaces_and_the_sphere_can_reverse_the_order():
+    """CE's raw features keep their norm spread (a large NC1 on h), a cosine run's do not: in its own space the
+    cosine run reaches CE's final value at once, on the sphere (CE's NC1 far smaller there) only at the end."""
+    steps = [1, 2, 4]
+    trace = pd.DataFrame(
+        {"run": ["CE"] * 3 + ["NTCE"] * 3, "step": steps * 2,
+         "nc1": [9.0, 6.0, 4.0, 1.0, 0.8, 0.5], "sphere:nc1": [2.0, 1.0, 0.4, 1.0, 0.8, 0.5]}
+    )  # fmt: skip
+    table = tables.race_table(trace, ["nc1"])
+    assert list(table.index) == ["CE", "NTCE"] and list(table.columns.get_level_values("space")) == list(tables.SPACES)
+    assert table.loc["NTCE", ("classifier's space", "nc1")] == 0.25  # step 1 of CE's 4
+    assert np.isnan(table.loc["NTCE", ("unit sphere", "nc1")])  # 0.5 never goes below CE's 0.4
+    assert table.loc["CE", ("unit sphere", "nc1")] == 1.0
+    fig = plots.plot_first_match(tables.first_match(trace, ["sphere:nc1"]))
+    assert "unit sphere" in fig.axes[0].get_title() and fig.axes[0].get_xticklabels()[0].get_text() == "NC1"
+    fig = plots.plot_first_match(tables.first_match(trace, ["nc1"]))
+    assert "classifier's space" in fig.axes[0].get_title()
 
 
 def test_on_real_digits_nonl_learns_and_collapses():

@@ -53,6 +53,29 @@ def test_probe_matches_scikit_learn_logistic_regression(digits):
     assert ours_value == pytest.approx(theirs_value, rel=1e-5)
 
 
+def test_a_two_class_probe_is_scikit_learns_binary_model_at_twice_its_C(digits):
+    """Two classes: scikit-learn fits one vector v, the probe two rows with w1 = −w0 = v/2, so its penalty
+    (l2/2)(‖w0‖² + ‖w1‖²) = (l2/4)‖v‖² is sklearn's at C = 2/(l2·N); at C = 1/(l2·N) the logits differ."""
+    X_train, X_test, y_train, y_test = digits
+    keep_train, keep_test = np.isin(y_train, (3, 8)), np.isin(y_test, (3, 8))  # a hard pair of digits
+    X_train, y_train = X_train[keep_train], (y_train[keep_train] == 8).astype(int)
+    X_test, y_test = X_test[keep_test], (y_test[keep_test] == 8).astype(int)
+    l2, N = 1e-2, len(X_train)
+    probe = LinearProbe(l2=l2).fit(torch.tensor(X_train), torch.tensor(y_train))
+    ours = probe.logits(torch.tensor(X_test)).double().numpy()
+    margin = ours[:, 1] - ours[:, 0]  # the probe's binary logit
+    w = probe.weight_.double()
+    assert torch.allclose(w[0], -w[1], atol=1e-4 * w.abs().max().item())  # the optimum is symmetric
+
+    def sklearn_margin(C):
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, tol=1e-10))
+        return model.fit(X_train, y_train).decision_function(X_test)
+
+    assert np.abs(margin).max() > 3
+    np.testing.assert_allclose(margin, sklearn_margin(2 / (l2 * N)), atol=2e-2)
+    assert np.abs(margin - sklearn_margin(1 / (l2 * N))).max() > 0.2  # the multiclass formula is not it
+
+
 def test_weight_and_bias_act_on_the_raw_features(digits):
     X_train, X_test, y_train, _ = digits
     X, X_new = torch.tensor(X_train, dtype=torch.float32), torch.tensor(X_test, dtype=torch.float32)

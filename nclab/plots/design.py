@@ -42,15 +42,17 @@ def plot_nc_trace(trace: pd.DataFrame, metrics: dict[str, str], reference: str =
 
 
 def _short(metric: str) -> str:
-    """A metric's column name as a short, wrapped axis label: "nc2_equinorm_means" → "NC2\nequinorm"."""
-    name, *rest = metric.split("_")
+    """A metric's column name as a short, wrapped axis label: "nc2_equinorm_means" → "NC2\nequinorm" (the
+    trace's "sphere:" prefix dropped: the plot's title names the space)."""
+    name, *rest = metric.removeprefix("sphere:").split("_")
     return "\n".join([name.upper(), *[word for word in rest if word not in ("means", "weights")][:1]])
 
 
 def plot_first_match(matches: pd.DataFrame, within: float = 0.075) -> plt.Figure:
     """For every run and NC metric, the fraction of the reference run's steps it needed to reach (and keep)
     the reference's final value (``tables.first_match``); a run that never did is drawn at 1 with a hatch.
-    The dotted line is seed 004's 7.5 %."""
+    The dotted line is seed 004's 7.5 %. The title names the space: the unit sphere when every metric is a
+    trace's ``sphere:`` column, each run's classifier space otherwise."""
     frame = matches.assign(shown=matches["fraction"].fillna(1.0), metric=matches["metric"].map(_short))
     fig, ax = plt.subplots(figsize=(10, 3.8), constrained_layout=True)
     sns.barplot(frame, x="metric", y="shown", hue="run", ax=ax)
@@ -59,8 +61,10 @@ def plot_first_match(matches: pd.DataFrame, within: float = 0.075) -> plt.Figure
             if missing:
                 bar.set_hatch("//")
     ax.axhline(within, color="black", linestyle=":", linewidth=1, label=f"{within:.1%} (seed 004)")
+    sphere = bool(len(matches)) and matches["metric"].str.startswith("sphere:").all()
+    space = "on the unit sphere" if sphere else "each in its classifier's space"
     ax.set(ylim=(0, 1.05), xlabel="", ylabel="fraction of the reference's steps",
-           title="how early each loss reaches cross-entropy's final collapse (hatched: never)")  # fmt: skip
+           title=f"how early each loss reaches cross-entropy's final collapse, {space} (hatched: never)")  # fmt: skip
     ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
     return fig
 

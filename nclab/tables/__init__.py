@@ -15,9 +15,9 @@ of figures, as ``nclab.plots``:
   :func:`partition_rounds` (notebook 06);
 - ``longtail``: :func:`per_class_alignment`, :func:`long_tail_groups`, both of a run at once
   (:func:`long_tail_tables`), :func:`group_summary` (notebooks 07, 08);
-- ``design``: :func:`first_match`, :func:`race`, :func:`final_table`, :func:`prototype_vs_probe`,
-  :func:`transfer_probes`, :func:`by_loss`, :func:`head_correct`, :func:`design_differences` (what judges
-  seed 004's claims) (notebook 08);
+- ``design``: :func:`first_match`, :func:`race_table` (both spaces of a trace), :func:`race`,
+  :func:`final_table`, :func:`prototype_vs_probe`, :func:`transfer_probes`, :func:`by_loss`,
+  :func:`head_correct`, :func:`design_differences` (what judges seed 004's claims) (notebook 08);
 - ``verdicts``: :func:`accuracy_difference`, :func:`auroc_difference` (a paired bootstrap interval of a
   difference, over images and seeds) and :func:`judge` (reproduced / inconclusive / contradicted);
 - ``claims``: :data:`CLAIMS`, every claim a notebook judges with its quoted source; :func:`claims_table`,
@@ -28,6 +28,7 @@ Every function is also available here, as ``nclab.tables.detection_table`` etc.
 
 from .claims import CLAIMS, Claim, claims_table, verdict_table
 from .design import (
+    SPACES,
     by_loss,
     design_differences,
     final_table,
@@ -35,6 +36,7 @@ from .design import (
     head_correct,
     prototype_vs_probe,
     race,
+    race_table,
     transfer_probes,
 )
 from .detection import (
@@ -100,6 +102,8 @@ __all__ = [
     "long_tail_tables",
     "group_summary",
     "first_match",
+    "SPACES",
+    "race_table",
     "race",
     "head_correct",
     "design_differences",

@@ -17,6 +17,8 @@ from .verdicts import Difference, accuracy_difference
 
 __all__ = [
     "first_match",
+    "SPACES",
+    "race_table",
     "race",
     "final_table",
     "prototype_vs_probe",
@@ -51,6 +53,22 @@ def first_match(trace: pd.DataFrame, metrics, reference: str = "CE", within: flo
             rows.append({"run": run, "metric": metric, "target": float(final[metric]), "step": step,
                          "fraction": fraction, "within": bool(fraction <= within)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+SPACES = {"classifier's space": "", "unit sphere": "sphere:"}  # a trace's column prefix for each space
+
+
+def race_table(trace: pd.DataFrame, metrics, reference: str = "CE", within: float = 0.075) -> pd.DataFrame:
+    """:func:`first_match` in both spaces of an ``NCTrace``: each run's own classifier space (CE on h, a
+    cosine head on h/‖h‖) and the unit sphere, the same for every loss (the ``sphere:`` columns). One row
+    per run, columns (space, metric): the fraction of the reference's steps, NaN where never reached."""
+    frames = {}
+    for space, prefix in SPACES.items():
+        matches = first_match(trace, [prefix + m for m in metrics], reference, within)
+        matches["metric"] = matches["metric"].str.removeprefix(prefix)
+        frames[space] = matches.pivot(index="run", columns="metric", values="fraction")[list(metrics)]
+    runs = list(dict.fromkeys(trace["run"]))
+    return pd.concat(frames, axis=1, names=["space", "metric"]).reindex(runs)
 
 
 def final_table(runs: dict, trace: pd.DataFrame, test: ImageSet) -> pd.DataFrame:
