@@ -29,6 +29,8 @@ import yaml
 from .prepare import execute_notebook
 from .student import strip_solutions, student_notebook
 
+EXECUTED = "executed"  # the folder of the staged site that holds each notebook as executed, solutions and all
+
 __all__ = ["stage_student_site", "solution_blocks", "model_answer_fragments", "solution_leaks", "INSTRUCTOR_PART"]
 
 INSTRUCTOR_PART = "For instructors"  # the _toc.yml part left out of the student site
@@ -45,7 +47,8 @@ def stage_student_site(
 ) -> Path:
     """Write the student site's source into ``out``: the chapters, ``_config.yml`` (execution off) and a
     ``_toc.yml`` whose notebooks are ``student/NN_….ipynb``, each the student version of the executed
-    instructor notebook with its outputs. ``execute``: path → executed notebook (tests pass a stub)."""
+    instructor notebook with its outputs; ``executed/`` keeps each instructor notebook as executed (not a page
+    of the site: what ``tests/test_prose.py`` checks). ``execute``: path → executed notebook (tests pass a stub)."""
     root, out = Path(root), Path(out)
     missing = [name for name in ("book", "notebooks", "_config.yml", "_toc.yml") if not (root / name).exists()]
     if missing:
@@ -78,6 +81,8 @@ def stage_student_site(
             if cell.cell_type == "code" and (cell.source != instructor.get(cell.get("id")) or "check(" in cell.source):
                 cell.outputs, cell.execution_count = [], None
         nbformat.write(version, out / "student" / path.name)
+        (out / EXECUTED).mkdir(exist_ok=True)  # the instructor version as executed: tests/test_prose.py reads it
+        nbformat.write(executed, out / EXECUTED / path.name)
         print(f"{path.name}: executed in {time.perf_counter() - start:.0f} s", flush=True)
     return out
 

@@ -1,0 +1,59 @@
+"""No number in a page's text that the page's outputs do not print (``nclab.course.prose``).
+
+A number pasted into a model answer or a summary from an earlier run drifts when the notebook is rerun on
+another profile or data set, and the sentence then contradicts the table beside it. The slow test reads
+every notebook as the book build executed it (``_build/student-src/executed/``, written by ``make book``;
+without it the test fails and says to run ``make book``) and names each number of a markdown cell that no
+output prints. What is allowed below holds by construction, each with its reason.
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nclab.course.prose import printed_numbers, stated_numbers, unprinted_numbers
+from nclab.course.site import EXECUTED
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGED = ROOT / "_build" / "student-src" / EXECUTED
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+ALLOWED = {  # notebook → {number as written: why it holds whatever the run prints}
+    "08_nc_by_design.ipynb": {
+        "4.5": "7.5 % of the smoke recipe's 60 steps",
+        "10.5": "the full profile's traced step 8,197 of 78,000; the 10.5 GB of ImageNet features in float32",
+        "1.28": "ImageNet's 1.28 million training images",
+    },
+}
+
+
+def _notebook(markdown: str, printed: str, code: str = "") -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(code, outputs=[nbformat.v4.new_output("stream", text=printed)])
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(markdown, id="m"), cell])
+
+
+def test_stated_numbers_are_decimals_and_percentages_not_names_or_formulas():
+    text = r"Exercise 4.1: CE 37.6 %, colour 90 % (torch 2.14.1, seed 004, $4.5\cdot10^{-5}$, $2/5! \approx 0.017$)"
+    assert [number for number, _ in stated_numbers(text)] == ["37.6", "90"]
+
+
+def test_a_number_the_outputs_print_passes_and_a_pasted_one_is_named():
+    printed = "CE: test accuracy 0.3764 | NC1 0.1092\n<td>83.2%</td>"
+    notebook = _notebook("CE reaches 37.6 % (NC1 0.109); the baseline 83.25 %, lr 0.05.", printed, "lr = 0.05")
+    assert 37.64 in [round(v, 6) for v in printed_numbers(notebook)]  # a fraction, read as a percentage too
+    assert [(cell, number) for cell, number, _ in unprinted_numbers(notebook)] == [("m", "83.25")]
+    assert unprinted_numbers(notebook, allowed={"83.25"}) == []
+    assert [n for _, n, _ in unprinted_numbers(_notebook("NC1 0.1093", printed))] == ["0.1093"]  # to its precision
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_number_the_text_states_is_printed_beside_it(name):
+    path = STAGED / name
+    if not path.exists():
+        pytest.fail(f"no executed notebook at {path}: run `make book` first (it executes every notebook)")
+    found = unprinted_numbers(nbformat.read(path, as_version=4), ALLOWED.get(name, {}))
+    assert not found, f"{name}: numbers stated that no output prints (read them from the table, or print them):\n" + (
+        "\n".join(f"  cell {cell}: {number!r} in “…{context}…”" for cell, number, context in found)
+    )
