@@ -53,6 +53,8 @@ def test_a_number_the_outputs_print_passes_and_a_pasted_one_is_named():
     assert [(cell, number) for cell, number, _ in unprinted_numbers(notebook)] == [("m", "83.25")]
     assert unprinted_numbers(notebook, allowed={"83.25"}) == []
     assert [n for _, n, _ in unprinted_numbers(_notebook("NC1 0.1093", printed))] == ["0.1093"]  # to its precision
+    cited = "The paper reports 71.3 % {cite:p}`key`. The practical-work report's energy 0.297 is flipped. We get 0.42."
+    assert [n for _, n, _ in unprinted_numbers(_notebook(cited, printed))] == ["0.42"]  # a cited number is sourced
 
 
 @pytest.mark.slow
