@@ -24,7 +24,7 @@ __all__ = ["stated_numbers", "printed_numbers", "unprinted_numbers"]
 # that the text computes in its own formula ("$2/5! \approx 0.017$")
 _STATED = re.compile(
     r"(?<![\w.^{}\\/\-])(?<!Exercise )(?<!Question )(?<!section )(?<!§)(?<!\\approx )(?<!\\approx)"
-    r"(?P<number>\d+(?:,\d{3})*\.\d+|\d+(?=\s?%))(?![\w.]|\s?\\cdot|\s?\\times\s?10|\s?·\s?10|\s?×\s?10)"
+    r"(?P<number>\d+(?:,\d{3})*\.\d+|\d+(?=\s?%))(?!\w|\.\d|\s?\\cdot|\s?\\times\s?10|\s?·\s?10|\s?×\s?10)"
 )
 _PRINTED = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?(?:e[-+]?\d+)?")
 _TAGS = re.compile(r"<style.*?</style>|<[^>]+>", re.S)
