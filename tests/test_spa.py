@@ -3,6 +3,8 @@ cases, SpA-Reg's zero when aligned, SLERP's geometry, the logit-adjusted loss, a
 survive an interrupted run."""
 
 import math
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -211,17 +213,37 @@ def test_on_a_real_long_tail_ce_shows_minority_collapse_and_spa_reg_aligns(stand
 
     test_set = data.train_test_sets("cifar100", "smoke")[1]
     lt = data.long_tailed(standin_train.subset(2000, seed=0), 100)
-    results = {}
+    results, runs = {}, {}
     for name, method in {"ce": spa.long_tail_method(), "reg": spa.long_tail_method("reg")}.items():
         config = spa.recipe("smoke", method, dataset="cifar100-lt100")
-        run = train.load_or_train(config, lt, device="cpu", progress=False)
+        runs[name] = run = train.load_or_train(config, lt, device="cpu", progress=False)
         fs = [features.cached_features(run.model, s, run.run_dir) for s in (lt, test_set)]
         results[name] = tables.per_class_alignment(*fs, run.model)
+        # the per-image correctness the verdicts of notebook 07 pair is the "all" accuracy its tables print
+        groups = tables.long_tail_tables(run, lt, test_set)[1].set_index("group")
+        correct = tables.head_correct({name: run}, test_set)[name]
+        assert correct.shape == (len(test_set),) and set(correct.unique().tolist()) <= {0, 1}
+        assert correct.double().mean().item() == pytest.approx(groups.loc["all", "test_accuracy"])
+    d = tables.accuracy_difference(*(tables.head_correct(runs, test_set)[name] for name in ("ce", "reg")))
+    all_accuracy = {name: tables.long_tail_tables(run, lt, test_set)[1].set_index("group").loc["all", "test_accuracy"]
+                    for name, run in runs.items()}  # fmt: skip
+    assert d.estimate == pytest.approx(100 * (all_accuracy["reg"] - all_accuracy["ce"])) and d.lo <= d.estimate <= d.hi
     ce = results["ce"]
     head, tail = ce[ce.group == "many"], ce[ce.group == "few"]
     assert head["weight_norm"].mean() > tail["weight_norm"].mean()
     assert head["test_accuracy"].mean() > 0.7 and tail["test_accuracy"].mean() < 0.2
     assert results["reg"]["alignment"].mean() > ce["alignment"].mean() + 0.1
+
+
+def test_the_published_anchor_cites_a_paper_of_the_bibliography():
+    """GLMC's top-1 is quoted beside its source (book/references.bib), in notebook 07 and in its chapter."""
+    root = Path(__file__).resolve().parents[1]
+    anchor = spa.PUBLISHED_ANCHOR
+    bibliography = (root / "book" / "references.bib").read_text(encoding="utf-8")
+    assert anchor["source"] in re.findall(r"@\w+\{([^,]+),", bibliography)
+    assert 0 < anchor["top1"] < 1
+    for path in (root / "book" / "07_long_tailed.md", root / "notebooks" / "07_long_tailed_alignment.ipynb"):
+        assert f"{{cite:p}}`{anchor['source']}`" in path.read_text(encoding="utf-8"), path.name
 
 
 def test_a_non_finite_feature_row_does_not_poison_the_centres():
