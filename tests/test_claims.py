@@ -70,7 +70,7 @@ def test_the_verdict_table_judges_each_comparison_and_refuses_an_unknown_claim()
         tables.claims_table("01")
 
 
-@pytest.mark.parametrize("notebook", ["05", "07", "08"])  # 06: issue 28, in progress
+@pytest.mark.parametrize("notebook", ["05", "06", "07", "08"])
 def test_each_chapter_lists_the_claims_its_notebook_judges(notebook):
     chapter = next((ROOT / "book").glob(f"{notebook}_*.md")).read_text(encoding="utf-8")
     notebook_text = next((ROOT / "notebooks").glob(f"{notebook}_*.ipynb")).read_text(encoding="utf-8")

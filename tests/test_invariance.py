@@ -58,6 +58,19 @@ def test_vrex_penalty_is_the_variance_of_the_environment_risks():
     assert one_env.item() == pytest.approx(risks[0].item() / 10, rel=1e-6)
 
 
+def test_vrex_lambda_is_twice_the_rex_codes_for_the_same_objective():
+    """The REx authors' Colored-MNIST code: (R¹ + R²) + λ'(R¹ − R²)²; nclab (DomainBed): mean R + λ Var, Var
+    divided by E. With two environments, λ = 2λ' gives half their loss, at every step."""
+    y = torch.tensor([1, 1, 1, 0, 1, 0, 0, 0])
+    logits = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    r1, r2 = F.cross_entropy(logits[:4], y[:4]), F.cross_entropy(logits[4:], y[4:])
+    rex_lambda = 0.3  # ≤ 1/2, so that neither loss is divided by its weight
+    rex_code = (r1 + r2) + rex_lambda * (r1 - r2) ** 2
+    loss = invariance.InvarianceLoss("vrex", penalty_weight=2 * rex_lambda, anneal_steps=0)
+    nclab = loss(_out(logits, [0, 0, 0, 0, 1, 1, 1, 1]), y)
+    assert nclab.item() == pytest.approx(rex_code.item() / 2, rel=1e-6)
+
+
 def test_the_penalty_weight_is_annealed_and_the_step_count_is_checkpointed():
     y = torch.tensor([1, 1, 0, 0, 1, 1, 1, 0])
     batch = _out(_logits(8), [0, 0, 0, 0, 1, 1, 1, 1])

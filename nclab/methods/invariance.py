@@ -7,8 +7,11 @@ environment e in the batch:
 - **IRMv1** (Arjovsky et al., 2019): mean_e R^e + λ mean_e ‖∂R^e(s·logits)/∂s at s = 1‖². The penalty is 0 when
   the classifier is optimal, up to a common scale, in every environment at once: a predictor that uses
   an invariant feature. :func:`irmv1_penalty`.
-- **V-REx** (Krueger et al., ICML 2021): mean_e R^e + λ Var_e(R^e) (the variance over the environments,
-  divided by their number): equal risks everywhere.
+- **V-REx** (Krueger et al., ICML 2021): mean_e R^e + λ Var_e(R^e): equal risks everywhere. Var_e is the
+  mean squared deviation of the E risks from their mean (divided by E, not E − 1), as DomainBed computes
+  it. The REx authors' Colored-MNIST code minimises (R¹ + R²) + λ'(R¹ − R²)² = 2 · (mean_e R^e + 2λ' Var_e R^e):
+  with two environments, nclab's λ is twice their λ' for the same objective (up to the factor 2 on the
+  whole loss).
 
 As in the IRM paper's Colored-MNIST code, λ is 1 for the first ``anneal_steps`` optimiser steps and
 ``penalty_weight`` after, and the loss is then divided by λ when λ > 1 (so the step size stays
@@ -187,7 +190,13 @@ def irmv1(penalty_weight: float = 1e4, anneal_steps: int = 100, restart: bool = 
 
 
 def vrex(penalty_weight: float = 1e4, anneal_steps: int = 100, restart: bool = True) -> Method:
-    """V-REx on the digits model: mean_e R^e + λ Var_e R^e, with the same schedule as :func:`irmv1`."""
+    """V-REx on the digits model: mean_e R^e + λ Var_e R^e, with the same schedule as :func:`irmv1`.
+
+    Var_e R^e = mean_e (R^e − mean_e' R^e')², divided by the number E of environments in the batch (DomainBed's
+    convention; ``torch.var(correction=0)``). The REx authors' Colored-MNIST code adds λ'(R¹ − R²)² to the
+    *sum* R¹ + R² of the two risks; since (R¹ − R²)² = 4 Var_e R^e for E = 2, their λ' is half of this λ for
+    the same objective (their loss is twice nclab's, a factor that Adam's step normalisation largely
+    removes)."""
     return _invariance("vrex", "vrex", penalty_weight, anneal_steps, restart)
 
 
