@@ -28,15 +28,15 @@ _STATED = re.compile(
 )
 _PRINTED = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?(?:e[-+]?\d+)?")
 _TAGS = re.compile(r"<style.*?</style>|<[^>]+>", re.S)
-_SOURCED = re.compile(r"\{cite|practical-work report|the report's|\(report:")  # a citation role or the report
-_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z*(])|\n\n")
+_SOURCED = re.compile(r"\{cite|practical-work\s+report|the\s+report's|\(report:")  # a citation, or the report
+_PARAGRAPH_END = re.compile(r"\n\s*\n")
 
 
-def _sentence(text: str, at: int) -> str:
-    """The sentence of ``text`` around position ``at`` (its paragraph, at most)."""
-    starts = [m.end() for m in _SENTENCE_END.finditer(text, 0, at)]
-    end = _SENTENCE_END.search(text, at)
-    return text[starts[-1] if starts else 0 : end.end() if end else len(text)]
+def _paragraph(text: str, at: int) -> str:
+    """The paragraph of ``text`` around position ``at`` (a table is one paragraph)."""
+    starts = [m.end() for m in _PARAGRAPH_END.finditer(text, 0, at)]
+    end = _PARAGRAPH_END.search(text, at)
+    return text[starts[-1] if starts else 0 : end.start() if end else len(text)]
 
 
 def stated_numbers(text: str) -> list[tuple[str, int]]:
@@ -62,7 +62,7 @@ def printed_numbers(notebook: nbformat.NotebookNode) -> list[float]:
 def unprinted_numbers(notebook: nbformat.NotebookNode, allowed=()) -> list[tuple[str, str, str]]:
     """(cell id, number, the words around it) for every number a markdown cell states that no output prints
     to the precision it is written with, that no code cell contains, that is not in ``allowed``, and whose
-    sentence cites no source (a ``{cite:…}`` role, or the practical-work report by name)."""
+    paragraph cites no source (a ``{cite:…}`` role, or the practical-work report by name)."""
     printed = sorted(set(printed_numbers(notebook)))
     code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
     found = []
@@ -74,7 +74,7 @@ def unprinted_numbers(notebook: nbformat.NotebookNode, allowed=()) -> list[tuple
             half = 0.5 * 10 ** -len(number.partition(".")[2]) + 1e-9  # "0.18" stands for [0.175, 0.185]
             if number in allowed or number in code or any(abs(value - p) <= half for p in printed):
                 continue
-            if _SOURCED.search(_sentence(cell.source, at)):  # a published number, cited where it is stated
+            if _SOURCED.search(_paragraph(cell.source, at)):  # a published number, cited where it is stated
                 continue
             context = " ".join(cell.source[max(0, at - 60) : at + len(number) + 20].split())
             found.append((cell.get("id", "?"), number, context))
