@@ -1,6 +1,7 @@
 """The student site's source: the instructor notebooks' outputs under the student versions' code, the
 chapters and table of contents pointing at student/, and a check that finds a solution on any built page."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -167,3 +168,15 @@ def test_the_student_site_leaves_out_the_instructor_part(tmp_path):
     out = site.stage_student_site(tmp_path, tmp_path / "staged", execute=_executed)
     toc = yaml.safe_load((out / "_toc.yml").read_text())
     assert toc["parts"] == [{"caption": "Course", "chapters": [{"file": "student/01_x"}]}]
+
+
+def test_no_student_page_cites_the_spec_that_students_cannot_see():
+    """``../shared/SPEC.md`` is the developers' file: a page a student reads cites a chapter, a notebook or the
+    glossary instead (the instructor guide, off the student site, may name it)."""
+    root = Path(__file__).resolve().parents[1]
+    chapters = [p for p in (root / "book").glob("*.md") if p.stem != "instructor_guide"]
+    pages = {p.name: p.read_text(encoding="utf-8") for p in chapters}
+    for path in (root / "student").glob("*.ipynb"):
+        pages[path.name] = "\n".join(cell.source for cell in nbformat.read(path, 4).cells)
+    assert len(pages) > 20
+    assert [name for name, text in pages.items() if re.search(r"\bSPEC\b", text)] == []
