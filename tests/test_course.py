@@ -53,6 +53,7 @@ def test_a_fork_changes_one_line_and_sync_follows_it(tmp_path):
         ("repository:\n  url: https://github.com/a\n", "owner/name"),
         ("repository:\n  url: https://github.com/a/b\n  branch: has space\n", "cannot carry"),
         ("repository:\n  url: https://github.com/a/b\n  branch: feature/x\n", "cannot carry"),
+        ("repository:\n  url: https://github.com/a/b\n  branch: 2027\n", 'quote it, branch: "2027"'),
     ],
 )
 def test_the_config_names_a_github_repository(tmp_path, text, error):

@@ -63,9 +63,10 @@ def repository(config: str | Path = "_config.yml") -> Repository:
     url = str(entry.get("url", ""))
     if not url.startswith("https://github.com/"):
         raise ValueError(f"{path}: repository.url must be https://github.com/OWNER/NAME, got {url!r}")
-    return Repository(
-        url.removeprefix("https://github.com/").removesuffix(".git").strip("/"), entry.get("branch", "main")
-    )
+    branch = entry.get("branch", "main")
+    if not isinstance(branch, str):  # YAML reads `branch: 2027` as a number (and 0123 as octal 83)
+        raise ValueError(f'{path}: repository.branch must be text: quote it, branch: "{branch}"')
+    return Repository(url.removeprefix("https://github.com/").removesuffix(".git").strip("/"), branch)
 
 
 def install_cell(repo: Repository) -> str:
