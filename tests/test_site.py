@@ -180,3 +180,26 @@ def test_no_student_page_cites_the_spec_that_students_cannot_see():
         pages[path.name] = "\n".join(cell.source for cell in nbformat.read(path, 4).cells)
     assert len(pages) > 20
     assert [name for name, text in pages.items() if re.search(r"\bSPEC\b", text)] == []
+
+
+def test_the_pages_workflow_builds_every_push_and_deploys_the_configured_branch_with_cpu_torch():
+    """A fork on another branch changes `_config.yml` only; the runner installs torch's CPU build with pip's
+    cache, and every action is a major that runs on Node 24 (Node 20 left GitHub's runners in 2026)."""
+    root = Path(__file__).resolve().parents[1]
+    workflow = yaml.safe_load((root / ".github" / "workflows" / "pages.yml").read_text(encoding="utf-8"))
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads the key `on` as True
+    assert triggers["push"] is None  # every branch: the deploy job decides
+    build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
+    assert "download.pytorch.org/whl/cpu" in build["env"]["PIP_INDEX_URL"]
+    assert build["env"]["PIP_EXTRA_INDEX_URL"] == "https://pypi.org/simple"
+    steps = {step.get("uses", step.get("name")).split("@")[0]: step for step in build["steps"] + deploy["steps"]}
+    assert steps["actions/setup-python"]["with"]["cache"] == "pip"
+    assert int(steps["actions/setup-node"]["with"]["node-version"]) >= 22
+    node24 = {"actions/checkout": 5, "actions/setup-python": 6, "actions/setup-node": 5, "actions/configure-pages": 6,
+              "actions/upload-pages-artifact": 5, "actions/deploy-pages": 5}  # fmt: skip
+    used = {
+        s["uses"].split("@")[0]: int(s["uses"].split("@v")[1]) for s in build["steps"] + deploy["steps"] if "uses" in s
+    }
+    assert used == node24
+    assert "repository().branch" in steps["The branch the course is published from (_config.yml)"]["run"]
+    assert deploy["if"] == "github.ref_name == needs.build.outputs.branch"
