@@ -35,6 +35,7 @@ __all__ = [
     "log_spaced_epochs",
     "data_dir",
     "cache_dir",
+    "in_cache",
     "describe",
     "setup",
 ]
@@ -164,6 +165,15 @@ def cache_dir() -> Path:
     """
     xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return _env_path("NCLAB_CACHE", xdg / "nclab")
+
+
+def in_cache(path: str | Path) -> str:
+    """``path`` as a message shows it: ``cache/…`` when it lies in :func:`cache_dir` (printed once, by the
+    setup cell), so that a page built on one machine shows no folder of that machine; else as it is."""
+    try:
+        return "cache/" + Path(path).resolve().relative_to(cache_dir().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def data_dir() -> Path:

@@ -148,6 +148,17 @@ def test_resume_after_interruption_equals_uninterrupted_run(small_train, tmp_pat
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["epoch_0001.pt", "epoch_0003.pt", "last.pt"]
 
 
+def test_messages_show_runs_relative_to_the_cache_and_no_nan_for_an_absent_test_set(
+    small_train, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("NCLAB_CACHE", str(tmp_path / "cache"))
+    train.load_or_train(_tiny_config(epochs=1, snapshot_epochs=(1,)), small_train, progress=True)
+    out, err = capsys.readouterr()
+    assert "in cache/runs/" in out and str(tmp_path) not in out  # no folder of the machine that built the page
+    assert "acc=" in err and "test=" not in err and "nan" not in err  # the bar: no test set, no test column
+    assert config.in_cache(tmp_path / "elsewhere" / "x.pt") == str(tmp_path / "elsewhere" / "x.pt")
+
+
 def test_completed_run_is_loaded_not_retrained(small_train, tmp_path, capsys):
     config_ = _tiny_config(epochs=1, snapshot_epochs=(1,))
     first = train.load_or_train(config_, small_train, root=tmp_path, progress=False)

@@ -206,12 +206,10 @@ def fit(
         if test_loader is not None:
             record["test_loss"], record["test_acc"] = loss_and_accuracy(model, test_loader)
         history.append(record)
-        epochs.set_postfix(
-            loss=f"{record['train_loss']:.3f}",
-            acc=f"{record['train_acc']:.3f}",
-            test=f"{record.get('test_acc', float('nan')):.3f}",
-            lr=f"{record['lr']:.3g}",
-        )
+        shown = {"loss": f"{record['train_loss']:.3f}", "acc": f"{record['train_acc']:.3f}"}
+        if "test_acc" in record:  # no test set, no test column (never a "nan" for a value that is absent)
+            shown["test"] = f"{record['test_acc']:.3f}"
+        epochs.set_postfix(**shown, lr=f"{record['lr']:.3g}")
         if last is not None and distributed.is_main():
             _save(last, config, epoch, model, optimizer, scheduler, scaler, hooks, history, device)
     distributed.barrier()  # no rank goes on (to read a checkpoint) before rank 0 has written it

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .. import __version__, distributed, models
 from ..checkpoints import load_checkpoint
-from ..config import Profile, cache_dir, get_profile
+from ..config import Profile, cache_dir, get_profile, in_cache
 from ..data import GpuLoader, ImageSet
 from .contract import Hook, Method, TrainConfig
 from .loop import fit, with_loss
@@ -153,12 +153,12 @@ def load_or_train(
     where = f"{device}" + (f" × {ranks} processes" if shard.get("world_size", 1) > 1 else "")
     images = f"{config.epochs} epochs × {len(train_set):,} images on {where}"
     if done >= (until or config.epochs):
-        say(f"Found checkpoint {last} (epoch {done}): loading, no training needed.")
+        say(f"Found checkpoint {in_cache(last)} (epoch {done}): loading, no training needed.")
     elif done:
-        say(f"Found checkpoint {last} at epoch {done}/{config.epochs}: resuming ({images}).")
+        say(f"Found checkpoint {in_cache(last)} at epoch {done}/{config.epochs}: resuming ({images}).")
     else:
         say(
-            f"No checkpoint for {config.method.name} regime {config.regime} in {run_dir}: training {images}. "
+            f"No checkpoint for {config.method.name} regime {config.regime} in {in_cache(run_dir)}: training {images}. "
             f"The progress bar shows the time left; rerunning this cell resumes after a disconnect."
         )
     if ranks > 1 and not shard:
