@@ -54,7 +54,7 @@ book: venv site-js
 	@echo "Student site built: open _build/html/index.html"
 
 book-instructor: venv site-js
-	$(BIN)/jupyter-book build . --path-output _build/instructor --warningiserror --keep-going --nitpick
+	NCLAB_PROGRESS=final $(BIN)/jupyter-book build . --path-output _build/instructor --warningiserror --keep-going --nitpick
 	@echo "Instructor site built: open _build/instructor/_build/html/index.html"
 
 # The browser test reads the built site: when there is none, the site is built first, in the test session's

@@ -159,6 +159,15 @@ def test_messages_show_runs_relative_to_the_cache_and_no_nan_for_an_absent_test_
     assert config.in_cache(tmp_path / "elsewhere" / "x.pt") == str(tmp_path / "elsewhere" / "x.pt")
 
 
+def test_on_a_static_page_training_prints_one_final_line_and_no_live_bar(small_train, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NCLAB_PROGRESS", "final")
+    run = train.load_or_train(_tiny_config(epochs=2, snapshot_epochs=(2,)), small_train, root=tmp_path)
+    out, err = capsys.readouterr()
+    finals = [line for line in out.splitlines() if "epochs, 2 trained in" in line]
+    assert len(finals) == 1 and f"acc={run.history[-1]['train_acc']:.3f}" in finals[0]
+    assert "it/s" not in err and "epoch 1" not in err  # no tqdm bar at all
+
+
 def test_completed_run_is_loaded_not_retrained(small_train, tmp_path, capsys):
     config_ = _tiny_config(epochs=1, snapshot_epochs=(1,))
     first = train.load_or_train(config_, small_train, root=tmp_path, progress=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 
 from .. import distributed
+from ..train.loop import PROGRESS
 
 __all__ = ["METHOD_NOTEBOOKS", "select_notebooks", "execute_notebook", "prepare"]
 
@@ -68,8 +69,8 @@ def execute_notebook(path: Path, timeout: float | None = 1800, on_cell=None) -> 
             on_cell_executed=(lambda cell, cell_index, execute_reply: on_cell()) if on_cell else None,
             resources={"metadata": {"path": str(path.parent)}},
         )
-        try:
-            client.execute()
+        try:  # a static page: one line per training run, no live bars (nclab.train.loop.PROGRESS)
+            client.execute(env={**os.environ, PROGRESS: os.environ.get(PROGRESS, "final")})
             return notebook
         except CellExecutionError as error:
             raise RuntimeError(

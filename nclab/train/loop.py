@@ -26,7 +26,34 @@ from ..data import GpuLoader
 from ..losses import BatchOutput
 from .contract import Hook, TrainConfig
 
-__all__ = ["lr_factor", "make_optimizer", "amp_dtype", "loss_and_accuracy", "fit", "with_loss"]
+__all__ = ["PROGRESS", "lr_factor", "make_optimizer", "amp_dtype", "loss_and_accuracy", "fit", "with_loss"]
+
+# NCLAB_PROGRESS=final: no live progress bars, one line per run when its training ends. A static page (the
+# book, executed by nclab.course.prepare.execute_notebook) keeps a live bar's widget as a blank block.
+PROGRESS = "NCLAB_PROGRESS"
+
+
+class _FinalLine:
+    """tqdm's interface for :func:`fit` on a static page: iterates silently, then prints one line."""
+
+    def __init__(self, iterable, desc: str, disable: bool, initial: int, total: int, unit: str):
+        self.iterable, self.desc, self.disable, self.initial, self.total, self.unit = (
+            iterable, desc, disable, initial, total, unit
+        )  # fmt: skip
+        self.postfix: dict[str, str] = {}
+
+    def set_postfix(self, **values: str) -> None:
+        self.postfix = values
+
+    def __iter__(self):
+        began, done = time.perf_counter(), self.initial
+        for item in self.iterable:
+            yield item
+            done += 1
+        if not self.disable and done > self.initial:
+            values = ", ".join(f"{k}={v}" for k, v in self.postfix.items())
+            print(f"{self.desc}: {done}/{self.total} {self.unit}s, {done - self.initial} trained in "
+                  f"{time.perf_counter() - began:.0f} s ({values})", flush=True)  # fmt: skip
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int):
@@ -152,7 +179,9 @@ def fit(
     forward = _forward(model, config, device, sharded)
     progress = progress and distributed.is_main()
 
-    epochs = tqdm(
+    final_only = os.environ.get(PROGRESS, "") == "final"
+    bar = _FinalLine if final_only else tqdm
+    epochs = bar(
         range(start, (until or config.epochs) + 1),
         desc=f"{config.method.name} {config.regime}",
         disable=not progress,
@@ -167,7 +196,7 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        for x, y, extras in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not progress):
+        for x, y, extras in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=final_only or not progress):
             with torch.autocast(device.type, autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 h, logits = forward(x)
             if sharded:
