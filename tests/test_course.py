@@ -227,3 +227,13 @@ def test_nclab_train_method_runs_that_methods_notebook(monkeypatch, capsys):
     assert "make book now only loads them" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse: an unknown method lists the choices
         main(["train", "--method", "nothing"])
+
+
+NOTEBOOKS = sorted(Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_says_how_long_it_takes_in_class_and_to_compute(path):
+    intro = nbformat.read(path, 4).cells[0].source
+    assert "**Time in class.**" in intro
+    assert "CPU" in intro and ("T4" in intro or "every profile" in intro), "the compute time on a CPU and on Colab"
