@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nclab import data, exercises
+from nclab.exercises import EXERCISES as EXERCISES
 from nclab.exercises import (
     NOT_ANSWERED,
     check,
@@ -29,6 +30,7 @@ from nclab.exercises import (
     notebook08,
     notebook09,
     run_check,
+    stand_in,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,3 +320,35 @@ def test_on_grid_rounds_to_multiples_of_two_to_the_minus_bits():
     assert core.on_grid(x).tolist() == [round(2**20 / 3) / 2**20, -2.5, 0.0]
     assert torch.equal(core.on_grid(x + 1e-15), core.on_grid(x))  # the machine's last bits do not matter
     assert core.on_grid(torch.tensor([0.3]), bits=2).item() == 0.25
+
+
+WITH_REFERENCE = [name for name, exercise in EXERCISES.items() if exercise.reference is not None]
+
+
+def test_the_exercises_whose_answer_later_cells_call_have_a_reference():
+    assert set(WITH_REFERENCE) == {"00_ufm_step", "04_pca", "04_neco", "09_bounds"}
+
+
+@pytest.mark.parametrize("name", WITH_REFERENCE)
+def test_a_reference_passes_its_own_check_and_stands_in_only_for_an_unanswered_exercise(name, capsys):
+    reference = EXERCISES[name].reference
+    assert run_check(name, lambda *args: reference(*args)).passed  # the library's computation is right
+
+    def unanswered(*args):
+        raise NotImplementedError()
+
+    lent = stand_in(name, unanswered)
+    assert "is not answered yet, so the cells below use nclab's own computation" in capsys.readouterr().out
+    assert lent is not unanswered and getattr(lent, "__nclab_stand_in__", False)
+    result = run_check(name, lent)  # copied into the answer's name, the stand-in scores nothing
+    assert not result.passed and not result.answered and "stand-in" in result.message
+    for answered in (reference, lambda *args: 0):  # right or wrong, a written answer is used as it is
+        assert stand_in(name, answered) is answered
+    assert capsys.readouterr().out == ""
+    assert stand_in(name, None) is not None
+
+
+def test_stand_in_refuses_an_exercise_without_a_reference():
+    name = next(n for n, e in EXERCISES.items() if e.reference is None)
+    with pytest.raises(ValueError, match="no reference to stand in"):
+        stand_in(name, None)

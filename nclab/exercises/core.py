@@ -26,7 +26,9 @@ __all__ = [
     "Question",
     "Wrong",
     "NOT_ANSWERED",
+    "STAND_IN",
     "run_check",
+    "stand_in",
     "merge_tables",
     "show",
     "compare",
@@ -46,11 +48,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Result:
-    """The outcome of one check: ``passed`` and a message for the student."""
+    """The outcome of one check: ``passed`` and a message for the student; ``answered`` is False while the
+    answer is not written yet (``None``, ``...``, NotImplementedError, or the library's stand-in)."""
 
     name: str
     passed: bool
     message: str
+    answered: bool = True
 
     def __str__(self) -> str:
         return f"{'✅' if self.passed else '❌'} {self.name}: {self.message}"
@@ -63,6 +67,9 @@ class Exercise:
     answer: str  # e.g. "cifar_stem_layer": what the grader looks up
     check: Callable[[Any], tuple[bool, str]]  # answer → (passed, message)
     points: int  # awarded when the check passes; a positive int
+    # the library's own computation, with the answer's signature: what :func:`stand_in` lends to the cells
+    # after an unanswered exercise, so that "Run all" goes on (None: the notebook never calls the answer)
+    reference: Callable | None = None
 
     def __post_init__(self):
         if isinstance(self.points, bool) or not isinstance(self.points, int) or self.points < 1:
@@ -97,21 +104,49 @@ NOT_ANSWERED = (
 )
 
 
+STAND_IN = (
+    "not answered yet: this is nclab's stand-in (`stand_in`), which the notebook lends to the cells that "
+    "follow an unanswered exercise, not your answer: write your own and rerun the cell."
+)
+
+
 def run_check(exercises: Mapping[str, Exercise], name: str, answer: Any) -> Result:
     """Check ``answer`` for exercise ``name`` of ``exercises``, without printing; never raises because of it."""
     if name not in exercises:
         raise KeyError(f"No exercise {name!r}; nclab knows {sorted(exercises)}.")
     if answer is None or answer is Ellipsis:
-        return Result(name, False, f"not answered yet: `{exercises[name].answer}` is {answer!r}.")
+        return Result(name, False, f"not answered yet: `{exercises[name].answer}` is {answer!r}.", answered=False)
+    if getattr(answer, "__nclab_stand_in__", False):
+        return Result(name, False, STAND_IN, answered=False)
     try:
         passed, message = exercises[name].check(answer)
     except NotImplementedError:
-        return Result(name, False, NOT_ANSWERED)
+        return Result(name, False, NOT_ANSWERED, answered=False)
     except Wrong as wrong:
         return Result(name, False, str(wrong))
     except Exception as error:  # the student's code crashed: say how, never re-raise
         return Result(name, False, f"your code raised {type(error).__name__}: {error}")
     return Result(name, bool(passed), message)
+
+
+def stand_in(exercises: Mapping[str, Exercise], name: str, answer: Any) -> tuple[Any, bool]:
+    """(what the cells after exercise ``name`` should call, whether it is the library's stand-in): the
+    student's ``answer`` as it is, unless it is not answered yet (``None``, ``...`` or raising
+    NotImplementedError), when the exercise's ``reference`` stands in, marked so that :func:`run_check`
+    never takes it for an answer. A wrong answer is kept: what it does next is part of the feedback."""
+    exercise = exercises[name]
+    if exercise.reference is None:
+        raise ValueError(f"exercise {name!r} has no reference to stand in: its notebook never calls the answer.")
+    if run_check(exercises, name, answer).answered:
+        return answer, False
+    reference = exercise.reference
+
+    def lent(*args, **kwargs):
+        return reference(*args, **kwargs)
+
+    lent.__nclab_stand_in__ = True
+    lent.__name__ = lent.__qualname__ = f"{exercise.answer}_stand_in"
+    return lent, True
 
 
 def merge_tables(*tables: Mapping[str, Any]) -> dict[str, Any]:

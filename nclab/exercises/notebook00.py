@@ -87,6 +87,14 @@ def _ufm_objective(H, W, b, labels, lambda_H, lambda_W, lambda_b):
     return fit + 0.5 * (lambda_H * H.pow(2).sum() + lambda_W * W.pow(2).sum() + lambda_b * b.pow(2).sum())
 
 
+def reference_ufm_step(H, W, b, labels, lr, lambda_H, lambda_W, lambda_b):
+    """One step of gradient descent on the UFM objective, by autograd, in the inputs' dtype: what
+    ``stand_in`` lends in place of an unanswered ``ufm_step``."""
+    params = [t.detach().clone().requires_grad_() for t in (H, W, b)]
+    grads = torch.autograd.grad(_ufm_objective(*params, labels, lambda_H, lambda_W, lambda_b), params)
+    return tuple((p - lr * g).detach() for p, g in zip(params, grads))
+
+
 def _step_and_mistakes(H, W, b, labels, lr, lambda_H, lambda_W, lambda_b) -> tuple[torch.Tensor, dict]:
     """The right step (H, W, b flattened into one vector) and the steps of each typical mistake."""
     H, W, b = (t.double().clone().requires_grad_() for t in (H, W, b))
@@ -175,7 +183,7 @@ def check_ufm_step(ufm_step: Callable) -> tuple[bool, str]:
 
 EXERCISES = {
     "00_cosine": Exercise("mean_pairwise_cosine", check_mean_cosine, points=1),
-    "00_ufm_step": Exercise("ufm_step", check_ufm_step, points=2),
+    "00_ufm_step": Exercise("ufm_step", check_ufm_step, points=2, reference=reference_ufm_step),
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

@@ -73,6 +73,16 @@ def check_nc5(nc5_score: Callable) -> tuple[bool, str]:
     return True, "(1/C) Σ_c |cos(μ_c, μ_OOD)| with uncentred class means: 0 when OOD is orthogonal to every class."
 
 
+def reference_principal_axes(S: torch.Tensor, d: int) -> torch.Tensor:
+    """The top-``d`` principal axes of ``S`` as rows, by ``nclab.ood.NECO``: the stand-in for ``principal_axes``."""
+    return ood.NECO(dim=d, standardize=False).fit(S).components_
+
+
+def reference_neco_ratio(S: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """‖P s‖ / ‖s‖ for each row s of S: the stand-in for ``neco_ratio``."""
+    return (S @ P.T).norm(dim=1) / S.norm(dim=1)
+
+
 def check_pca(principal_axes: Callable) -> tuple[bool, str]:
     """04_pca: ``principal_axes(S, d)`` → (d, p), orthonormal rows spanning the top-d eigenvectors of the
     centred covariance (1/N) Σ_i (s_i − s̄)(s_i − s̄)ᵀ.
@@ -176,8 +186,8 @@ def check_neco(neco_ratio: Callable) -> tuple[bool, str]:
 
 EXERCISES = {
     "04_nc5": Exercise("nc5_score", check_nc5, points=2),
-    "04_pca": Exercise("principal_axes", check_pca, points=2),
-    "04_neco": Exercise("neco_ratio", check_neco, points=1),
+    "04_pca": Exercise("principal_axes", check_pca, points=2, reference=reference_principal_axes),
+    "04_neco": Exercise("neco_ratio", check_neco, points=1, reference=reference_neco_ratio),
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

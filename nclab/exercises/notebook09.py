@@ -100,7 +100,9 @@ def check_audit(audit_report: Callable) -> tuple[bool, str]:
 
 
 EXERCISES = {
-    "09_bounds": Exercise("ncc_accuracy_bounds_student", check_bounds, points=2),
+    "09_bounds": Exercise(
+        "ncc_accuracy_bounds_student", check_bounds, points=2, reference=pitfalls.ncc_accuracy_bounds
+    ),
     "09_audit": Exercise("audit_report", check_audit, points=2),
 }
 
