@@ -29,7 +29,6 @@ from . import (
 )
 from .core import NOT_ANSWERED, Exercise, Question, Result, Wrong, merge_tables
 from .core import run_check as _run_check
-from .core import stand_in as _stand_in
 
 __all__ = [
     "check",
@@ -75,16 +74,27 @@ def check(name: str, answer: Any) -> Result:
 
 
 def stand_in(name: str, answer: Any) -> Any:
-    """What the cells after exercise ``name`` call: ``answer`` once it is answered (right or wrong); until
-    then the library's own computation, with a notice, so that "Run all" goes on past an unanswered
-    exercise. The grader still scores the student's own ``answer`` (the stand-in never scores)."""
-    used, lent = _stand_in(EXERCISES, name, answer)
-    if lent:
-        print(
-            f"⚠️ {name}: `{EXERCISES[name].answer}` is not answered yet, so the cells below use nclab's own "
-            f"computation instead. Answer the exercise and rerun them to use yours."
-        )
-    return used
+    """What the cells after exercise ``name`` call: ``answer`` once it is answered (right or wrong: what a
+    wrong answer does next is part of the feedback); until then (``None``, ``...``, NotImplementedError) the
+    exercise's ``reference``, the library's own computation, with a notice, so that "Run all" goes on. The
+    stand-in is marked: copied into the answer's name it scores nothing (``run_check``)."""
+    exercise = EXERCISES[name]
+    if exercise.reference is None:
+        raise ValueError(f"exercise {name!r} has no reference to stand in: its notebook never calls the answer.")
+    if run_check(name, answer).answered:
+        return answer
+    reference = exercise.reference
+
+    def lent(*args, **kwargs):
+        return reference(*args, **kwargs)
+
+    lent.__nclab_stand_in__ = True
+    lent.__name__ = lent.__qualname__ = f"{exercise.answer}_stand_in"
+    print(
+        f"⚠️ {name}: `{exercise.answer}` is not answered yet, so the cells below use nclab's own computation "
+        f"instead. Answer the exercise and rerun them to use yours."
+    )
+    return lent
 
 
 def points(name: str) -> int:

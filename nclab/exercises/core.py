@@ -28,7 +28,6 @@ __all__ = [
     "NOT_ANSWERED",
     "STAND_IN",
     "run_check",
-    "stand_in",
     "merge_tables",
     "show",
     "compare",
@@ -127,26 +126,6 @@ def run_check(exercises: Mapping[str, Exercise], name: str, answer: Any) -> Resu
     except Exception as error:  # the student's code crashed: say how, never re-raise
         return Result(name, False, f"your code raised {type(error).__name__}: {error}")
     return Result(name, bool(passed), message)
-
-
-def stand_in(exercises: Mapping[str, Exercise], name: str, answer: Any) -> tuple[Any, bool]:
-    """(what the cells after exercise ``name`` should call, whether it is the library's stand-in): the
-    student's ``answer`` as it is, unless it is not answered yet (``None``, ``...`` or raising
-    NotImplementedError), when the exercise's ``reference`` stands in, marked so that :func:`run_check`
-    never takes it for an answer. A wrong answer is kept: what it does next is part of the feedback."""
-    exercise = exercises[name]
-    if exercise.reference is None:
-        raise ValueError(f"exercise {name!r} has no reference to stand in: its notebook never calls the answer.")
-    if run_check(exercises, name, answer).answered:
-        return answer, False
-    reference = exercise.reference
-
-    def lent(*args, **kwargs):
-        return reference(*args, **kwargs)
-
-    lent.__nclab_stand_in__ = True
-    lent.__name__ = lent.__qualname__ = f"{exercise.answer}_stand_in"
-    return lent, True
 
 
 def merge_tables(*tables: Mapping[str, Any]) -> dict[str, Any]:
