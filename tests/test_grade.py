@@ -468,3 +468,52 @@ def test_a_stop_by_the_instructor_is_not_blamed_on_the_student_and_a_cut_line_is
     grade.grade(folder, "01_train_resnet18_cifar100.ipynb", tmp_path / "scores.csv", progress=lambda *_: None)
     lines = journal.read_text().splitlines()  # kept: bob's row says grader-killed
     assert lines[3] == '{"gra' and json.loads(lines[4])["graded"] == "bob.ipynb"  # appended on a line of its own
+
+
+# --- one student, one row: whatever a submission's text, name or nesting does ----------------------------
+
+
+def test_a_notebook_nested_past_the_parser_is_its_own_row(tmp_path):
+    deep = tmp_path / "deep.ipynb"
+    deep.write_text('{"cells": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    row = grade.grade_submission(deep, QUESTIONS)
+    assert row["status"] == "invalid-notebook" and "nested too deeply" in row["errors"]
+
+
+def test_a_cell_nested_past_the_python_parser_is_not_an_answer_and_stops_nothing():
+    source = "x = math" + ".e" * 5_000
+    assert grade.submissions.bound_names(source) is None
+    notebook = new_notebook(cells=[new_code_cell("random_flip_student = 1"), new_code_cell(source)])
+    grade.submissions.through_last_exercise(notebook, ["01_flip"])
+    assert [cell.source for cell in notebook.cells] == ["random_flip_student = 1"]
+
+
+def test_every_text_is_printable_in_the_csv_the_journal_and_the_terminal():
+    printable = grade.scores.printable
+    assert printable("bad \udcff byte") == "bad \\udcff byte"
+    assert printable("\x1b]52;c;ZXZpbA==\x07\x1b[2J ok 5/5\r") == "\ufffd]52;c;ZXZpbA==\ufffd\ufffd[2J ok 5/5\ufffd"
+    assert printable("a\u202eb") == "a\ufffdb" and printable("two\nlines") == "two\nlines"
+    assert printable("two\nlines", newlines=False) == "two lines"
+
+
+def test_surrogates_and_a_file_name_that_is_not_utf8_reach_the_csv_and_the_journal(tmp_path):
+    name = os.fsdecode(b"caf\xe9\x1b[2J.ipynb")  # not UTF-8, with an escape sequence
+    (tmp_path / name).write_text("{}")
+    report = {q: (False, "your code raised ValueError: \udcff") for q in QUESTIONS}
+    row = grade.scores.row(tmp_path / name, "errors", "cell 3: \udcff\x1b[31m", QUESTIONS, ["01_q_stem_map"], report,
+                           {"01_q_stem_map": "answer \ud800"})  # fmt: skip
+    assert row["student"] == "caf\\udce9\ufffd[2J"
+    with (tmp_path / "journal").open("a", encoding="utf-8") as log:
+        grade.scores.append(log, {"graded": name, "identity": [], "row": row})
+    graded, _ = grade.scores.read_journal(tmp_path / "journal")
+    frame = pd.DataFrame([graded[name]["row"]])
+    grade.scores.write_csv(frame, tmp_path / "scores.csv")
+    back = grade.scores.read_scores(tmp_path / "scores.csv")
+    assert back.loc[0, "student"] == row["student"] and "\\udcff" in back.loc[0, "01_flip_feedback"]
+
+
+def test_two_spellings_of_one_name_are_one_student_and_reported(tmp_path):
+    composed, decomposed = "Ren\u00e9e.ipynb", "Rene\u0301e.ipynb"
+    paths = [tmp_path / composed, tmp_path / decomposed, tmp_path / "Other.ipynb"]
+    assert grade.scores.student_id(paths[0]) == grade.scores.student_id(paths[1]) == "Ren\u00e9e"
+    assert grade.scores.duplicate_students(paths) == {"Ren\u00e9e": [composed, decomposed]}

@@ -13,7 +13,7 @@ from ... import exercises
 from . import sandbox
 from .answers import PACKAGE, hand_questions_for, instructor_notebook, questions_for, rubric
 from .kernel import execute, kernel_environment
-from .scores import append, identity, killed_row, read_journal, row, summarize, write_csv
+from .scores import append, duplicate_students, identity, killed_row, read_journal, row, summarize, write_csv
 from .submissions import first_line, load, through_last_exercise
 
 __all__ = ["grade_submission", "grade"]
@@ -132,6 +132,12 @@ def grade(
             append(log, {"graded": path.name, "identity": now, "row": row})
             rows.append(row)
             progress(f"{row['student']}: {row['status']}, {row['total']}/{row['max']} points ({row['seconds']:.0f} s)")
+    for student, names in duplicate_students(paths).items():  # "é" written as one character or as two
+        shared = f"{len(names)} files are one student (names that differ only in Unicode spelling): {', '.join(names)}"
+        progress(f"WARNING: {student}: {shared}; each is graded, keep one row")
+        for graded_row in rows:
+            if graded_row["student"] == student:
+                graded_row["errors"] = "; ".join(filter(None, [graded_row["errors"], shared]))
     frame = pd.DataFrame(rows)
     write_csv(frame, out)
     killed = [row["student"] for row in rows if row["status"] == "grader-killed"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import stat
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -15,27 +17,67 @@ import pandas as pd
 from ... import exercises
 from .answers import spreadsheet_safe
 
-__all__ = ["row", "killed_row", "identity", "append", "read_journal", "write_csv", "read_scores", "summarize"]
+__all__ = [
+    "printable",
+    "student_id",
+    "duplicate_students",
+    "row",
+    "killed_row",
+    "identity",
+    "append",
+    "read_journal",
+    "write_csv",
+    "read_scores",
+    "summarize",
+]
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text, newlines: bool = True) -> str:
+    """``text`` as the CSV, the journal and the terminal can take it: every character encodable in UTF-8
+    (a lone surrogate, from a message or a file name that is not UTF-8, written as its escape), control
+    characters (escape sequences, carriage returns, bidirectional overrides) as "�", and newlines too unless
+    ``newlines``."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = _CONTROL.sub("\ufffd", text)
+    return text if newlines else text.replace("\n", " ").replace("\t", " ")
+
+
+def student_id(path: Path) -> str:
+    """The student a submission is from: its file name without ``.ipynb``, in Unicode's NFC form (two
+    spellings of one name are one student), printable on one line."""
+    return printable(unicodedata.normalize("NFC", path.name.removesuffix(".ipynb")), newlines=False)
 
 
 def row(path: Path, status, problem, questions, hand, report=None, answers=None, seconds=0.0) -> dict:
     """The CSV row, in the one column order every row has: a graded submission's (``report``: {question:
-    (passed, message)}) or, without a report, one whose every exercise scores 0 with the status as feedback."""
-    row = {"student": path.stem, "status": status, "errors": problem}
+    (passed, message)}) or, without a report, one whose every exercise scores 0 with the status as feedback.
+    Every text is :func:`printable`, whatever the submission put in its messages, answers or file name."""
+    row = {"student": student_id(path), "status": status, "errors": printable(problem)}
     not_graded = f"not graded ({status}): see the errors column"
     for q in questions:
         passed, message = report[q] if report else (False, not_graded)
         row[f"{q}_points"] = exercises.points(q) if passed else 0
-        row[f"{q}_feedback"] = message
+        row[f"{q}_feedback"] = printable(message)
     row["total"] = sum(row[f"{q}_points"] for q in questions)
     row["max"] = sum(exercises.points(q) for q in questions)
     for q in hand:
-        row[f"{q}_answer"] = (answers or {}).get(q, "")
+        row[f"{q}_answer"] = printable((answers or {}).get(q, ""))
         row[f"{q}_points"] = ""  # the instructor's, by hand
     if hand:
         row["hand_max"] = sum(exercises.points(q) for q in hand)
     row["seconds"] = seconds
     return row
+
+
+def duplicate_students(paths: list[Path]) -> dict[str, list[str]]:
+    """{student: its files} for every student id (:func:`student_id`) that two or more files share."""
+    files: dict[str, list[str]] = {}
+    for path in paths:
+        files.setdefault(student_id(path), []).append(printable(path.name, newlines=False))
+    return {student: names for student, names in files.items() if len(names) > 1}
 
 
 def identity(path: Path) -> list:

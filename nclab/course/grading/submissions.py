@@ -61,6 +61,8 @@ def _parse(raw: bytes) -> nbformat.NotebookNode:
         content = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"not JSON (line {error.lineno}, column {error.colno})") from None
+    except (RecursionError, MemoryError):  # JSON nested thousands deep: no notebook is
+        raise ValueError("JSON nested too deeply to be a notebook") from None
     if not isinstance(content, dict) or not isinstance(content.get("cells"), list):
         raise ValueError("JSON, but not a notebook (no list of cells)")
     try:
@@ -87,9 +89,13 @@ def load(path: Path, hand: list[str] = ()) -> tuple[nbformat.NotebookNode | None
             if not isinstance(source, str):
                 raise ValueError(f"a cell's source is {type(source).__name__}, not text")
             cells.append(new_code_cell(source) if cell["cell_type"] == "code" else new_markdown_cell(source))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:  # messages of ours: no file content
-        problem = str(error) if isinstance(error, ValueError) else f"a cell lacks its fields ({type(error).__name__})"
-        return None, "invalid-notebook", f"not a valid notebook: {problem}", answers
+    except (KeyError, TypeError, AttributeError) as error:
+        problem = f"not a valid notebook: a cell lacks its fields ({type(error).__name__})"
+        return None, "invalid-notebook", problem, answers
+    except ValueError as error:  # messages of ours: no file content
+        return None, "invalid-notebook", f"not a valid notebook: {error}", answers
+    except Exception as error:  # whatever else the file does to a parser, it is this submission's row
+        return None, "invalid-notebook", f"not a valid notebook: {type(error).__name__} while reading it", answers
     if not any(cell.cell_type == "code" and cell.source.strip() for cell in cells):
         return None, "empty", "the notebook has no code", answers
     return new_notebook(cells=cells), "ok", "", answers
@@ -100,7 +106,7 @@ def bound_names(source: str) -> set[str] | None:
     walrus —, import as, for/with/except targets), or None if it does not parse (IPython syntax)."""
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # IPython syntax, or nested past the parser
         return None
     names = set()
     for node in ast.walk(tree):
