@@ -80,6 +80,14 @@ get_ipython().events.register("pre_run_cell", forge)
 """
 
 
+SCREAM = r"""
+import os, sys
+os.write(1, b"\x1b]52;c;ZXZpbA==\x07\x1b[2Jscreamer: ok, 5/5 points\n")  # the kernel's raw stdout
+os.write(2, b"\x1b[31mscreamer on stderr\n")
+print("screamer via __stdout__", file=sys.__stdout__, flush=True)
+"""
+
+
 def _submissions(folder):
     instructor, student = nbformat.read(INSTRUCTOR_01, 4), nbformat.read(STUDENT_01, 4)
     moved = nbformat.read(INSTRUCTOR_01, 4)  # stem cell first, crop cell deleted
@@ -93,6 +101,7 @@ def _submissions(folder):
         "cheater": _minimal(student, after=[CHEAT]),
         "forger": _minimal(student, before=[FORGE]),
         "007": new_notebook(cells=[new_code_cell("import os\nos._exit(1)")]),
+        "screamer": _minimal(student, before=[SCREAM]),
     }
     for name, notebook in notebooks.items():
         nbformat.write(notebook, folder / f"{name}.ipynb")
@@ -125,7 +134,7 @@ def graded(tmp_path_factory):
         timeout=900,
     )
     assert done.returncode == 0, done.stderr
-    return grade.read_scores(out).set_index("student").to_dict("index"), out, done.stdout
+    return grade.read_scores(out).set_index("student").to_dict("index"), out, done.stdout + done.stderr
 
 
 def _points(row):
@@ -193,6 +202,13 @@ def test_dead_kernel_broken_and_empty_files_get_a_row(graded):
     assert rows["not_json"]["status"] == "invalid-notebook" and "JSON" in rows["not_json"]["errors"]
     assert rows["empty"]["status"] == "empty"
     assert all(row["total"] == 0 for name, row in rows.items() if name in ("007", "not_json", "empty"))
+
+
+def test_the_kernels_raw_output_never_reaches_the_instructors_terminal(graded):
+    rows, _, output = graded
+    assert rows["screamer"]["status"] == "ok" and sum(_points(rows["screamer"]).values()) == 0  # graded as any
+    assert "screamer:" not in output.replace("screamer: ok, 0/", "")  # only the grader's own line for it
+    assert "\x1b" not in output and "screamer on stderr" not in output and "via __stdout__" not in output
 
 
 def test_csv_round_trip_summary_and_histogram(graded):

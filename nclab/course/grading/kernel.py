@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import subprocess
 import tempfile
 import threading
 
@@ -218,7 +219,10 @@ def execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_chec
 
         async def run_all() -> dict | str:
             client.reset_execution_trackers()
-            async with client.async_setup_kernel(env=env or kernel_environment()):
+            # the kernel's raw stdout/stderr (escape sequences, fake score lines) never reach the instructor's
+            # terminal: the grader shows its own progress lines only, and reads the kernel over its channels
+            quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            async with client.async_setup_kernel(env=env or kernel_environment(), **quiet):
                 for index, cell in enumerate(list(notebook.cells)):
                     await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
                 done: concurrent.futures.Future = concurrent.futures.Future()
