@@ -533,3 +533,55 @@ def test_two_spellings_of_one_name_are_one_student_and_reported(tmp_path):
     paths = [tmp_path / composed, tmp_path / decomposed, tmp_path / "Other.ipynb"]
     assert grade.scores.student_id(paths[0]) == grade.scores.student_id(paths[1]) == "Ren\u00e9e"
     assert grade.scores.duplicate_students(paths) == {"Ren\u00e9e": [composed, decomposed]}
+
+
+# --- the instructor's work is never lost; bad inputs answered clearly ------------------------------------
+
+
+def test_a_rerun_keeps_the_hand_grades_typed_into_the_csv_and_the_csv_is_private(tmp_path):
+    folder, out, said = tmp_path / "submissions", tmp_path / "scores.csv", []
+    folder.mkdir()
+    for name in ("ada", "bob"):  # graded without a kernel: empty files
+        (folder / f"{name}.ipynb").write_bytes(b"")
+    notebook, hand = "09_conventions_pitfalls.ipynb", grade.hand_questions_for("09_conventions_pitfalls.ipynb")
+    grade.grade(folder, notebook, out, progress=said.append)
+    assert out.stat().st_mode & 0o777 == 0o600  # the students' grades: the instructor's only
+    typed = grade.read_scores(out)
+    typed.loc[typed["student"] == "ada", f"{hand[0]}_points"] = "3"
+    typed.to_csv(out, index=False)
+    (folder / "cyd.ipynb").write_bytes(b"")  # a late submission: the rerun grades everyone again
+    frame = grade.grade(folder, notebook, out, progress=said.append)
+    rows = frame.set_index("student")
+    assert str(rows.loc["ada", f"{hand[0]}_points"]) == "3" and rows.loc["cyd", f"{hand[0]}_points"] == ""
+    assert any("kept 1 hand-graded points" in line for line in said)
+
+
+@pytest.mark.parametrize(
+    "submissions, notebook, out, error",
+    [
+        ("missing", "01_train_resnet18_cifar100.ipynb", "scores.csv", "no submissions folder"),
+        ("submissions", "nowhere/01_train.ipynb", "scores.csv", "no notebook nowhere/01_train.ipynb"),
+        ("submissions", "homework.ipynb", "scores.csv", "no notebook homework.ipynb"),
+        ("submissions", "01_train_resnet18_cifar100.ipynb", "submissions", "name a CSV file"),
+        ("submissions", "01_train_resnet18_cifar100.ipynb", "no/such/folder/scores.csv", "name a CSV file"),
+    ],
+)
+def test_bad_inputs_are_refused_before_anyone_is_graded(tmp_path, monkeypatch, submissions, notebook, out, error):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "submissions").mkdir()
+    (tmp_path / "submissions" / "ada.ipynb").write_bytes(b"")
+    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(error)):
+        grade.grade(submissions, notebook, out, progress=lambda line: None)
+    assert not (tmp_path / "scores.csv").exists()
+
+
+def test_an_unknown_profile_and_the_version_are_answered_by_the_command(tmp_path):
+    (tmp_path / "ada.ipynb").write_bytes(b"")
+    command = [sys.executable, "-m", "nclab", "grade", str(tmp_path), "01_train_resnet18_cifar100.ipynb"]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path / "s.csv")], capture_output=True, text=True,
+        env={**os.environ, "NCLAB_PROFILE": "bogus"},
+    )  # fmt: skip
+    assert done.returncode == 1 and "Unknown profile 'bogus'" in done.stderr and not (tmp_path / "s.csv").exists()
+    version = subprocess.run([sys.executable, "-m", "nclab", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("nclab ")

@@ -15,10 +15,13 @@ import argparse
 import os
 import sys
 
+from .. import __version__
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit status (non-zero on an error, with the reason on stderr)."""
     parser = argparse.ArgumentParser(prog="nclab", description="Course tools of nclab.")
+    parser.add_argument("--version", action="version", version=f"nclab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     student = commands.add_parser("student", help="write the student versions of the instructor notebooks")

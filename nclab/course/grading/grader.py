@@ -3,6 +3,7 @@ resumable after a stop (:func:`grade`)."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from pathlib import Path
@@ -10,10 +11,22 @@ from pathlib import Path
 import pandas as pd
 
 from ... import exercises
+from ...config import get_profile
 from . import sandbox
 from .answers import PACKAGE, hand_questions_for, instructor_notebook, questions_for, rubric
 from .kernel import execute, kernel_environment
-from .scores import append, duplicate_students, identity, killed_row, read_journal, row, summarize, write_csv
+from .scores import (
+    append,
+    duplicate_students,
+    hand_grades,
+    identity,
+    keep_hand_grades,
+    killed_row,
+    read_journal,
+    row,
+    summarize,
+    write_csv,
+)
 from .submissions import first_line, load, through_last_exercise
 
 __all__ = ["grade_submission", "grade"]
@@ -88,6 +101,7 @@ def grade(
     run as a formula is neutralised. Kernels get :func:`kernel_environment`: the smoke profile unless the
     caller's environment says otherwise.
     """
+    _check_inputs(submissions, notebook, Path(out))
     questions, hand = questions_for(notebook), hand_questions_for(notebook)
     if reason := sandbox.check(unsafe):  # raises SandboxUnavailable, saying why, unless unsafe
         progress(f"WARNING: grading without a sandbox ({reason}): the students' code runs as you")
@@ -95,6 +109,7 @@ def grade(
     if not paths:
         raise FileNotFoundError(f"No submissions (*.ipynb) in {submissions}.")
     out = Path(out)
+    typed = hand_grades(out, hand)  # the instructor's points from an earlier run: never erased by a rerun
     journal = out.with_name(out.name + ".partial")
     graded, started = read_journal(journal)
     if graded or started:
@@ -103,6 +118,7 @@ def grade(
     if journal.exists() and not journal.read_bytes().endswith(b"\n") and journal.stat().st_size:
         with journal.open("a", encoding="utf-8") as log:  # a line cut short by the stop: end it
             log.write("\n")
+    journal.touch(mode=0o600)  # the students' rows: readable by the instructor only
     with journal.open("a", encoding="utf-8") as log:
         for path in paths:
             now = identity(path)
@@ -138,6 +154,9 @@ def grade(
         for graded_row in rows:
             if graded_row["student"] == student:
                 graded_row["errors"] = "; ".join(filter(None, [graded_row["errors"], shared]))
+    kept = keep_hand_grades(rows, typed)
+    if kept:
+        progress(f"kept {kept} hand-graded points typed into {out} before this run")
     frame = pd.DataFrame(rows)
     write_csv(frame, out)
     killed = [row["student"] for row in rows if row["status"] == "grader-killed"]
@@ -162,6 +181,21 @@ def grade(
             progress(f"no instructor notebook found for {Path(notebook).name}: pass its path to get the rubric file")
     progress("wrote " + ", ".join(str(path) for path in written))
     return frame
+
+
+def _check_inputs(submissions, notebook, out: Path) -> None:
+    """ValueError or FileNotFoundError, saying what to do, for inputs that would grade a class in vain."""
+    get_profile()  # NCLAB_PROFILE=bogus would mark every student "errors": refused before the first
+    if not Path(submissions).is_dir():
+        raise FileNotFoundError(f"no submissions folder {submissions}: give the folder of STUDENT_ID.ipynb files")
+    named = Path(notebook)
+    if not named.is_file() and (named.parent != Path(".") or not re.fullmatch(r"\d\d_\w+\.ipynb", named.name)):
+        raise FileNotFoundError(
+            f"no notebook {notebook}: give the assignment's file name (e.g. 01_train_resnet18_cifar100.ipynb) "
+            "or its path"
+        )
+    if out.is_dir() or not out.parent.is_dir():
+        raise ValueError(f"--out {out}: name a CSV file in an existing folder (e.g. scores.csv)")
 
 
 def _hidden(journal: Path, out: Path, notebook) -> list[Path]:

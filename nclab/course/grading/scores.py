@@ -27,6 +27,8 @@ __all__ = [
     "append",
     "read_journal",
     "write_csv",
+    "hand_grades",
+    "keep_hand_grades",
     "read_scores",
     "summarize",
 ]
@@ -122,12 +124,40 @@ def killed_row(path: Path, questions: list[str], hand: list[str]) -> dict:
 
 
 def write_csv(frame: pd.DataFrame, out: Path) -> None:
-    """``frame`` as the CSV ``out``, written to a temporary file renamed into place, every text cell that a
-    spreadsheet would run as a formula neutralised."""
+    """``frame`` as the CSV ``out``, readable by its owner only (students' grades), written to a temporary
+    file renamed into place, every text cell that a spreadsheet would run as a formula neutralised."""
     safe = frame.map(lambda value: spreadsheet_safe(value) if isinstance(value, str) else value)
     temporary = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
-    safe.to_csv(temporary, index=False)
-    os.replace(temporary, out)
+    try:
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as file:
+            safe.to_csv(file, index=False)
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def hand_grades(out: Path, hand: list[str]) -> dict[tuple[str, str], str]:
+    """{(student, question): points} that the instructor typed into an earlier ``out`` (the hand-graded
+    ``*_points`` columns), so that rerunning the grader (a late submission) never erases them."""
+    if not hand or not out.is_file():
+        return {}
+    earlier = read_scores(out)
+    return {
+        (student, q): str(points).strip()
+        for _, line in earlier.iterrows()
+        for q in hand
+        if f"{q}_points" in earlier and str(points := line[f"{q}_points"]).strip() and (student := line["student"])
+    }
+
+
+def keep_hand_grades(rows: list[dict], typed: dict[tuple[str, str], str]) -> int:
+    """Put the instructor's ``typed`` points back into ``rows``; returns how many were kept."""
+    kept = 0
+    for line in rows:
+        for (student, q), points in typed.items():
+            if line["student"] == student and f"{q}_points" in line:
+                line[f"{q}_points"], kept = points, kept + 1
+    return kept
 
 
 def read_scores(path: str | Path) -> pd.DataFrame:
