@@ -80,6 +80,17 @@ def schedule(step, total_steps, gamma=0.1):
     return gamma ** sum(step >= m for m in (total_steps // 3, 2 * total_steps // 3))
 
 
+def _overwritten(width):  # the ImageNet stem with a CIFAR stem's attributes written over it
+    layer = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+    layer.kernel_size, layer.stride, layer.padding = (3, 3), (1, 1), (1, 1)
+    return layer
+
+
+class _Zeros(nn.Conv2d):  # the right fields, another computation
+    def forward(self, x):
+        return torch.zeros(x.shape[0], self.out_channels, *x.shape[2:])
+
+
 RIGHT = {"01_flip": flip, "01_crop": crop, "01_stem": stem, "01_schedule": schedule}
 
 MISTAKES = {  # (exercise, typical wrong answer, what the message must say)
@@ -115,6 +126,13 @@ MISTAKES = {  # (exercise, typical wrong answer, what the message must say)
         "cifar_stem_layer(24).out_channels is 16",
     ),
     "a layer, not a function": ("01_stem", stem(16), "define a function"),
+    "circular padding": (
+        "01_stem",
+        lambda w: nn.Conv2d(3, w, 3, padding=1, bias=False, padding_mode="circular"),
+        "padding_mode='circular'",
+    ),
+    "attributes overwritten": ("01_stem", lambda w: _overwritten(w), "build the layer with the right arguments"),
+    "forward replaced": ("01_stem", lambda w: _Zeros(3, w, 3, padding=1, bias=False), "not the 3×3 convolution"),
     "decays a step late": (
         "01_schedule",
         lambda t, T, g=0.1: g ** sum(t > m for m in (T // 3, 2 * T // 3)),
@@ -166,7 +184,7 @@ def test_hand_case_message_shows_the_expected_values():
 
 @pytest.mark.parametrize("name", sorted(exercises.EXERCISES))
 def test_not_implemented_and_missing_answers_say_not_answered_yet(name, capsys):
-    assert check(name, _not_implemented) == exercises.Result(name, False, NOT_ANSWERED)
+    assert check(name, _not_implemented) == exercises.Result(name, False, NOT_ANSWERED, answered=False)
     assert capsys.readouterr().out.startswith(f"❌ {name}: not answered yet (it raises NotImplementedError)")
     assert run_check(name, None).message.startswith("not answered yet")
 

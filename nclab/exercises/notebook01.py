@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .. import data, models, train
 from .core import (
@@ -161,11 +162,30 @@ def check_stem(cifar_stem_layer: Callable) -> tuple[bool, str]:
                 f"cifar_stem_layer({width}) has a bias: BatchNorm follows and subtracts the mean, so the "
                 f"bias would be useless. Use bias=False."
             )
-        shape = tuple(stem(torch.zeros(2, 3, 32, 32)).shape)
+        if stem.padding_mode != "zeros":
+            return False, (
+                f"cifar_stem_layer({width}) pads with padding_mode={stem.padding_mode!r}: the stem pads with zeros "
+                f"(the default; 'circular' wraps the image's left edge onto its right)."
+            )
+        if tuple(stem.weight.shape) != (width, 3, 3, 3):
+            return False, (
+                f"cifar_stem_layer({width}).weight has shape {tuple(stem.weight.shape)}, expected ({width}, 3, 3, 3): "
+                f"build the layer with the right arguments rather than changing its attributes afterwards."
+            )
+        x = torch.randn(2, 3, 32, 32, generator=generator(71 + width))
+        out = stem(x)
+        shape = tuple(out.shape)
         if shape != (2, width, 32, 32):
             return False, (
                 f"cifar_stem_layer({width}) maps a (2, 3, 32, 32) batch to {shape}, expected (2, {width}, 32, 32)."
             )
+        with torch.no_grad():
+            expected = F.conv2d(x, stem.weight, None, stride=1, padding=1)
+            if not torch.allclose(out.detach(), expected, atol=1e-5):
+                return False, (
+                    f"cifar_stem_layer({width})(x) is not the 3×3 convolution of its own weights with stride 1 and "
+                    f"padding 1: return a plain nn.Conv2d, not one whose forward or attributes were changed."
+                )
     return True, "3 → width channels, 3×3, stride 1, padding 1, no bias: the map stays 32 × 32."
 
 
