@@ -227,7 +227,7 @@ def test_csv_round_trip_summary_and_histogram(graded):
     assert (frame[[f"{q}_points" for q in hand]] == "").all().all()  # the instructor's to fill in
     rubric = out.with_name("scores-rubric.md").read_text()
     assert all(f"## {q} (" in rubric for q in hand) and "questions graded by hand" in stdout
-    assert sorted(frame["student"]) == sorted(rows) and len(rows) == 8
+    assert sorted(frame["student"]) == sorted(rows) and len(rows) == 9
     again = out.with_name("again.csv")
     frame.to_csv(again, index=False)
     pd.testing.assert_frame_equal(grade.read_scores(again), frame)
