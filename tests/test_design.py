@@ -341,6 +341,8 @@ def test_race_table_races_in_both_spaces_and_the_sphere_can_reverse_the_order():
     assert "unit sphere" in fig.axes[0].get_title() and fig.axes[0].get_xticklabels()[0].get_text() == "NC1"
     fig = plots.plot_first_match(tables.first_match(trace, ["nc1"]))
     assert "classifier's space" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="one space at a time"):
+        plots.plot_first_match(tables.first_match(trace, ["nc1", "sphere:nc1"]))
 
 
 def test_on_real_digits_nonl_learns_and_collapses():

@@ -541,19 +541,23 @@ def test_two_spellings_of_one_name_are_one_student_and_reported(tmp_path):
 def test_a_rerun_keeps_the_hand_grades_typed_into_the_csv_and_the_csv_is_private(tmp_path):
     folder, out, said = tmp_path / "submissions", tmp_path / "scores.csv", []
     folder.mkdir()
-    for name in ("ada", "bob"):  # graded without a kernel: empty files
+    for name in ("ada", "-bob"):  # graded without a kernel: empty files; "-bob" is written "'-bob" in the CSV
         (folder / f"{name}.ipynb").write_bytes(b"")
     notebook, hand = "09_conventions_pitfalls.ipynb", grade.hand_questions_for("09_conventions_pitfalls.ipynb")
     grade.grade(folder, notebook, out, progress=said.append)
     assert out.stat().st_mode & 0o777 == 0o600  # the students' grades: the instructor's only
     typed = grade.read_scores(out)
-    typed.loc[typed["student"] == "ada", f"{hand[0]}_points"] = "3"
+    assert list(typed["student"]) == ["'-bob", "ada"]
+    typed[f"{hand[0]}_points"] = ["2", "3"]
+    typed.loc[2] = {**typed.loc[1].to_dict(), "student": "Zo\u0308e", f"{hand[0]}_points": "1"}  # NFD, gone now
     typed.to_csv(out, index=False)
     (folder / "cyd.ipynb").write_bytes(b"")  # a late submission: the rerun grades everyone again
     frame = grade.grade(folder, notebook, out, progress=said.append)
     rows = frame.set_index("student")
-    assert str(rows.loc["ada", f"{hand[0]}_points"]) == "3" and rows.loc["cyd", f"{hand[0]}_points"] == ""
-    assert any("kept 1 hand-graded points" in line for line in said)
+    assert [str(rows.loc[s, f"{hand[0]}_points"]) for s in ("ada", "-bob", "cyd")] == ["3", "2", ""]
+    assert any("kept 2 hand-graded points" in line for line in said)
+    assert any("WARNING: hand points for no submission" in line and "Z\u00f6e: " in line for line in said)  # NFC
+    assert grade.read_scores(out.with_name("scores.csv.bak")).shape[0] == 3  # the file as it was typed
 
 
 @pytest.mark.parametrize(
@@ -585,3 +589,10 @@ def test_an_unknown_profile_and_the_version_are_answered_by_the_command(tmp_path
     assert done.returncode == 1 and "Unknown profile 'bogus'" in done.stderr and not (tmp_path / "s.csv").exists()
     version = subprocess.run([sys.executable, "-m", "nclab", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("nclab ")
+
+
+def test_hand_points_are_not_kept_for_an_answer_that_changed_since_they_were_typed():
+    rows = [{"student": "ada", "errors": "", "09_q_report_answer": "new text", "09_q_report_points": ""}]
+    kept, unmatched = grade.scores.keep_hand_grades(rows, {("ada", "09_q_report"): ("4", "old text")})
+    assert (kept, unmatched) == (0, []) and rows[0]["09_q_report_points"] == ""
+    assert "your 4 hand points were not kept, the answer changed since" in rows[0]["errors"]

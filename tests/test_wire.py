@@ -216,3 +216,22 @@ def test_the_kernels_side_prints_one_tagged_line_per_request(capsys):
     replies = json.loads(lines[0].removeprefix("TAG "))["replies"]
     assert torch.equal(wire.decode(replies[0]["output"]), torch.full((2,), 3.0))
     assert replies[1]["raised"] == "AttributeError" and not replies[1]["not_implemented"]  # a str has no .mul
+
+
+def test_a_stand_in_copied_into_the_answers_name_scores_nothing_in_the_grader(monkeypatch, capsys):
+    from nclab.course.grading import remote
+    from nclab.exercises import EXERCISES, stand_in
+
+    lent = stand_in("00_ufm_step", None)  # what a student could copy: ufm_step = stand_in(...)
+    assert wire.describe({"ufm_step": lent}, ["ufm_step"])["ufm_step"]["kind"] == "stand_in"
+    monkeypatch.setattr(remote.Channel, "describe", lambda self, names: wire.describe({"ufm_step": lent}, names))
+    monkeypatch.setattr(remote.Channel, "begin_check", lambda self, seconds: None)
+    report = remote.check_answers(lambda source, seconds: ([], False), "TAG", EXERCISES, ["00_ufm_step"])
+    assert report == {"00_ufm_step": (False, core.STAND_IN)}
+
+
+def test_a_conv2d_whose_attributes_were_changed_after_building_is_not_rebuilt_as_a_right_one():
+    layer = torch.nn.Conv2d(3, 8, 7, stride=2, padding=3, bias=False)
+    layer.kernel_size, layer.stride, layer.padding = (3, 3), (1, 1), (1, 1)  # the fields of the right answer
+    back = wire.decode(wire.encode(layer), opaque=core.Opaque)
+    assert isinstance(back, core.Opaque) and "attributes changed after it was built" in str(back)

@@ -72,7 +72,8 @@ def unprinted_numbers(notebook: nbformat.NotebookNode, allowed=()) -> list[tuple
         for number, at in stated_numbers(cell.source):
             value = float(number.replace(",", ""))
             half = 0.5 * 10 ** -len(number.partition(".")[2]) + 1e-9  # "0.18" stands for [0.175, 0.185]
-            if number in allowed or number in code or any(abs(value - p) <= half for p in printed):
+            in_code = re.search(rf"(?<![\d.]){re.escape(number)}(?![\d.]|e\d)", code)  # a token, not a digit of one
+            if number in allowed or in_code or any(abs(value - p) <= half for p in printed):
                 continue
             if _SOURCED.search(_paragraph(cell.source, at)):  # a published number, cited where it is stated
                 continue

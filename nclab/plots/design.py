@@ -61,8 +61,10 @@ def plot_first_match(matches: pd.DataFrame, within: float = 0.075) -> plt.Figure
             if missing:
                 bar.set_hatch("//")
     ax.axhline(within, color="black", linestyle=":", linewidth=1, label=f"{within:.1%} (seed 004)")
-    sphere = bool(len(matches)) and matches["metric"].str.startswith("sphere:").all()
-    space = "on the unit sphere" if sphere else "each in its classifier's space"
+    on_sphere = matches["metric"].str.startswith("sphere:")
+    if on_sphere.any() and not on_sphere.all():
+        raise ValueError("plot_first_match draws one space at a time: pass the sphere: metrics or the others")
+    space = "on the unit sphere" if len(matches) and on_sphere.all() else "each in its classifier's space"
     ax.set(ylim=(0, 1.05), xlabel="", ylabel="fraction of the reference's steps",
            title=f"how early each loss reaches cross-entropy's final collapse, {space} (hatched: never)")  # fmt: skip
     ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)

@@ -42,12 +42,12 @@ def hand_questions_for(notebook: str | Path) -> list[str]:
 
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
 MAX_ANSWER_CHARS = 4000  # of a written answer copied into the CSV
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a cell a spreadsheet would run as a formula
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a cell a spreadsheet would run as a formula
 
 
 def spreadsheet_safe(text: str) -> str:
     """``text`` as a spreadsheet shows it, never run as a formula (a leading ``'`` where it would be)."""
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 ANSWER_CELL_MISSING = "(no answer cell found: its metadata may have been lost; read the notebook)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def grade(
     if not paths:
         raise FileNotFoundError(f"No submissions (*.ipynb) in {submissions}.")
     out = Path(out)
-    typed = hand_grades(out, hand)  # the instructor's points from an earlier run: never erased by a rerun
+    hand_grades(out, hand)  # an --out that is not the grader's CSV is refused before anyone is graded
     journal = out.with_name(out.name + ".partial")
     graded, started = read_journal(journal)
     if graded or started:
@@ -154,9 +155,14 @@ def grade(
         for graded_row in rows:
             if graded_row["student"] == student:
                 graded_row["errors"] = "; ".join(filter(None, [graded_row["errors"], shared]))
-    kept = keep_hand_grades(rows, typed)
+    typed = hand_grades(out, hand)  # read now: points typed while this run graded are kept too
+    if typed:  # the file as the instructor left it, whatever happens next
+        shutil.copy2(out, out.with_name(out.name + ".bak"))
+    kept, unmatched = keep_hand_grades(rows, typed)
     if kept:
         progress(f"kept {kept} hand-graded points typed into {out} before this run")
+    if unmatched:
+        progress(f"WARNING: hand points for no submission of this run ({'; '.join(unmatched)}): see {out}.bak")
     frame = pd.DataFrame(rows)
     write_csv(frame, out)
     killed = [row["student"] for row in rows if row["status"] == "grader-killed"]

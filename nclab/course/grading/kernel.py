@@ -156,6 +156,7 @@ def execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_chec
 
     cache = config.cache_dir()
     with (
+        tempfile.TemporaryFile() as kernel_log,
         tempfile.TemporaryDirectory(prefix="nclab-grade-") as workdir,
         sandbox.kernel_manager(workdir, hide=hide, cache=cache if cache.is_dir() else None, unsafe=unsafe) as km,
     ):
@@ -221,7 +222,7 @@ def execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_chec
             client.reset_execution_trackers()
             # the kernel's raw stdout/stderr (escape sequences, fake score lines) never reach the instructor's
             # terminal: the grader shows its own progress lines only, and reads the kernel over its channels
-            quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            quiet = dict(stdout=subprocess.DEVNULL, stderr=kernel_log)  # stderr kept to say why a start failed
             async with client.async_setup_kernel(env=env or kernel_environment(), **quiet):
                 for index, cell in enumerate(list(notebook.cells)):
                     await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
@@ -270,6 +271,12 @@ def execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_chec
             report = run_sync(execute)()
         except DeadKernelError:
             return "kernel-died", ["the kernel died (os._exit, a crash, or out of memory)"], None
+        except Exception as error:  # the kernel did not start: the last line it wrote says why
+            kernel_log.seek(max(0, kernel_log.seek(0, os.SEEK_END) - 4096))
+            said = [line for line in kernel_log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+            raise RuntimeError(
+                f"{first_line(error)} (the kernel's last words: {said[-1] if said else 'none'})"
+            ) from error
     if report == "tampered":
         return "tampered", ["more than one reply line in a grading cell: forged output"], None
     if report is None:

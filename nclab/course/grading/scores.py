@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ... import exercises
-from .answers import spreadsheet_safe
+from .answers import FORMULA_START, spreadsheet_safe
 
 __all__ = [
     "printable",
@@ -136,28 +136,46 @@ def write_csv(frame: pd.DataFrame, out: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def hand_grades(out: Path, hand: list[str]) -> dict[tuple[str, str], str]:
-    """{(student, question): points} that the instructor typed into an earlier ``out`` (the hand-graded
-    ``*_points`` columns), so that rerunning the grader (a late submission) never erases them."""
+def _unescaped(text: str) -> str:
+    """A CSV cell as :func:`write_csv` had it before ``spreadsheet_safe`` prefixed a formula with "'"."""
+    return text[1:] if text.startswith("'") and text[1:2] and text[1] in FORMULA_START else text
+
+
+def hand_grades(out: Path, hand: list[str]) -> dict[tuple[str, str], tuple[str, str]]:
+    """{(student, question): (points, the answer they grade)} that the instructor typed into an earlier
+    ``out`` (the hand-graded ``*_points`` columns), so that rerunning the grader (a late submission) never
+    erases them. Ids are read back as :func:`student_id` writes them (unescaped, NFC)."""
     if not hand or not out.is_file():
         return {}
     earlier = read_scores(out)
-    return {
-        (student, q): str(points).strip()
-        for _, line in earlier.iterrows()
-        for q in hand
-        if f"{q}_points" in earlier and str(points := line[f"{q}_points"]).strip() and (student := line["student"])
-    }
+    if "student" not in earlier:
+        raise ValueError(f"{out} has no student column: not a CSV of the grader's; choose another --out")
+    typed = {}
+    for _, line in earlier.iterrows():
+        student = unicodedata.normalize("NFC", _unescaped(str(line["student"])))
+        for q in hand:
+            points = str(line.get(f"{q}_points", "")).strip()
+            if points:
+                typed[(student, q)] = (points, _unescaped(str(line.get(f"{q}_answer", ""))))
+    return typed
 
 
-def keep_hand_grades(rows: list[dict], typed: dict[tuple[str, str], str]) -> int:
-    """Put the instructor's ``typed`` points back into ``rows``; returns how many were kept."""
-    kept = 0
-    for line in rows:
-        for (student, q), points in typed.items():
-            if line["student"] == student and f"{q}_points" in line:
-                line[f"{q}_points"], kept = points, kept + 1
-    return kept
+def keep_hand_grades(rows: list[dict], typed: dict[tuple[str, str], tuple[str, str]]) -> tuple[int, list[str]]:
+    """Put the instructor's ``typed`` points back into ``rows`` where the student's answer is the one they
+    graded (a changed answer is said in the errors column instead); returns (how many were kept, the
+    "student: question" of typed points that no row takes)."""
+    by_student = {line["student"]: line for line in rows}
+    kept, unmatched = 0, []
+    for (student, q), (points, answer) in typed.items():
+        line = by_student.get(student)
+        if line is None or f"{q}_points" not in line:
+            unmatched.append(f"{student}: {q}")
+        elif line.get(f"{q}_answer", "") != answer:
+            note = f"{q}: your {points} hand points were not kept, the answer changed since"
+            line["errors"] = "; ".join(filter(None, [line["errors"], note]))
+        else:
+            line[f"{q}_points"], kept = points, kept + 1
+    return kept, unmatched
 
 
 def read_scores(path: str | Path) -> pd.DataFrame:

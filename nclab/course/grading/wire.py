@@ -97,6 +97,7 @@ def encode(value, *, _depth: int = 0, _count: list | None = None):
     if kind is nn.Conv2d:
         settings = {field: getattr(value, field) for field in CONV2D_FIELDS}
         settings.update(bias=value.bias is not None, padding_mode=value.padding_mode)
+        settings.update(weight_shape=tuple(value.weight.shape))  # attributes changed after building show here
         return {"t": "conv2d", "settings": encode(settings)}
     if isinstance(value, nn.Module):
         return _opaque(f"a {_type_name(value)} (a layer)")
@@ -283,7 +284,7 @@ def _decode_conv2d(settings, opaque):
     """A fresh ``nn.Conv2d`` with the student's settings (its weights are not needed), when they are ones
     nn.Conv2d accepts and small enough to build; else opaque."""
     unusable = (opaque or str)("an nn.Conv2d with settings the grader cannot rebuild")
-    if type(settings) is not dict or set(settings) != {*CONV2D_FIELDS, "bias", "padding_mode"}:
+    if type(settings) is not dict or set(settings) != {*CONV2D_FIELDS, "bias", "padding_mode", "weight_shape"}:
         return unusable
 
     def pair(value, low, high):
@@ -302,7 +303,7 @@ def _decode_conv2d(settings, opaque):
     if channels[0] * channels[1] // channels[2] * kernel[0] * kernel[1] > 2**20:  # 4 MB of weights
         return unusable
     try:
-        return nn.Conv2d(
+        layer = nn.Conv2d(
             *channels[:2],
             kernel,
             stride=stride,
@@ -314,6 +315,10 @@ def _decode_conv2d(settings, opaque):
         )
     except (ValueError, RuntimeError):  # e.g. padding="same" with a stride
         return unusable
+    if settings["weight_shape"] != tuple(layer.weight.shape):
+        changed = "an nn.Conv2d whose weights do not match its settings (attributes changed after it was built)"
+        return (opaque or str)(changed)
+    return layer
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -321,8 +326,9 @@ def _decode_conv2d(settings, opaque):
 
 
 def describe(namespace: dict, names: list[str]) -> dict:
-    """{name: what the kernel's global ``name`` is}: "missing", "none", "ellipsis", "module" (a layer,
-    where a function is asked for) or "object", with its type's name."""
+    """{name: what the kernel's global ``name`` is}: "missing", "none", "ellipsis", "stand_in" (the library's
+    computation lent by ``nclab.exercises.stand_in``), "module" (a layer, where a function is asked for) or
+    "object", with its type's name."""
     described = {}
     for name in names:
         if name not in namespace:
@@ -334,6 +340,8 @@ def describe(namespace: dict, names: list[str]) -> dict:
             if value is None
             else "ellipsis"
             if value is Ellipsis
+            else "stand_in"  # nclab.exercises.stand_in's loan, copied into the answer's name: not an answer
+            if getattr(value, "__nclab_stand_in__", False) is True
             else "module"
             if isinstance(value, nn.Module)
             else "object"
