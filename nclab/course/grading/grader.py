@@ -17,6 +17,7 @@ from . import sandbox
 from .answers import PACKAGE, hand_questions_for, instructor_notebook, questions_for, rubric
 from .kernel import execute, kernel_environment
 from .scores import (
+    add_error,
     append,
     duplicate_students,
     hand_grades,
@@ -154,7 +155,7 @@ def grade(
         progress(f"WARNING: {student}: {shared}; each is graded, keep one row")
         for graded_row in rows:
             if graded_row["student"] == student:
-                graded_row["errors"] = "; ".join(filter(None, [graded_row["errors"], shared]))
+                add_error(graded_row, shared)
     typed = hand_grades(out, hand)  # read now: points typed while this run graded are kept too
     if typed:  # the file as the instructor left it, whatever happens next
         shutil.copy2(out, out.with_name(out.name + ".bak"))

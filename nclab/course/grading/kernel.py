@@ -271,7 +271,8 @@ def execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_chec
             report = run_sync(execute)()
         except DeadKernelError:
             return "kernel-died", ["the kernel died (os._exit, a crash, or out of memory)"], None
-        except Exception as error:  # the kernel did not start: the last line it wrote says why
+        except Exception as error:  # the run failed outside the student's cells (most often, a kernel that did
+            # not start): the last line the kernel wrote to stderr says why
             kernel_log.seek(max(0, kernel_log.seek(0, os.SEEK_END) - 4096))
             said = [line for line in kernel_log.read().decode("utf-8", "replace").splitlines() if line.strip()]
             raise RuntimeError(

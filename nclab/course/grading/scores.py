@@ -20,6 +20,7 @@ from .answers import FORMULA_START, spreadsheet_safe
 __all__ = [
     "printable",
     "student_id",
+    "add_error",
     "duplicate_students",
     "row",
     "killed_row",
@@ -72,6 +73,11 @@ def row(path: Path, status, problem, questions, hand, report=None, answers=None,
         row["hand_max"] = sum(exercises.points(q) for q in hand)
     row["seconds"] = seconds
     return row
+
+
+def add_error(row: dict, note: str) -> None:
+    """Append ``note`` to ``row``'s errors column (after what is there, "; " between)."""
+    row["errors"] = "; ".join(filter(None, [row["errors"], note]))
 
 
 def duplicate_students(paths: list[Path]) -> dict[str, list[str]]:
@@ -171,8 +177,7 @@ def keep_hand_grades(rows: list[dict], typed: dict[tuple[str, str], tuple[str, s
         if line is None or f"{q}_points" not in line:
             unmatched.append(f"{student}: {q}")
         elif line.get(f"{q}_answer", "") != answer:
-            note = f"{q}: your {points} hand points were not kept, the answer changed since"
-            line["errors"] = "; ".join(filter(None, [line["errors"], note]))
+            add_error(line, f"{q}: your {points} hand points were not kept, the answer changed since")
         else:
             line[f"{q}_points"], kept = points, kept + 1
     return kept, unmatched
