@@ -15,6 +15,8 @@ from ... import exercises
 from ...config import get_profile
 from . import sandbox
 from .answers import PACKAGE, hand_questions_for, instructor_notebook, questions_for, rubric
+from .cgroup import Bound
+from .isolated import run_bounded
 from .kernel import execute, kernel_environment
 from .scores import (
     add_error,
@@ -90,6 +92,7 @@ def grade(
     only_exercises: bool = False,
     retry_killed: bool = False,
     unsafe: bool = False,
+    bound: Bound | None = None,
     progress=print,
 ) -> pd.DataFrame:
     """Grade every ``*.ipynb`` in ``submissions`` for ``notebook``; write ``out`` (CSV) and, beside it, a
@@ -133,14 +136,15 @@ def grade(
             else:
                 append(log, {"started": path.name})
                 try:
-                    row = grade_submission(
+                    row = _bounded_row(
                         path,
                         questions,
+                        hand,
+                        bound or Bound(),
                         timeout=timeout,
                         total_timeout=total_timeout,
                         only_exercises=only_exercises,
                         env=env,
-                        hand=hand,
                         hide=_hidden(journal, out, notebook),
                         unsafe=unsafe,
                     )
@@ -188,6 +192,23 @@ def grade(
             progress(f"no instructor notebook found for {Path(notebook).name}: pass its path to get the rubric file")
     progress("wrote " + ", ".join(str(path) for path in written))
     return frame
+
+
+START_SECONDS = 120  # past --total-timeout: to start the kernel, parse the notebook, shut the kernel down
+STATUS_OF = {"memory": "out-of-memory", "timeout": "timeout", "killed": "grader-error", "error": "grader-error"}
+
+
+def _bounded_row(path: Path, questions: list[str], hand: list[str], bound: Bound, **options) -> dict:
+    """:func:`grade_submission` in a process of its own, in its own control group bounded by ``bound``
+    (:mod:`.isolated`): a submission that makes the grader hold too much memory, or runs past
+    ``total_timeout`` plus START_SECONDS (a huge notebook to parse included), becomes its own row."""
+    began, seconds = time.perf_counter(), options["total_timeout"] + START_SECONDS
+    status, value, peak = run_bounded(
+        grade_submission, path, questions, hand=hand, bound=bound, seconds=seconds, **options
+    )
+    if status != "ok":
+        value = row(path, STATUS_OF[status], value, questions, hand, seconds=round(time.perf_counter() - began, 1))
+    return {**value, "memory_peak_gib": round(peak / 2**30, 2) if peak else ""}  # "": no group to measure it
 
 
 def _check_inputs(submissions, notebook, out: Path) -> None:

@@ -1,0 +1,201 @@
+"""One control group per submission: the memory and the processes of everything its grading starts (the
+grader's own process that reads the kernel's messages, the sandbox, the kernel and whatever the kernel forks)
+bounded together, and killed together at the end.
+
+A per-process limit (``RLIMIT_AS``) lets one submission hold many times its bound over many processes, and
+tmpfs writes count against none of them; a cgroup counts them all, tmpfs pages included. Linux offers it in
+two shapes: the unified hierarchy (cgroup v2: ``memory.max``, ``pids.max``, ``memory.peak``, ``cgroup.kill``)
+and the older per-controller one (v1: ``memory.limit_in_bytes``, ``pids.max``, ``memory.max_usage_in_bytes``),
+which is what this course's machines have. :func:`create` makes whichever the machine has, under the
+grader's own group; where it has neither (not root, a container without cgroup access) it returns None with
+the reason, and the grader falls back on a per-process address-space limit for its reading process (see
+``grader._bound_self``) and refuses a second concurrent grader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Bound", "Group", "create", "unavailable_reason"]
+
+ROOT = Path("/sys/fs/cgroup")
+GRADER, KERNEL = "grader", "kernel"  # the two leaves of a submission's group
+LEAVES = ("", GRADER, KERNEL)  # "": processes of the group itself (v1 only)
+HEADROOM = 64  # processes and threads the grading process keeps for itself, whatever the kernel starts
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What one submission may hold at once, over all its processes. A smoke-profile submission peaks at
+    about 1.3 GiB (the grader's reading process with torch, the kernel with torch and a small CNN)."""
+
+    memory_bytes: int = 6 * 2**30
+    processes: int = 512  # processes and threads (pids.max counts both)
+
+
+def _own(controller: str) -> str | None:
+    """This process's group in ``controller``'s v1 hierarchy ("" for v2's unified one), or None."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers.split(",") == [controller] or (controller == "" and controllers == ""):
+            return path
+    return None
+
+
+def _v2_root() -> Path | None:
+    """The unified hierarchy's mount where it has the memory and pids controllers for its children."""
+    for mount in (ROOT, ROOT / "unified"):
+        with contextlib.suppress(OSError):
+            if {"memory", "pids"} <= set((mount / "cgroup.subtree_control").read_text().split()):
+                return mount
+    return None
+
+
+def _v1_folders() -> dict[str, Path] | None:
+    folders = {}
+    for controller in ("memory", "pids"):
+        own = _own(controller)
+        if own is None or not (ROOT / controller / "cgroup.procs").exists():
+            return None
+        folders[controller] = ROOT / controller / own.lstrip("/")
+    return folders
+
+
+def unavailable_reason() -> str | None:
+    """None where :func:`create` can make a group here, else why not."""
+    if os.geteuid() != 0:
+        return "not root: only root may make control groups"
+    if _v2_root() is None and _v1_folders() is None:
+        return "no cgroup hierarchy with the memory and pids controllers under /sys/fs/cgroup"
+    return None
+
+
+class Group:
+    """A control group (its folder in each hierarchy): ``add`` a process, read ``peak`` and ``oom_killed``,
+    ``close`` kills what is left in it and removes it."""
+
+    def __init__(self, folders: dict[str, Path], version: int):
+        self.folders, self.version = folders, version
+
+    @property
+    def procs_files(self) -> list[str]:
+        """The files a process writes its PID into to join the group's ``grader`` leaf (one per hierarchy)."""
+        return sorted({str(folder / GRADER / "cgroup.procs") for folder in self.folders.values()})
+
+    def _all_procs_files(self) -> list[Path]:
+        return sorted({folder / leaf / "cgroup.procs" for folder in self.folders.values() for leaf in LEAVES})
+
+    def add(self, pid: int) -> None:
+        for path in self.procs_files:
+            Path(path).write_text(str(pid))
+
+    def _read(self, controller: str, name: str, leaf: str = "") -> str:
+        try:
+            return (self.folders[controller] / leaf / name).read_text()
+        except OSError:
+            return ""
+
+    def peak(self) -> int | None:
+        """The most memory the group held at once, in bytes (None where the kernel does not say)."""
+        text = self._read("memory", "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes")
+        return int(text) if text.strip().isdigit() else None
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed a process of the group for passing its memory bound (the kill is
+        counted in the leaf the process was in)."""
+        for leaf in LEAVES:
+            events = self._read("memory", "memory.events" if self.version == 2 else "memory.oom_control", leaf)
+            counts = dict(line.split() for line in events.splitlines() if len(line.split()) == 2)
+            if counts.get("oom_kill", "0") != "0":
+                return True
+        return False
+
+    def pids(self) -> list[int]:
+        found = set()
+        for path in self._all_procs_files():
+            with contextlib.suppress(OSError):
+                found |= {int(pid) for pid in Path(path).read_text().split()}
+        return sorted(found)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """SIGKILL every process left in the group (a fork bomb included: ``pids.max`` stops it from growing)
+        until none is left, then remove the group. RuntimeError if processes outlive ``timeout`` s."""
+        if self.version == 2:
+            with contextlib.suppress(OSError):
+                (self.folders["memory"] / "cgroup.kill").write_text("1")
+        deadline = time.monotonic() + timeout
+        while pids := self.pids():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"processes {pids[:10]} of the submission survived SIGKILL for {timeout:g} s")
+            time.sleep(0.01)
+        folders = {folder / leaf for folder in self.folders.values() for leaf in (GRADER, KERNEL)}
+        for folder in sorted(folders) + sorted(set(self.folders.values())):  # the leaves first
+            for _ in range(500):  # rmdir fails with EBUSY while the last killed tasks are being released
+                try:
+                    folder.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
+
+
+
+
+def leaf_procs_files(leaf: str) -> list[str]:
+    """The ``cgroup.procs`` files of ``leaf`` beside this process's leaf, when this process runs in the
+    ``grader`` leaf of a submission's group ([] otherwise): the sandbox's launcher joins the ``kernel`` leaf,
+    so that a fork bomb meets the kernel's own ``pids.max`` and the grading process keeps its threads."""
+    files = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if not path.endswith(f"/{GRADER}") or controllers not in ("", "memory", "pids"):
+            continue
+        hierarchy = (_v2_root() or ROOT) if controllers == "" else ROOT / controllers
+        files.append(str(hierarchy / path.lstrip("/")[: -len(GRADER)] / leaf / "cgroup.procs"))
+    return sorted(set(files))
+
+
+def create(name: str, bound: Bound) -> Group:
+    """A new group ``name`` (made unique by the grader: its PID and a counter) holding at most ``bound``,
+    under the grader's own group, with two leaves: ``grader`` (:attr:`Group.procs_files`, for the grading
+    process) and ``kernel`` (for the sandbox, ``HEADROOM`` processes fewer). RuntimeError, saying why, where
+    :func:`unavailable_reason` is not None."""
+    if reason := unavailable_reason():
+        raise RuntimeError(f"no control group for the submission: {reason}")
+    if (unified := _v2_root()) is not None:
+        folder = unified / name
+        folder.mkdir(mode=0o700)
+        group = Group({"memory": folder, "pids": folder}, 2)
+        settings = {"memory.max": bound.memory_bytes, "memory.swap.max": 0, "pids.max": bound.processes}
+    else:
+        folders = {controller: parent / name for controller, parent in _v1_folders().items()}
+        for folder in folders.values():
+            folder.mkdir(mode=0o700)
+        group = Group(folders, 1)
+        settings = {"memory.limit_in_bytes": bound.memory_bytes, "pids.max": bound.processes}
+        settings |= {"memory.memsw.limit_in_bytes": bound.memory_bytes}  # no swapping past the bound either
+    try:
+        for setting, value in settings.items():
+            path = group.folders["pids" if setting.startswith("pids") else "memory"] / setting
+            if path.exists():
+                path.write_text(str(value))
+        if group.version == 2:  # processes live only in leaves; the leaves get the controllers
+            (group.folders["pids"] / "cgroup.subtree_control").write_text("+memory +pids")
+        for leaf in (GRADER, KERNEL):
+            for folder in set(group.folders.values()):
+                (folder / leaf).mkdir(mode=0o700)
+        for folder in {group.folders["pids"]}:
+            (folder / KERNEL / "pids.max").write_text(str(max(bound.processes - HEADROOM, 1)))
+    except OSError as error:
+        group.close()
+        raise RuntimeError(f"cannot bound the submission's group ({error})") from error
+    return group
