@@ -16,7 +16,7 @@ from ...config import get_profile
 from . import sandbox
 from .answers import PACKAGE, hand_questions_for, instructor_notebook, questions_for, rubric
 from .cgroup import Bound
-from .isolated import run_bounded
+from .isolated import alone_without_groups, run_bounded
 from .kernel import execute, kernel_environment
 from .scores import (
     add_error,
@@ -110,6 +110,7 @@ def grade(
     questions, hand = questions_for(notebook), hand_questions_for(notebook)
     if reason := sandbox.check(unsafe):  # raises SandboxUnavailable, saying why, unless unsafe
         progress(f"WARNING: grading without a sandbox ({reason}): the students' code runs as you")
+    lock = alone_without_groups(unsafe)  # held until this run ends (refused while another grader holds it)
     paths = sorted(entry for entry in Path(submissions).iterdir() if entry.name.endswith(".ipynb"))
     if not paths:
         raise FileNotFoundError(f"No submissions (*.ipynb) in {submissions}.")
@@ -191,6 +192,8 @@ def grade(
         else:
             progress(f"no instructor notebook found for {Path(notebook).name}: pass its path to get the rubric file")
     progress("wrote " + ", ".join(str(path) for path in written))
+    if lock is not None:
+        lock.close()
     return frame
 
 

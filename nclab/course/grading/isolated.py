@@ -159,26 +159,25 @@ def run_bounded(
 LOCK = Path(tempfile.gettempdir()) / "nclab-grade.lock"
 
 
-@contextlib.contextmanager
 def alone_without_groups(unsafe: bool = False):
     """Where the machine has no control groups, every sandbox shares one user's process limit, so one
-    grader's submission could starve another's: hold a lock for the whole run, and refuse (RuntimeError,
-    saying what to do) while another grader holds it. With groups, or ``unsafe`` (no sandbox user), any
-    number of graders run side by side."""
+    grader's submission could starve another's: return the grader's lock (an open file, held until it is
+    closed or dropped), and refuse (RuntimeError, saying what to do) while another grader holds it. With
+    groups, or ``unsafe`` (no sandbox user), any number of graders run side by side: None."""
     if unsafe or cgroup.unavailable_reason() is None:
-        yield
-        return
-    with open(os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o600), "r+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = lock.read().strip() or "?"
-            raise RuntimeError(
-                f"another `nclab grade` is running (process {holder}) and this machine has no control groups "
-                f"({cgroup.unavailable_reason()}) to keep two graders' submissions apart: wait for it to finish, "
-                "or grade both folders in one run"
-            ) from None
-        lock.truncate(0)
-        lock.write(str(os.getpid()))
-        lock.flush()
-        yield
+        return None
+    lock = open(os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise RuntimeError(
+            f"another `nclab grade` is running (process {holder}) and this machine has no control groups "
+            f"({cgroup.unavailable_reason()}) to keep two graders' submissions apart: wait for it to finish, "
+            "or grade both folders in one run"
+        ) from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
