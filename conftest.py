@@ -38,6 +38,7 @@ SLOW_MODULES = {
     "test_invariance",
     "test_mnist",
     "test_ncfal",
+    "test_packs",
     "test_probe",
     "test_sandbox",
     "test_secret_seeds",

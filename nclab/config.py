@@ -36,6 +36,7 @@ __all__ = [
     "data_dir",
     "cache_dir",
     "in_cache",
+    "runs_url",
     "describe",
     "setup",
 ]
@@ -174,6 +175,30 @@ def in_cache(path: str | Path) -> str:
         return "cache/" + Path(path).resolve().relative_to(cache_dir().resolve()).as_posix()
     except ValueError:
         return str(path)
+
+
+def runs_url(profile: Profile | str | None = None) -> str:
+    """The address of the instructor's run pack (``nclab runs pack``, nclab.train.fetch), or '' for none.
+
+    ``$NCLAB_RUNS_URL`` when it is set (set and empty: no pack); else ``nclab: runs: url`` of the course's
+    ``_config.yml`` (in the working folder or a folder above it, as in a clone of the course) when its
+    ``profile`` (default ``full``) is ``profile``'s, the active one by default: a pack holds the runs of one
+    profile, so the runs of another (the smoke runs of a book build) never ask the network.
+    """
+    if "NCLAB_RUNS_URL" in os.environ:
+        return os.environ["NCLAB_RUNS_URL"].strip()
+    config = next((f / "_config.yml" for f in (Path.cwd(), *Path.cwd().parents) if (f / "_config.yml").is_file()), None)
+    if config is None:
+        return ""
+    try:
+        import yaml  # installed with the course tools and on Colab; without it, no pack from _config.yml
+    except ImportError:
+        return ""
+    entry = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("nclab") or {}).get("runs") or {}
+    if not isinstance(entry, dict):
+        raise ValueError(f"{config}: nclab.runs must hold url and profile, e.g. {{url: https://…, profile: full}}.")
+    url = str(entry.get("url") or "").strip()
+    return url if url and str(entry.get("profile", "full")) == get_profile(profile).name else ""
 
 
 def data_dir() -> Path:

@@ -124,7 +124,7 @@ def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_weights(run
 
 def test_only_rank_0_writes_and_prints(runs):
     folder = next((runs["tmp"] / "runs-two").iterdir())
-    assert sorted(path.name for path in folder.iterdir()) == ["epoch_0001.pt", "epoch_0003.pt", "last.pt"]
+    assert sorted(path.name for path in folder.iterdir()) == ["epoch_0001.pt", "epoch_0003.pt", "last.pt", "run.json"]
     assert runs["resumed_result"].stdout.count("resuming") == 1  # one message, not one per rank
 
 

@@ -3,6 +3,8 @@
 :func:`load_or_train` keys the checkpoint folder by the config and the data (:func:`run_directory`), so a
 later notebook reuses the run of notebook 01, or trains it, and says which; :func:`train_recipe` does the
 same for a method's recipe (``nclab.methods.<method>.load_or_train``). A :class:`Run` is what it returns.
+A run missing here is first looked for in the instructor's run pack, when one is configured
+(``nclab.train.fetch``); every run folder gets a ``run.json`` saying what it is (``nclab.train.packs``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from ..checkpoints import load_checkpoint
 from ..config import Profile, cache_dir, get_profile, in_cache
 from ..data import GpuLoader, ImageSet
 from .contract import Hook, Method, TrainConfig
+from .fetch import fetch_run
 from .loop import fit, with_loss
+from .packs import PackError, record_use, write_run_info
 
 __all__ = ["Run", "run_directory", "load_or_train", "train_recipe"]
 
@@ -32,6 +36,15 @@ def run_directory(
     """The folder of the run defined by ``config`` on ``train_set``:
     ``<cache>/runs/<dataset>-<method>-<regime>-w<width>-<hash of the config key, the data and nclab's version>``
     (and of ``max_steps``, the step limit of a dry run, when there is one)."""
+    key = json.dumps(_run_key(config, train_set, max_steps), sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    name = f"{config.dataset}-{config.method.name}-{config.regime}-w{config.width}-{digest}"
+    return Path(root or cache_dir() / "runs") / name
+
+
+def _run_key(config: TrainConfig, train_set: ImageSet, max_steps: int | None = None) -> dict:
+    """What a run's folder name is a hash of: the config's key, the data and nclab's version (and the step
+    limit of a dry run)."""
     data = {
         "name": train_set.name,
         "size": len(train_set),
@@ -39,10 +52,7 @@ def run_directory(
         "content": train_set.fingerprint,
     }
     key = {"config": config.key(), "data": data, "nclab": __version__}
-    key = json.dumps(key if max_steps is None else {**key, "max_steps": max_steps}, sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    name = f"{config.dataset}-{config.method.name}-{config.regime}-w{config.width}-{digest}"
-    return Path(root or cache_dir() / "runs") / name
+    return key if max_steps is None else {**key, "max_steps": max_steps}
 
 
 @dataclass
@@ -92,6 +102,22 @@ def _epochs_done(run_dir: Path) -> int:
     return load_checkpoint(last)["epoch"] if last.exists() else 0
 
 
+def _fetch_missing(run_dir: Path, max_steps: int | None) -> None:
+    """Rank 0 downloads ``run_dir`` from the instructor's run pack when it is missing and the pack holds it
+    (``fetch.fetch_run``; never a dry run's); every rank then finds it, or stops with the same error."""
+    failure = None
+    if distributed.is_main() and max_steps is None:
+        try:
+            fetch_run(run_dir)
+        except PackError as error:
+            if not distributed.active():
+                raise
+            failure = str(error)
+    failure = distributed.from_main(failure)
+    if failure is not None:
+        raise PackError(failure)
+
+
 def load_or_train(
     config: TrainConfig,
     train_set: ImageSet,
@@ -109,10 +135,11 @@ def load_or_train(
     Says which of the three it does. The model is built by ``config.method.build_model`` after seeding
     with ``config.seed``. Regime B's ImageNet weights are fetched only when there is no checkpoint to
     resume; when they cannot be fetched (offline, or a narrow network), the run trains from scratch under
-    its own key, with the reason printed. Test metrics use batches of ``eval_batch_size`` images (default:
-    the profile's). ``until`` stops after that epoch, leaving the run to be resumed by a later call (a
-    Colab session at a time). ``max_steps`` makes a dry run: at most that many steps per epoch (and test
-    batches per evaluation), in a run folder of its own.
+    its own key, with the reason printed. A run whose folder is missing is downloaded from the instructor's
+    run pack when one is configured and holds it (``nclab.train.fetch``), and says so. Test metrics use
+    batches of ``eval_batch_size`` images (default: the profile's). ``until`` stops after that epoch,
+    leaving the run to be resumed by a later call (a Colab session at a time). ``max_steps`` makes a dry
+    run: at most that many steps per epoch (and test batches per evaluation), in a run folder of its own.
 
     Under ``torchrun`` (``nclab.distributed``) every process calls this with the same arguments: each
     trains on its shard of every batch (when ``config.batch_size`` splits evenly over the processes; else
@@ -129,6 +156,7 @@ def load_or_train(
             f"process must train the same runs on the same data (compute what precedes training identically "
             f"on every rank, or train this notebook in one process)."
         )
+    _fetch_missing(run_dir, max_steps)
     done, weights = _shared_epochs_done(run_dir), None
     if config.pretrained and not done:
         weights, reason = _imagenet_weights(config.width) if distributed.is_main() else (None, None)
@@ -141,7 +169,9 @@ def load_or_train(
             say(f"Regime {config.regime}: {reason}\n→ training regime {config.regime} from scratch instead.")
             config = replace(config, pretrained=False)
             run_dir = run_directory(config, train_set, root, max_steps)
+            _fetch_missing(run_dir, max_steps)
             done = _shared_epochs_done(run_dir)
+    record_use(run_dir, done, until or config.epochs)  # only while `nclab runs pack` records a notebook's runs
     torch.manual_seed(config.seed)
     model = config.method.build_model(config, train_set)
     if weights is not None:
@@ -194,6 +224,9 @@ def load_or_train(
     if ranks > 1 and not shard:
         distributed.share_weights(model)  # rank 0's: the processes go on with one model, not N near-copies
     model.eval()
+    if distributed.is_main():
+        epochs_done = history[-1]["epoch"] if history else 0
+        write_run_info(run_dir, _run_key(config, train_set, max_steps), config.epochs, epochs_done, get_profile().name)
     snapshots = {
         e: run_dir / f"epoch_{e:04d}.pt" for e in config.snapshot_epochs if (run_dir / f"epoch_{e:04d}.pt").exists()
     }
