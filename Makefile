@@ -11,6 +11,9 @@
 #               written to benchmarks/results/<machine>.json and .md (`make benchmark` is the same)
 #   make student  rewrite the notebooks' Colab badges and install cells from the repository named in
 #               _config.yml, then write the student versions of notebooks/ into student/ (solutions removed)
+#   make release  write the repository the students get into _build/release (nclab/, student/ as notebooks/,
+#               the chapters without the instructor guide, a README; badges for nclab.student_repository in
+#               _config.yml); refuses a stale student/ and fails if any file holds a solution or model answer
 # Each creates .venv from requirements.txt first when it is missing or out of date. The book targets also
 # install the site's JavaScript (npm packages pinned in nclab/course/site_assets.py, checked against their sha512)
 # into .venv/share/nclab-site; `make test` installs Debian's chromium when /usr/bin/chromium is missing
@@ -23,7 +26,7 @@ export PATH := $(BIN):$(PATH)
 export NCLAB_PROFILE ?= smoke
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all book book-instructor test format student venv site-js bench benchmark clean
+.PHONY: all book book-instructor test format student release venv site-js bench benchmark clean
 
 all: book
 
@@ -78,6 +81,11 @@ format: venv
 student: venv
 	$(BIN)/python -m nclab sync
 	$(BIN)/python -m nclab student
+
+# The students' repository (push _build/release to nclab.student_repository; this one stays private)
+release: venv
+	$(BIN)/python -m nclab student --check
+	$(BIN)/python -m nclab release --out _build/release
 
 # The benchmark suite: every benchmark of benchmarks/ at this device's sizes, written to
 # benchmarks/results/<machine>.json and .md (BENCH_ARGS="--quick" for tiny sizes, "--only ood" for one)

@@ -3,6 +3,8 @@
 Every notebook's Colab badge and its Colab install cell are made from it, so a lecturer who forks the
 course edits ``_config.yml`` and runs ``make student`` (``nclab student``), which rewrites them in
 ``notebooks/`` before writing ``student/``; ``make test`` fails when a notebook disagrees with the config.
+The public repository the students get (``nclab release``, :mod:`nclab.course.release`) is named beside it,
+``nclab: student_repository``: the release's badges and install cells point there instead.
 
 The install cell runs on Colab only. It installs nclab from the repository, keeps the data sets in the
 runtime (``NCLAB_DATA=/content/data``) and, unless ``NCLAB_NO_DRIVE`` is set, mounts Google Drive and points
@@ -22,6 +24,7 @@ import nbformat
 __all__ = [
     "Repository",
     "repository",
+    "student_repository",
     "install_cell",
     "badge",
     "sync_notebooks",
@@ -52,21 +55,43 @@ class Repository:
             )
 
 
-def repository(config: str | Path = "_config.yml") -> Repository:
-    """The repository named by ``repository: url, branch`` in the book's ``config``."""
+def _config(path: Path) -> dict:
     import yaml  # installed with jupyter-book, on the machines that build the course (not needed on Colab)
 
-    path = Path(config)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run nclab student from the course's root folder.")
-    entry = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("repository") or {}
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def _entry(path: Path, entry, key: str) -> Repository:
+    """The repository of ``entry`` (``url``, ``branch``), read from ``key`` of the config at ``path``."""
+    entry = entry if isinstance(entry, dict) else {}
     url = str(entry.get("url", ""))
     if not url.startswith("https://github.com/"):
-        raise ValueError(f"{path}: repository.url must be https://github.com/OWNER/NAME, got {url!r}")
+        raise ValueError(f"{path}: {key}.url must be https://github.com/OWNER/NAME, got {url!r}")
     branch = entry.get("branch", "main")
     if not isinstance(branch, str):  # YAML reads `branch: 2027` as a number (and 0123 as octal 83)
-        raise ValueError(f'{path}: repository.branch must be text: quote it, branch: "{branch}"')
+        raise ValueError(f'{path}: {key}.branch must be text: quote it, branch: "{branch}"')
     return Repository(url.removeprefix("https://github.com/").removesuffix(".git").strip("/"), branch)
+
+
+def repository(config: str | Path = "_config.yml") -> Repository:
+    """The repository named by ``repository: url, branch`` in the book's ``config``."""
+    path = Path(config)
+    return _entry(path, _config(path).get("repository"), "repository")
+
+
+def student_repository(config: str | Path = "_config.yml") -> Repository:
+    """The public repository the students get (``nclab release`` writes it), named by
+    ``nclab: student_repository: url, branch`` in the book's ``config``; the course repository stays private."""
+    path = Path(config)
+    nclab = _config(path).get("nclab")
+    if not isinstance(nclab, dict) or "student_repository" not in nclab:
+        raise ValueError(
+            f"{path}: name the students' repository under nclab: student_repository: url (https://github.com/"
+            "OWNER/NAME, public, not the course repository) and branch, then run nclab release again"
+        )
+    return _entry(path, nclab["student_repository"], "nclab.student_repository")
 
 
 def install_cell(repo: Repository) -> str:
