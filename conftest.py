@@ -30,6 +30,7 @@ os.environ.pop("NCLAB_DEVICE", None)
 SLOW_MODULES = {
     "test_attacks",
     "test_benchmarks",
+    "test_bounds",
     "test_browser",
     "test_control",
     "test_design",

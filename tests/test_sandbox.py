@@ -10,6 +10,7 @@ import asyncio
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,9 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 import nclab
-from nclab.course.grading import sandbox
+from nclab.course.grading import kernel, sandbox
+
+_PACKAGE = Path(nclab.__file__).resolve().parent
 
 REASON = sandbox.unavailable_reason()
 needs_sandbox = pytest.mark.skipif(REASON is not None, reason=f"sandbox unavailable here: {REASON}")
@@ -87,7 +90,8 @@ def test_code_runs_as_the_unprivileged_user_in_an_empty_private_working_copy(wor
 
 @needs_sandbox
 def test_package_venv_system_and_the_kernels_sockets_are_read_only(workdir):
-    targets = [Path(nclab.__file__).parent / "evil.py", Path(sys.prefix) / "evil.pth", Path("/var/tmp/evil")]
+    package, venv = Path(nclab.__file__).parent, Path(sys.prefix)
+    targets = [package / "evil.py", venv / "evil.pth", Path("/usr/evil"), Path("/evil")]  # /: the sandbox's root
     outputs = run_cells(
         [
             "import errno, os, nclab, numpy; print(nclab.__file__)",
@@ -101,19 +105,19 @@ def test_package_venv_system_and_the_kernels_sockets_are_read_only(workdir):
         workdir,
     )
     assert outputs[0] == nclab.__file__
-    assert outputs[1:] == ["EROFS"] * 4  # read-only mounts, whatever the files' modes say; the sockets too
+    assert outputs[1:] == ["EROFS"] * 5  # read-only mounts, whatever the files' modes say; the sockets too
     assert not any(path.exists() for path in targets)
 
 
 @needs_sandbox
 def test_hidden_folders_and_files_cannot_be_listed_or_read(workdir, tmp_path):
-    submissions = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nclab-test-submissions-"))  # outside /tmp
-    visible = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nclab-test-visible-"))
-    out = tmp_path / "out"
-    out.mkdir()
+    course = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nclab-test-course-"))  # exposed, outside /tmp
+    submissions, visible, out = course / "submissions", course / "visible", tmp_path / "out"
     try:
-        for folder in (submissions, visible, out):
+        for folder in (course, submissions, visible, out):
+            folder.mkdir(exist_ok=True)
             folder.chmod(0o755)
+        for folder in (submissions, visible, out):
             (folder / "bob.ipynb").write_text("bob's answers")
             (folder / "bob.ipynb").chmod(0o644)  # world-readable: only the sandbox keeps it from the kernel
         journal = visible / "scores.csv.partial"
@@ -128,16 +132,139 @@ def test_hidden_folders_and_files_cannot_be_listed_or_read(workdir, tmp_path):
                 f"print(repr(open({str(journal)!r}).read()))",
             ],
             workdir,
+            expose=[course],
             hide=[submissions, out, journal],
         )
     finally:
-        for folder in (submissions, visible):
-            for file in folder.iterdir():
-                file.unlink()
-            folder.rmdir()
-    assert outputs[1:3] == ["PermissionError", "FileNotFoundError"]  # out is under /tmp: not even there
+        shutil.rmtree(course)
+    assert outputs[1:3] == ["PermissionError", "FileNotFoundError"]  # out is in no exposed folder: not even there
     assert outputs[3] == "['bob.ipynb', 'scores.csv.partial'] bob's answers"  # what the sandbox did not hide
     assert outputs[4] == "''"  # a hidden file reads as /dev/null
+
+
+@needs_sandbox
+def test_nothing_outside_the_allowed_trees_exists(workdir):
+    planted = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nclab-test-planted-"))
+    planted.chmod(0o755)
+    (planted / "solution.py").write_text("answer = 42")
+    (planted / "solution.py").chmod(0o644)  # world-readable, as a file copied by mistake would be
+    repo = _PACKAGE.parent
+    assert (repo / "notebooks").is_dir()  # the instructor's notebooks, beside nclab in the repository
+    try:
+        outputs = run_cells(
+            [
+                "import os",
+                f"try:\n    print(open({str(planted / 'solution.py')!r}).read())\n"
+                "except OSError as e:\n    print(type(e).__name__)",
+                "print(sorted(os.listdir('/')))",
+                f"print(sorted(os.listdir({str(repo)!r})))",
+                "print(sorted(os.listdir('/etc')))",
+            ],
+            workdir,
+        )
+    finally:
+        shutil.rmtree(planted)
+    assert outputs[1] == "FileNotFoundError"
+    python = [_PACKAGE, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
+    kept = [Path(path) for path in (*sandbox.SYSTEM, "/dev", "/proc", "/tmp") if os.path.lexists(path)]
+    assert outputs[2] == str(sorted({path.parts[1] for path in kept + python}))  # no /home, /srv, /opt, /var
+    assert outputs[3] == str(sorted({path.relative_to(repo).parts[0] for path in python if repo in path.parents}))
+    assert outputs[4] == str(sorted(path.name for path in kept if path.parent == Path("/etc")))  # no pip.conf
+
+
+@needs_sandbox
+def test_user_namespaces_are_blocked_and_only_five_devices_open_while_torch_trains(workdir):
+    exposed = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nclab-test-devices-"))
+    exposed.chmod(0o755)
+    node = exposed / "null"
+    os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # the host's /dev/null, reached elsewhere
+    libc = "import ctypes, errno, os, subprocess, threading\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    failed = "print(result, errno.errorcode[ctypes.get_errno()])"
+    train = """
+import torch
+model, x, y = torch.nn.Linear(2, 1), torch.ones(4, 2), torch.ones(4, 1)
+torch.nn.init.zeros_(model.weight), torch.nn.init.zeros_(model.bias)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+before = torch.nn.functional.mse_loss(model(x), y)
+before.backward()
+optimizer.step()
+after = torch.nn.functional.mse_loss(model(x), y)
+print(before.item(), round(after.item(), 4), torch.ones(3).share_memory_().is_shared())
+"""
+    plot = "import matplotlib.pyplot as plt\nplt.plot([0, 1]); plt.title('ok'); plt.savefig('plot.png'); plt.close()\n"
+    plot += "print(open('plot.png', 'rb').read(4))"
+    try:
+        outputs = run_cells(
+            [
+                f"{libc}if (child := os.fork()) == 0:  # single-threaded, as unshare needs\n"
+                "    os._exit(libc.unshare(0x10000000) and ctypes.get_errno())  # CLONE_NEWUSER\n"
+                "print(errno.errorcode.get(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]), 'unshared'))",
+                f"{libc}result = libc.syscall(435, None, 0)  # clone3\n{failed}",
+                f"{libc}result = libc.syscall(0x40000000 | 272, 0x10000000)  # unshare through the x32 ABI\n{failed}",
+                "run = subprocess.run(['unshare', '--user', 'id'], capture_output=True, text=True)\n"
+                "print(run.returncode, run.stderr.strip())",
+                "done = []\nthread = threading.Thread(target=done.append, args=['thread'])\n"
+                "thread.start(); thread.join()\n"
+                "print(done, subprocess.run(['true']).returncode)",  # clone3 refused: the C library uses clone
+                "print(sorted(os.listdir('/dev')))",
+                "open('/dev/null', 'w').write('gone'); open('/dev/full', 'rb').read(1)\n"
+                "print(len(open('/dev/urandom', 'rb').read(16)), open('/dev/zero', 'rb').read(2))",
+                f"try:\n    open({str(node)!r})\nexcept OSError as e:\n    print(type(e).__name__)",
+                train,
+                plot,
+            ],
+            workdir,
+            expose=[exposed],
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(exposed)
+    assert outputs[0] == "EPERM"
+    assert outputs[1] == "-1 ENOSYS"
+    assert outputs[2] == "-1 EPERM"
+    assert outputs[3] == "1 unshare: unshare failed: Operation not permitted"
+    assert outputs[4] == "['thread'] 0"
+    gpus = [path.name for path in Path("/dev").glob("nvidia*") if path.is_char_device()]  # CUDA's, on a GPU
+    dev = ["fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero", *gpus]
+    assert outputs[5] == str(sorted(dev))
+    assert outputs[6] == "16 b'\\x00\\x00'"
+    assert outputs[7] == "PermissionError"  # nodev: a device node opens only in /dev
+    assert outputs[8] == "1.0 0.16 True"  # one SGD step from 0: w = b = 0.2, prediction 0.6; shared memory in /dev/shm
+    assert outputs[9].splitlines()[-1] == "b'\\x89PNG'" and "rror" not in outputs[9]  # no font or config missing
+
+
+@pytest.mark.parametrize("unsafe", [False, True])
+def test_the_graders_secrets_stay_out_of_the_kernels_environment(workdir, monkeypatch, unsafe):
+    if REASON is not None and not unsafe:
+        pytest.skip(f"sandbox unavailable here: {REASON}")
+    if unsafe:
+        monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as a grader without root runs it
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_not_a_real_token")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not_a_real_key")
+    monkeypatch.setenv("NCLAB_PROFILE", "smoke")
+    names = {"GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "NCLAB_PROFILE", "PATH"}
+    outputs = run_cells(
+        [
+            f"import os; print(sorted(set(os.environ) & {names!r}), os.environ['NCLAB_PROFILE'])",
+            "print(any('not_a_real' in value for value in os.environ.values()))",
+            "try:\n    print('not_a_real' in open('/proc/1/environ').read())\nexcept OSError as e:\n"
+            "    print(type(e).__name__)",
+        ],
+        workdir,
+        unsafe=unsafe,
+    )
+    assert outputs[:2] == ["['NCLAB_PROFILE', 'PATH'] smoke", "False"]
+    if not unsafe:  # init, which still holds the launcher's environment, is not the user's to read
+        assert outputs[2] == "PermissionError"
+
+
+def test_only_the_allowed_variables_reach_a_kernel(monkeypatch):
+    environ = {"PATH": "/usr/bin", "LC_ALL": "C.UTF-8", "LCX": "1", "NCLAB_DATA": "/data", "HOME": "/root"}
+    environ |= {"GITHUB_TOKEN": "t", "AWS_SECRET_ACCESS_KEY": "k", "PYTHONPATH": "/src", "OMP_NUM_THREADS": "2"}
+    expected = {"PATH": "/usr/bin", "LC_ALL": "C.UTF-8", "NCLAB_DATA": "/data", "OMP_NUM_THREADS": "2"}
+    assert sandbox.allowed_environment(environ) == expected
+    monkeypatch.setattr(os, "environ", environ)
+    assert kernel.kernel_environment() == {**expected, "NCLAB_PROFILE": "smoke"}  # the grader's default profile
 
 
 @needs_sandbox

@@ -57,17 +57,17 @@ MAX_MESSAGE_BYTES = 16 * 2**20  # one message from the kernel; a larger one is d
 
 
 def _capped_kernel_client():
-    """The kernel client class whose iopub socket refuses messages over ``MAX_MESSAGE_BYTES`` (ZMQ drops
-    the connection, which reconnects, before a byte is stored): ipykernel sends a print loop's output as one
-    message per flush, so a flood would otherwise arrive as messages of gigabytes."""
+    """The kernel client class whose sockets refuse a frame over ``MAX_MESSAGE_BYTES`` (ZMQ drops the
+    connection, which reconnects, before a byte is stored), on every channel: ipykernel sends a print loop's
+    output as one message per flush, so a flood would otherwise arrive as messages of gigabytes. ZMQ has no
+    bound on the frames of one message: a message of many frames is bounded by the submission's control
+    group (``isolated``), whose grading process is the one that grows and is killed."""
     import zmq
     from jupyter_client.asynchronous import AsyncKernelClient
 
     class CappedKernelClient(AsyncKernelClient):
         def _create_connected_socket(self, channel, identity=None):
-            if channel != "iopub":
-                return super()._create_connected_socket(channel, identity)
-            context_socket = self.context.socket
+            context_socket = self.context.socket  # every channel: the shell's replies too
 
             def socket(kind):
                 made = context_socket(kind)
@@ -100,14 +100,18 @@ class _CappedClient(NotebookClient):
     marker = ""
     graded_from = 10**9  # the index of the grader's first cell
 
-    def output(self, outs, msg, display_id, cell_index):
-        content = msg.get("content", {})
-        size = len(json.dumps(content, default=str))
+    def _over_cap(self, msg: dict, cell_index: int) -> bool:
+        """Count ``msg`` against its cell's cap and the student cells' cap; whether it passes either."""
+        size = len(json.dumps(msg.get("content", {}), default=str))
         kept = self.__dict__.setdefault("_kept_bytes", {})
         kept[cell_index] = kept.get(cell_index, 0) + size
         kept["all"] = kept.get("all", 0) + size * (cell_index < self.graded_from)
         flooded = cell_index < self.graded_from and kept["all"] > MAX_NOTEBOOK_OUTPUT_BYTES
-        if kept[cell_index] > MAX_OUTPUT_BYTES or flooded:
+        return kept[cell_index] > MAX_OUTPUT_BYTES or flooded
+
+    def output(self, outs, msg, display_id, cell_index):
+        content = msg.get("content", {})
+        if self._over_cap(msg, cell_index):
             late = self.__dict__.setdefault("_late", {"results": {}, "bytes": 0, "errors": set()})
             if msg.get("msg_type") == "error":
                 if cell_index in late["errors"]:
@@ -129,6 +133,11 @@ class _CappedClient(NotebookClient):
         except Exception:  # a malformed message (the kernel's json patched): keep a stream's text or an error
             clean = _clean_output(msg)
             return super().output(outs, clean, None, cell_index) if clean else None
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        """Comm messages (widgets, or a student's own ``Comm``) are counted against the caps like output and
+        never kept: grading needs no widget, and nbclient would keep each comm's state and data."""
+        self._over_cap(msg, cell_index)
 
 
 def _clean_output(msg: dict) -> dict | None:
@@ -292,5 +301,7 @@ def execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_chec
 
 
 def kernel_environment() -> dict[str, str]:
-    """The kernels' environment: the caller's, with ``NCLAB_PROFILE=smoke`` unless it is set."""
-    return {**os.environ, "NCLAB_PROFILE": os.environ.get("NCLAB_PROFILE") or "smoke"}
+    """The kernels' environment: the caller's variables that :data:`sandbox.KERNEL_ENVIRONMENT` allows (no
+    token or key of the grader's reaches a student's code), with ``NCLAB_PROFILE=smoke`` unless it is set."""
+    env = sandbox.allowed_environment(os.environ)
+    return {**env, "NCLAB_PROFILE": env.get("NCLAB_PROFILE") or "smoke"}

@@ -3,49 +3,64 @@
 ``kernel_manager(workdir, hide=[submissions, out])`` yields a ``jupyter_client.AsyncKernelManager`` for
 ``NotebookClient(km=...)``. Its kernelspec starts this file as a launcher (as root, ``python -I -S``: the
 standard library only, ~20 ms), which unshares a PID namespace and forks the namespace's first process, init.
-Init, still root, enters new mount, network and IPC namespaces and seals them (no bubblewrap needed: Python
-and the kernel's own calls, ``unshare``, ``mount`` and ``mount_setattr``, do it in a few milliseconds):
+Init, still root, enters new mount, network and IPC namespaces and builds the kernel's file system from an
+allow-list (no bubblewrap needed: Python and the kernel's own calls, ``unshare``, ``mount``, ``pivot_root``
+and ``mount_setattr``, do it in a few milliseconds):
 
-* every mount read-only and nosuid, recursively: the package, the venv, the whole system;
-* an empty, mode-000 tmpfs over each ``hide`` folder (submissions, results) and ``/run``; /dev/null over files;
+* a new root, an empty tmpfs, holding only :data:`SYSTEM` (/usr, /bin, /lib*, the few files of /etc that the
+  C library, Python, torch and matplotlib read), the Python, the venv, nclab and the ``expose`` folders, each
+  bound where the grader has it; init ``pivot_root``s into it and detaches the old root, so the rest of the
+  repository, /home, /srv, /opt, pip.conf and any folder a private one holds (/root, but for a pyenv Python
+  in it) do not exist for the kernel, whatever their modes;
+* every mount read-only, nosuid and nodev, recursively, but the tmpfs and the cache below;
+* a fresh ``/dev`` (tmpfs, nodev, noexec) holding null, zero, full, random and urandom, bound from the host's
+  (and the GPU's /dev/nvidia* where they exist): a device node found anywhere else does not open;
+* an empty, mode-000 tmpfs over each ``hide`` folder inside those trees (submissions, results); /dev/null
+  over files;
 * fresh tmpfs (``Limits.disk_bytes`` each) on ``/tmp``, ``/dev/shm`` and the working copy ``workdir``, which
   belongs to the user (mode 0700; HOME and the caches point there) and vanishes with the namespace;
-* the Python, the venv, nclab and the ``expose`` folders bound in where the grader has them, even below a
-  private folder (a pyenv Python under /root: a tmpfs replaces /root, with only them in it);
 * the grader's ``cache`` (its checkpoints and data sets) as an overlay: readable, and what the kernel trains
   or overwrites lands in a tmpfs of its own, never in the grader's folder (no student poisons another's runs);
 * a new ``/proc`` that shows only the sandbox's processes; loopback up, no other network.
 
 Init forks the kernel, which drops to the user (``nclab-grader``, made with ``useradd --system`` when missing),
-sets no_new_privs and the rlimits of :class:`Limits` and execs ``python -m ipykernel_launcher``. The grader
-talks to it over ZMQ ``ipc`` sockets in a folder bound into the sandbox; once the kernel has bound them, init
-makes that folder read-only (no student code can swap a socket for a symlink that the root grader would
-follow), the launcher writes a ``ready`` file, and only then does ``start_kernel`` return. Init then drops to
-the user too and reaps orphans. When the kernel exits, or the launcher dies (init's parent-death signal), or
-the grader dies (the launcher polls for it), init exits and Linux kills every process of the PID namespace:
-``start_new_session``, double forks and ``setsid`` do not escape. The kernel's raw stdout and stderr reach
-the grader through the launcher, cut after ``Limits.output_bytes``. A kernel starts as fast as a plain one.
+sets no_new_privs, a seccomp filter and the rlimits of :class:`Limits`, and execs ``python -m ipykernel_launcher``
+with only the variables :data:`KERNEL_ENVIRONMENT` names of the grader's environment (PATH, the locale, NCLAB_*,
+thread counts: no token or key), the home and caches in the working copy. The filter blocks user namespaces, in
+which a student would be root with every capability (mounts, nf_tables): clone and unshare with CLONE_NEWUSER fail
+with EPERM, clone3 with ENOSYS (the C library then uses clone); its numbers are x86_64's, and a system call of
+another ABI fails or kills. The grader talks to it over ZMQ ``ipc`` sockets in a folder bound into the sandbox;
+once the kernel has bound them, init makes that folder read-only (no student code can swap a socket for a symlink
+that the root grader would follow), the launcher writes a ``ready`` file, and only then does ``start_kernel``
+return. Init then drops to the user too and reaps orphans. When the kernel exits, or the launcher dies (init's
+parent-death signal), or the grader dies (the launcher polls for it), init exits and Linux kills every process of
+the PID namespace: ``start_new_session``, double forks and ``setsid`` do not escape. The kernel's raw stdout and
+stderr reach the grader through the launcher, cut after ``Limits.output_bytes``. A kernel starts as fast as a
+plain one.
 
-Defended: writing to the package, the venv or anything but the working copy, /tmp and /dev/shm; reading the
-hidden folders, other students' working copies and root's files; seeing, ptracing or signalling the grader
-or the launcher (another PID namespace: ``os.getppid()`` is init, which ignores signals from inside); setuid
-programs; the network and abstract unix sockets; SysV IPC; processes outliving the submission; one process
-taking all memory (RLIMIT_AS), process slots (RLIMIT_NPROC), file descriptors or disk; a flood of raw output.
+Defended: writing to the package, the venv or anything but the working copy, /tmp and /dev/shm; reading anything
+outside the allowed trees (the instructor's solutions, other students' working copies, world-readable files
+anywhere), and the hidden folders within them; the grader's environment variables; device nodes but those of /dev;
+user namespaces; seeing, ptracing or signalling the grader or the launcher (another PID namespace:
+``os.getppid()`` is init, which ignores signals from inside); setuid programs; the network and abstract unix
+sockets; SysV IPC; processes outliving the submission; one process taking all memory (RLIMIT_AS), process slots
+(RLIMIT_NPROC), file descriptors or disk; a flood of raw output.
 
-Not defended: the memory of many processes together (processes × RLIMIT_AS; a cgroup would bound it, not
-used); CPU time (the grader's time limits end the namespace); the outputs sent over ZMQ (the grader must cap
-what it keeps); world-readable files outside the hidden folders (/etc, /sys, /home/* if its modes allow);
-the grader's environment variables (the kernel gets them); kernel exploits. RLIMIT_AS breaks CUDA, which
-reserves huge address ranges: give ``Limits(memory_bytes=None)`` on a GPU. Needs root and Linux ≥ 5.12.
-Without root :func:`kernel_manager` refuses, unless ``unsafe=True``: then the kernel runs as the caller with
-the limits but no isolation, and the processes it leaves are found by a token in their environment (one that
-clears it escapes).
+Not defended: the memory of many processes together (processes × RLIMIT_AS; a cgroup would bound it, not used);
+CPU time (the grader's time limits end the namespace); the outputs sent over ZMQ (the grader must cap what it
+keeps); what the allowed trees hold (all of /usr and the venv, and /proc's view of the machine); kernel exploits.
+RLIMIT_AS breaks CUDA, which reserves huge address ranges: give ``Limits(memory_bytes=None)`` on a GPU. Needs
+root, Linux ≥ 5.12 and x86_64 (elsewhere :func:`unavailable_reason` says so). Without root :func:`kernel_manager`
+refuses, unless ``unsafe=True``: then the kernel runs as the caller with the limits and the allowed environment
+but no isolation, and the processes it leaves are found by a token in their environment (one that clears it
+escapes).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import json
 import os
@@ -54,21 +69,71 @@ import resource
 import select
 import shutil
 import signal
+import stat
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import types
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 __all__ = ["USER", "Limits", "SandboxUnavailable", "unavailable_reason", "check", "ensure_user", "kernel_manager"]
-__all__ += ["processes", "kill_all"]
+__all__ += ["processes", "kill_all", "KERNEL_ENVIRONMENT", "allowed_environment", "SYSTEM"]
 
 USER = "nclab-grader"
 _PACKAGE = Path(__file__).resolve().parents[2]  # nclab/, which the kernel imports (read-only)
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 START_TIMEOUT = 60.0  # s: a kernel that has not bound its sockets by then is killed
+
+# The grader's environment variables a kernel gets, by name or, ending in "*", by prefix; no other one reaches
+# it (a token, a password or a cloud key of the grader's would). HOME, USER, TMPDIR and the caches' folders
+# are not taken from the grader: the sandbox sets them to the working copy (:func:`_kernel_env`).
+KERNEL_ENVIRONMENT = (
+    "PATH",  # where programs are: subprocess, `!ls`
+    "LANG",  # the locale: how text files and the terminal encode characters
+    "LANGUAGE",
+    "LC_*",
+    "TZ",  # the time zone of timestamps
+    "NCLAB_*",  # the course's settings: NCLAB_PROFILE, NCLAB_DEVICE, NCLAB_DATA, NCLAB_PROGRESS, …
+    "OMP_NUM_THREADS",  # how many CPU threads torch and NumPy use
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",  # which GPUs the kernel may use
+    "PYTHONHASHSEED",  # str hashes as reproducible as the grader's, when it fixes them
+    "JPY_*",  # jupyter_client's own: the parent's PID, the session's name
+)
+
+# What of the grader's file system the kernel's root holds besides the Python, the venv, nclab, the exposed
+# folders and the cache, all read-only; nothing else exists there (no /home, /srv, /opt, /var, /run, /sys; a
+# private folder such as /root holds only what is bound into it).
+SYSTEM = (
+    "/usr",  # programs, shared libraries, fonts, time zones
+    "/bin",  # each of these a link into /usr on most systems, copied as such
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/ld.so.cache",  # of /etc, only what the C library, Python, torch and matplotlib read: not pip.conf,
+    "/etc/ld.so.conf",  # ssh, environment, … (the dynamic linker finds /usr/lib/<arch> through these three)
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",  # Debian's links for programs and BLAS
+    "/etc/passwd",  # user names: `~`, getpass, ls -l
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/localtime",  # the time zone
+    "/etc/timezone",
+    "/etc/hosts",  # `localhost`, and port and protocol names for the socket module
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/fonts",  # fontconfig: matplotlib runs fc-list when it first looks for fonts
+    "/etc/mime.types",  # the mimetypes module
+)  # no /sys: torch, NumPy and DataLoader workers run without it (CPU counts come from /proc and the scheduler)
+DEVICES = ("null", "zero", "full", "random", "urandom")  # the kernel's /dev, bound from the host's; and the GPU's
+GPU_DEVICES = "nvidia"  # /dev/nvidia*, the nodes CUDA opens, where they exist
+NEW_ROOT = "/tmp"  # where init assembles the kernel's root before pivoting into it
 
 
 @dataclass(frozen=True)
@@ -77,7 +142,7 @@ class Limits:
     of address space and a few dozen threads; the defaults leave room for that and stop a runaway loop."""
 
     memory_bytes: int | None = 8 * 2**30  # bytes of address space per process (RLIMIT_AS); None: no limit
-    processes: int = 512  # processes and threads of the user (RLIMIT_NPROC)
+    processes: int | None = 512  # processes and threads of the user (RLIMIT_NPROC); None: the cgroup's pids.max
     open_files: int = 1024  # file descriptors per process (RLIMIT_NOFILE)
     file_bytes: int = 256 * 2**20  # bytes: the largest file a process may write (RLIMIT_FSIZE)
     disk_bytes: int = 2**30  # bytes: size of each tmpfs (working copy, /tmp, /dev/shm)
@@ -93,8 +158,9 @@ class SandboxUnavailable(RuntimeError):
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_PRIVATE = 1, 2, 4, 8, 4096, 1 << 18
-ATTR_RDONLY, ATTR_NOSUID, AT_RECURSIVE, SYS_MOUNT_SETATTR = 1, 2, 0x8000, 442
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+MS_REC, MNT_DETACH, SYS_PIVOT_ROOT = 16384, 2, 155  # pivot_root's number is x86_64's (glibc has no wrapper)
+ATTR_RDONLY, ATTR_NOSUID, ATTR_NODEV, AT_RECURSIVE, SYS_MOUNT_SETATTR = 1, 2, 4, 0x8000, 442
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS = 1, 4, 22, 38
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -116,9 +182,13 @@ def _set_attr(path: str, set_: int = 0, clear: int = 0, propagation: int = 0, re
 
 
 def _bind(source_fd: int, target: str) -> None:
-    """Bind the folder open as ``source_fd`` (opened before the mounts that hid it) onto ``target``."""
-    os.makedirs(target, exist_ok=True)
-    _mount(f"/proc/self/fd/{source_fd}", target, None, MS_BIND)
+    """Bind the folder or file open as ``source_fd`` (opened before the mounts that hid it) onto ``target``,
+    with the mounts below it."""
+    if os.path.isdir(f"/proc/self/fd/{source_fd}"):
+        os.makedirs(target, exist_ok=True)
+    elif not os.path.exists(target):
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    _mount(f"/proc/self/fd/{source_fd}", target, None, MS_BIND | MS_REC)
     os.close(source_fd)
 
 
@@ -129,7 +199,6 @@ def _prctl(option: int, value: int) -> None:
 def _loopback_up() -> None:
     import fcntl
     import socket
-    import struct
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         flags = struct.unpack("16sH", fcntl.ioctl(sock, 0x8913, struct.pack("16sH14x", b"lo", 0))[:18])[1]
@@ -142,6 +211,119 @@ def _seal_basics() -> None:
     _set_attr("/", set_=ATTR_RDONLY | ATTR_NOSUID, propagation=MS_PRIVATE, recursive=True)
 
 
+def _pivot(new_root: str) -> None:
+    """Make the mount ``new_root`` this namespace's root and detach the old one: nothing of it stays reachable."""
+    os.chdir(new_root)
+    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")  # the old root now lies over the new one
+    _check(_libc.umount2(b".", MNT_DETACH), "unmount the old root")
+    os.chdir("/")
+
+
+def _build_root(args, limits: Limits, uid: int, gid: int) -> None:
+    """Build the kernel's file system from an allow-list in a tmpfs and pivot into it: :data:`SYSTEM`, the
+    ``expose`` folders (the Python, the venv, nclab and the cache among them) and the sockets' folder bound in
+    where the grader has them; a /dev of :data:`DEVICES`; tmpfs on /tmp, /dev/shm and the working copy; a new
+    /proc; the cache copy-on-write. Every mount then read-only, nosuid and nodev but the tmpfs, the cache and
+    the devices; ``hide`` covered last. Each source is opened before the new root covers the host's /tmp."""
+    plan = {}  # path in the new root: ("bind", fd), ("link", target), ("tmpfs", flags, options) or ("proc",)
+    for path in SYSTEM:
+        if os.path.islink(path):
+            plan[path] = ("link", os.readlink(path))
+        elif os.path.exists(path):
+            plan[path] = ("bind", os.open(path, os.O_PATH))
+    devices = [f"/dev/{name}" for name in DEVICES] + _gpu_devices()
+    for path in [*args.expose, args.sockets, *devices]:
+        if path not in plan:
+            plan[path] = ("bind", os.open(path, os.O_PATH))
+    plan["/dev/fd"] = ("link", "/proc/self/fd")
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        plan[f"/dev/{name}"] = ("link", f"/proc/self/fd/{fd}")
+    scratch = f"size={limits.disk_bytes},nr_inodes=100000"
+    plan["/dev"] = ("tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=755")
+    plan["/tmp"] = plan["/dev/shm"] = ("tmpfs", MS_NOSUID | MS_NODEV, f"{scratch},mode=1777")
+    plan[args.workdir] = ("tmpfs", MS_NOSUID | MS_NODEV, f"{scratch},mode=700,uid={uid},gid={gid}")
+    plan["/proc"] = ("proc",)  # shows only the sandbox's processes
+    _mount("nclab-root", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    for path in sorted(plan, key=lambda path: Path(path).parts):  # a folder before what it holds
+        (kind, *how), target = plan[path], NEW_ROOT + path
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if kind == "bind":
+            _bind(how[0], target)
+        elif kind == "link":
+            os.symlink(how[0], target)
+        elif kind == "proc":
+            os.mkdir(target)
+            _mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        else:
+            os.makedirs(target, exist_ok=True)
+            _mount("nclab-tmp", target, "tmpfs", *how)
+    if args.cache:
+        _overlay_cache(NEW_ROOT + args.cache, uid, gid, scratch)
+    _pivot(NEW_ROOT)
+    _set_attr("/", set_=ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV, recursive=True)
+    for path in ["/tmp", "/dev/shm", args.workdir, *([args.cache] if args.cache else [])]:
+        _set_attr(path, clear=ATTR_RDONLY)
+    for path in devices:
+        _set_attr(path, clear=ATTR_NODEV)  # the only device nodes that open
+    for path in args.hide:  # inside the trees bound in: an empty folder nobody can open, a file /dev/null
+        if os.path.isdir(path):
+            _mount("nclab-hidden", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=000")
+        elif os.path.exists(path):
+            _mount("/dev/null", path, None, MS_BIND)
+
+
+def _gpu_devices() -> list[str]:
+    """The GPU's device nodes (/dev/nvidia0, /dev/nvidiactl, …) of this machine; none without one."""
+    names = [name for name in os.listdir("/dev") if name.startswith(GPU_DEVICES)]
+    return [f"/dev/{name}" for name in sorted(names) if stat.S_ISCHR(os.stat(f"/dev/{name}").st_mode)]
+
+
+def _overlay_cache(cache: str, uid: int, gid: int, scratch: str) -> None:
+    """Cover the grader's cache, bound at ``cache``, with an overlay: the kernel reads the grader's runs, and
+    what it trains or overwrites lands in a tmpfs of its own, unmounted from the tree once the overlay holds it."""
+    layers = NEW_ROOT + "/.layers"
+    os.mkdir(layers)
+    _mount("nclab-cache", layers, "tmpfs", MS_NOSUID | MS_NODEV, f"{scratch},mode=700")
+    for folder, _, _ in os.walk(cache):  # every folder the user's, so it can add runs anywhere
+        mirror = os.path.join(layers, "upper", os.path.relpath(folder, cache))
+        os.makedirs(mirror, mode=0o755)
+        os.chown(mirror, uid, gid)
+    os.mkdir(f"{layers}/work")
+    options = f"lowerdir={cache},upperdir={layers}/upper,workdir={layers}/work"
+    _mount("nclab-cache", cache, "overlay", MS_NOSUID | MS_NODEV, options)
+    _check(_libc.umount2(layers.encode(), MNT_DETACH), f"unmount {layers}")
+    os.rmdir(layers)
+
+
+def _block_user_namespaces() -> None:
+    """Install a seccomp filter (x86_64's numbers) on this process and its children: clone and unshare with
+    CLONE_NEWUSER fail with EPERM, clone3 (whose flags lie in memory a filter cannot read) with ENOSYS, on which
+    the C library falls back to clone; a call of the x32 ABI fails with EPERM, one of another architecture
+    (i386's int 0x80) kills the process. In a user namespace of their own, students would be root, with every
+    capability there: mounts, nf_tables, a large part of the Linux kernel to attack."""
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ/JGE/JSET|K, BPF_RET|K
+    allow, fail = 0x7FFF0000, 0x50000  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO (| the errno)
+    program = [  # (code, true: skip that many, false: skip that many, k)
+        (ld, 0, 0, 4),  # 0: seccomp_data.arch
+        (jeq, 1, 0, 0xC000003E),  # 1: AUDIT_ARCH_X86_64: to 3
+        (ret, 0, 0, 0x80000000),  # 2: SECCOMP_RET_KILL_PROCESS
+        (ld, 0, 0, 0),  # 3: seccomp_data.nr
+        (jge, 7, 0, 0x40000000),  # 4: __X32_SYSCALL_BIT: to 12
+        (jeq, 7, 0, 435),  # 5: clone3: to 13
+        (jeq, 2, 0, 272),  # 6: unshare: to 9
+        (jeq, 1, 0, 56),  # 7: clone: to 9
+        (ret, 0, 0, allow),  # 8
+        (ld, 0, 0, 16),  # 9: seccomp_data.args[0], low half: the flags of unshare and clone
+        (jset, 1, 0, 0x10000000),  # 10: CLONE_NEWUSER: to 12
+        (ret, 0, 0, allow),  # 11
+        (ret, 0, 0, fail | errno.EPERM),  # 12
+        (ret, 0, 0, fail | errno.ENOSYS),  # 13
+    ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *step) for step in program))
+    header = ctypes.create_string_buffer(struct.pack("=H6xQ", len(program), ctypes.addressof(code)))  # sock_fprog
+    _check(_libc.prctl(PR_SET_SECCOMP, 2, header, 0, 0), "seccomp")  # 2: SECCOMP_MODE_FILTER
+
+
 # ----------------------------------------------------------------------------------------------------
 # The launcher: `python -I -S sandbox.py launch CONFIG CONNECTION_FILE [kernel arguments]`, started as root
 
@@ -150,13 +332,20 @@ def _socket_paths(connection: dict) -> list[str]:
     return [f"{connection['ip']}-{connection[channel]}" for channel in CHANNELS]
 
 
+def allowed_environment(environ) -> dict[str, str]:
+    """The variables of ``environ`` (a mapping) that :data:`KERNEL_ENVIRONMENT` lets through to a kernel."""
+    names = {name for name in KERNEL_ENVIRONMENT if not name.endswith("*")}
+    prefixes = tuple(name[:-1] for name in KERNEL_ENVIRONMENT if name.endswith("*"))
+    return {name: value for name, value in environ.items() if name in names or name.startswith(prefixes)}
+
+
 def _kernel_env(workdir: str, user: str, cache: str | None) -> dict[str, str]:
-    """The grader's environment, with the home and every cache in the working copy; NCLAB_CACHE too, unless
-    the grader shares its ``cache``."""
+    """The grader's environment as :func:`allowed_environment` filters it, with the home and every cache in
+    the working copy; NCLAB_CACHE too, unless the grader shares its ``cache``."""
     home = {"HOME": workdir, "USER": user, "LOGNAME": user, "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
     caches = ("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"), ("IPYTHONDIR", ".ipython")
     caches += ("MPLCONFIGDIR", ".config/matplotlib"), ("NCLAB_CACHE", ".cache/nclab"), ("TORCH_HOME", ".cache/torch")
-    env = {**os.environ, **home, **{name: f"{workdir}/{folder}" for name, folder in caches}}
+    env = {**allowed_environment(os.environ), **home, **{name: f"{workdir}/{folder}" for name, folder in caches}}
     return {**env, "NCLAB_CACHE": cache} if cache else env
 
 
@@ -205,41 +394,10 @@ def _init(args, connection: dict, extra: list[str], alive: int, ready: int) -> N
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if select.select([alive], [], [], 0)[0]:  # EOF: the launcher died before the line above
         os._exit(72)
+    os.umask(0o022)  # the folders init makes in the new root: the user must cross them
     _seal_basics()
-    sources = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in [*args.expose, args.sockets]}
-    scratch = f"size={limits.disk_bytes},nr_inodes=100000"
-    if args.cache:  # copy-on-write: the kernel reads the grader's runs and writes into a tmpfs covered below
-        _mount("nclab-cache", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"{scratch},mode=700")
-        for folder, _, _ in os.walk(args.cache):  # every folder the user's, so it can add runs anywhere
-            mirror = os.path.join("/dev/shm/upper", os.path.relpath(folder, args.cache))
-            os.makedirs(mirror, mode=0o755)
-            os.chown(mirror, uid, gid)
-        os.mkdir("/dev/shm/work")
-        layers = f"lowerdir={args.cache},upperdir=/dev/shm/upper,workdir=/dev/shm/work"
-        _mount("nclab-cache", args.cache, "overlay", MS_NOSUID | MS_NODEV, layers)
-        os.close(sources[args.cache])
-        sources[args.cache] = os.open(args.cache, os.O_PATH | os.O_DIRECTORY)
-    for path in [*args.hide, "/run"]:  # a folder becomes an empty one nobody can open, a file /dev/null
-        if os.path.isdir(path):
-            _mount("nclab-hidden", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=000")
-        elif os.path.exists(path):
-            _mount("/dev/null", path, None, MS_BIND)
-    for folder in ("/tmp", "/dev/shm"):
-        _mount("nclab-tmp", folder, "tmpfs", MS_NOSUID | MS_NODEV, f"{scratch},mode=1777")
-    for path in args.expose:
-        above = [str(parent) for parent in reversed(Path(path).parents) if str(parent) != "/"]
-        private = next((folder for folder in above if os.path.isdir(folder) and not os.stat(folder).st_mode & 1), None)
-        if private is not None:  # a folder the user cannot cross: a tmpfs in its place, holding only `path`
-            _mount("nclab-exposed", private, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
-        if private is not None or not os.path.isdir(path):
-            _bind(sources[path], path)
-        else:
-            os.close(sources[path])
-    os.makedirs(args.workdir, exist_ok=True)
-    _mount("nclab-work", args.workdir, "tmpfs", MS_NOSUID | MS_NODEV, f"{scratch},mode=700,uid={uid},gid={gid}")
-    _bind(sources[args.sockets], args.sockets)
-    _set_attr(args.sockets, clear=ATTR_RDONLY)
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _build_root(args, limits, uid, gid)
+    _set_attr(args.sockets, clear=ATTR_RDONLY)  # until the kernel has bound its sockets
     _loopback_up()
     copy = os.path.join(args.sockets, "connection.json")
     with open(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
@@ -251,6 +409,7 @@ def _init(args, connection: dict, extra: list[str], alive: int, ready: int) -> N
     kernel = os.fork()
     if kernel == 0:
         _drop_to(uid, gid)
+        _block_user_namespaces()
         _set_limits(limits)
         _exec_kernel(copy, extra, env)
     if not _wait_for_sockets(connection, kernel):
@@ -276,6 +435,9 @@ def _launch(config: str, connection_file: str, extra: list[str]) -> None:
     with open(connection_file) as file:
         connection = json.load(file)
     limits = Limits(**args.limits)
+    for procs in args.cgroup:  # the kernel's leaf of the submission's control group, before anything starts
+        with open(procs, "w") as file:
+            file.write(str(os.getpid()))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel, in the same process group
     if args.unsafe:
         _set_limits(limits, processes=False)  # RLIMIT_NPROC would count all the caller's processes
@@ -329,6 +491,9 @@ def _probe() -> None:
             _seal_basics()
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
             _loopback_up()
+            _mount("nclab-root", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k")
+            _pivot(NEW_ROOT)
+            _block_user_namespaces()
         except OSError as error:
             print(error, file=sys.stderr)
             os._exit(1)
@@ -344,6 +509,8 @@ def unavailable_reason() -> str | None:
     """Why the sandbox cannot run here, or None if it can."""
     if sys.platform != "linux":
         return f"the sandbox needs Linux, this is {sys.platform}"
+    if os.uname().machine != "x86_64":  # the seccomp filter's system call numbers are x86_64's
+        return f"the sandbox's seccomp filter knows x86_64 only, this is {os.uname().machine}"
     if os.geteuid() != 0:
         return (
             f"the sandbox needs root (this process is uid {os.geteuid()}): it runs each kernel as the "
@@ -430,15 +597,21 @@ def kernel_manager(
 ):
     """Yield an ``AsyncKernelManager`` whose kernel runs in the sandbox, with ``workdir`` as its (private,
     empty) working copy, the folders and files ``hide`` invisible, and the folders ``expose`` readable besides
-    the Python, the venv and nclab (read-only, even below a private folder; each must be world-readable
-    itself). ``cache`` (the grader's NCLAB_CACHE) becomes the kernel's NCLAB_CACHE, copy-on-write: its runs
-    load, and what the kernel trains or changes stays in the sandbox (without it, NCLAB_CACHE is empty, in the
-    working copy). Give it to ``NotebookClient(km=...)`` with ``resources={"metadata": {"path": workdir}}``. On
-    leaving, every process of the submission is killed. Raises :class:`SandboxUnavailable` where the sandbox
-    cannot run (not root), unless ``unsafe``: then the kernel runs as the caller, without isolation."""
+    the Python, the venv, nclab and :data:`SYSTEM` (read-only, even below a private folder; each must be
+    world-readable itself): nothing else of the file system exists for the kernel. ``cache`` (the grader's
+    NCLAB_CACHE) becomes the kernel's NCLAB_CACHE, copy-on-write: its runs load, and what the kernel trains or
+    changes stays in the sandbox (without it, NCLAB_CACHE is empty, in the working copy). Give it to
+    ``NotebookClient(km=...)`` with ``resources={"metadata": {"path": workdir}}``. On leaving, every process
+    of the submission is killed. Raises :class:`SandboxUnavailable` where the sandbox cannot run (not root),
+    unless ``unsafe``: then the kernel runs as the caller, without isolation."""
     from jupyter_client.kernelspec import KernelSpec
 
+    from .cgroup import KERNEL, leaf_procs_files  # here: this file also runs as a script (the launcher)
+    from .isolated import in_submission_group
+
     reason = check(unsafe)
+    if in_submission_group():  # the group's pids.max bounds the submission: no per-user count shared with others
+        limits = replace(limits, processes=None)
     workdir, hidden = Path(workdir).resolve(), [Path(folder).resolve() for folder in hide]
     python = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), _PACKAGE}
     cache = Path(cache).resolve() if cache is not None else None
@@ -451,6 +624,8 @@ def kernel_manager(
         for what, path in needed.items():
             if _inside(path, folder):
                 raise ValueError(f"cannot hide {folder}: it holds the sandbox's {what}")
+    if Path("/") in exposed:
+        raise ValueError("cannot expose /: the kernel's root is built from what it needs; expose the folders it reads")
     uid, gid = (os.getuid(), os.getgid()) if reason else ensure_user(user)
     base = Path(tempfile.mkdtemp(prefix="nclab-sandbox-"))
     sockets, run = base / "sockets", os.urandom(8).hex()
@@ -461,7 +636,7 @@ def kernel_manager(
     os.chown(sockets, uid, gid)
     config = dict(workdir=str(workdir), sockets=str(sockets), ready=str(base / "ready"), user=user, uid=uid, gid=gid)
     config |= dict(run=run, limits=asdict(limits), hide=list(map(str, hidden)), expose=list(map(str, exposed)))
-    config |= dict(cache=str(cache) if cache else None, grader=os.getpid())
+    config |= dict(cache=str(cache) if cache else None, grader=os.getpid(), cgroup=leaf_procs_files(KERNEL))
     with open(os.open(base / "launch.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
         json.dump({**config, "unsafe": bool(reason)}, file)
     argv = [sys.executable, "-I", "-S", __file__, "launch", str(base / "launch.json"), "{connection_file}"]
@@ -481,8 +656,10 @@ def kernel_manager(
             except subprocess.TimeoutExpired:
                 process.kill()  # init's parent-death signal does the same
                 process.wait()
-        kill_all(namespace=km.namespace, run=run if km.unsafe else None)
-        shutil.rmtree(base, ignore_errors=True)
+        try:  # a fork bomb takes time to kill: a long deadline, and the sandbox's folder removed whatever happens
+            kill_all(namespace=km.namespace, run=run if km.unsafe else None, timeout=60.0)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def processes(*, namespace: str | None = None, uid: int | None = None, run: str | None = None) -> list[int]:
