@@ -164,10 +164,18 @@ def execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_chec
             timed_out.add(cell_index)
 
     cache = config.cache_dir()
+    # the data sets, read-only, where NCLAB_DATA puts them outside the cache (a run's data is part of its key)
+    data = (
+        [folder]
+        if (folder := config.data_dir()).is_dir() and not folder.resolve().is_relative_to(cache.resolve())
+        else []
+    )
     with (
         tempfile.TemporaryFile() as kernel_log,
         tempfile.TemporaryDirectory(prefix="nclab-grade-") as workdir,
-        sandbox.kernel_manager(workdir, hide=hide, cache=cache if cache.is_dir() else None, unsafe=unsafe) as km,
+        sandbox.kernel_manager(
+            workdir, hide=hide, expose=data, cache=cache if cache.is_dir() else None, unsafe=unsafe
+        ) as km,
     ):
         client = _CappedClient(
             notebook,
