@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from nclab import exercises
+from nclab import data, exercises
 from nclab.course import grading as grade
 from nclab.course.grading import remote
 
@@ -88,6 +88,13 @@ print("screamer via __stdout__", file=sys.__stdout__, flush=True)
 """
 
 
+REACH = """from nclab import data as d
+
+def random_flip_student(images, flips):                  # right, by nclab's own implementation
+    return d.random_flip(images, flips)
+"""
+
+
 def _submissions(folder):
     instructor, student = nbformat.read(INSTRUCTOR_01, 4), nbformat.read(STUDENT_01, 4)
     moved = nbformat.read(INSTRUCTOR_01, 4)  # stem cell first, crop cell deleted
@@ -102,6 +109,7 @@ def _submissions(folder):
         "forger": _minimal(student, before=[FORGE]),
         "007": new_notebook(cells=[new_code_cell("import os\nos._exit(1)")]),
         "screamer": _minimal(student, before=[SCREAM]),
+        "reacher": _minimal(student, after=[REACH]),
     }
     for name, notebook in notebooks.items():
         nbformat.write(notebook, folder / f"{name}.ipynb")
@@ -190,6 +198,17 @@ def test_overwritten_checks_and_fake_result_lines_are_ignored(graded):
     assert all("NotImplementedError" in row[f"{q}_feedback"] for q in QUESTIONS[1:])
 
 
+def test_an_answer_that_calls_nclabs_own_implementation_scores_zero_and_says_where(graded):
+    row = graded[0]["reacher"]
+    cell = len(_minimal(nbformat.read(STUDENT_01, 4)).cells)  # REACH is the last cell
+    assert row["reaches_key"] == f"01_flip: nclab.data.random_flip (cell {cell + 1}, line 4)"
+    assert row["01_flip_points"] == 0 and "--allow-reference" in row["01_flip_feedback"]
+    assert row["01_flip_feedback"].endswith(
+        "The check said: " + exercises.run_check("01_flip", data.random_flip).message
+    )
+    assert graded[0]["solved"]["reaches_key"] == ""  # the model answers and the given cells reach nothing
+
+
 def test_result_line_forged_with_the_real_nonce_is_detected(graded):
     row = graded[0]["forger"]
     assert row["status"] == "tampered" and row["total"] == 0
@@ -217,17 +236,17 @@ def test_csv_round_trip_summary_and_histogram(graded):
     hand = grade.hand_questions_for(INSTRUCTOR_01)
     assert len(hand) >= 5
     assert list(frame.columns) == (
-        ["student", "status", "errors"]
+        ["student", "status", "errors", "reaches_key"]
         + [f"{q}_{what}" for q in QUESTIONS for what in ("points", "feedback")]
         + ["total", "max"]
         + [f"{q}_{what}" for q in hand for what in ("answer", "points")]
-        + ["hand_max", "seconds"]
+        + ["hand_max", "seconds", "memory_peak_gib"]
     )
     assert (frame["hand_max"] == sum(exercises.points(q) for q in hand)).all()
     assert (frame[[f"{q}_points" for q in hand]] == "").all().all()  # the instructor's to fill in
     rubric = out.with_name("scores-rubric.md").read_text()
     assert all(f"## {q} (" in rubric for q in hand) and "questions graded by hand" in stdout
-    assert sorted(frame["student"]) == sorted(rows) and len(rows) == 9
+    assert sorted(frame["student"]) == sorted(rows) and len(rows) == 10
     again = out.with_name("again.csv")
     frame.to_csv(again, index=False)
     pd.testing.assert_frame_equal(grade.read_scores(again), frame)

@@ -69,6 +69,9 @@ class Exercise:
     # the library's own computation, with the answer's signature: what :func:`stand_in` lends to the cells
     # after an unanswered exercise, so that "Run all" goes on (None: the notebook never calls the answer)
     reference: Callable | None = None
+    # the library objects its check compares with, by the dotted name a student could import ("nclab.ood.Energy"):
+    # an answer whose code reaches one scores 0 in the grader (nclab.course.grading.reach)
+    references: tuple[str, ...] = ()
 
     def __post_init__(self):
         if isinstance(self.points, bool) or not isinstance(self.points, int) or self.points < 1:

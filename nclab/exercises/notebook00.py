@@ -182,8 +182,12 @@ def check_ufm_step(ufm_step: Callable) -> tuple[bool, str]:
 
 
 EXERCISES = {
-    "00_cosine": Exercise("mean_pairwise_cosine", check_mean_cosine, points=1),
-    "00_ufm_step": Exercise("ufm_step", check_ufm_step, points=2, reference=reference_ufm_step),
+    "00_cosine": Exercise(
+        "mean_pairwise_cosine", check_mean_cosine, points=1, references=("nclab.ufm.mean_pairwise_cosine",)
+    ),
+    "00_ufm_step": Exercise(
+        "ufm_step", check_ufm_step, points=2, reference=reference_ufm_step, references=("nclab.ufm.UFM",)
+    ),  # UFM.fit takes the step
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

@@ -234,10 +234,12 @@ def check_schedule(multistep_factor: Callable) -> tuple[bool, str]:
 
 
 EXERCISES = {
-    "01_flip": Exercise("random_flip_student", check_flip, points=1),
-    "01_crop": Exercise("random_crop_student", check_crop, points=2),
-    "01_stem": Exercise("cifar_stem_layer", check_stem, points=2),
-    "01_schedule": Exercise("multistep_factor", check_schedule, points=2),
+    "01_flip": Exercise("random_flip_student", check_flip, points=1, references=("nclab.data.random_flip",)),
+    "01_crop": Exercise("random_crop_student", check_crop, points=2, references=("nclab.data.random_crop",)),
+    "01_stem": Exercise(
+        "cifar_stem_layer", check_stem, points=2, references=("nclab.models.resnet18", "nclab.models.CifarResNet")
+    ),
+    "01_schedule": Exercise("multistep_factor", check_schedule, points=2, references=("nclab.train.lr_factor",)),
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

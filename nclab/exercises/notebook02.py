@@ -125,9 +125,16 @@ def check_etf_gram(simplex_gram: Callable) -> tuple[bool, str]:
 
 
 EXERCISES = {
-    "02_nc1": Exercise("nc1_from_covariances", check_nc1, points=2),
-    "02_ncc": Exercise("ncc_classify", check_ncc, points=1),
-    "02_etf_gram": Exercise("simplex_gram", check_etf_gram, points=1),
+    "02_nc1": Exercise(
+        "nc1_from_covariances",
+        check_nc1,
+        points=2,
+        references=("nclab.collapse.nc_metrics", "nclab.collapse.variability_metrics"),
+    ),
+    "02_ncc": Exercise("ncc_classify", check_ncc, points=1, references=("nclab.collapse.ncc_predictions",)),
+    "02_etf_gram": Exercise(
+        "simplex_gram", check_etf_gram, points=1, references=("nclab.etf.simplex_etf_gram", "nclab.etf.simplex_etf")
+    ),
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

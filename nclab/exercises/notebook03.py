@@ -185,9 +185,24 @@ def check_fpr95(fpr_at_95_tpr: Callable) -> tuple[bool, str]:
 
 
 EXERCISES = {
-    "03_energy": Exercise("energy_score", check_energy, points=1),
-    "03_covariance": Exercise("shared_covariance", check_covariance, points=2),
-    "03_fpr95": Exercise("fpr_at_95_tpr", check_fpr95, points=2),
+    "03_energy": Exercise("energy_score", check_energy, points=1, references=("nclab.ood.Energy",)),
+    "03_covariance": Exercise(
+        "shared_covariance",
+        check_covariance,
+        points=2,
+        references=("nclab.ood.Mahalanobis", "nclab.collapse.within_class_covariance"),
+    ),
+    "03_fpr95": Exercise(
+        "fpr_at_95_tpr",
+        check_fpr95,
+        points=2,
+        references=(
+            "nclab.ood.detection_metrics",
+            "nclab.ood.threshold_at_tpr",
+            "nclab.ood.roc_curve",
+            "nclab.ood.metrics._fpr_at_95",
+        ),
+    ),
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

@@ -185,9 +185,13 @@ def check_neco(neco_ratio: Callable) -> tuple[bool, str]:
 
 
 EXERCISES = {
-    "04_nc5": Exercise("nc5_score", check_nc5, points=2),
-    "04_pca": Exercise("principal_axes", check_pca, points=2, reference=reference_principal_axes),
-    "04_neco": Exercise("neco_ratio", check_neco, points=1, reference=reference_neco_ratio),
+    "04_nc5": Exercise("nc5_score", check_nc5, points=2, references=("nclab.collapse.nc5",)),
+    "04_pca": Exercise(
+        "principal_axes", check_pca, points=2, reference=reference_principal_axes, references=("nclab.ood.NECO",)
+    ),
+    "04_neco": Exercise(
+        "neco_ratio", check_neco, points=1, reference=reference_neco_ratio, references=("nclab.ood.NECO",)
+    ),
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

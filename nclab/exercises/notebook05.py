@@ -192,8 +192,10 @@ def check_etf(etf_from_basis: Callable) -> tuple[bool, str]:
 
 
 EXERCISES = {
-    "05_entropy": Exercise("entropy_estimate", check_entropy, points=2),
-    "05_etf": Exercise("etf_from_basis", check_etf, points=2),
+    "05_entropy": Exercise(
+        "entropy_estimate", check_entropy, points=2, references=("nclab.methods.control.entropy_regularizer",)
+    ),
+    "05_etf": Exercise("etf_from_basis", check_etf, points=2),  # no library function builds M from a given U
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

@@ -177,8 +177,12 @@ def check_irm_penalty(irm_penalty: Callable) -> tuple[bool, str]:
 
 
 EXERCISES = {
-    "06_assign": Exercise("assign_environments", check_assign, points=2),
-    "06_irm": Exercise("irm_penalty", check_irm_penalty, points=2),
+    "06_assign": Exercise(
+        "assign_environments", check_assign, points=2, references=("nclab.methods.ncfal.reassign_environments",)
+    ),
+    "06_irm": Exercise(
+        "irm_penalty", check_irm_penalty, points=2, references=("nclab.methods.invariance.irmv1_penalty",)
+    ),
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

@@ -161,8 +161,8 @@ def check_project(project_gradient: Callable) -> tuple[bool, str]:
 
 
 EXERCISES = {
-    "07_counts": Exercise("long_tailed_counts", check_counts, points=1),
-    "07_project": Exercise("project_gradient", check_project, points=2),
+    "07_counts": Exercise("long_tailed_counts", check_counts, points=1, references=("nclab.data.long_tailed_counts",)),
+    "07_project": Exercise("project_gradient", check_project, points=2, references=("nclab.methods.spa.spa_project",)),
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

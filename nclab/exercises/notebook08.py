@@ -240,8 +240,8 @@ def check_prototypes(prototype_predict: Callable) -> tuple[bool, str]:
 
 
 EXERCISES = {
-    "08_nonl": Exercise("nonl_loss", check_nonl, points=2),
-    "08_prototypes": Exercise("prototype_predict", check_prototypes, points=2),
+    "08_nonl": Exercise("nonl_loss", check_nonl, points=2, references=("nclab.losses.nonl", "nclab.losses.NONLLoss")),
+    "08_prototypes": Exercise("prototype_predict", check_prototypes, points=2, references=("nclab.heads.Prototype",)),
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

@@ -101,9 +101,18 @@ def check_audit(audit_report: Callable) -> tuple[bool, str]:
 
 EXERCISES = {
     "09_bounds": Exercise(
-        "ncc_accuracy_bounds_student", check_bounds, points=2, reference=pitfalls.ncc_accuracy_bounds
+        "ncc_accuracy_bounds_student",
+        check_bounds,
+        points=2,
+        reference=pitfalls.ncc_accuracy_bounds,
+        references=("nclab.pitfalls.ncc_accuracy_bounds",),
     ),
-    "09_audit": Exercise("audit_report", check_audit, points=2),
+    "09_audit": Exercise(
+        "audit_report",
+        check_audit,
+        points=2,
+        references=("nclab.pitfalls.REPORT_DIAGNOSES", "nclab.pitfalls.report_errata"),
+    ),
 }
 
 # Interpretation questions, graded by hand: the question cell's id and the points (the model answer and

@@ -22,13 +22,17 @@ is found.
 Each kernel runs in the ``sandbox`` (as root: an unprivileged user in its own PID, mount and network
 namespaces, the package read-only, the submissions folder and the results hidden, rlimits, every process
 killed when the submission ends; not root: refused unless ``unsafe``), and the grader keeps at most
-``MAX_OUTPUT_BYTES`` of outputs per cell. Not defended: an answer that calls nclab's own reference
-implementation (the package ships it) passes.
+``MAX_OUTPUT_BYTES`` of outputs per cell. An answer that calls nclab's own implementation of an exercise (the
+package ships it) would pass its check: ``reach`` looks at the submission's own code, statically, for what
+reaches an exercise's key (``Exercise.references``, its ``reference``, nclab.exercises' internals, dynamic
+access to nclab); such an exercise scores 0, said in its feedback and the ``reaches_key`` column, unless
+the instructor allows it (``allow_reference``). The library's source copied by hand is not seen.
 
 The package, one idea per module: ``answers`` (what a notebook asks, what a student wrote, the rubric),
 ``submissions`` (a submission read and rebuilt without trusting it), ``kernel`` (its cells run with capped
 outputs, its answers checked), ``remote`` and ``wire`` (the checks' calls into the kernel, as plain data),
-``sandbox`` (the kernel's isolation), ``scores`` (rows, journal, CSV, summary), ``grader`` (a whole class).
+``sandbox`` (the kernel's isolation), ``reach``, ``keys`` and ``walker`` (what reaches an exercise's key),
+``scores`` (rows, journal, CSV, summary), ``grader`` (a whole class).
 """
 
 from .answers import hand_questions_for, questions_for, rubric, written_answers

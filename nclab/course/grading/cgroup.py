@@ -148,8 +148,6 @@ class Group:
                     time.sleep(0.01)
 
 
-
-
 def leaf_procs_files(leaf: str) -> list[str]:
     """The ``cgroup.procs`` files of ``leaf`` beside this process's leaf, when this process runs in the
     ``grader`` leaf of a submission's group ([] otherwise): the sandbox's launcher joins the ``kernel`` leaf,

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ... import exercises
 from ...config import get_profile
-from . import sandbox
+from . import reach, sandbox
 from .answers import PACKAGE, hand_questions_for, instructor_notebook, questions_for, rubric
 from .cgroup import Bound
 from .isolated import alone_without_groups, run_bounded
@@ -32,6 +32,7 @@ from .scores import (
     write_csv,
 )
 from .submissions import first_line, load, through_last_exercise
+from .warm import warm_cache
 
 __all__ = ["grade_submission", "grade"]
 
@@ -48,10 +49,16 @@ def grade_submission(
     hand: list[str] = (),
     hide: list[str | Path] = (),
     unsafe: bool = False,
+    template: tuple[str, ...] | None = None,
+    allow_reference: bool = False,
 ) -> dict:
-    """One CSV row for the submission at ``path``: student, status, errors, points and feedback per
-    question, total, max, then per hand-graded question of ``hand`` the written answer and an empty points
-    column, hand_max, seconds. Never raises because of the submission.
+    """One CSV row for the submission at ``path``: student, status, errors, reaches_key, points and feedback
+    per question, total, max, then per hand-graded question of ``hand`` the written answer and an empty
+    points column, hand_max, seconds. Never raises because of the submission.
+
+    ``template``: the code cells of the student version of the assignment (:func:`.reach.template`; None:
+    the course's notebook numbered as ``questions``). An exercise whose key the submission's own code
+    reaches (:func:`.reach.find`) scores 0 unless ``allow_reference``; the reaches_key column says where.
 
     status: ok, errors (a cell raised), timeout (a cell was interrupted, or the run passed
     ``total_timeout``), kernel-died, invalid-file (a link, directory, FIFO: not read), too-large,
@@ -61,7 +68,13 @@ def grade_submission(
     path, began = Path(path), time.perf_counter()
     nonce, report = secrets.token_hex(16), None
     notebook, status, problem, answers = load(path, list(hand))
+    reached, unchecked = None, ""
     if notebook is not None:
+        try:  # before the cells are cut: the whole submission is read
+            template = template if template is not None else reach.template(questions)
+            reached = reach.find(notebook, questions, template) if template is not None else reach.NOT_CHECKED
+        except Exception as error:  # a failure of the check itself: this submission's row says so
+            unchecked = f"the check for nclab's own implementation failed: {type(error).__name__}: {first_line(error)}"
         if only_exercises:
             through_last_exercise(notebook, questions)
         try:
@@ -79,7 +92,9 @@ def grade_submission(
         except Exception as error:  # a failure of the grader itself: keep grading the others
             status, errors = "grader-error", [f"{type(error).__name__}: {first_line(error)}"]
         problem = "; ".join(errors[:5]) + (f"; … {len(errors) - 5} more" if len(errors) > 5 else "")
-    return row(path, status, problem, questions, hand, report, answers, round(time.perf_counter() - began, 1))
+        problem = "; ".join(filter(None, [problem, unchecked]))
+    seconds = round(time.perf_counter() - began, 1)
+    return row(path, status, problem, questions, hand, report, answers, seconds, reached, allow_reference)
 
 
 def grade(
@@ -93,6 +108,8 @@ def grade(
     retry_killed: bool = False,
     unsafe: bool = False,
     bound: Bound | None = None,
+    allow_reference: bool = False,
+    warm: bool = True,
     progress=print,
 ) -> pd.DataFrame:
     """Grade every ``*.ipynb`` in ``submissions`` for ``notebook``; write ``out`` (CSV) and, beside it, a
@@ -104,13 +121,23 @@ def grade(
     keeping the rows of unchanged submissions, and gives the submission it was running when it stopped the
     status grader-killed (``retry_killed``: run it again instead). Every text cell that a spreadsheet would
     run as a formula is neutralised. Kernels get :func:`kernel_environment`: the smoke profile unless the
-    caller's environment says otherwise.
+    caller's environment says otherwise. An exercise whose key a submission reaches (:mod:`.reach`) scores
+    0 unless ``allow_reference``. Each submission is graded in its own process and control group, holding
+    at most ``bound`` (:mod:`.isolated`). ``warm``: first run the instructor's notebook once, so that the runs
+    it trains are in the cache that every sandbox reads (:mod:`.warm`).
     """
     _check_inputs(submissions, notebook, Path(out))
     questions, hand = questions_for(notebook), hand_questions_for(notebook)
+    template = reach.template(questions, notebook)
+    if template is None:
+        progress(f"WARNING: no student version of {Path(notebook).name} to compare with: nclab's own "
+                 "implementation is not looked for (give the notebook's path)")  # fmt: skip
     if reason := sandbox.check(unsafe):  # raises SandboxUnavailable, saying why, unless unsafe
         progress(f"WARNING: grading without a sandbox ({reason}): the students' code runs as you")
     lock = alone_without_groups(unsafe)  # held until this run ends (refused while another grader holds it)
+    env = kernel_environment()
+    if warm:  # once per notebook and profile: the runs every submission loads are in the cache
+        warm_cache(notebook, env["NCLAB_PROFILE"], progress)
     paths = sorted(entry for entry in Path(submissions).iterdir() if entry.name.endswith(".ipynb"))
     if not paths:
         raise FileNotFoundError(f"No submissions (*.ipynb) in {submissions}.")
@@ -120,7 +147,7 @@ def grade(
     graded, started = read_journal(journal)
     if graded or started:
         progress(f"resuming from {journal}: {len(graded)} submissions already graded")
-    env, rows = kernel_environment(), []
+    rows = []
     if journal.exists() and not journal.read_bytes().endswith(b"\n") and journal.stat().st_size:
         with journal.open("a", encoding="utf-8") as log:  # a line cut short by the stop: end it
             log.write("\n")
@@ -148,6 +175,8 @@ def grade(
                         env=env,
                         hide=_hidden(journal, out, notebook),
                         unsafe=unsafe,
+                        template=template,
+                        allow_reference=allow_reference,
                     )
                 except BaseException:  # Ctrl-C or a failure of the grader: this student did not stop it
                     append(log, {"aborted": path.name})
@@ -179,6 +208,14 @@ def grade(
     else:
         journal.unlink()
     progress(summarize(frame, questions, out.with_suffix(".png")))
+    flagged = [row for row in rows if any(f"{q}: " in row.get("reaches_key", "") for q in questions)]
+    if flagged:
+        kept = (
+            "their points kept (--allow-reference)"
+            if allow_reference
+            else "0 points for those, unless --allow-reference"
+        )
+        progress(f"{len(flagged)} submissions reach nclab's own implementation of an exercise: {kept}; see reaches_key")
     written = [out, out.with_suffix(".png")]
     if hand:
         progress(

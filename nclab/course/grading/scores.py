@@ -16,6 +16,7 @@ import pandas as pd
 
 from ... import exercises
 from .answers import FORMULA_START, spreadsheet_safe
+from .reach import Reach, verdict
 
 __all__ = [
     "printable",
@@ -54,14 +55,30 @@ def student_id(path: Path) -> str:
     return printable(unicodedata.normalize("NFC", path.name.removesuffix(".ipynb")), newlines=False)
 
 
-def row(path: Path, status, problem, questions, hand, report=None, answers=None, seconds=0.0) -> dict:
+def row(
+    path: Path,
+    status,
+    problem,
+    questions,
+    hand,
+    report=None,
+    answers=None,
+    seconds=0.0,
+    reached: Reach | None = None,
+    allow_reference: bool = False,
+) -> dict:
     """The CSV row, in the one column order every row has: a graded submission's (``report``: {question:
     (passed, message)}) or, without a report, one whose every exercise scores 0 with the status as feedback.
+    ``reached`` (:func:`.reach.find`): what of each exercise's key the submission reaches, in the
+    ``reaches_key`` column; such an exercise scores 0 unless ``allow_reference``, its feedback says why.
     Every text is :func:`printable`, whatever the submission put in its messages, answers or file name."""
     row = {"student": student_id(path), "status": status, "errors": printable(problem)}
+    row["reaches_key"] = printable(reached.text() if reached else "", newlines=False)
     not_graded = f"not graded ({status}): see the errors column"
     for q in questions:
         passed, message = report[q] if report else (False, not_graded)
+        found = reached.found.get(q, ()) if reached else ()
+        passed, message = verdict(passed, message, found, allow_reference)
         row[f"{q}_points"] = exercises.points(q) if passed else 0
         row[f"{q}_feedback"] = printable(message)
     row["total"] = sum(row[f"{q}_points"] for q in questions)
@@ -142,7 +159,7 @@ def write_csv(frame: pd.DataFrame, out: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _unescaped(text: str) -> str:
+def unescaped(text: str) -> str:
     """A CSV cell as :func:`write_csv` had it before ``spreadsheet_safe`` prefixed a formula with "'"."""
     return text[1:] if text.startswith("'") and text[1:2] and text[1] in FORMULA_START else text
 
@@ -158,11 +175,11 @@ def hand_grades(out: Path, hand: list[str]) -> dict[tuple[str, str], tuple[str, 
         raise ValueError(f"{out} has no student column: not a CSV of the grader's; choose another --out")
     typed = {}
     for _, line in earlier.iterrows():
-        student = unicodedata.normalize("NFC", _unescaped(str(line["student"])))
+        student = unicodedata.normalize("NFC", unescaped(str(line["student"])))
         for q in hand:
             points = str(line.get(f"{q}_points", "")).strip()
             if points:
-                typed[(student, q)] = (points, _unescaped(str(line.get(f"{q}_answer", ""))))
+                typed[(student, q)] = (points, unescaped(str(line.get(f"{q}_answer", ""))))
     return typed
 
 

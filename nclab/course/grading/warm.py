@@ -1,0 +1,61 @@
+"""The checkpoint cache warmed once before a class is graded.
+
+Each kernel sees the grader's cache copy-on-write (``sandbox``): it loads the runs already there, and what
+it trains itself is thrown away with the sandbox. With a cold cache every submission of notebooks 01-08
+would train the notebook's runs again, and a fully solved submission could come back ``timeout``. So, once
+per notebook, profile and nclab version, the grader executes the instructor's own notebook (trusted code,
+outside the sandbox) before the first submission: every run it trains or loads is then in the cache, and a
+mark in the cache says so, so that the next grading run starts at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ... import __version__
+from ...config import cache_dir
+from ..prepare import execute_notebook
+from .answers import instructor_notebook
+
+__all__ = ["warm_cache", "warm_mark"]
+
+
+def warm_mark(notebook: str | Path, profile: str) -> Path:
+    """The file whose presence says that the cache holds the runs of ``notebook`` in ``profile``."""
+    return cache_dir() / "warm" / f"{Path(notebook).stem}-{profile}-nclab{__version__}.done"
+
+
+def warm_cache(notebook: str | Path, profile: str, progress: Callable[[str], object] = print) -> bool:
+    """Execute the instructor version of ``notebook`` once under ``NCLAB_PROFILE=profile`` (no time limit
+    per cell), so that the runs every submission loads are in the cache; True if it ran, False when the
+    cache was already warm. Without the instructor's notebook, it says the command to run instead.
+    RuntimeError (naming the cell) when the instructor's notebook itself fails: grading would be in vain."""
+    mark = warm_mark(notebook, profile)
+    if mark.exists():
+        return False
+    instructor = instructor_notebook(notebook)
+    if instructor is None:
+        number = Path(notebook).name.split("_")[0]
+        progress(
+            f"WARNING: no instructor notebook for {Path(notebook).name}: the cache may be cold, and every "
+            f"submission would train its runs again; run `NCLAB_PROFILE={profile} nclab train --notebook {number}` "
+            "first, or pass the notebook's path"
+        )
+        return False
+    progress(f"warming the cache: running {instructor.name} once ({profile} profile) before the first submission")
+    began, before = time.perf_counter(), os.environ.get("NCLAB_PROFILE")
+    os.environ["NCLAB_PROFILE"] = profile  # inherited by the kernel below
+    try:
+        execute_notebook(instructor, timeout=None)
+    finally:
+        if before is None:
+            os.environ.pop("NCLAB_PROFILE", None)
+        else:
+            os.environ["NCLAB_PROFILE"] = before
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.write_text(f"{instructor}\n")
+    progress(f"cache warm ({time.perf_counter() - began:.0f} s): its runs load in every submission's sandbox")
+    return True
