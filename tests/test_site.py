@@ -11,6 +11,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from nclab.course import site
+from nclab.course.repository import Repository, badge, install_cell
 
 SOLUTION = "    ### BEGIN SOLUTION\n    return torch.where(flips, images.flip(-1), images)\n    ### END SOLUTION"
 
@@ -62,6 +63,29 @@ def test_the_student_site_shows_student_code_with_the_instructor_outputs(tmp_pat
     assert "file: student/01_x" in (out / "_toc.yml").read_text()
     assert "{doc}`../student/01_x`" in (out / "book" / "intro.md").read_text()
     assert (tmp_path / "notebooks" / "01_x.ipynb").exists()  # the instructor notebook is left alone
+
+
+def test_with_a_students_repository_the_site_links_there_and_never_to_the_course(tmp_path):
+    """A private course names its students' repository: the site's pages sit where the release puts the
+    notebooks (notebooks/), and its badges, install cells and launch buttons open the students' repository."""
+    _course(tmp_path)
+    config = tmp_path / "_config.yml"
+    config.write_text(config.read_text() + "nclab:\n  student_repository:\n    url: https://github.com/o/pupils\n")
+    path = tmp_path / "notebooks" / "01_x.ipynb"
+    notebook = nbformat.read(path, as_version=4)  # a course notebook opens with its badge, then the install cell
+    notebook.cells[0].source = f"# 01 · x\n\n{badge(Repository('o/n'), 'notebooks', '01_x.ipynb')}"
+    notebook.cells.insert(1, new_code_cell(install_cell(Repository("o/n"))))
+    nbformat.write(notebook, path)
+    out = site.stage_student_site(tmp_path, tmp_path / "_build" / "student-src", execute=_executed)
+    staged = nbformat.read(out / "notebooks" / "01_x.ipynb", as_version=4)
+    assert not (out / "student").exists()
+    assert "github/o/pupils/blob/main/notebooks/01_x.ipynb" in staged.cells[0].source
+    assert "git+https://github.com/o/pupils@main" in staged.cells[1].source
+    assert "o/n/" not in nbformat.writes(staged) and "o/n@" not in nbformat.writes(staged)
+    assert "# YOUR CODE HERE" in staged.cells[2].source
+    assert yaml.safe_load((out / "_config.yml").read_text())["repository"]["url"] == "https://github.com/o/pupils"
+    assert "file: notebooks/01_x" in (out / "_toc.yml").read_text()
+    assert "{doc}`../notebooks/01_x`" in (out / "book" / "intro.md").read_text()
 
 
 def test_solution_leaks_finds_highlighted_solution_code_on_a_page(tmp_path):
@@ -203,3 +227,7 @@ def test_the_pages_workflow_builds_every_push_and_deploys_the_configured_branch_
     assert used == node24
     assert "repository().branch" in steps["The branch the course is published from (_config.yml)"]["run"]
     assert deploy["if"] == "github.ref_name == needs.build.outputs.branch"
+    publish = steps["Publish the site to the students' repository (gh-pages)"]
+    assert publish["env"]["TOKEN"] == "${{ secrets.STUDENT_SITE_TOKEN }}"
+    assert "student_repository().slug" in publish["run"]
+    assert "steps.students.outputs.push == 'yes'" in publish["if"]

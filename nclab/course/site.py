@@ -7,9 +7,13 @@ and all, so that every figure and table is real), then writes their student vers
 (each solution block shown as ``# YOUR CODE HERE`` and without the check's output, which would describe
 the hidden answer; the ``solution-only`` cells gone) under ``student/`` of
 a staging folder, beside a copy of the chapters and a table of contents pointing at them. The book build
-then renders that folder without executing anything; its Colab badges and launch buttons open the
-``student/`` notebooks. :func:`solution_leaks` reads every built page and names any solution block, and
-any sentence of a model answer (a ``solution-only`` cell), found there.
+then renders that folder without executing anything. Where ``_config.yml`` names the students'
+repository (``nclab: student_repository``, what ``nclab release`` writes), the staging folder is
+``notebooks/``, as in the release, and every badge, install cell, launch and repository button opens that
+repository, so that the site can be published without a link into the private course; otherwise its
+Colab badges and launch buttons open the course's ``student/`` notebooks. :func:`solution_leaks` reads
+every built page and names any solution block, and any sentence of a model answer (a ``solution-only``
+cell), found there.
 
 Instructor-only chapters (the instructor guide) are listed in ``_toc.yml`` under a part whose caption is
 :data:`INSTRUCTOR_PART`; the student site's table of contents leaves that part out.
@@ -27,6 +31,7 @@ import nbformat
 import yaml
 
 from .prepare import execute_notebook
+from .repository import Repository, run_pack, student_repository, sync_notebooks
 from .student import strip_solutions, student_notebook
 
 EXECUTED = "executed"  # the folder of the staged site that holds each notebook as executed, solutions and all
@@ -57,21 +62,26 @@ def stage_student_site(
         if not (out / _MARKER).exists():  # never delete what staging did not write (the repository, say)
             raise ValueError(f"{out} exists and is not a staged student site: choose an empty or new folder.")
         shutil.rmtree(out)
-    (out / "student").mkdir(parents=True)
+    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
+    students = _students_repository(root, config)
+    folder = "notebooks" if students else "student"  # where the pages' notebooks are in the repository linked
+    (out / folder).mkdir(parents=True)
     (out / _MARKER).write_text("written by nclab site student; deleted and rewritten by the next run\n")
     shutil.copytree(root / "book", out / "book")
     for chapter in (out / "book").glob("*.md"):
         chapter.write_text(
-            chapter.read_text(encoding="utf-8").replace("../notebooks/", "../student/"), encoding="utf-8"
+            chapter.read_text(encoding="utf-8").replace("../notebooks/", f"../{folder}/"), encoding="utf-8"
         )
-    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
     config.setdefault("execute", {})["execute_notebooks"] = "off"  # executed above, with the solutions
     config["exclude_patterns"] = [p for p in config.get("exclude_patterns", []) if p != "student"]  # the pages now
+    if students:  # the launch and repository buttons open the students' repository, never this private one
+        url = f"https://github.com/{students.slug}"
+        config["repository"] = {**config.get("repository", {}), "url": url, "branch": students.branch}
     (out / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
     toc["parts"] = [part for part in toc.get("parts", []) if part.get("caption") != INSTRUCTOR_PART]
     toc = yaml.safe_dump(toc, sort_keys=False, allow_unicode=True)
-    (out / "_toc.yml").write_text(re.sub(r"\bnotebooks/", "student/", toc), encoding="utf-8")
+    (out / "_toc.yml").write_text(re.sub(r"\bnotebooks/", f"{folder}/", toc), encoding="utf-8")
     for path in sorted((root / "notebooks").glob("*.ipynb")):
         start = time.perf_counter()
         executed = execute(path)
@@ -80,11 +90,20 @@ def stage_student_site(
         for cell in version.cells:  # an exercise's ✅ and its message describe the answer the page hides
             if cell.cell_type == "code" and (cell.source != instructor.get(cell.get("id")) or "check(" in cell.source):
                 cell.outputs, cell.execution_count = [], None
-        nbformat.write(version, out / "student" / path.name)
+        nbformat.write(version, out / folder / path.name)
         (out / EXECUTED).mkdir(exist_ok=True)  # the instructor version as executed: tests/test_prose.py reads it
         nbformat.write(executed, out / EXECUTED / path.name)
         print(f"{path.name}: executed in {time.perf_counter() - start:.0f} s", flush=True)
+    if students:  # badges and install cells as in the release (nclab release): the students' repository
+        sync_notebooks(out / folder, students, run_pack(root / "_config.yml"))
     return out
+
+
+def _students_repository(root: Path, config: dict) -> Repository | None:
+    """The students' repository that ``nclab: student_repository`` of the config names, or None."""
+    if not isinstance(config.get("nclab"), dict) or "student_repository" not in config["nclab"]:
+        return None
+    return student_repository(root / "_config.yml")
 
 
 def solution_blocks(notebooks: str | Path = "notebooks") -> dict[str, list[str]]:
