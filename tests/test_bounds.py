@@ -157,7 +157,8 @@ def test_a_fork_bomb_is_its_own_row_and_leaves_nothing_behind(tmp_path):
     assert rows.loc["bomb", "status"] in ("timeout", "kernel-died", "errors")
     assert rows.loc["honest", "status"] == "ok" and rows.loc["honest", "09_bounds_points"] == 2
     assert not list(scratch.glob("nclab-*")), f"left behind: {list(scratch.iterdir())}"
-    assert not [path for path in Path("/sys/fs/cgroup/pids").rglob("nclab-grade-*")], "a control group left behind"
+    left = [path for folder in cgroup.parents().values() for path in folder.glob(f"{cgroup.GROUP_PREFIX}*")]
+    assert not left, f"control groups left behind: {left}"
 
 
 def test_a_notebook_of_100000_cells_is_stopped_at_the_total_time_limit(tmp_path):
@@ -177,3 +178,17 @@ def test_a_notebook_of_100000_cells_is_stopped_at_the_total_time_limit(tmp_path)
     assert rows.loc["huge", "seconds"] <= 10 + START_SECONDS + 5
     assert rows.loc["honest", "09_bounds_points"] == 2
     assert time.monotonic() - began < 10 + START_SECONDS + 120
+
+
+def test_without_control_groups_a_small_bound_still_grades(tmp_path, monkeypatch):
+    """The fallback (an address-space limit on the grading process) is inherited by the kernel, whose own
+    limit is then capped at it instead of failing: the honest student is graded."""
+    monkeypatch.setattr(cgroup, "unavailable_reason", lambda: "no cgroup (test)")
+    monkeypatch.setattr("nclab.course.grading.isolated.LOCK", tmp_path / "grader.lock")
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    _write(folder, "honest", HONEST_09)
+    bound = cgroup.Bound(memory_bytes=2**31)  # less than the kernel's own 8 GiB address-space limit
+    frame = grade(folder, "09_conventions_pitfalls.ipynb", tmp_path / "scores.csv", bound=bound, progress=lambda _: 0)
+    row = frame.set_index("student").loc["honest"]
+    assert row["status"] == "ok" and row["09_bounds_points"] == 2 and row["memory_peak_gib"] == ""

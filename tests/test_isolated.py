@@ -3,11 +3,13 @@ what it returns comes back, and memory, time, processes and exceptions each beco
 control group where the machine has one and the stated fallback where it does not."""
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from nclab.course.grading import cgroup, isolated
+from nclab.course.grading import cgroup, isolated, sandbox
 
 GROUPS = cgroup.unavailable_reason()
 BOUND = cgroup.Bound(memory_bytes=2**30, processes=64)
@@ -54,8 +56,21 @@ def test_a_group_bounds_memory_and_processes_and_leaves_nothing():
     assert status == "memory" and "1 GiB" in reason and peak <= 2**30
     status, forked, _ = isolated.run_bounded(_bomb, bound=BOUND, seconds=60)
     assert status == "ok" and forked < BOUND.processes  # each fork failed past pids.max, and all were killed
-    own = cgroup._v1_folders() or {}
-    assert not [path for folder in own.values() for path in folder.glob(f"{isolated.GROUP_PREFIX}*")]
+    assert not [path for folder in cgroup.parents().values() for path in folder.glob(f"{isolated.GROUP_PREFIX}*")]
+
+
+@pytest.mark.skipif(bool(GROUPS), reason=f"needs control groups: {GROUPS}")
+def test_a_group_left_by_a_dead_grader_is_removed_and_a_failed_group_falls_back(monkeypatch):
+    dead = 2**22 + 12345  # above any PID this machine hands out
+    stale = cgroup.create(f"{isolated.GROUP_PREFIX}{dead}-left", BOUND)
+    assert cgroup.remove_stale(isolated.GROUP_PREFIX) >= 1
+    assert not any(folder.exists() for folder in stale.folders.values())
+
+    def refuse(name, bound):
+        raise RuntimeError("cannot make the submission's control group (test)")
+
+    monkeypatch.setattr(cgroup, "create", refuse)  # graded anyway, bounded by the fallback
+    assert isolated.run_bounded(_double, 4, bound=BOUND, seconds=30) == ("ok", 8, None)
 
 
 def test_without_groups_the_grading_process_alone_is_bounded_and_graders_take_turns(monkeypatch, tmp_path):
@@ -69,3 +84,27 @@ def test_without_groups_the_grading_process_alone_is_bounded_and_graders_take_tu
     assert isolated.alone_without_groups(unsafe=True) is None  # no sandbox user: nothing shared
     first.close()
     isolated.alone_without_groups().close()  # released: the next grader runs
+
+
+def _orphan():
+    """A process left behind, as an unsafe kernel is when its grading process is killed: it carries the
+    grading process's token, as the sandbox gives it to an unsafe kernel."""
+    env = {**os.environ, "NCLAB_SANDBOX_RUN": os.environ[sandbox.RUN_TOKEN]}
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env=env, start_new_session=True)
+    time.sleep(60)
+
+
+def test_without_groups_what_the_grading_process_left_is_killed_by_its_token(monkeypatch):
+    monkeypatch.setattr(cgroup, "unavailable_reason", lambda: "no cgroup (test)")
+    before = set(sandbox.processes(uid=os.getuid()))
+    status, _, _ = isolated.run_bounded(_orphan, bound=BOUND, seconds=3)
+    assert status == "timeout"
+    left = [pid for pid in set(sandbox.processes(uid=os.getuid())) - before if "sleep(120)" in _cmdline(pid)]
+    assert left == []
+
+
+def _cmdline(pid):
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+    except OSError:
+        return ""

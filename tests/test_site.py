@@ -226,7 +226,7 @@ def test_the_pages_workflow_builds_every_push_and_deploys_the_configured_branch_
     }
     assert used == node24
     assert "repository().branch" in steps["The branch the course is published from (_config.yml)"]["run"]
-    assert deploy["if"] == "github.ref_name == needs.build.outputs.branch"
+    assert deploy["if"] == "github.ref_name == needs.build.outputs.branch && needs.build.outputs.students != 'yes'"
     publish = steps["Publish the site to the students' repository (gh-pages)"]
     assert publish["env"]["TOKEN"] == "${{ secrets.STUDENT_SITE_TOKEN }}"
     assert "student_repository().slug" in publish["run"]

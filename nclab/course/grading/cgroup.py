@@ -6,10 +6,11 @@ A per-process limit (``RLIMIT_AS``) lets one submission hold many times its boun
 tmpfs writes count against none of them; a cgroup counts them all, tmpfs pages included. Linux offers it in
 two shapes: the unified hierarchy (cgroup v2: ``memory.max``, ``pids.max``, ``memory.peak``, ``cgroup.kill``)
 and the older per-controller one (v1: ``memory.limit_in_bytes``, ``pids.max``, ``memory.max_usage_in_bytes``),
-which is what this course's machines have. :func:`create` makes whichever the machine has, under the
-grader's own group; where it has neither (not root, a container without cgroup access) it returns None with
-the reason, and the grader falls back on a per-process address-space limit for its reading process (see
-``grader._bound_self``) and refuses a second concurrent grader.
+which is what this course's machines have. :func:`create` makes whichever the machine has (v1: under the
+grader's own group; v2: at the hierarchy's root, see :func:`parents`). Where it has neither (not root, a
+container without cgroup access) :func:`unavailable_reason` says why, and the grader falls back on an
+address-space limit for its grading process, inherited by its kernel (``isolated``), and refuses a second
+concurrent grader.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Bound", "Group", "create", "unavailable_reason"]
+__all__ = ["Bound", "Group", "create", "in_submission_group", "parents", "remove_stale", "unavailable_reason"]
 
 ROOT = Path("/sys/fs/cgroup")
 GRADER, KERNEL = "grader", "kernel"  # the two leaves of a submission's group
 LEAVES = ("", GRADER, KERNEL)  # "": processes of the group itself (v1 only)
+GROUP_PREFIX = "nclab-grade-"  # the name of every group the grader makes starts with it
 HEADROOM = 64  # processes and threads the grading process keeps for itself, whatever the kernel starts
 
 
@@ -162,38 +164,67 @@ def leaf_procs_files(leaf: str) -> list[str]:
     return sorted(set(files))
 
 
+def in_submission_group() -> bool:
+    """Whether this process runs in a group made by the grader (whose ``pids.max`` then bounds the
+    submission's processes, so the sandbox needs no per-user process limit shared by concurrent graders)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return False
+    return any(f"/{GROUP_PREFIX}" in line.split(":", 2)[2] for line in lines if line.count(":") >= 2)
+
+
+def parents() -> dict[str, Path]:
+    """{controller: the folder} where :func:`create` makes groups: on v2 the unified hierarchy's root (its
+    "no internal processes" rule keeps a group with controllers out of a group that holds processes, such as
+    the grader's own), on v1 the grader's own group in the memory and the pids hierarchies."""
+    if (unified := _v2_root()) is not None:
+        return {"memory": unified, "pids": unified}
+    return _v1_folders() or {}
+
+
+def remove_stale(prefix: str) -> int:
+    """Remove the groups named ``prefix<pid>-…`` whose grader (``pid``) is gone (a grader killed with its
+    machine leaves its last group behind), killing what is left in them; returns how many."""
+    removed = 0
+    for name in {path.name for folder in parents().values() for path in folder.glob(f"{prefix}*")}:
+        pid = name.removeprefix(prefix).split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(OSError, RuntimeError):
+                Group({c: folder / name for c, folder in parents().items()}, 2 if _v2_root() else 1).close()
+                removed += 1
+    return removed
+
+
 def create(name: str, bound: Bound) -> Group:
-    """A new group ``name`` (made unique by the grader: its PID and a counter) holding at most ``bound``,
-    under the grader's own group, with two leaves: ``grader`` (:attr:`Group.procs_files`, for the grading
-    process) and ``kernel`` (for the sandbox, ``HEADROOM`` processes fewer). RuntimeError, saying why, where
-    :func:`unavailable_reason` is not None."""
+    """A new group ``name`` (made unique by the grader: its PID and a random part) holding at most ``bound``,
+    in :func:`parents`, with two leaves: ``grader`` (:attr:`Group.procs_files`, for the grading process) and
+    ``kernel`` (for the sandbox, ``HEADROOM`` processes fewer). RuntimeError, saying why, where it cannot."""
     if reason := unavailable_reason():
         raise RuntimeError(f"no control group for the submission: {reason}")
-    if (unified := _v2_root()) is not None:
-        folder = unified / name
-        folder.mkdir(mode=0o700)
-        group = Group({"memory": folder, "pids": folder}, 2)
+    folders = {controller: parent / name for controller, parent in parents().items()}
+    version = 2 if _v2_root() is not None else 1
+    group = Group(folders, version)
+    if version == 2:
         settings = {"memory.max": bound.memory_bytes, "memory.swap.max": 0, "pids.max": bound.processes}
     else:
-        folders = {controller: parent / name for controller, parent in _v1_folders().items()}
-        for folder in folders.values():
-            folder.mkdir(mode=0o700)
-        group = Group(folders, 1)
         settings = {"memory.limit_in_bytes": bound.memory_bytes, "pids.max": bound.processes}
         settings |= {"memory.memsw.limit_in_bytes": bound.memory_bytes}  # no swapping past the bound either
     try:
+        for folder in set(folders.values()):
+            folder.mkdir(mode=0o700)
         for setting, value in settings.items():
             path = group.folders["pids" if setting.startswith("pids") else "memory"] / setting
             if path.exists():
                 path.write_text(str(value))
-        if group.version == 2:  # processes live only in leaves; the leaves get the controllers
+        if version == 2:  # processes live only in leaves; the leaves get the controllers
             (group.folders["pids"] / "cgroup.subtree_control").write_text("+memory +pids")
         for leaf in (GRADER, KERNEL):
             for folder in set(group.folders.values()):
                 (folder / leaf).mkdir(mode=0o700)
-        for folder in {group.folders["pids"]}:
-            (folder / KERNEL / "pids.max").write_text(str(max(bound.processes - HEADROOM, 1)))
+        (group.folders["pids"] / KERNEL / "pids.max").write_text(str(max(bound.processes - HEADROOM, 1)))
     except OSError as error:
-        group.close()
-        raise RuntimeError(f"cannot bound the submission's group ({error})") from error
+        with contextlib.suppress(OSError, RuntimeError):
+            group.close()
+        raise RuntimeError(f"cannot make the submission's control group ({error})") from error
     return group

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ... import exercises
 from ...config import get_profile
-from . import reach, sandbox
+from . import cgroup, reach, sandbox
 from .answers import PACKAGE, hand_questions_for, instructor_notebook, questions_for, rubric
 from .cgroup import Bound
 from .isolated import alone_without_groups, run_bounded
@@ -135,14 +135,16 @@ def grade(
     if reason := sandbox.check(unsafe):  # raises SandboxUnavailable, saying why, unless unsafe
         progress(f"WARNING: grading without a sandbox ({reason}): the students' code runs as you")
     lock = alone_without_groups(unsafe)  # held until this run ends (refused while another grader holds it)
-    env = kernel_environment()
-    if warm:  # once per notebook and profile: the runs every submission loads are in the cache
-        warm_cache(notebook, env["NCLAB_PROFILE"], progress)
+    if cgroup.unavailable_reason() is None:
+        cgroup.remove_stale(cgroup.GROUP_PREFIX)  # the last group of a grader killed with its machine
     paths = sorted(entry for entry in Path(submissions).iterdir() if entry.name.endswith(".ipynb"))
     if not paths:
         raise FileNotFoundError(f"No submissions (*.ipynb) in {submissions}.")
     out = Path(out)
     hand_grades(out, hand)  # an --out that is not the grader's CSV is refused before anyone is graded
+    env = kernel_environment()
+    if warm:  # once per notebook and profile: the runs every submission loads are in the cache
+        warm_cache(notebook, env["NCLAB_PROFILE"], progress)
     journal = out.with_name(out.name + ".partial")
     graded, started = read_journal(journal)
     if graded or started:

@@ -12,11 +12,12 @@ per-process limits, ``sandbox.Limits``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
-import itertools
 import os
 import pickle
 import resource
+import secrets
 import select
 import signal
 import tempfile
@@ -24,24 +25,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cgroup
+from . import cgroup, sandbox
 from .submissions import first_line
 
-__all__ = ["run_bounded", "in_submission_group", "alone_without_groups", "GROUP_PREFIX"]
+__all__ = ["run_bounded", "alone_without_groups", "GROUP_PREFIX"]
 
-GROUP_PREFIX = "nclab-grade-"  # the name of every group the grader makes starts with it
+GROUP_PREFIX = cgroup.GROUP_PREFIX
 MAX_REPLY_BYTES = 64 * 2**20  # one row, pickled, is a few kilobytes
-_counter = itertools.count()
-
-
-def in_submission_group() -> bool:
-    """Whether this process runs in a group made by :func:`run_bounded` (whose ``pids.max`` then bounds the
-    submission's processes, so the sandbox needs no per-user process limit shared by concurrent graders)."""
-    try:
-        lines = open("/proc/self/cgroup").read().splitlines()
-    except OSError:
-        return False
-    return any(f"/{GROUP_PREFIX}" in line.split(":", 2)[2] for line in lines if line.count(":") >= 2)
+_grader = 0  # the grader's PID, as the grading process sees it before it runs
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
 
 
 def _bound_self(bound: cgroup.Bound) -> None:
@@ -53,9 +46,13 @@ def _bound_self(bound: cgroup.Bound) -> None:
 
 
 def _child(function: Callable, args: tuple, kwargs: dict, group: cgroup.Group | None, bound, reply: int) -> None:
-    """The grading process: join the group, run, send the pickled outcome, exit without cleanup handlers."""
+    """The grading process: join the group, run, send the pickled outcome, exit without cleanup handlers.
+    It dies with the grader (a grader killed mid-run leaves no grading behind)."""
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != _grader:  # the grader died before the line above
+            os._exit(70)
         if group is not None:
             group.add(os.getpid())
         else:
@@ -110,14 +107,20 @@ def run_bounded(
     the memory bound), "timeout" (still running after ``seconds``), "killed" (it died, e.g. by a signal) or
     "error" (it raised; the reason names the exception). Every process left in the group is killed before
     this returns, and a Ctrl-C here kills them too before it is raised."""
-    group, bound = None, bound or cgroup.Bound()
+    global _grader
+    group, bound, _grader = None, bound or cgroup.Bound(), os.getpid()
     if cgroup.unavailable_reason() is None:
-        group = cgroup.create(f"{GROUP_PREFIX}{os.getpid()}-{next(_counter)}", bound)
+        try:
+            group = cgroup.create(f"{GROUP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}", bound)
+        except RuntimeError:  # this submission falls back on the address-space limit; the next one tries again
+            group = None
+    token = secrets.token_hex(8)  # an unsafe kernel's processes carry it: killed below when there is no group
     reply, write_end = os.pipe()
     try:
         pid = os.fork()
         if pid == 0:
             os.close(reply)
+            os.environ[sandbox.RUN_TOKEN] = token
             _child(function, args, kwargs, group, bound, write_end)
         os.close(write_end)
         try:
@@ -135,6 +138,9 @@ def run_bounded(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 status = os.waitpid(pid, 0)[1]
+            if group is None:  # an unsafe kernel outlives its grading process: found by the token and killed
+                with contextlib.suppress(RuntimeError):
+                    sandbox.kill_all(run=token)
     finally:
         os.close(reply)
     if survivors:

@@ -46,14 +46,15 @@ user namespaces; seeing, ptracing or signalling the grader or the launcher (anot
 sockets; SysV IPC; processes outliving the submission; one process taking all memory (RLIMIT_AS), process slots
 (RLIMIT_NPROC), file descriptors or disk; a flood of raw output.
 
-Not defended: the memory of many processes together (processes × RLIMIT_AS; a cgroup would bound it, not used);
-CPU time (the grader's time limits end the namespace); the outputs sent over ZMQ (the grader must cap what it
-keeps); what the allowed trees hold (all of /usr and the venv, and /proc's view of the machine); kernel exploits.
-RLIMIT_AS breaks CUDA, which reserves huge address ranges: give ``Limits(memory_bytes=None)`` on a GPU. Needs
-root, Linux ≥ 5.12 and x86_64 (elsewhere :func:`unavailable_reason` says so). Without root :func:`kernel_manager`
-refuses, unless ``unsafe=True``: then the kernel runs as the caller with the limits and the allowed environment
-but no isolation, and the processes it leaves are found by a token in their environment (one that clears it
-escapes).
+Bounded outside this module: the memory and processes of the whole submission together (the grader grades each
+submission in a control group of its own, ``isolated`` and ``cgroup``, which the launcher's kernel leaf joins).
+Not defended: CPU time (the grader's time limits end the namespace); the outputs sent over ZMQ (the grader must
+cap what it keeps); what the allowed trees hold (all of /usr and the venv, and /proc's view of the machine);
+kernel exploits. RLIMIT_AS breaks CUDA, which reserves huge address ranges: give ``Limits(memory_bytes=None)``
+on a GPU. Needs root, Linux ≥ 5.12 and x86_64 (elsewhere :func:`unavailable_reason` says so). Without root
+:func:`kernel_manager` refuses, unless ``unsafe=True``: then the kernel runs as the caller with the limits and
+the allowed environment but no isolation, and the processes it leaves are found by a token in their environment
+(one that clears it escapes).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ __all__ = ["USER", "Limits", "SandboxUnavailable", "unavailable_reason", "check"
 __all__ += ["processes", "kill_all", "KERNEL_ENVIRONMENT", "allowed_environment", "SYSTEM"]
 
 USER = "nclab-grader"
+RUN_TOKEN = "NCLAB_GRADE_RUN"  # set by the grader's grading process (``isolated``): the unsafe kernels' token
 _PACKAGE = Path(__file__).resolve().parents[2]  # nclab/, which the kernel imports (read-only)
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 START_TIMEOUT = 60.0  # s: a kernel that has not bound its sockets by then is killed
@@ -102,7 +104,8 @@ KERNEL_ENVIRONMENT = (
     "OPENBLAS_NUM_THREADS",
     "CUDA_VISIBLE_DEVICES",  # which GPUs the kernel may use
     "PYTHONHASHSEED",  # str hashes as reproducible as the grader's, when it fixes them
-    "JPY_*",  # jupyter_client's own: the parent's PID, the session's name
+    "JPY_PARENT_PID",  # jupyter_client's own, by name (JupyterHub's JPY_API_TOKEN must never pass)
+    "JPY_SESSION_NAME",
 )
 
 # What of the grader's file system the kernel's root holds besides the Python, the venv, nclab, the exposed
@@ -358,7 +361,9 @@ def _set_limits(limits: Limits, processes: bool = True) -> None:
         resource.RLIMIT_CORE: 0,
     }
     for which, value in values.items():
-        if value is not None:
+        if value is not None:  # never above a lower limit already set (the grader's own bound, inherited)
+            hard = resource.getrlimit(which)[1]
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(which, (value, value))
 
 
@@ -606,8 +611,7 @@ def kernel_manager(
     unless ``unsafe``: then the kernel runs as the caller, without isolation."""
     from jupyter_client.kernelspec import KernelSpec
 
-    from .cgroup import KERNEL, leaf_procs_files  # here: this file also runs as a script (the launcher)
-    from .isolated import in_submission_group
+    from .cgroup import KERNEL, in_submission_group, leaf_procs_files  # here: this file also runs as a script
 
     reason = check(unsafe)
     if in_submission_group():  # the group's pids.max bounds the submission: no per-user count shared with others
@@ -628,7 +632,9 @@ def kernel_manager(
         raise ValueError("cannot expose /: the kernel's root is built from what it needs; expose the folders it reads")
     uid, gid = (os.getuid(), os.getgid()) if reason else ensure_user(user)
     base = Path(tempfile.mkdtemp(prefix="nclab-sandbox-"))
-    sockets, run = base / "sockets", os.urandom(8).hex()
+    # the token that finds an unsafe kernel's processes: the grader's (RUN_TOKEN, so that it can kill them when it
+    # kills the grading process itself), else a fresh one
+    sockets, run = base / "sockets", os.environ.get(RUN_TOKEN) or os.urandom(8).hex()
     if len(f"{sockets}/k-99999") >= 108:
         shutil.rmtree(base)
         raise ValueError(f"temporary folder too deep for a unix socket path: {base} (set TMPDIR shorter)")

@@ -10,6 +10,7 @@ mark in the cache says so, so that the next grading run starts at once.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Callable
@@ -34,6 +35,13 @@ def warm_cache(notebook: str | Path, profile: str, progress: Callable[[str], obj
     cache was already warm. Without the instructor's notebook, it says the command to run instead.
     RuntimeError (naming the cell) when the instructor's notebook itself fails: grading would be in vain."""
     mark = warm_mark(notebook, profile)
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    with open(mark.with_suffix(".lock"), "w") as lock:  # a second grader waits, then finds the cache warm
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _warm(notebook, profile, progress, mark)
+
+
+def _warm(notebook, profile: str, progress, mark: Path) -> bool:
     if mark.exists():
         return False
     instructor = instructor_notebook(notebook)
@@ -55,7 +63,6 @@ def warm_cache(notebook: str | Path, profile: str, progress: Callable[[str], obj
             os.environ.pop("NCLAB_PROFILE", None)
         else:
             os.environ["NCLAB_PROFILE"] = before
-    mark.parent.mkdir(parents=True, exist_ok=True)
     mark.write_text(f"{instructor}\n")
     progress(f"cache warm ({time.perf_counter() - began:.0f} s): its runs load in every submission's sandbox")
     return True
