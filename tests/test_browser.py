@@ -5,23 +5,29 @@ general index and search page) from a local HTTP server. Every request to anythi
 recorded. Each page must load without a console error or a failed request, typeset its mathematics with
 the site's own MathJax (no ``$$`` or ``\\(`` left in the text), show every image, render the notebooks'
 saved widgets, and point its Colab badge and launch button at the student notebook (in the students'
-repository where ``_config.yml`` names one, else under ``student/`` of the course's). Screenshots of
-the landing page and of a notebook page go to ``_build/screenshots/``.
+repository where ``_config.yml`` names one, else under ``student/`` of the course's). Every notebook
+figure must show its smallest text at READABLE_PX or more. Screenshots of the landing page and of a
+notebook page go to ``_build/screenshots/``.
 
 The site is not built here: ``make book`` executes every notebook (minutes), and CI (``.ci/run``) runs it
 before ``make test``. Without a built site, or with one older than ``_toc.yml``, the tests fail and say
 to run ``make book``.
 """
 
+import base64
 import functools
 import http.server
+import io
 import re
 import threading
 from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 from playwright.sync_api import sync_playwright
+
+from nclab.plots.style import MIN_FONT_PT
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_build" / "html"
@@ -37,6 +43,7 @@ LINKED = (CONFIG.get("nclab") or {}).get("student_repository") or CONFIG["reposi
 FOLDER = "notebooks" if LINKED is not CONFIG["repository"] else "student"  # of the notebook pages
 NOTEBOOK_PAGE = f"{FOLDER}/03_ood_detection.html"  # the screenshot's page: math, a table, the threshold widget
 INSTRUCTOR_PART = "For instructors"  # the _toc.yml part the student site leaves out (nclab.course.site)
+READABLE_PX = 9  # the smallest figure text a page may show, in CSS pixels (its body text is 16 px)
 
 # What the browser reports about the page it shows, after MathJax and the widget manager have finished.
 _INSPECT = r"""async () => {
@@ -66,6 +73,9 @@ _INSPECT = r"""async () => {
     mjx: document.querySelectorAll('mjx-container').length,
     raw: raw,
     images: images.map(img => ({src: img.src.slice(0, 100), width: img.naturalWidth})),
+    figures: images.filter(img => img.closest('.cell_output, .jupyter-widgets') && img.clientWidth
+                                  && /\.png$|^data:image\/png/.test(img.src))  // a notebook's figures, shown
+      .map(img => ({src: img.src, shown: img.clientWidth, natural: img.naturalWidth})),
     views: views.length,
     rendered: rendered(),
     colab: [...document.querySelectorAll('a[href*="colab.research.google.com"]')].map(a => a.href),
@@ -183,6 +193,44 @@ def test_every_image_loads(visited):
     assert sum(len(seen["images"]) for seen in visited.values()) >= 20  # the notebooks' figures, at least
     broken = {name: [image["src"] for image in seen["images"] if image["width"] == 0] for name, seen in visited.items()}
     assert {name: sources for name, sources in broken.items() if sources} == {}
+
+
+def _png_dpi(src: str, base: str) -> float:
+    """The dots per inch a figure's PNG was saved at (its pHYs chunk: the figure's dpi, twice that for a
+    retina PNG): a file of the site (``src`` under ``base``) or a widget's ``data:`` URI."""
+    data = base64.b64decode(src.split(",", 1)[1]) if src.startswith("data:") else (SITE / src[len(base) :]).read_bytes()
+    return Image.open(io.BytesIO(data)).info["dpi"][0]
+
+
+def _shown_text_px(font_pt: float, dpi: float, shown: int, natural: int) -> float:
+    """How tall a text of ``font_pt`` points in a PNG saved at ``dpi`` appears on the page, in CSS pixels:
+    font_pt × dpi / 72 pixels in the PNG, scaled by the page to ``shown`` of its ``natural`` pixels wide."""
+    return font_pt * dpi / 72 * shown / natural
+
+
+def test_shown_text_size_is_the_font_size_scaled_by_the_page():
+    assert _shown_text_px(9, 72, 500, 1000) == 4.5  # 9 px in the PNG, shown at half its width
+    assert _shown_text_px(8, 200, 700, 1400) == _shown_text_px(8, 100, 700, 700)  # a retina PNG: same text
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, format="PNG", dpi=(100, 100))
+    uri = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    assert _png_dpi(uri, "http://127.0.0.1/") == pytest.approx(100, abs=0.01)
+
+
+def test_every_figure_shows_its_smallest_text_readably(site, visited):
+    """Every notebook figure on every page, at the desktop viewport (1280 px wide): its smallest text (MIN_FONT_PT, the
+    least any course figure draws, tests/test_plots.py) is READABLE_PX or more once the page has scaled
+    the PNG to its column (img.clientWidth / img.naturalWidth)."""
+    base, _ = site
+    figures = [(name, figure) for name, seen in visited.items() for figure in seen["figures"]]
+    assert len(figures) >= 20  # the notebooks' figures
+    small = {}
+    for name, figure in figures:
+        px = _shown_text_px(MIN_FONT_PT, _png_dpi(figure["src"], base), figure["shown"], figure["natural"])
+        if px < READABLE_PX:
+            image = "a widget's figure" if figure["src"].startswith("data:") else figure["src"][len(base) :]
+            small.setdefault(name, []).append(f"{image}: {px:.1f} px ({figure['natural']} px wide)")
+    assert small == {}
 
 
 def test_the_saved_controls_and_figures_render_without_a_kernel(visited):  # ipywidgets, frozen

@@ -1,8 +1,13 @@
+import io
+
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.backends.backend_agg import RendererAgg
+from PIL import Image
 
 from nclab import collapse, data, etf, models, plots
 
@@ -39,7 +44,7 @@ def test_show_images_draws_loader_batches_and_uint8_images(small_train):
     shown = fig.axes[0].get_images()[0].get_array()
     expected = small_train.images[0].permute(1, 2, 0).float().numpy() / 255
     assert np.allclose(shown, expected, atol=1e-6)
-    assert fig.axes[0].get_title() == small_train.classes[int(y[0])]
+    assert fig.axes[0].get_title().replace("\n", " ") == small_train.classes[int(y[0])].replace("_", " ")
     plt.close(fig)
     fig = plots.show_images(small_train.images[:2], count=2)  # uint8 0..255
     assert np.allclose(fig.axes[0].get_images()[0].get_array(), expected, atol=1e-6)
@@ -92,7 +97,7 @@ def _nc_frame():
 
 def test_plot_collapse_draws_every_metric_per_run_and_split():
     fig = plots.plot_collapse(_nc_frame(), title="t")
-    titles = [ax.get_title() for ax in fig.axes]
+    titles = [ax.get_title().replace("\n", " ") for ax in fig.axes]  # long titles wrapped to fit their panel
     assert titles[:7] == [panel for panel, _, _ in plots.training._COLLAPSE_PANELS] and not fig.axes[7].axison
     nc1 = fig.axes[0]
     assert nc1.get_yscale() == "log" and nc1.get_ylabel() == "NC1, log scale\n(within-class variability)"
@@ -246,7 +251,7 @@ def test_the_design_figures_draw_the_trace_the_race_and_the_accuracies():
     accuracies = pd.DataFrame({"run": ["CE", "CE", "SupCon", "SupCon"], "classifier": ["head", "probe"] * 2,
                                "test_accuracy": [0.8, 0.82, 0.7, 0.75]})  # fmt: skip
     fig = plots.plot_accuracies(accuracies, x="run", hue="classifier", title="t")
-    assert fig.axes[0].get_ylim() == (0, 1.08) and len(fig.axes[0].texts) == 4
+    assert fig.axes[0].get_ylim() == (0, 1.2) and len(fig.axes[0].texts) == 4  # room for the upright values
     plt.close("all")
 
 
@@ -320,9 +325,14 @@ def test_multi_panel_figures_have_one_legend_outside_the_axes():
         _one_figure_legend(fig)
         fig.canvas.draw()
         legend = fig.legends[0].get_window_extent()
-        for ax in fig.axes:  # the legend sits beside the panels, over none of them
+        for ax in fig.axes:  # the legend sits beside the panels or in the grid's empty cell, over none of them
             if ax.axison:
-                assert legend.x0 >= ax.get_window_extent().x1 - 1, name
+                assert not legend.overlaps(ax.get_tightbbox()), name
+    history, collapse = figures["history"], figures["collapse"]
+    for fig, cell in ((history, history.axes[3]), (collapse, collapse.axes[7])):  # the empty cell after the panels
+        assert not cell.axison and cell.get_window_extent().contains(
+            *fig.legends[0].get_window_extent().get_points().mean(0)
+        )
     plt.close("all")
 
 
@@ -370,8 +380,268 @@ def test_figure_legend_merges_every_panel_once_and_refuses_unknown_places():
     legend = plots.style.figure_legend(fig, axes, "below", title="runs")
     assert [t.get_text() for t in legend.get_texts()] == ["a", "b"] and legend.get_title().get_text() == "runs"
     assert axes[0].get_legend() is None
-    with pytest.raises(ValueError, match="right' or 'below"):
+    with pytest.raises(ValueError, match="'right', 'below' or 'cell'"):
         plots.style.figure_legend(fig, axes, "inside")
     empty, ax = plt.subplots()
     assert plots.style.figure_legend(empty, [ax]) is None and not empty.legends
     plt.close("all")
+
+
+# --- every figure fits the site's column, every text readable there (nclab.plots.style) ------------------
+
+SETS = {"cifar10": "CIFAR-10 (stand-in: MNIST digits 8–9)", "svhn": "SVHN (stand-in: photo crops)",
+        "gaussian": "Gaussian noise", "uniform": "uniform noise"}  # fmt: skip
+DETECTORS = ("msp", "energy", "maxlogit", "mahalanobis", "vim", "neco")  # the six of notebook 03
+NOT_FIGURES = {"history_frame", "SYMLOG_DETECTORS"}  # what plots.__all__ holds besides figure functions
+
+
+def _scores() -> dict[str, dict[str, torch.Tensor]]:
+    """Scores of the six detectors on ID and the four sets, Mahalanobis's spanning decades below 0."""
+    generator = torch.Generator().manual_seed(0)
+    scores = {d: {name: torch.randn(40, generator=generator) * 100 for name in ["ID", *SETS]} for d in DETECTORS}
+    scores["mahalanobis"] = {name: -(10 ** (1 + 2 * torch.rand(40, generator=generator))) for name in ["ID", *SETS]}
+    return scores
+
+
+def _course_figures() -> dict[str, plt.Figure]:
+    """Every figure function of nclab.plots on small hand data, with labels as long as the notebooks' (the
+    four OOD sets and six detectors of notebook 03, CIFAR-100 class names, the runs of notebook 08)."""
+    from nclab import ufm
+
+    frame, scores = _nc_frame(), _scores()
+    runs = {"A: lr 0.1 multi-step": HISTORY, "B: lr 0.01 cosine": HISTORY}
+    classes = ["aquarium_fish", "sweet_pepper", "pickup_truck", "willow_tree"] * 4
+    features = etf.simplex_etf(4, 6).float()[torch.arange(4).repeat(5)]
+    model = ufm.UFM(3, 2, per_class=4)
+    trajectory = model.fit(30, records=5, snapshots=True)
+    steps = sorted(model.snapshots)
+    space = ufm.UFM(4, 3, per_class=3)
+    space.fit(20, records=3, snapshots=True)
+    epochs = pd.DataFrame([{"epoch": e, "OOD set": s, "nc5": 0.1 * e, "neco_auroc": 0.5 + 0.1 * e}
+                           for e in (1, 2, 3) for s in SETS])  # fmt: skip
+    sweep = pd.DataFrame([{"d": d, "auroc": 0.6, "OOD set": s} for d in (1, 10, 100) for s in SETS])
+    values = np.random.default_rng(0).uniform(0.06, 0.7, size=(6, 3, 5))  # ticks written 6×10⁻², as in notebook 08
+    trace = pd.DataFrame([{"run": run, "step": step, **dict(zip(design_metrics(), values[r, k]))}
+                          for r, run in enumerate(("CE", "NormFace", "NTCE", "NONL", "ETF-DR", "SupCon"))
+                          for k, step in enumerate((1, 10, 100))])  # fmt: skip
+    methods = ["ERM", "IRM", "V-REx", "NCFAL", "NCFAL + mask", "ERM (oracle)"]
+    generalization = pd.DataFrame([{"method": m, "environment": e, "accuracy": 0.6, "etf_distance": 1.0}
+                                   for m in methods for e in ("train 1", "train 2", "test")])  # fmt: skip
+    per_class = pd.DataFrame({"train_images": [500, 100, 5], "group": ["many", "medium", "few"],
+                              "test_accuracy": [0.9, 0.5, 0.1], "weight_norm": [2.0, 1.0, 0.5],
+                              "alignment": [0.9, 0.5, 0.1]})  # fmt: skip
+    lt_methods = ["CE", "CE + SpA-Proj", "LA", "LA + SpA-Proj"]
+    groups = pd.DataFrame({"group": ["many", "medium", "few", "all"], "test_accuracy": 0.5, "alignment": 0.5})
+    return {
+        "plot_history": plots.plot_history(runs, title="baseline vs controlled"),
+        "show_images": plots.show_images(
+            torch.zeros(16, 3, 32, 32, dtype=torch.uint8),
+            torch.arange(16) % 4,
+            classes,
+            title="one image: crops at 8 offsets, the last 4 also flipped",
+        ),
+        "plot_collapse": plots.plot_collapse(frame, title="NC1–NC4 over training: regimes A and B"),
+        "plot_geometry": plots.plot_geometry(features, torch.arange(4).repeat(5), classes, title="regime A"),
+        "plot_stages": plots.plot_stages(frame, "nc1"),
+        "plot_class_variability": plots.plot_class_variability(
+            torch.rand(20), [f"{name}_{k}" for k, name in enumerate(classes * 2)]
+        ),
+        "plot_score_histograms": plots.plot_score_histograms(scores, names=SETS),
+        "plot_roc_curves": plots.plot_roc_curves(scores, names=SETS),
+        "plot_threshold": plots.plot_threshold(
+            scores["energy"]["ID"], scores["energy"]["cifar10"], 0.0, "mahalanobis", SETS["cifar10"]
+        ),  # fmt: skip
+        "plot_principal_plane": plots.plot_principal_plane(
+            {s: torch.randn(20, 2) for s in ["ID", *SETS]},
+            names=SETS,
+            title="standardised features, first two principal axes (epoch 12)",
+        ),  # fmt: skip
+        "plot_dim_sweep": plots.plot_dim_sweep(sweep, mark=9, names=SETS),
+        "plot_nc5_over_training": plots.plot_nc5_over_training(epochs, names=SETS),
+        "plot_layerwise": plots.plot_layerwise(LAYERWISE),
+        "plot_tradeoff": plots.plot_tradeoff(
+            pd.DataFrame(
+                {
+                    "model": ["baseline", "controlled"],
+                    "stage": ["layer4"] * 2,
+                    "nc1": [20.0, 0.2],
+                    "auroc": [0.7, 0.8],
+                    "transfer_accuracy": [0.8, 0.5],
+                }
+            )
+        ),  # fmt: skip
+        "plot_ood_generalization": plots.plot_ood_generalization(generalization),
+        "plot_etf_vs_accuracy": plots.plot_etf_vs_accuracy(generalization),
+        "plot_partition": plots.plot_partition(
+            pd.DataFrame(
+                {
+                    "round": [0, 0, 1, 1],
+                    "environment": [0, 1, 0, 1],
+                    "samples": [5, 5, 2, 8],
+                    "colour_agrees": [0.8, 0.9, 0.0, 1.0],
+                }
+            )
+        ),  # fmt: skip
+        "plot_mask": plots.plot_mask(torch.rand(3, 8, 8), ["luminance", "red − green", "blue − yellow"]),
+        "plot_masked_sample": plots.plot_masked_sample(
+            torch.rand(3, 8, 8),
+            torch.rand(3, 8, 8),
+            "label 1, digit 7, colour red, environment train 2: predicted 1 (right)",
+        ),  # fmt: skip
+        "plot_class_histogram": plots.plot_class_histogram(
+            [500, 100, 5], ["many", "medium", "few"], title="CIFAR-100-LT: training images per class"
+        ),
+        "plot_class_alignment": plots.plot_class_alignment({m: per_class for m in lt_methods}),
+        "plot_group_accuracy": plots.plot_group_accuracy({m: groups for m in lt_methods}),
+        "plot_accuracy_vs_alignment": plots.plot_accuracy_vs_alignment(
+            pd.DataFrame({"method": lt_methods, "alignment": [0.5, 0.8, 0.6, 0.9], "test_accuracy": 0.4})
+        ),
+        "plot_nc_trace": plots.plot_nc_trace(trace, design_metrics()),
+        "plot_first_match": plots.plot_first_match(
+            pd.DataFrame(
+                [
+                    {"run": run, "metric": f"sphere:{m}", "fraction": 0.5}
+                    for run in trace["run"].unique()
+                    for m in design_metrics()
+                ]
+            )
+        ),  # fmt: skip
+        "plot_accuracies": plots.plot_accuracies(
+            pd.DataFrame(
+                [
+                    {"run": run, "classifier": c, "test_accuracy": 0.8}
+                    for run in trace["run"].unique()
+                    for c in ("head", "nearest class mean", "linear probe")
+                ]
+            ),
+            x="run",
+            hue="classifier",
+            title="three classifiers on each encoder (test set)",
+        ),  # fmt: skip
+        "plot_ufm_trajectory": plots.plot_ufm_trajectory(trajectory, optimum=0.0, title="the UFM, C = 4, p = 8"),
+        "plot_simplex": plots.plot_simplex(model.snapshots, [steps[0], steps[1], steps[-1]], title="C = 3"),
+        "plot_simplex in 3-D": plots.plot_simplex(space.snapshots, sorted(space.snapshots)[-2:], title="C = 4"),
+        "plot_cosine_search": plots.plot_cosine_search(
+            pd.DataFrame(
+                {
+                    "C": [3, 3, 3, 3],
+                    "dimension": ["p = C − 1", "p = C − 1", "p = 2", "p = 2"],
+                    "target": ["mean", "largest"] * 2,
+                    "mean": -0.5,
+                    "largest": -0.5,
+                    "bound": -0.5,
+                }
+            )
+        ),  # fmt: skip
+        "plot_lambda_sweep": plots.plot_lambda_sweep(
+            pd.DataFrame({"lambda": [1e-3, 1e-1], "C": 4, "n": 10, "w_norm": [3.0, 0.0], "h_norm": [1.0, 0.0]})
+        ),  # fmt: skip
+        "plot_imbalance_sweep": plots.plot_imbalance_sweep(
+            pd.DataFrame(
+                {
+                    "ratio": [1, 40],
+                    "cos_minority_weights": [-0.33, 1.0],
+                    "cos_minority_means": [-0.33, 1.0],
+                    "cos_etf": -1 / 3,
+                    "minority_accuracy": [1.0, 0.0],
+                }
+            )
+        ),  # fmt: skip
+    }
+
+
+def design_metrics() -> dict[str, str]:
+    """The five NC metrics notebook 08 traces, with their titles."""
+    from nclab.methods import design
+
+    return design.TRACED_METRICS
+
+
+@pytest.fixture(scope="module")
+def course_figures():
+    with plt.rc_context({"figure.max_open_warning": 0}):  # the course's 32 figures, open together
+        figures = _course_figures()
+    yield figures
+    plt.close("all")
+
+
+def _png_width(fig: plt.Figure) -> int:
+    """The width in pixels of the PNG the notebooks' inline backend saves: at the figure's dpi, cropped to
+    what it draws (``bbox_inches="tight"``, 0.1 in of padding each side)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return Image.open(buffer).size[0]
+
+
+def test_every_figure_function_is_checked_for_width_and_text_size(course_figures):
+    assert {name.split(" ")[0] for name in course_figures} == set(plots.__all__) - NOT_FIGURES
+
+
+def test_every_figure_fits_the_column_of_the_site(course_figures):
+    assert plots.style.DPI == plt.rcParams["figure.dpi"] == 100  # what nclab.plots sets, the PNGs' dpi
+    widest = (plots.style.MAX_WIDTH_IN + 0.2) * plots.style.DPI  # the figure and the backend's padding
+    widths = {name: _png_width(fig) for name, fig in course_figures.items()}
+    assert {name: width for name, width in widths.items() if width > widest} == {}
+    assert min(widths.values()) > 300  # real figures, not empty ones
+
+
+def test_no_text_of_any_figure_is_smaller_than_the_minimum(course_figures):
+    smallest = {}
+    for name, fig in course_figures.items():
+        texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+        assert len(texts) >= 3, name  # titles, labels and ticks were found
+        smallest[name] = min(t.get_fontsize() for t in texts)
+    assert {name: size for name, size in smallest.items() if size < plots.style.MIN_FONT_PT} == {}
+    assert min(smallest.values()) == plots.style.MIN_FONT_PT  # the constant is the size the figures use
+
+
+def test_the_theme_draws_no_default_text_under_the_minimum():  # the notebooks' own figures use these sizes
+    keys = ["font.size", "axes.labelsize", "axes.titlesize", "xtick.labelsize", "ytick.labelsize",
+            "legend.fontsize", "legend.title_fontsize", "figure.titlesize"]  # fmt: skip
+    sizes = {key: matplotlib.font_manager.FontProperties(size=plt.rcParams[key]).get_size_in_points() for key in keys}
+    assert {key: size for key, size in sizes.items() if size < plots.style.MIN_FONT_PT} == {}
+
+
+def test_panel_grid_wraps_panels_to_rows_within_the_width():
+    fig, axes = plots.style.panel_grid(5, per_row=2, row_height=3.0)
+    assert len(axes) == 5 and len(fig.axes) == 6 and not fig.axes[5].axison  # 3 rows of 2, the last cell empty
+    assert tuple(fig.get_size_inches()) == (plots.style.MAX_WIDTH_IN, 9.0)
+    assert [ax.get_subplotspec().colspan.start for ax in axes] == [0, 1, 0, 1, 0]
+    one, axes = plots.style.panel_grid(1, per_row=3, row_height=2.0, width=4.0)
+    assert len(axes) == 1 and tuple(one.get_size_inches()) == (4.0, 2.0)
+    with pytest.raises(ValueError, match="wrap to more rows"):
+        plots.style.panel_grid(2, per_row=2, row_height=3.0, width=plots.style.MAX_WIDTH_IN + 1)
+    with pytest.raises(ValueError, match="at least one panel"):
+        plots.style.panel_grid(0, per_row=2, row_height=3.0)
+    plt.close("all")
+
+
+def test_a_legend_below_takes_as_few_even_rows_as_fit_and_one_in_a_cell_sits_in_the_empty_cell():
+    fig, axes = plots.style.panel_grid(3, per_row=2, row_height=3.0)
+    for k in range(6):
+        axes[0].plot([0, 1], label=f"a label, number {k}")  # about 1.5 in with its line: 6 would need 9
+    below = plots.style.figure_legend(fig, axes, "below")
+    fig.canvas.draw()
+    rows = sorted({round(text.get_window_extent().y0) for text in below.get_texts()})
+    assert len(rows) == 2 and below.get_window_extent().width <= fig.bbox.width  # 3 + 3: one row would not fit
+    below.remove()
+    short = plots.style.figure_legend(fig, axes, "below", ncol=4)  # as given, when it fits
+    fig.canvas.draw()
+    assert len({round(text.get_window_extent().y0) for text in short.get_texts()}) == 2
+    short.remove()
+    cell = plots.style.figure_legend(fig, axes, "cell")
+    fig.canvas.draw()
+    centre = cell.get_window_extent().get_points().mean(0)
+    assert np.allclose(centre, fig.axes[3].get_window_extent().get_points().mean(0), atol=1)  # the empty cell
+    plt.close("all")
+
+
+def test_wrap_breaks_at_spaces_into_even_lines_that_fit():
+    renderer, font = RendererAgg(1, 1, plots.style.DPI), matplotlib.font_manager.FontProperties(size=12)
+    inches = renderer.get_text_width_height_descent("word word word word", font, ismath=False)[0] / plots.style.DPI
+    wrap = plots.style.wrap
+    assert wrap("word word word word", 1.01 * inches, 12) == "word word word word"  # it fits: unchanged
+    assert wrap("word word word word", 0.99 * inches, 12) == "word word\nword word"  # not 3 + 1
+    assert wrap("word word word word word", 1.01 * inches, 12) == "word word word\nword word"  # not 4 + 1
+    assert wrap("NC1, log scale\n(within-class variability)", 2.6, 12) == "NC1, log scale\n(within-class variability)"
+    assert wrap("aquarium_fish sweet_pepper", 0.1, 12) == "aquarium_fish\nsweet_pepper"  # words stay whole

@@ -9,7 +9,8 @@ NC5 (notebooks 03–04); ``layers``: NC at every layer and the detection/transfe
 classifier and transfer accuracies (notebook 08); ``theory``: the unconstrained-features model's
 collapse, simplex, cosine bound and sweeps (notebook 00). ``style`` holds the conventions all of them
 follow: one legend per figure, outside the axes; y-axes named in words; accuracy never on a log axis;
-scores spanning decades on a symlog axis.
+scores spanning decades on a symlog axis; at most ``style.MAX_WIDTH_IN`` wide, panels wrapped to more rows,
+no text under ``style.MIN_FONT_PT``, saved at ``style.DPI`` (set here, with seaborn's theme).
 Every function is also available here, as ``nclab.plots.plot_history`` etc.
 """
 
@@ -36,4 +37,4 @@ __all__ = [
     *theory.__all__,
 ]
 
-sns.set_theme(context="notebook", style="whitegrid")
+sns.set_theme(context="notebook", style="whitegrid", rc={"figure.dpi": style.DPI, "savefig.dpi": "figure"})

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .style import figure_legend
+from .style import HALF_AXES_IN, MAX_WIDTH_IN, figure_legend, panel_grid, wrap
 
 __all__ = ["plot_nc_trace", "plot_first_match", "plot_accuracies"]
 
@@ -15,15 +15,13 @@ FLOOR = 1e-6  # NC values below this are 0 up to float32 rounding (a frozen ETF'
 
 
 def plot_nc_trace(trace: pd.DataFrame, metrics: dict[str, str], reference: str = "CE") -> plt.Figure:
-    """One panel per NC metric (log scales), one line per run, against the optimisation step (log): the
-    reference run's final value is a dashed line, the level the others race to; one legend, on the right.
+    """One panel per NC metric (log scales), two to a row, one line per run, against the optimisation step
+    (log): the reference run's final value is a dashed line, the level the others race to; one legend, in
+    the empty cell after the last panel (below when there is none).
     ``trace``: the long table of ``methods.design.traces``; ``metrics``: {column: "NC1: what it measures"}
     (``methods.design.TRACED_METRICS``), the title of each panel and, split at the colon, its y-label.
     Values below :data:`FLOOR` (zero up to float rounding) are left out."""
-    fig, axes = plt.subplots(
-        1, len(metrics), figsize=(3.6 * len(metrics) + 1.5, 3.8), constrained_layout=True, squeeze=False
-    )
-    axes = axes[0]
+    fig, axes = panel_grid(len(metrics), per_row=2, row_height=3.2)
     final = trace[trace["run"] == reference].sort_values("step").iloc[-1]
     runs = list(dict.fromkeys(trace["run"]))  # one colour per run in every panel, whichever runs a panel shows
     for ax, (metric, title) in zip(axes, metrics.items()):
@@ -33,11 +31,11 @@ def plot_nc_trace(trace: pd.DataFrame, metrics: dict[str, str], reference: str =
         if final[metric] > FLOOR:
             ax.axhline(final[metric], color="black", linestyle="--", linewidth=1)
         name, _, words = title.partition(": ")
-        ax.set(xscale="log", yscale="log", xlabel="optimisation step (log scale)",
-               ylabel=f"{name}, log scale\n({words})" if words else f"{name}, log scale", title=title)  # fmt: skip
-        ax.title.set_fontsize(10)
+        ax.set(xscale="log", yscale="log", xlabel="optimisation step\n(log scale)",
+               ylabel=wrap(f"{name}, log scale\n({words})" if words else f"{name}, log scale", 2.6, 12))  # fmt: skip
+        ax.set_title(wrap(title, HALF_AXES_IN, 10), fontsize=10)
     axes[-1].plot([], [], color="black", linestyle="--", linewidth=1, label=f"{reference}, final value")
-    figure_legend(fig, axes, "right", title="run")
+    figure_legend(fig, axes, "cell", title="run")
     return fig
 
 
@@ -54,7 +52,7 @@ def plot_first_match(matches: pd.DataFrame, within: float = 0.075) -> plt.Figure
     The dotted line is seed 004's 7.5 %. The title names the space: the unit sphere when every metric is a
     trace's ``sphere:`` column, each run's classifier space otherwise."""
     frame = matches.assign(shown=matches["fraction"].fillna(1.0), metric=matches["metric"].map(_short))
-    fig, ax = plt.subplots(figsize=(10, 3.8), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 4), constrained_layout=True)
     sns.barplot(frame, x="metric", y="shown", hue="run", ax=ax)
     for bars, (_, part) in zip(ax.containers, frame.groupby("run", sort=False)):
         for bar, missing in zip(bars, part["fraction"].isna()):
@@ -65,19 +63,21 @@ def plot_first_match(matches: pd.DataFrame, within: float = 0.075) -> plt.Figure
     if on_sphere.any() and not on_sphere.all():
         raise ValueError("plot_first_match draws one space at a time: pass the sphere: metrics or the others")
     space = "on the unit sphere" if len(matches) and on_sphere.all() else "each in its classifier's space"
-    ax.set(ylim=(0, 1.05), xlabel="", ylabel="fraction of the reference's steps",
-           title=f"how early each loss reaches cross-entropy's final collapse, {space} (hatched: never)")  # fmt: skip
-    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    title = f"how early each loss reaches cross-entropy's final collapse, {space} (hatched: never)"
+    ax.set(ylim=(0, 1.05), xlabel="", ylabel="fraction of the\nreference's steps")
+    ax.set_title(wrap(title, MAX_WIDTH_IN - 1, 12))
+    figure_legend(fig, [ax], "below")
     return fig
 
 
 def plot_accuracies(frame: pd.DataFrame, x: str, hue: str, title: str, y: str = "test_accuracy") -> plt.Figure:
     """Bars of an accuracy column (``y``) grouped by ``x`` and coloured by ``hue``, on [0, 1], the value on
-    each bar: the classifiers of each encoder (``tables.prototype_vs_probe``), or transfer accuracies."""
-    fig, ax = plt.subplots(figsize=(10, 3.8), constrained_layout=True)
+    each bar: the classifiers of each encoder (``tables.prototype_vs_probe``), or transfer accuracies. The
+    legend below."""
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 4), constrained_layout=True)
     sns.barplot(frame, x=x, y=y, hue=hue, ax=ax)
     for bars in ax.containers:
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set(ylim=(0, 1.08), xlabel="", ylabel=y.replace("_", " "), title=title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8, rotation=90, padding=2)
+    ax.set(ylim=(0, 1.2), xlabel="", ylabel=y.replace("_", " "), title=wrap(title, MAX_WIDTH_IN - 1, 12))
+    figure_legend(fig, [ax], "below")
     return fig

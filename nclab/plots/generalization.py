@@ -9,22 +9,22 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .style import figure_legend
+from .style import MAX_WIDTH_IN, figure_legend, panel_grid, wrap
 
 __all__ = ["plot_ood_generalization", "plot_etf_vs_accuracy", "plot_partition", "plot_mask", "plot_masked_sample"]
 
 
 def plot_ood_generalization(frame: pd.DataFrame, ceiling: float = 0.75) -> plt.Figure:
     """Bars of accuracy per method (x), one bar per environment (hue), with chance (0.5) and the best an
-    invariant predictor can do (``ceiling``, 1 − the label noise) as lines. ``frame``: the output of
-    ``nclab.tables.ood_generalization``."""
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * frame["method"].nunique()), 4.2), constrained_layout=True)
+    invariant predictor can do (``ceiling``, 1 − the label noise) as lines; the legend below. ``frame``: the
+    output of ``nclab.tables.ood_generalization``."""
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 4.2), constrained_layout=True)
     sns.barplot(frame, x="method", y="accuracy", hue="environment", ax=ax)
     ax.axhline(0.5, color="grey", linestyle=":", label="chance")
     ax.axhline(ceiling, color="black", linestyle="--", label=f"shape only ({ceiling:.0%})")
     ax.set(ylim=(0, 1), xlabel="", ylabel="accuracy", title="accuracy in each environment")
     ax.tick_params(axis="x", rotation=20)
-    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    figure_legend(fig, [ax], "below")
     return fig
 
 
@@ -48,9 +48,9 @@ def plot_etf_vs_accuracy(frame: pd.DataFrame, environment: str | None = None) ->
 
 def plot_partition(frame: pd.DataFrame) -> plt.Figure:
     """Environment inference round by round: the size of each inferred environment (left) and the fraction
-    of its samples whose colour agrees with their label (right). ``frame``: the output of
+    of its samples whose colour agrees with their label (right); the legend below. ``frame``: the output of
     ``nclab.tables.partition_rounds``."""
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 3.8), constrained_layout=True)
+    fig, axes = panel_grid(2, per_row=2, row_height=3.4)
     frame = frame.assign(environment=frame["environment"].astype(str))
     sns.lineplot(frame, x="round", y="samples", hue="environment", marker="o", ax=axes[0])
     axes[0].set(title="samples per inferred environment", xlabel="round (0 = the starting split)",
@@ -61,16 +61,17 @@ def plot_partition(frame: pd.DataFrame) -> plt.Figure:
                     ylabel="fraction whose colour agrees")  # fmt: skip
     for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)
-    figure_legend(fig, axes, "right", title="inferred environment")
+    figure_legend(fig, axes, "below", title="inferred environment")
     return fig
 
 
 def plot_mask(mask: torch.Tensor, channels: list[str], title: str = "the learnt mask m") -> plt.Figure:
     """The mask (3, H, W) in [0, 1], one panel per channel of its basis (``channels``), white = kept."""
-    fig, axes = plt.subplots(1, len(channels), figsize=(3 * len(channels), 3.3), constrained_layout=True)
+    fig, axes = panel_grid(len(channels), per_row=3, row_height=2.6)
     for ax, values, name in zip(axes, mask.detach().cpu(), channels):
         image = ax.imshow(values.numpy(), cmap="gray", vmin=0, vmax=1)
-        ax.set(title=f"{name}: mean {values.mean():.2f}", xticks=[], yticks=[])
+        ax.set(xticks=[], yticks=[])
+        ax.set_title(f"{name}:\nmean {values.mean():.2f}", fontsize=10)
     fig.colorbar(image, ax=axes, shrink=0.8)
     fig.suptitle(title)
     return fig
@@ -78,11 +79,11 @@ def plot_mask(mask: torch.Tensor, channels: list[str], title: str = "the learnt 
 
 def plot_masked_sample(image: torch.Tensor, masked: torch.Tensor, caption: str) -> plt.Figure:
     """One image (3, H, W) in [0, 1] beside what the encoder sees after the mask, and the difference."""
-    fig, axes = plt.subplots(1, 3, figsize=(8.5, 3.3), constrained_layout=True)
+    fig, axes = panel_grid(3, per_row=3, row_height=3.0)
     panels = {"input x": image, "masked input (what the encoder sees)": masked, "removed: x − masked": image - masked}
     for ax, (name, picture) in zip(axes, panels.items()):
         ax.imshow(picture.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
-        ax.set(title=name, xticks=[], yticks=[])
-        ax.title.set_fontsize(9)
-    fig.suptitle(caption, fontsize=10)
+        ax.set(xticks=[], yticks=[])
+        ax.set_title(wrap(name, MAX_WIDTH_IN / 3 - 0.2, 9), fontsize=9)
+    fig.suptitle(wrap(caption, MAX_WIDTH_IN - 0.5, 10), fontsize=10)
     return fig

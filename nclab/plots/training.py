@@ -12,7 +12,7 @@ from matplotlib import ticker
 from ..collapse import class_means, gram_of_means
 from ..data import ImageSet
 from ..etf import simplex_etf_gram
-from .style import figure_legend, is_accuracy, metric_label
+from .style import HALF_AXES_IN, MAX_WIDTH_IN, figure_legend, is_accuracy, metric_label, panel_grid, wrap
 
 __all__ = [
     "history_frame",
@@ -54,14 +54,14 @@ def _epoch_axis(ax: plt.Axes) -> None:
 
 
 def plot_history(histories: dict[str, list[dict]], title: str | None = None) -> plt.Figure:
-    """Loss, accuracy and learning rate against the epoch for each run (colour) and split (dashes); one
-    legend, right of the panels.
+    """Loss, accuracy and learning rate against the epoch for each run (colour) and split (dashes), two
+    panels to a row; one legend, in the empty cell beside the learning rate.
 
     ``histories``: {"regime A": run.history, …}. Train metrics are averaged over the augmented batches
     of the epoch; test metrics are measured after it, without augmentation.
     """
     frame = history_frame(histories)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4), constrained_layout=True)
+    fig, axes = panel_grid(3, per_row=2, row_height=3.0)
     markers = frame["epoch"].nunique() <= 12  # few epochs: show the points
     for ax, metric in zip(axes[:2], ("loss", "accuracy")):
         sns.lineplot(frame, x="epoch", y=metric, hue="run", style="split", ax=ax, marker="o" if markers else None)
@@ -75,7 +75,7 @@ def plot_history(histories: dict[str, list[dict]], title: str | None = None) -> 
     axes[2].set_ylabel("learning rate, log scale\n(at the start of each epoch)")
     for ax in axes:
         _epoch_axis(ax)
-    figure_legend(fig, axes, "right")
+    figure_legend(fig, axes, "cell")
     if title:
         fig.suptitle(title)
     return fig
@@ -84,7 +84,8 @@ def plot_history(histories: dict[str, list[dict]], title: str | None = None) -> 
 def show_images(
     images: ImageSet | torch.Tensor, labels=None, classes=None, count: int = 16, title: str | None = None
 ) -> plt.Figure:
-    """A grid of ``count`` images with their class names.
+    """A grid of ``count`` images with their class names (wrapped at their spaces and underscores), eight
+    to a row, the figure at most :data:`~nclab.plots.style.MAX_WIDTH_IN` wide.
 
     ``images`` is an ImageSet (a fixed random sample of it is shown), or a (B, 3, H, W) tensor: uint8
     (0–255), or floats in [0, 1] as a GpuLoader yields them.
@@ -96,17 +97,21 @@ def show_images(
     images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
     columns = min(8, len(images))
     rows = -(-len(images) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
+    side = min(1.6, MAX_WIDTH_IN / columns)  # inches per image
+    height = side + (0.35 if labels is not None else 0.05)  # an image and its title
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(side * columns, height * rows + 0.4 * bool(title)), squeeze=False, layout="compressed"
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
             ax.imshow(images[i].clamp(0, 1).permute(1, 2, 0).numpy())
             if labels is not None:
                 label = int(labels[i])
-                ax.set_title(classes[label] if classes is not None else str(label), fontsize=9)
+                name = classes[label].replace("_", " ") if classes is not None else str(label)
+                ax.set_title(wrap(name, side, 9), fontsize=9)  # "aquarium_fish" on two lines: "aquarium", "fish"
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -130,13 +135,13 @@ def plot_collapse(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
     """NC1–NC4 and accuracy against the epoch, in the style of Papyan et al. (2020), Figs. 2–7.
 
     ``frame``: the output of ``nclab.tables.nc_over_training`` (rows with stage "output"). Colour = run,
-    line style = split (train solid, test dashed; the classifier's own NC2, dotted); one legend, right
-    of the panels. Each y-axis names its metric in words; every metric's ideal value is 0 (accuracy: 1,
-    on a linear axis).
+    line style = split (train solid, test dashed; the classifier's own NC2, dotted); two panels to a row,
+    one legend in the empty cell after the last. Each y-axis names its metric in words; every metric's
+    ideal value is 0 (accuracy: 1, on a linear axis).
     """
     frame = frame[frame.get("stage", "output") == "output"] if "stage" in frame else frame
-    fig, axes = plt.subplots(2, 4, figsize=(19, 7.5), constrained_layout=True)
-    for ax, (panel, columns, log) in zip(axes.flat, _COLLAPSE_PANELS):
+    fig, axes = panel_grid(len(_COLLAPSE_PANELS), per_row=2, row_height=2.8)
+    for ax, (panel, columns, log) in zip(axes, _COLLAPSE_PANELS):
         long = frame.melt(
             id_vars=["run", "epoch", "split"],
             value_vars=[c for c in columns.values() if c in frame],
@@ -150,19 +155,15 @@ def plot_collapse(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
                      dashes={c: _CURVES[c] for c in curves}, marker="o", ax=ax)  # fmt: skip
         metric = next(iter(columns.values()))
         log = log and not is_accuracy(metric) and (long["value"] > 0).all()
-        ax.set(
-            title=panel,
-            ylabel=metric_label(metric, log, wrap=True),
-            xscale="log" if frame["epoch"].max() > 20 else "linear",
-        )
-        ax.title.set_fontsize(10)
+        ax.set(xscale="log" if frame["epoch"].max() > 20 else "linear")
+        ax.set_title(wrap(panel, HALF_AXES_IN, 10), fontsize=10)
+        ax.set_ylabel(wrap(metric_label(metric, log, wrap=True), 2.6, 12))
         if log:
             ax.set_yscale("log")
         if is_accuracy(metric):
             ax.set_ylim(0, 1.02)
         _epoch_axis(ax)
-    axes.flat[-1].axis("off")
-    figure_legend(fig, axes, "right")
+    figure_legend(fig, axes, "cell")
     if title:
         fig.suptitle(title)
     return fig
@@ -175,12 +176,13 @@ def plot_geometry(
     shown: tuple[int, ...] = (0, 1, 2),
     title: str | None = None,
 ) -> plt.Figure:
-    """Left: the cosine Gram of the centred class means next to the simplex ETF's (diagonal 1,
-    off-diagonal −1/(C−1)). Right: the features of the ``shown`` classes projected on the plane spanned by
-    their centred means — under collapse, three tight clusters at the corners of an equilateral triangle."""
+    """Top: the cosine Gram of the centred class means next to the simplex ETF's (diagonal 1,
+    off-diagonal −1/(C−1)). Below: the features of the ``shown`` classes projected on the plane spanned by
+    their centred means — under collapse, three tight clusters at the corners of an equilateral triangle;
+    their legend in the empty cell beside it."""
     means, _ = class_means(features, labels)  # (C, p)
     G, C = gram_of_means(means).cpu(), len(means)
-    fig, (ax_gram, ax_etf, ax_proj) = plt.subplots(1, 3, figsize=(15, 4.3), constrained_layout=True)
+    fig, (ax_gram, ax_etf, ax_proj) = panel_grid(3, per_row=2, row_height=3.3)
     for ax, matrix, name in (
         (ax_gram, G, "cosines of centred class means"),
         (ax_etf, simplex_etf_gram(C), "simplex ETF"),
@@ -205,27 +207,21 @@ def plot_geometry(
         dots = ax_proj.scatter(points[:, 0], points[:, 1], s=6, alpha=0.4, label=classes[c])
         mean = (means[c] - centre) @ basis
         ax_proj.scatter(mean[0], mean[1], s=160, marker="*", color=dots.get_facecolor()[0][:3], edgecolor="k")
-    ax_proj.set(title="features of three classes, on the plane of their means", aspect="equal")
-    figure_legend(fig, [ax_proj], "right", markerscale=2)
+    ax_proj.set(title="features of three classes,\non the plane of their means", aspect="equal")
+    figure_legend(fig, [ax_proj], "cell", markerscale=2)
     if title:
         fig.suptitle(title)
     return fig
 
 
 def plot_stages(frame: pd.DataFrame, metric: str = "nc1") -> plt.Figure:
-    """``metric`` at the output of every residual stage (x) for each run and saved epoch (colour); one
-    legend, right of the panels. NC metrics on a log axis; an accuracy (``ncc_accuracy``) on [0, 1]."""
+    """``metric`` at the output of every residual stage (x) for each run and saved epoch (colour), two
+    runs to a row; one legend, right of the panels. NC metrics on a log axis; an accuracy
+    (``ncc_accuracy``) on [0, 1]."""
     stages = frame[frame["stage"] != "output"]
-    fig, axes = plt.subplots(
-        1,
-        stages["run"].nunique(),
-        figsize=(6 * stages["run"].nunique() + 1.5, 4),
-        squeeze=False,
-        sharey=True,
-        constrained_layout=True,
-    )
+    fig, axes = panel_grid(stages["run"].nunique(), per_row=2, row_height=3.4, sharey=True)
     log = not is_accuracy(metric) and bool((stages[metric] > 0).all())
-    for ax, (run, part) in zip(axes.flat, stages.groupby("run", sort=False)):
+    for ax, (run, part) in zip(axes, stages.groupby("run", sort=False)):
         sns.lineplot(part, x="stage", y=metric, hue="epoch", style="split", marker="o", ax=ax, palette="viridis")
         ax.set(
             title=f"run {run}: {metric} by depth",
@@ -233,6 +229,7 @@ def plot_stages(frame: pd.DataFrame, metric: str = "nc1") -> plt.Figure:
             ylabel=metric_label(metric, log, wrap=True),
         )
         ax.set_yscale("log" if log else "linear")
+        ax.tick_params(axis="x", rotation=30)
         if is_accuracy(metric):
             ax.set_ylim(0, 1.02)
     figure_legend(fig, axes, "right")
@@ -243,7 +240,7 @@ def plot_class_variability(variability: torch.Tensor, classes: list[str], top: i
     """Per-class within-class variability Tr(Σ_W,c)/Tr(Σ_B), sorted: the tallest bars collapse last."""
     order = torch.argsort(variability.cpu(), descending=True)[:top]
     frame = pd.DataFrame({"class": [classes[i] for i in order], "variability": variability.cpu()[order].numpy()})
-    fig, ax = plt.subplots(figsize=(min(0.45 * len(frame) + 2, 14), 3.5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(min(0.45 * len(frame) + 2, MAX_WIDTH_IN), 3.5), constrained_layout=True)
     sns.barplot(frame, x="class", y="variability", ax=ax, color="tab:blue")
     ax.set(ylabel="within-class variability\nTr(Σ_W,c) / Tr(Σ_B)", title=f"the {len(frame)} least collapsed classes")
     ax.tick_params(axis="x", rotation=60)
