@@ -183,7 +183,10 @@ def runs_url(profile: Profile | str | None = None) -> str:
     ``$NCLAB_RUNS_URL`` when it is set (set and empty: no pack); else ``nclab: runs: url`` of the course's
     ``_config.yml`` (in the working folder or a folder above it, as in a clone of the course) when its
     ``profile`` (default ``full``) is ``profile``'s, the active one by default: a pack holds the runs of one
-    profile, so the runs of another (the smoke runs of a book build) never ask the network.
+    profile, so the runs of another (the smoke runs of a book build) never ask the network. The nearest
+    ``_config.yml`` may be another project's (a Jekyll site around the working folder): one that cannot be
+    read as YAML, or whose top level or ``nclab`` is not a mapping, is not ours and names no pack; a malformed
+    ``nclab: runs:`` is an error that says how to write it.
     """
     if "NCLAB_RUNS_URL" in os.environ:
         return os.environ["NCLAB_RUNS_URL"].strip()
@@ -194,7 +197,14 @@ def runs_url(profile: Profile | str | None = None) -> str:
         import yaml  # installed with the course tools and on Colab; without it, no pack from _config.yml
     except ImportError:
         return ""
-    entry = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("nclab") or {}).get("runs") or {}
+    try:
+        course = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return ""  # not our _config.yml
+    ours = course.get("nclab") if isinstance(course, dict) else None
+    if not isinstance(ours, dict):
+        return ""
+    entry = ours.get("runs") or {}
     if not isinstance(entry, dict):
         raise ValueError(f"{config}: nclab.runs must hold url and profile, e.g. {{url: https://…, profile: full}}.")
     url = str(entry.get("url") or "").strip()

@@ -63,3 +63,31 @@ def test_seed_everything_makes_torch_repeatable():
 def test_describe_names_profile_and_device():
     text = config.describe("smoke", "cpu")
     assert "nclab profile: smoke" in text and "device: cpu" in text and "width=16" in text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "- a Jekyll site's list\n- of pages\n",  # top level not a mapping
+        "title: A blog\nnclab: a word\n",  # nclab not a mapping
+        "title: [unclosed\n",  # not YAML
+        "title: A blog\ntheme: minima\n",  # no nclab at all
+    ],
+    ids=["list", "nclab a string", "bad yaml", "no nclab"],
+)
+def test_another_projects_config_yml_names_no_run_pack(tmp_path, monkeypatch, text):
+    (tmp_path / "_config.yml").write_text(text)
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # the nearest _config.yml, one folder up, is not the course's
+    monkeypatch.delenv("NCLAB_RUNS_URL", raising=False)
+    assert config.runs_url("full") == ""
+
+
+def test_a_malformed_runs_entry_of_our_config_yml_says_how_to_write_it(tmp_path, monkeypatch):
+    (tmp_path / "_config.yml").write_text("nclab:\n  runs: https://example.org/pack\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NCLAB_RUNS_URL", raising=False)
+    with pytest.raises(ValueError, match=r"nclab\.runs must hold url and profile, e\.g\. \{url: https://…"):
+        config.runs_url("full")
+    (tmp_path / "_config.yml").write_text("nclab:\n  runs:\n    url: https://example.org/pack\n")
+    assert config.runs_url("full") == "https://example.org/pack"  # profile full by default

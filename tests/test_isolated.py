@@ -108,3 +108,18 @@ def _cmdline(pid):
         return open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_a_grading_kernel_is_given_no_run_pack(monkeypatch, tmp_path):
+    """The sandbox has no network: the grader's pack would fail every cell that loads a missing run."""
+    from nclab import config
+    from nclab.course.grading import kernel
+
+    monkeypatch.setenv("NCLAB_RUNS_URL", "https://example.org/pack")
+    monkeypatch.setenv("NCLAB_PROFILE", "full")
+    env = kernel.kernel_environment()
+    assert (env["NCLAB_RUNS_URL"], env["NCLAB_PROFILE"]) == ("", "full")
+    (tmp_path / "_config.yml").write_text("nclab:\n  runs:\n    url: https://example.org/pack\n    profile: full\n")
+    monkeypatch.chdir(tmp_path)  # the course's _config.yml names a pack too, and is overridden
+    monkeypatch.setenv("NCLAB_RUNS_URL", env["NCLAB_RUNS_URL"])
+    assert config.runs_url("full") == ""

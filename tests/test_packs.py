@@ -1,14 +1,18 @@
 """Run packs (nclab.train.packs, nclab.train.fetch): a tiny run trained once, packed, served from 127.0.0.1, and
 loaded by a fresh cache; every damaged, partial, foreign or unreachable pack refused with no run folder left."""
 
+import hashlib
 import http.server
 import io
 import json
 import os
 import shutil
 import socket
+import stat
 import tarfile
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,9 +38,10 @@ def instructor(tmp_path_factory, small_train):
     return run, root / "pack", manifest
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    """Serves ``folder`` on 127.0.0.1 with Range requests honoured; ``cuts`` (bytes) cut the next archive
-    responses short, one per response; ``requests`` logs (path, Range header) of every GET."""
+class PackServer(http.server.ThreadingHTTPServer):
+    """Serves ``folder`` on 127.0.0.1 at ``url`` (``http://127.0.0.1:PORT/pack``) with Range requests honoured;
+    ``cuts`` (bytes) cut the next archive responses short, one per response; ``requests`` logs (path, Range
+    header) of every GET. Start it in a thread (``serve_forever``); tests/test_adoption.py serves its pack too."""
 
     def __init__(self, folder):
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -76,7 +81,7 @@ def served(instructor, tmp_path, monkeypatch):
     """A copy of the pack served over HTTP, NCLAB_RUNS_URL pointing at it, and a fresh, empty student cache."""
     run, pack, manifest = instructor
     shutil.copytree(pack, tmp_path / "pack")
-    server = _Server(tmp_path / "pack")
+    server = PackServer(tmp_path / "pack")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("NCLAB_CACHE", str(tmp_path / "student"))
@@ -276,6 +281,100 @@ def test_a_local_run_is_never_overwritten_and_the_pack_not_asked(instructor, sma
     train.load_or_train(_tiny_config(), small_train, progress=False)
     assert "Found checkpoint" in capsys.readouterr().out and (local / "mine.txt").read_text() == "a student's own run"
     assert served.requests == [] and fetch.fetch_run(local) is False
+
+
+def _member(name, kind=tarfile.REGTYPE, linkname=""):
+    """A tar member ``name`` of type ``kind`` and its bytes (``forged`` for a file, none for the others)."""
+    info, data = tarfile.TarInfo(name), b"forged" if kind == tarfile.REGTYPE else b""
+    info.type, info.linkname, info.size = kind, linkname, len(data)
+    return info, data
+
+
+def _forged_pack(folder, members, listed):
+    """``folder/forged.tar`` holding ``members``, and a manifest entry listing the first ``listed`` of them
+    with their true sha256 and size: only the check of the members themselves can refuse them."""
+    folder.mkdir(parents=True)
+    with tarfile.open(folder / "forged.tar", "w") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data))
+    digest = {info.name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for info, data in members}
+    return folder / "forged.tar", {"files": {info.name: digest[info.name] for info, _ in members[:listed]}}
+
+
+NOT_INSIDE = r"holds '.*', which is not a plain file inside the run folder .*Nothing was unpacked"
+
+
+@pytest.mark.parametrize(
+    "members, listed, message",
+    [
+        ([_member("last.pt"), _member("../evil")], 2, NOT_INSIDE),
+        ([_member("last.pt"), _member("/tmp/nclab-forged-evil")], 2, NOT_INSIDE),
+        ([_member("last.pt", tarfile.SYMTYPE, "../../evil")], 1, NOT_INSIDE),
+        ([_member("last.pt", tarfile.LNKTYPE, "/etc/passwd")], 1, NOT_INSIDE),
+        ([_member("last.pt", tarfile.CHRTYPE)], 1, NOT_INSIDE),
+        ([_member("last.pt"), _member("evil.py")], 1, r"holds \['evil.py', 'last.pt'\], but the manifest lists"),
+    ],
+    ids=["../ path", "absolute path", "symlink", "hardlink", "device", "not in the manifest"],
+)
+def test_an_archive_with_a_link_a_device_or_a_path_out_is_refused(tmp_path, members, listed, message):
+    archive, entry = _forged_pack(tmp_path / "pack", members, listed)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(packs.PackError, match=message):
+        fetch._unpack(archive, entry, tmp_path / "runs" / "cifar100-erm-forged")
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert left == ["pack", "pack/forged.tar", "runs"]  # nothing written, in the runs folder or beside it
+    assert not Path("/tmp/nclab-forged-evil").exists()
+
+
+def test_unpacking_never_replaces_a_run_folder_that_appeared_meanwhile(instructor, tmp_path, monkeypatch):
+    _, pack, manifest = instructor
+    key, entry = _entry(manifest)
+    archive, runs = pack / entry["archive"], tmp_path / "runs"
+    runs.mkdir(mode=0o750)
+    runs.chmod(0o750)  # whatever the umask
+    other = runs / f".{key}.unpacking-{os.getpid()}"  # another machine's, same PID, still unpacking
+    other.mkdir()
+    (other / "last.pt").write_bytes(b"theirs")
+    (runs / key).mkdir()  # empty: os.rename would replace it
+    assert fetch._unpack(archive, entry, runs / key) is False and list((runs / key).iterdir()) == []
+    (runs / key).rmdir()
+    rename = os.rename
+
+    def a_run_appears_first(src, dst):  # the race: after the check, before the rename
+        Path(dst).mkdir()
+        (Path(dst) / "mine.txt").write_text("trained here meanwhile")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", a_run_appears_first)
+    assert fetch._unpack(archive, entry, runs / key) is False
+    assert [p.name for p in (runs / key).iterdir()] == ["mine.txt"]
+    monkeypatch.undo()
+    assert fetch._unpack(archive, entry, runs / "fresh") is True
+    assert sorted(p.name for p in (runs / "fresh").iterdir()) == sorted(entry["files"])
+    assert stat.S_IMODE((runs / "fresh").stat().st_mode) == 0o750  # the runs folder's, not mkdtemp's 0o700
+    assert sorted(p.name for p in runs.iterdir()) == sorted([other.name, key, "fresh"])  # no temporary folder left
+    assert (other / "last.pt").read_bytes() == b"theirs"
+
+
+def test_a_second_process_waits_for_the_download_then_keeps_the_run_it_finds(instructor, served, capsys):
+    run, _, manifest = instructor
+    run_dir = _student_run_dir(instructor)
+    lock = run_dir.parent / ".downloads" / f"{_entry(manifest)[1]['archive']}.lock"
+    out = ""
+    with ThreadPoolExecutor(1) as pool:
+        with fetch._locked(lock, run_dir):  # the first process, downloading
+            second = pool.submit(fetch.fetch_run, run_dir, False)
+            for _ in range(200):
+                out += capsys.readouterr().out
+                if "waiting" in out:
+                    break
+                time.sleep(0.05)
+            assert f"Another process is downloading run {run_dir.name}: waiting" in out and not second.done()
+            shutil.copytree(run.run_dir, run_dir)  # the first one's run, in place
+        assert second.result(timeout=30) is False
+    out += capsys.readouterr().out
+    assert "appeared meanwhile: kept it" in out and "Downloading run" not in out
+    assert [path for path, _ in served.requests] == ["/pack/manifest.json"] and not lock.exists()
 
 
 def test_a_run_the_pack_lacks_is_trained_with_a_note(instructor, small_train, served, capsys):

@@ -16,7 +16,15 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from nclab.course import release as release_module
 from nclab.course.release import LIBRARY_ANSWERS, release_leaks, write_release
-from nclab.course.repository import Repository, badge, install_cell, repository, student_repository
+from nclab.course.repository import (
+    Repository,
+    RunPack,
+    badge,
+    install_cell,
+    repository,
+    run_pack,
+    student_repository,
+)
 from nclab.course.student import SolutionLeak, write_student_versions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +85,8 @@ def test_a_small_course_is_released_as_students_see_it(tmp_path):
     assert (
         "https://colab.research.google.com/github/o/course-student/blob/spring/notebooks/01_x.ipynb" in cells[0].source
     )
-    assert 'package = "nclab @ git+https://github.com/o/course-student@spring"' in cells[1].source
+    assert cells[1].source == install_cell(STUDENTS, RunPack("https://example.org/pack", "full"))  # the pack too
+    assert 'os.environ.setdefault("NCLAB_RUNS_URL", "https://example.org/pack")' in cells[1].source
     assert cells[
         2
     ].source == "def flip(images, flips):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\n\n" + (
@@ -190,6 +199,26 @@ def test_every_kind_of_leak_is_found_naming_the_file(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    "text, leaks",
+    [
+        ("git clone https://github.com/o/course.git\n", True),
+        ("git clone git@github.com:o/course.git\n", True),
+        ("The notebooks come from github.com/o/course.\n", True),
+        ("Fork O/Course: it is the instructors'.\n", True),
+        ("Clone https://github.com/o/course-student.git\n", False),
+        ("See o/course.student and o/course.github.io, or o/courses.\n", False),
+    ],
+    ids=["https .git", "ssh .git", "end of sentence", "other case", "students' repository", "longer names"],
+)
+def test_the_course_repository_is_found_in_every_form_but_not_in_longer_names(tmp_path, text, leaks):
+    root = _course(tmp_path / "course")
+    out = write_release(root, tmp_path / "release")
+    (out / "README.md").write_text(text)
+    named = "README.md: names the course repository o/course, which students cannot open"
+    assert release_leaks(out, root) == ([named] if leaks else [])
+
+
 # The course itself: one release, read by the tests below.
 
 
@@ -222,7 +251,7 @@ def test_the_course_releases_notebooks_open_and_install_from_the_students_reposi
     for path in sorted((ROOT / "student").glob("*.ipynb")):
         released = nbformat.read(course_release / "notebooks" / path.name, 4).cells
         assert badge(students, "notebooks", path.name) in released[0].source
-        assert released[1].source == install_cell(students)
+        assert released[1].source == install_cell(students, run_pack(ROOT / "_config.yml"))
         assert [cell.source for cell in released[2:]] == [cell.source for cell in nbformat.read(path, 4).cells[2:]]
     config = yaml.safe_load((course_release / "_config.yml").read_text())
     assert config["repository"]["url"] == f"https://github.com/{students.slug}"
@@ -238,13 +267,10 @@ def test_the_library_overlaps_with_the_exercises_are_exactly_the_listed_ones(cou
     assert found == {(name, notebook) for name, notebooks in LIBRARY_ANSWERS.items() for notebook in notebooks}
 
 
-@pytest.mark.slow
-def test_a_student_installs_the_release_and_runs_a_notebook_to_the_end(course_release, tmp_path):
-    """The release, installed (not editable) into a fresh virtual environment, runs notebook 00 to its last cell
-    in that environment's kernel, importing nclab from there. The dependencies (torch is GBs) come from the
-    course's .venv, listed after the fresh environment's own site-packages by a .pth file."""
-    release = shutil.copytree(course_release, tmp_path / "release")
-    venv = tmp_path / "venv"
+def install_in_fresh_venv(release: Path, venv: Path) -> Path:
+    """``release`` installed (not editable) into a fresh virtual environment at ``venv``, with a Jupyter kernel
+    "release" that runs its Python; its site-packages. The dependencies (torch is GBs) come from the course's
+    .venv, listed after the fresh environment's own site-packages by a .pth file."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
@@ -253,11 +279,18 @@ def test_a_student_installs_the_release_and_runs_a_notebook_to_the_end(course_re
     (site / "course-dependencies.pth").write_text("\n".join(ours) + "\n")
     install = [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", release]
     subprocess.run(install, check=True, timeout=300)
-    assert (site / "nclab" / "__init__.py").is_file() and not list(site.glob("__editable__*nclab*"))
     kernel = venv / "share" / "jupyter" / "kernels" / "release"
     kernel.mkdir(parents=True)
     argv = [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     (kernel / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "release", "language": "python"}))
+    return site
+
+
+def execute_in_venv(venv: Path, notebook: Path, executed: Path, env: dict[str, str | None]) -> tuple[list, str, str]:
+    """Execute ``notebook`` to its end in the "release" kernel of ``venv`` (working directory: its folder), with
+    this process's environment but PYTHONPATH and VIRTUAL_ENV, updated by ``env`` (None: unset), and write it to
+    ``executed``. A last cell is added that prints where nclab was imported from and the kernel's Python.
+    Returns the executed cells, that file of nclab and that Python."""
     script = (
         "import sys, nbformat\nfrom nbclient import NotebookClient\nnotebook = nbformat.read(sys.argv[1], 4)\n"
         "notebook.cells.append(nbformat.v4.new_code_cell('import json, sys, nclab\\n"
@@ -265,17 +298,30 @@ def test_a_student_installs_the_release_and_runs_a_notebook_to_the_end(course_re
         "NotebookClient(notebook, timeout=600, kernel_name='release', resources={'metadata': {'path': sys.argv[2]}})"
         ".execute()\nnbformat.write(notebook, sys.argv[3])\n"
     )
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env |= {"NCLAB_PROFILE": "smoke", "NCLAB_CACHE": str(tmp_path / "cache"), "NCLAB_DATA": str(tmp_path / "data")}
-    env["JUPYTER_PATH"] = str(venv / "share" / "jupyter")
-    notebooks, executed = release / "notebooks", tmp_path / "executed.ipynb"
+    inherited = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = inherited | {"JUPYTER_PATH": str(venv / "share" / "jupyter")} | env
+    env = {key: value for key, value in env.items() if value is not None}
     done = subprocess.run(
-        [python, "-c", script, notebooks / "00_why_collapse_ufm.ipynb", notebooks, executed],
-        cwd=notebooks, env=env, capture_output=True, text=True, timeout=900,
+        [venv / "bin" / "python", "-c", script, notebook, notebook.parent, executed],
+        cwd=notebook.parent, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     cells = nbformat.read(executed, 4).cells
     imported, kernel_python = json.loads(cells[-1].outputs[0]["text"])
+    return cells, imported, kernel_python
+
+
+@pytest.mark.slow
+def test_a_student_installs_the_release_and_runs_a_notebook_to_the_end(course_release, tmp_path):
+    """The release, installed (not editable) into a fresh virtual environment, runs notebook 00 to its last cell
+    in that environment's kernel, importing nclab from there."""
+    release = shutil.copytree(course_release, tmp_path / "release")
+    venv = tmp_path / "venv"
+    site = install_in_fresh_venv(release, venv)
+    assert (site / "nclab" / "__init__.py").is_file() and not list(site.glob("__editable__*nclab*"))
+    env = {"NCLAB_PROFILE": "smoke", "NCLAB_CACHE": str(tmp_path / "cache"), "NCLAB_DATA": str(tmp_path / "data")}
+    notebook = release / "notebooks" / "00_why_collapse_ufm.ipynb"
+    cells, imported, kernel_python = execute_in_venv(venv, notebook, tmp_path / "executed.ipynb", env)
     assert Path(imported) == site / "nclab" / "__init__.py" and ROOT not in Path(imported).parents
     assert Path(kernel_python).parent == venv / "bin"
     printed = "".join(output.get("text", "") for cell in cells if cell.cell_type == "code" for output in cell.outputs)

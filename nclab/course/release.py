@@ -5,7 +5,8 @@ grader's test submissions (``tests/``), so it stays private. The release holds w
 
 * ``nclab/``, the package their notebooks import and Colab installs (without ``__pycache__``);
 * ``notebooks/``: the student versions of ``student/``, their Colab badges and install cells pointing at the
-  students' repository (``nclab: student_repository`` in ``_config.yml``);
+  students' repository (``nclab: student_repository`` in ``_config.yml``) and the install cells carrying the
+  run pack's address (``nclab: runs``) when one is named;
 * the chapters of ``book/`` but the instructor-only ones, with a ``_config.yml`` and ``_toc.yml`` for them;
 * ``requirements.txt``, ``pyproject.toml``, the licences, ``CITATION.cff``, a README for students and a
   ``.gitignore``.
@@ -28,7 +29,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from .repository import Repository, repository, student_repository, sync_notebooks
+from .repository import Repository, repository, run_pack, student_repository, sync_notebooks
 from .site import INSTRUCTOR_PART, _plain, model_answer_fragments, solution_blocks
 from .student import SolutionLeak, stale_student_versions
 
@@ -178,7 +179,8 @@ def release_leaks(release: str | Path, root: str | Path = ".", course: Repositor
     copies = {
         _digest(path): path.relative_to(root) for path in instructor_only if path.is_file() and path.stat().st_size
     }
-    named = re.compile(rf"(?<![\w.-]){re.escape(course.slug)}(?![\w.-])", re.IGNORECASE)
+    # the slug alone, or followed by .git or a full stop; not a longer name (o/course-student, o/course.io)
+    named = re.compile(rf"(?<![\w.-]){re.escape(course.slug)}(?![\w-]|\.(?!git\b)\w)", re.IGNORECASE)
     leaks = []
     for path in sorted(path for path in release.rglob("*") if path.is_file()):
         name = path.relative_to(release).as_posix()
@@ -222,7 +224,7 @@ def _write(root: Path, folder: Path, config_path: Path, repo: Repository) -> Non
     (folder / "notebooks").mkdir()
     for path in sorted((root / "student").glob("*.ipynb")):
         shutil.copyfile(path, folder / "notebooks" / path.name)
-    sync_notebooks(folder / "notebooks", repo)  # badges and install cells: the students' repository
+    sync_notebooks(folder / "notebooks", repo, run_pack(config_path))  # the students' repository, the run pack
     for name in COPIED:
         shutil.copyfile(root / name, folder / name)
     config["repository"] = {**config.get("repository", {}), "url": f"https://github.com/{repo.slug}"}

@@ -4,22 +4,34 @@
 (``config.runs_url``: ``$NCLAB_RUNS_URL``, or ``nclab: runs:`` in ``_config.yml``) and its manifest lists the
 run, the run's archive is downloaded with pooch, from a registry made of the manifest (its sha256 checks the
 archive; a progress bar shows the download). A cut connection resumes: :class:`ResumingDownloader` keeps the
-bytes in a ``.part`` file and asks for the rest with an HTTP ``Range`` request. Every file is then checked
-against its sha256 and size as it is unpacked into a temporary folder in the cache, which is renamed into
-place at the end: a damaged or partial download leaves no run folder, and a local run is never overwritten.
+bytes in a ``.part`` file and asks for the rest with an HTTP ``Range`` request; a lock file beside it lets one
+process at a time download an archive (another waits, then finds the run in place). Every file is then checked
+against its sha256 and size as it is unpacked into a fresh temporary folder in the cache, which is renamed into
+place at the end: a damaged or partial download leaves no run folder, an archive holding anything but the
+manifest's plain files (a link, a device, a path out of the folder) is refused, and a run folder that exists is
+never replaced.
 
 Offline, a configured pack is an error that says what to do; ``NCLAB_RUNS_FALLBACK=train`` trains instead.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import re
 import shutil
 import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock, one process at a time is the user's care
+    fcntl = None
 
 from .. import __version__
 from ..config import in_cache, runs_url
@@ -138,6 +150,39 @@ class ResumingDownloader:
                     progress.update(len(block))
 
 
+def _archive_name(url: str, entry: dict) -> str:
+    """The manifest's name of a run's archive, checked to be ``<sha256>.tar`` (a safe file name)."""
+    name = entry["archive"]
+    if name != f"{entry['sha256']}.tar" or not re.fullmatch(r"[0-9a-f]{64}\.tar", name):
+        raise PackError(f"The run pack at {url} names an archive {name!r}, not <sha256>.tar: tell your instructor.")
+    return name
+
+
+@contextmanager
+def _locked(lock: Path, done: Path) -> Iterator[None]:
+    """Within, hold an exclusive lock on the file ``lock`` (``fcntl.flock``): a second process waits, saying
+    so, until the first leaves. On leaving, the lock file is removed once ``done`` exists: every later process,
+    whichever lock file it holds, then finds ``done`` and stops. Without locks (Windows, a filesystem that
+    refuses them) the block runs unlocked. Processes on other machines sharing one Drive folder see each
+    other's files but not their locks."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"Another process is downloading run {done.name}: waiting for it to finish.")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # no locks on this filesystem
+                pass
+        yield
+        if done.exists():
+            lock.unlink(missing_ok=True)  # while held: a process waiting on it then finds `done`
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _download(url: str, entry: dict, folder: Path, progressbar: bool) -> Path:
     """The run's archive, downloaded into ``folder`` by pooch and checked against the manifest's sha256."""
     try:
@@ -146,9 +191,7 @@ def _download(url: str, entry: dict, folder: Path, progressbar: bool) -> Path:
     except ImportError as missing:
         raise PackError(f"Downloading a run needs {missing.name}: `pip install pooch`, then rerun.") from None
 
-    name = entry["archive"]
-    if name != f"{entry['sha256']}.tar" or not re.fullmatch(r"[0-9a-f]{64}\.tar", name):
-        raise PackError(f"The run pack at {url} names an archive {name!r}, not <sha256>.tar: tell your instructor.")
+    name = _archive_name(url, entry)
     pack = pooch.create(path=folder, base_url=f"{url.rstrip('/')}/", registry={name: f"sha256:{entry['sha256']}"})
     logger, level = pooch.get_logger(), pooch.get_logger().level
     logger.setLevel(logging.WARNING)  # not pooch's line naming this machine's folders: ours says what happens
@@ -174,22 +217,65 @@ def _safe(name: str) -> bool:
     return bool(name) and not path.is_absolute() and ".." not in path.parts and path.as_posix() == name
 
 
-def _unpack(archive: Path, entry: dict, run_dir: Path) -> bool:
-    """Unpack ``archive`` into a temporary folder beside ``run_dir``, each file checked against the manifest's
-    sha256 and size, then rename it to ``run_dir``; False (nothing changed) when ``run_dir`` appeared
-    meanwhile. On any error the temporary folder is removed."""
-    expected = entry["files"]
-    tmp = run_dir.with_name(f".{run_dir.name}.unpacking-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+def _stays_inside(member: tarfile.TarInfo, folder: Path) -> bool:
+    """Whether tarfile's ``data`` filter (Python 3.11.4+, 3.10.12+; else only our own checks) lets ``member``
+    be extracted into ``folder``: no absolute path, no path out of it, no device, no link leading out."""
+    data_filter = getattr(tarfile, "data_filter", None)
+    if data_filter is None:
+        return True
     try:
+        data_filter(member, str(folder))
+    except tarfile.FilterError:
+        return False
+    return True
+
+
+def _check_members(members: list[tarfile.TarInfo], expected: dict, archive: Path, folder: Path) -> None:
+    """Refuse, before anything is written, an archive that holds anything but the manifest's files, each a
+    plain file inside ``folder``: a link, a device, a folder entry, an absolute path or one climbing out
+    (``../``), a file the manifest does not list or one it lists missing."""
+    for member in members:
+        if not (member.isfile() and _safe(member.name) and _stays_inside(member, folder)):
+            raise PackError(
+                f"Archive {archive.name} holds {member.name!r}, which is not a plain file inside the run folder (a "
+                f"link, a device, or a path out of it): the pack is damaged or forged. Nothing was unpacked; tell "
+                f"your instructor."
+            )
+    names = sorted(member.name for member in members)
+    if names != sorted(expected):
+        raise PackError(
+            f"Archive {archive.name} holds {names}, but the manifest lists {sorted(expected)}: the pack is "
+            f"damaged. Nothing was unpacked; tell your instructor."
+        )
+
+
+def _move_into_place(folder: Path, run_dir: Path) -> bool:
+    """Rename ``folder`` to ``run_dir`` (atomic: the run folder appears whole, or not at all); False, nothing
+    moved, when ``run_dir`` exists, even empty (``os.rename`` would replace an empty folder), or appears
+    between the check and the rename (the rename then fails: a folder with files is never replaced)."""
+    if run_dir.exists():
+        return False
+    try:
+        os.rename(folder, run_dir)
+    except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            return False
+        raise
+    return True
+
+
+def _unpack(archive: Path, entry: dict, run_dir: Path) -> bool:
+    """Unpack ``archive`` into a fresh temporary folder beside ``run_dir`` (its name unique even among
+    machines that share the cache), each file checked against the manifest's sha256 and size, then rename it
+    to ``run_dir``; False (nothing changed) when ``run_dir`` appeared meanwhile. The temporary folder is
+    removed whatever happens."""
+    expected = entry["files"]
+    tmp = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.unpacking-"))
+    try:
+        tmp.chmod(run_dir.parent.stat().st_mode & 0o777)  # mkdtemp's is 0o700: a class's shared cache reads it too
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
-            names = sorted(member.name for member in members)
-            if names != sorted(expected) or not all(_safe(n) for n in names) or not all(m.isfile() for m in members):
-                raise PackError(
-                    f"Archive {archive.name} holds {names}, but the manifest lists {sorted(expected)}: the pack is "
-                    f"damaged. Nothing was unpacked; tell your instructor."
-                )
+            _check_members(members, expected, archive, tmp)
             for member in members:
                 target = tmp / member.name
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -204,10 +290,7 @@ def _unpack(archive: Path, entry: dict, run_dir: Path) -> bool:
                         f"File {member.name} of archive {archive.name} differs from the manifest (sha256 or size): "
                         f"the pack is damaged. Nothing was unpacked; tell your instructor."
                     )
-        if run_dir.exists():
-            return False
-        os.rename(tmp, run_dir)  # atomic: the run folder appears whole, or not at all
-        return True
+        return _move_into_place(tmp, run_dir)
     except tarfile.TarError as error:
         raise PackError(f"Archive {archive.name} cannot be read ({error}): nothing was unpacked.") from None
     finally:
@@ -235,14 +318,17 @@ def fetch_run(run_dir: Path, progressbar: bool = True) -> bool:
     if entry is None:
         print(f"The run pack at {url} has no run {run_dir.name}.")
         return False
-    print(
-        f"Downloading run {run_dir.name} from the pack at {url} ({entry['size'] / 1e6:,.1f} MB) instead of training it."
-    )
-    archive = _download(url, entry, run_dir.parent / ".downloads", progressbar)
-    try:
-        unpacked = _unpack(archive, entry, run_dir)
-    finally:
-        archive.unlink(missing_ok=True)  # the run folder holds the same bytes: no second copy on a Drive quota
+    downloads = run_dir.parent / ".downloads"
+    with _locked(downloads / f"{_archive_name(url, entry)}.lock", run_dir):  # one process writes the .part
+        unpacked = False
+        if not run_dir.exists():  # else another process has just unpacked it
+            size = entry["size"] / 1e6
+            print(f"Downloading run {run_dir.name} from the pack at {url} ({size:,.1f} MB) instead of training it.")
+            archive = _download(url, entry, downloads, progressbar)
+            try:
+                unpacked = _unpack(archive, entry, run_dir)
+            finally:
+                archive.unlink(missing_ok=True)  # the run folder holds the same bytes: no second copy on a Drive quota
     if not unpacked:
-        print(f"{in_cache(run_dir)} appeared meanwhile: kept it, the download is discarded.")
+        print(f"{in_cache(run_dir)} appeared meanwhile: kept it, the pack's copy is not used.")
     return unpacked

@@ -134,6 +134,10 @@ class _CappedClient(NotebookClient):
             clean = _clean_output(msg)
             return super().output(outs, clean, None, cell_index) if clean else None
 
+    def _update_display_id(self, display_id, msg):
+        """An ``update_display_data`` would replace an output already kept with one of any size, past every
+        cap: grading needs no display updated in place, so none is."""
+
     def handle_comm_msg(self, outs, msg, cell_index):
         """Comm messages (widgets, or a student's own ``Comm``) are counted against the caps like output and
         never kept: grading needs no widget, and nbclient would keep each comm's state and data."""
@@ -310,6 +314,10 @@ def execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_chec
 
 def kernel_environment() -> dict[str, str]:
     """The kernels' environment: the caller's variables that :data:`sandbox.KERNEL_ENVIRONMENT` allows (no
-    token or key of the grader's reaches a student's code), with ``NCLAB_PROFILE=smoke`` unless it is set."""
+    token or key of the grader's reaches a student's code), with ``NCLAB_PROFILE=smoke`` unless it is set,
+    and no run pack (``NCLAB_RUNS_URL=''``)."""
     env = sandbox.allowed_environment(os.environ)
-    return {**env, "NCLAB_PROFILE": env.get("NCLAB_PROFILE") or "smoke"}
+    # A sandboxed kernel has no network: a pack (the grader's NCLAB_RUNS_URL, or _config.yml's) would make a run
+    # missing from the cache fail with "is this machine online?" in every student's cell. Set and empty: no
+    # pack, not even _config.yml's, so a missing run trains, as before packs existed.
+    return {**env, "NCLAB_PROFILE": env.get("NCLAB_PROFILE") or "smoke", "NCLAB_RUNS_URL": ""}
