@@ -158,6 +158,86 @@ def test_ipython_magics_are_read_as_the_code_they_run():
     assert _found("ood.Energy??") == {"03_energy": ("nclab.ood.Energy (cell 4, line 1)",)}
 
 
+def _each(*whats: str, line: int = 1) -> dict[str, tuple[str, ...]]:
+    return {q: tuple(f"dynamic access to nclab: {what} (cell 4, line {line})" for what in whats) for q in QUESTIONS}
+
+
+@pytest.mark.parametrize("attribute", ["__getattribute__", "__dict__", "__class__", "__globals__", "__module__"])
+def test_a_dunder_of_a_value_from_nclab_is_dynamic_access(attribute):
+    assert _found(f"x = ood.{attribute}") == _each(f"`.{attribute}`")
+
+
+def test_a_dunder_with_a_computed_name_or_of_an_object_built_by_nclab():
+    assert _found('ood.__getattribute__("Ener" + "gy")') == _each("`.__getattribute__`")
+    reached = _found("e = ood.Mahalanobis()\ne.__class__.__code__")
+    assert reached["03_fpr95"] == tuple(
+        f"dynamic access to nclab: `.{a}` (cell 4, line 2)" for a in ("__class__", "__code__")
+    )
+
+
+def test_builtins_getattr_under_every_name_is_getattr():
+    computed = _each("getattr with a computed name")
+    assert _found('__builtins__.getattr(ood, "Ener" + "gy")') == computed
+    assert _found('import builtins\nbuiltins.getattr(ood, "Ener" + "gy")') == _each(
+        "getattr with a computed name", line=2
+    )
+    assert _found('import builtins as b\nb.getattr(ood, "Ener" + "gy")') == _each(
+        "getattr with a computed name", line=2
+    )
+    assert _found('object.__getattribute__(ood, "Ener" + "gy")') == computed
+    assert _found("__builtins__.getattr(ood, 'Energy')") == {"03_energy": ("nclab.ood.Energy (cell 4, line 1)",)}
+
+
+def test_a_getattr_family_callable_passed_as_a_value():
+    found = _found('import functools, nclab\nfunctools.reduce(getattr, ["ood", "Energy"], nclab)')
+    assert found == _each("getattr passed as a value", line=2)
+    assert _found("list(map(vars, [ood]))") == _each("vars passed as a value")
+    assert _found("import operator\nget = operator.attrgetter") == _each(
+        "operator.attrgetter passed as a value", line=2
+    )
+    assert _found("load = __import__") == _each("__import__ passed as a value")
+
+
+def test_sys_modules_gc_and_importlib_util_reach_every_module():
+    found = _found('import sys\nfor name, m in sys.modules.items():\n    getattr(m, "Ener" + "gy")')
+    assert found == _each("sys.modules", line=2)
+    assert _found("import gc\nobjects = gc.get_objects()") == _each("gc.get_objects", line=2)
+    assert _found("import importlib.util as u\nspec = u.find_spec(name)") == _each("importlib.util", line=2)
+    followed = {"03_energy": ("nclab.ood.Energy (cell 4, line 2)",)}  # a constant key is read, not flagged
+    assert _found("import sys\nsys.modules['nclab.ood'].Energy") == followed
+    assert _found("import sys\nsys.modules.get('nclab.ood').Energy") == followed
+
+
+def test_subclasses_of_anything_reach_the_reference_classes():
+    assert _found("x = torch.nn.Module\nx.__base__.__subclasses__()") == _each("`.__subclasses__`", line=2)
+
+
+def test_runpy_on_the_package():
+    found = _found('import runpy\nrunpy.run_module("nclab.ood.detectors")')
+    assert found == _each("runpy", "a string naming nclab's code ('nclab.ood.detectors')", line=2)
+    assert _found("import runpy\nrunpy.run_path(path)") == _each("runpy", line=2)
+
+
+def test_a_process_running_python_and_ipythons_shell_escapes():
+    found = _found('import subprocess, sys\nsubprocess.run([sys.executable, "-c", "from nclab.ood import Energy"])')
+    string = "a string naming nclab's code ('from nclab.ood import Energy')"
+    assert found == _each(string, "subprocess.run running Python", line=2)
+    assert _found('import os\nos.system("python3 train.py")') == _each("os.system running Python", line=2)
+    assert _found('!python -c "import nclab.ood"') == _each(
+        "a string naming nclab's code ('python -c \"import nclab.ood\"')", "get_ipython().system (a `!`) running Python"
+    )
+    assert _found("!{command}") == _each("get_ipython().system (a `!`) running a command the check cannot read")
+    assert _found("%run nclab/ood/detectors.py") == _each("the IPython magic %run")
+    assert _found("%load -r 1-40 nclab/ood/detectors.py") == _each("the IPython magic %load")
+
+
+def test_a_string_naming_nclabs_code_is_dynamic_access():
+    assert _found('x = "ncl" + "ab.ood"') == _each("a string naming nclab's code ('nclab.ood')")
+    assert _found('x = b"import nclab"') == _each("a string naming nclab's code ('import nclab')")
+    assert _found('m = f"nclab.{part}"') == _each("a string naming nclab's code ('nclab._')")
+    assert _found("%cd nclab/ood") == _each("a string naming nclab's code ('nclab/ood')")
+
+
 # --- what is not flagged, and what cannot stop the check ---------------------------------------------------
 
 
@@ -166,6 +246,17 @@ def test_an_honest_answer_beside_the_templates_own_use_of_the_reference_is_not_f
     edited = DEMO + "\nprint(scores.mean())"  # a given cell the student added a line to: its given lines stay given
     assert _found(HONEST, edited) == {}
     assert _found("def energy_score(ood, T=1.0):\n    bounds = ood\n    return bounds") == {}  # local names
+
+
+def test_ordinary_student_code_and_messages_naming_nclab_are_not_flagged():
+    assert _found('label = "my nclab answer"\nprint("mine vs nclab.ood.Energy:", 1.0, f"nclab.ood: {label}")') == {}
+    assert _found('def f(x):\n    """As nclab.ood.Energy, by hand."""\n    return x.__class__.__name__') == {}
+    assert _found("!pip install -q seaborn\n%matplotlib inline") == {}
+    assert _found("import subprocess, sys\nsubprocess.run([sys.executable, '-m', 'pip', 'install', name])") == {}
+    assert _found("import subprocess\nsubprocess.run(['nvidia-smi'], check=True)") == {}
+    assert _found("import sys\nif 'google.colab' in sys.modules:\n    sys.path.append('..')") == {}
+    net = "class Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\nprint(torch.__version__)"
+    assert _found(net) == {}
 
 
 def test_every_instructor_notebook_reaches_no_key_of_its_own():

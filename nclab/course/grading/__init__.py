@@ -31,8 +31,11 @@ the instructor allows it (``allow_reference``). The library's source copied by h
 The package, one idea per module: ``answers`` (what a notebook asks, what a student wrote, the rubric),
 ``submissions`` (a submission read and rebuilt without trusting it), ``kernel`` (its cells run with capped
 outputs, its answers checked), ``remote`` and ``wire`` (the checks' calls into the kernel, as plain data),
-``sandbox`` (the kernel's isolation), ``reach``, ``keys`` and ``walker`` (what reaches an exercise's key),
-``scores`` (rows, journal, CSV, summary), ``grader`` (a whole class).
+``sandbox`` (the kernel's isolation), ``isolated`` and ``cgroup`` (each submission graded in a process and a
+control group of its own, memory and processes bounded together), ``reach``, ``keys``, ``walker`` and
+``dynamic`` (what reaches an exercise's key), ``warm`` (the cache warmed once before grading), ``scores``
+(rows, journal, CSV, summary), ``grader`` (a whole class), ``gradebook`` (hand and automatic points merged,
+for an LMS).
 """
 
 from .answers import hand_questions_for, questions_for, rubric, written_answers

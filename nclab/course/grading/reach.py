@@ -10,9 +10,16 @@ is written. Found for an exercise:
   object under any path: ``nclab.ood.detectors.Energy`` is ``nclab.ood.Energy``), a container holding one
   or a subclass of one; a name bound to an object built from one of its classes or to ``stand_in``'s
   result; its own ``reference``; ``nclab.exercises``'s ``EXERCISES`` and ``notebookNN`` modules;
-- for every exercise: access to nclab that a static look cannot follow: ``getattr``/``vars``/``__dict__``/
-  ``operator.attrgetter`` with a computed name, ``inspect`` on nclab, ``importlib.import_module`` or
-  ``__import__``, ``sys.modules``, ``exec``/``eval``/``compile`` of computed code.
+- for every exercise: access to nclab that a static look cannot follow (:mod:`.dynamic`): ``getattr``
+  (``builtins.getattr``, ``__builtins__.getattr``, ``object.__getattribute__``)/``vars``/
+  ``operator.attrgetter`` with a computed name, or passed as a value (``functools.reduce(getattr, …)``);
+  any dunder of a value from nclab (``__dict__``, ``__getattribute__``, ``__class__``, ``__base__``,
+  ``__code__``, ``__module__``…) and ``__subclasses__``/``__globals__``/frames of anything; ``inspect`` on
+  nclab; ``importlib.import_module`` or ``__import__``; ``sys.modules`` but a constant key, ``gc``'s object
+  lists, ``importlib.util``, ``runpy``, ``pkgutil``; ``exec``/``eval``/``compile`` of computed code; a
+  process (``subprocess``, ``os.system``, ``!``, ``%%bash``) running Python or a command it cannot read;
+  ``%run``/``%load`` of nclab's files; a string naming nclab's code (``"nclab.ood"``, ``"nclab/…"``,
+  ``"from nclab import"``, ``"import nclab"``; not a docstring, a message to ``print``, ``"my nclab answer"``).
 
 Only the student's own code is reported: a hit in a cell that is one of the template's (the student version
 of the notebook, which the student received) is not, nor one on a line that is, character for character,

@@ -6,7 +6,8 @@ A value is (kind, detail): ("path", "nclab.ood") a module or object by its dotte
 ("lent", question) ``stand_in``'s result, ("derived", "") something taken out of nclab that the walk does not
 follow, ("namespace", "") ``globals()``, ("getter", "a.b") ``operator.attrgetter("a.b")``. Names are scoped
 as Python scopes them (a function's own names are its own); in the notebook's globals a module alias is
-never forgotten (a later rebinding may never run), other values are replaced.
+never forgotten (a later rebinding may never run), other values are replaced. What the walk cannot follow
+(computed names, strings naming nclab's code, dunders, ``sys.modules``, processes) is :mod:`.dynamic`'s.
 """
 
 from __future__ import annotations
@@ -16,19 +17,10 @@ import builtins
 import re
 
 from ... import exercises
+from .dynamic import DYNAMIC, EVERY, GETTERS, IMPORTERS, PARSE_ERRORS, Unfollowed, literal
 from .keys import MISSING, key_label, object_at
 
 __all__ = ["Walker", "PARSE_ERRORS", "EVERY"]
-
-PARSE_ERRORS = (SyntaxError, RecursionError, MemoryError, ValueError)
-EVERY = "*"  # a hit for every exercise
-DYNAMIC = "dynamic access to nclab"
-SOURCE_ATTRIBUTES = {"__dict__", "__file__", "__path__", "__spec__", "__loader__"}
-EXECUTE = {"builtins.exec", "builtins.eval", "builtins.compile"}
-IMPORTERS = {"importlib.import_module", "builtins.__import__", "importlib.__import__"}
-KERNEL_EXECUTE = {"run_cell", "ex", "ev"}  # get_ipython().run_cell(code): code the walk reads if it can
-MAGICS = {"run_line_magic": 1, "run_cell_magic": 2}  # which argument carries a magic's text
-RISKY_MAGICS = {"run", "load", "loadpy", "pycat", "psource", "pfile", "edit", "macro"}  # run or show a file
 
 
 def _nclab(values, instances: bool = True) -> bool:
@@ -66,7 +58,7 @@ def _locals(node) -> set[str]:
     return names - declared
 
 
-class Walker:
+class Walker(Unfollowed):
     """Walks the cells in order; ``hits``: {exercise: {"what (cell N, line L)": None}}."""
 
     def __init__(self, questions: list[str], template_lines: set[str]):
@@ -81,11 +73,13 @@ class Walker:
         self.cell, self.given, self.lines, self.place = 0, False, [], None
         self.later: list[tuple] = []  # the notebook's own functions, walked again at the end (:meth:`finish`)
         self.finishing = False
+        self.read: set = set()  # nodes a call or subscript reads itself (:class:`.dynamic.Unfollowed`)
 
     def walk(self, statement) -> None:
         """Walk one statement (or lambda) of the cell in ``self.cell``; code the walk cannot follow (nested
         past its stack) reaches every key: the kernel may still run it."""
         depth, place = len(self.scopes), self.place
+        self.read.clear()
         try:
             if isinstance(statement, ast.stmt):
                 self.statement(statement)
@@ -129,6 +123,8 @@ class Walker:
         for module in self.stars:
             if not name.startswith("_") and object_at(f"{module}.{name}") is not MISSING:
                 return {("path", f"{module}.{name}")}
+        if name == "__builtins__":  # the builtins module in a notebook (its dict in a module)
+            return {("path", "builtins")}
         return {("path", f"builtins.{name}")} if hasattr(builtins, name) else set()
 
     def bind(self, name: str, values: set) -> None:
@@ -172,6 +168,7 @@ class Walker:
                         self.reach(node.module, node, called=True)
                         self.stars.append(node.module)
                     else:
+                        self.unfollowed(f"{node.module}.{alias.name}", node, True)
                         self.reach(f"{node.module}.{alias.name}", node, called=True)
                         self.bind(alias.asname or alias.name, {("path", f"{node.module}.{alias.name}")})
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -200,6 +197,8 @@ class Walker:
                     self.bind_target(item.optional_vars, None, _derived(values))
             self.block(node.body)
         else:
+            if isinstance(node, ast.Expr) and literal(node.value) is not None:
+                self.read.add(node.value)  # a bare string, a docstring: a comment
             self.generic(node)
 
     def body(self, node) -> None:
@@ -240,6 +239,13 @@ class Walker:
             return self.call(node)
         if isinstance(node, ast.Subscript):
             return self.subscript(node)
+        if isinstance(node, ast.Compare) and all(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+            self.read.update(node.comparators)  # "google.colab" in sys.modules: a test, no access
+        if (text := literal(node)) is not None:
+            self.string(node, text[0])
+            for inner in text[1]:
+                self.value(inner)
+            return set()
         if isinstance(node, (ast.List, ast.Tuple, ast.Set, ast.Dict)):
             return _derived(
                 set().union(*(self.value(e) for e in ast.iter_child_nodes(node) if isinstance(e, ast.expr)))
@@ -278,6 +284,7 @@ class Walker:
         """Record what ``values`` (of ``node``, the name ``name``) reach."""
         for kind, detail in values:
             if kind == "path":
+                self.unfollowed(detail, node, called)
                 self.reach(detail, node, called)
             elif kind == "instance" and name is not None:
                 found = object_at(detail)
@@ -326,8 +333,7 @@ class Walker:
                 values.add(("path", f"{detail}.{node.attr}"))
             elif kind in ("derived", "instance"):  # an instance's method: ood.NECO().fit
                 values.add((kind, detail))
-        if node.attr in SOURCE_ATTRIBUTES and _nclab(base, instances=False):
-            self.hit(EVERY, f"{DYNAMIC}: `.{node.attr}`", node)
+        self.dunder(node.attr, _nclab(base), node)
         if isinstance(node.ctx, ast.Load):
             if not any(kind == "path" for kind, _ in base):
                 self.untraced(node.attr, node)
@@ -335,7 +341,10 @@ class Walker:
         return values
 
     def subscript(self, node: ast.Subscript) -> set:
-        base, key = self.value(node.value), _constant(node.slice)
+        key = _constant(node.slice)
+        if key is not None:
+            self.read.update((node.value, node.slice))  # sys.modules["nclab.ood"]: followed
+        base = self.value(node.value)
         self.value(node.slice)
         values = _derived(base)
         if ("namespace", "") in base:  # globals()["name"]
@@ -344,16 +353,22 @@ class Walker:
             else:
                 values |= self.lookup(key)
                 self.touch(self.lookup(key), node, False, key)
-        if ("path", "sys.modules") in base:
+        if ("path", "sys.modules") in base and key is not None and key.startswith("nclab"):
+            values.add(("path", key))
+            self.reach(key, node, False)
+        if base & {("path", "builtins"), ("path", "builtins.__dict__")}:  # __builtins__["getattr"]
             if key is None:
-                self.hit(EVERY, f"{DYNAMIC}: sys.modules[…]", node)
-            elif key.startswith("nclab"):
-                values.add(("path", key))
-                self.reach(key, node, False)
+                self.hit(EVERY, f"{DYNAMIC}: a computed name looked up in __builtins__", node)
+            else:
+                values.add(("path", f"builtins.{key}"))
+                self.touch({("path", f"builtins.{key}")}, node, False)
         return values
 
     def call(self, node: ast.Call) -> set:
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "get" and node.args and _constant(node.args[0]):
+            self.read.update((node.func, node.func.value))  # sys.modules.get("nclab.ood"): followed
         function = self.value(node.func, called=True)
+        self.read.update(self.quoted(node, function))
         arguments = [self.value(argument) for argument in node.args]
         for keyword in node.keywords:
             self.value(keyword.value)
@@ -366,7 +381,7 @@ class Walker:
                 values.add((kind, detail))  # a detector's fit returns it: neco = ood.NECO().fit(h)
             if kind != "path":
                 continue
-            if detail == "builtins.getattr" and len(arguments) >= 2:
+            if detail in GETTERS and len(arguments) >= 2:
                 name = _constant(node.args[1])
                 if name is not None:
                     values |= self.get(arguments[0], name, node)
@@ -377,8 +392,6 @@ class Walker:
                     self.hit(EVERY, f"{DYNAMIC}: vars()", node)
                 elif not arguments:
                     values.add(("namespace", ""))
-            elif detail in EXECUTE:
-                self.code(first, node, "fixed", f"{detail.removeprefix('builtins.')} of computed code")
             elif detail in IMPORTERS:
                 if first is None or first.startswith("nclab"):
                     self.hit(EVERY, f"{DYNAMIC}: {detail.removeprefix('builtins.')}({first or '…'!r})", node)
@@ -405,14 +418,7 @@ class Walker:
                     values.add(("lent", first))
             elif detail.startswith("nclab") and isinstance(object_at(detail), type):
                 values.add(("instance", detail))
-        if isinstance(node.func, ast.Attribute) and node.func.attr in KERNEL_EXECUTE:
-            self.code(first, node, "fixed", f"get_ipython().{node.func.attr} of computed code")
-        magic = node.func.attr if isinstance(node.func, ast.Attribute) and node.func.attr in MAGICS else None
-        if magic and len(node.args) > MAGICS[magic]:
-            text, mode = _constant(node.args[MAGICS[magic]]), "offset" if magic == "run_cell_magic" else "fixed"
-            if not self.code(text, node, mode, "an IPython magic of computed text"):
-                if text is not None and "nclab" in text and _constant(node.args[0]) in RISKY_MAGICS:
-                    self.hit(EVERY, f"{DYNAMIC}: the IPython magic %{_constant(node.args[0])}", node)
+        self.started(node, {detail for kind, detail in function if kind == "path"})
         return values
 
     def get(self, base: set, names: str, node) -> set:
@@ -424,21 +430,3 @@ class Walker:
                 self.untraced(name, node)
         self.touch({v for v in values if v[0] == "path"}, node, False)
         return values
-
-    def code(self, text: str | None, node, mode: str, computed: str) -> bool:
-        """Walk ``text``, code run by ``node`` (exec, a magic), its hits placed at ``node``'s line ("fixed") or
-        past it ("offset": a cell magic's body); a hit for every exercise when the code is computed.
-        Whether it was read."""
-        if text is None:
-            self.hit(EVERY, f"{DYNAMIC}: {computed}", node)
-            return False
-        try:
-            tree = ast.parse(text)
-        except PARSE_ERRORS:
-            return False
-        outer, self.place = self.place, (mode, self.line_of(node))
-        try:
-            self.block(tree.body)
-        finally:
-            self.place = outer
-        return True
