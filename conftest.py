@@ -28,6 +28,7 @@ os.environ.pop("NCLAB_DEVICE", None)
 # The slow tier: test modules that train networks, start kernels, run the grader or open the built site
 # (``pytest -m "not slow"`` leaves them and the notebooks out; ``make test`` runs everything).
 SLOW_MODULES = {
+    "test_adoption",
     "test_attacks",
     "test_benchmarks",
     "test_bounds",

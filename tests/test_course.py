@@ -18,12 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_notebook_follows_the_repository_in_the_config():
-    repo = repository.repository(ROOT / "_config.yml")
-    assert repository.stale_notebooks(ROOT / "notebooks", repo) == [], "run `make student`"
+    repo, pack = repository.repository(ROOT / "_config.yml"), repository.run_pack(ROOT / "_config.yml")
+    assert repository.stale_notebooks(ROOT / "notebooks", repo, pack) == [], "run `make student`"
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = nbformat.read(path, as_version=4).cells
         assert repository.badge(repo, "notebooks", path.name) in cells[0].source
-        assert cells[1].source == repository.install_cell(repo)
+        assert cells[1].source == repository.install_cell(repo, pack)
 
 
 def test_a_fork_changes_one_line_and_sync_follows_it(tmp_path):
@@ -68,9 +68,13 @@ def test_the_config_names_a_github_repository(tmp_path, text, error):
         repository.repository(tmp_path / "missing.yml")
 
 
-def _run_install_cell(monkeypatch, on_colab: bool, no_drive: bool = False, mount_fails: bool = False, cache=None):
-    """Execute the install cell with Colab's modules faked: what it pip-installed, mounted and set."""
+def _run_install_cell(
+    monkeypatch, on_colab: bool, no_drive: bool = False, mount_fails: bool = False, cache=None, pack=None, **env
+):
+    """Execute the install cell (of ``pack``: none by default) with Colab's modules faked and the variables
+    ``env`` set (None: unset): what it pip-installed, mounted and set."""
     calls = {"pip": [], "mount": []}
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # what the cell sets stays in this copy
 
     def mount(path):
         calls["mount"].append(path)
@@ -82,6 +86,7 @@ def _run_install_cell(monkeypatch, on_colab: bool, no_drive: bool = False, mount
         ("NCLAB_CACHE", cache),
         ("NCLAB_DATA", None),
         ("NCLAB_NO_DRIVE", "1" if no_drive else None),
+        *env.items(),
     ):
         if value is None:
             monkeypatch.delenv(variable, raising=False)
@@ -95,8 +100,10 @@ def _run_install_cell(monkeypatch, on_colab: bool, no_drive: bool = False, mount
         sys.modules["google"].colab = colab
     else:
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    exec(repository.install_cell(repository.Repository("o/n", "b")), {})
+    exec(repository.install_cell(repository.Repository("o/n", "b"), pack), {})
     calls["cache"], calls["data"] = os.environ.get("NCLAB_CACHE"), os.environ.get("NCLAB_DATA")
+    if pack is not None:
+        calls["runs_url"] = os.environ.get("NCLAB_RUNS_URL")
     return calls
 
 
@@ -113,6 +120,63 @@ def test_the_install_cell_keeps_checkpoints_on_drive_on_colab_only(monkeypatch, 
     assert chosen["mount"] == ["/content/drive"] and chosen["cache"] == "/content/elsewhere"  # the user's choice
     elsewhere = _run_install_cell(monkeypatch, on_colab=False)
     assert elsewhere == {"pip": [], "mount": [], "cache": None, "data": None}
+
+
+def test_the_install_cell_carries_the_run_pack_at_its_profile_only(monkeypatch):
+    pack = repository.RunPack("https://example.org/runs-full", "full")
+    on_colab = _run_install_cell(monkeypatch, on_colab=True, pack=pack, NCLAB_PROFILE="full", NCLAB_RUNS_URL=None)
+    assert on_colab["runs_url"] == "https://example.org/runs-full" and len(on_colab["pip"]) == 1
+    other = _run_install_cell(monkeypatch, on_colab=True, pack=pack, NCLAB_PROFILE="smoke", NCLAB_RUNS_URL=None)
+    assert other["runs_url"] is None  # a smoke run is not in a full pack: trained, and the network never asked
+    chosen = _run_install_cell(monkeypatch, on_colab=True, pack=pack, NCLAB_PROFILE="full", NCLAB_RUNS_URL="")
+    assert chosen["runs_url"] == ""  # a student who set it ('' : train the runs yourself) keeps it
+    elsewhere = _run_install_cell(monkeypatch, on_colab=False, pack=pack, NCLAB_PROFILE="full", NCLAB_RUNS_URL=None)
+    assert elsewhere["runs_url"] is None  # a clone has _config.yml, which names the pack itself
+    repo = repository.Repository("o/n", "b")
+    assert repository.install_cell(repo, repository.RunPack()) == repository.install_cell(repo)
+    assert "NCLAB_RUNS_URL" not in repository.install_cell(repo)  # no pack: the cell committed today, unchanged
+
+
+@pytest.mark.parametrize(
+    "text, pack",
+    [
+        ("title: x\n", repository.RunPack()),
+        ("nclab:\n  runs:\n    url: ''\n    profile: full\n", repository.RunPack("", "full")),
+        ("nclab:\n  runs:\n    url: https://example.org/p\n", repository.RunPack("https://example.org/p", "full")),
+        ("nclab:\n  runs:\n    url: http://h:8/p\n    profile: quick\n", repository.RunPack("http://h:8/p", "quick")),
+        ("nclab:\n  runs: https://example.org/p\n", "nclab.runs must hold url and profile"),
+        ("nclab:\n  runs:\n    url: example.org/p\n", "must be the http\\(s\\) address of the pack's files"),
+        ("nclab:\n  runs:\n    url: 'https://e.org/p\"); import os; (\"'\n", "must be the http\\(s\\) address"),
+        ("nclab:\n  runs:\n    url: https://e.org/p\n    profile: Full\n", r"one of \['full', 'quick', 'smoke'\]"),
+    ],
+)  # fmt: skip
+def test_the_config_names_the_run_pack(tmp_path, text, pack):
+    config = tmp_path / "_config.yml"
+    config.write_text(text)
+    if isinstance(pack, repository.RunPack):
+        assert repository.run_pack(config) == pack
+    else:
+        with pytest.raises(ValueError, match=pack):
+            repository.run_pack(config)
+
+
+def test_nclab_sync_writes_the_run_pack_into_every_install_cell_and_takes_it_out_again(tmp_path, capsys):
+    from nclab.course.cli import main
+
+    original = nbformat.read(ROOT / "notebooks" / "04_neco_nc5.ipynb", as_version=4)
+    shutil.copy(ROOT / "notebooks" / "04_neco_nc5.ipynb", tmp_path / "04_neco_nc5.ipynb")
+    config, repo = tmp_path / "_config.yml", repository.repository(ROOT / "_config.yml")
+    named = f"repository:\n  url: https://github.com/{repo.slug}\n  branch: {repo.branch}\nnclab:\n  runs:\n    url: "
+    command = ["sync", "--notebooks", str(tmp_path), "--config", str(config)]
+    config.write_text(named + "https://example.org/runs-full\n    profile: full\n")
+    assert main([*command, "--check"]) == 1 and main(command) == 0 and main([*command, "--check"]) == 0
+    assert "and the run pack at https://example.org/runs-full." in capsys.readouterr().out
+    cell = nbformat.read(tmp_path / "04_neco_nc5.ipynb", as_version=4).cells[1].source
+    assert cell == repository.install_cell(repo, repository.RunPack("https://example.org/runs-full", "full"))
+    assert 'os.environ.setdefault("NCLAB_RUNS_URL", "https://example.org/runs-full")' in cell
+    config.write_text(named + "''\n    profile: full\n")  # the pack taken out again: the cell as it was
+    assert main([*command, "--check"]) == 1 and main(command) == 0
+    assert nbformat.read(tmp_path / "04_neco_nc5.ipynb", as_version=4) == original
 
 
 def test_nclab_sync_check_fails_on_a_stale_notebook_and_sync_repairs_it(tmp_path):

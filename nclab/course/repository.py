@@ -11,6 +11,11 @@ runtime (``NCLAB_DATA=/content/data``) and, unless ``NCLAB_NO_DRIVE`` is set, mo
 ``NCLAB_CACHE`` at ``MyDrive/nclab`` (unless it is set already; a refused mount only prints why): checkpoints
 are written after every epoch, so a disconnect costs at most the epoch in progress, and every notebook
 (each in its own runtime) reuses the runs of the others.
+
+Colab installs nclab as a package, without ``_config.yml``, so ``config.runs_url`` finds no run pack there.
+When ``_config.yml`` names one (``nclab: runs: url, profile``, :func:`run_pack`), the install cell carries its
+address: at the pack's profile it sets ``NCLAB_RUNS_URL`` (unless it is set already), so that a missing run
+is downloaded instead of trained. With no pack named the cell has no such line.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ __all__ = [
     "Repository",
     "repository",
     "student_repository",
+    "RunPack",
+    "run_pack",
     "install_cell",
     "badge",
     "sync_notebooks",
@@ -94,12 +101,68 @@ def student_repository(config: str | Path = "_config.yml") -> Repository:
     return _entry(path, nclab["student_repository"], "nclab.student_repository")
 
 
-def install_cell(repo: Repository) -> str:
-    """The source of every notebook's first code cell (tagged ``remove-cell``: not shown on the site)."""
+@dataclass(frozen=True)
+class RunPack:
+    """The instructor's run pack (``nclab runs pack``): the ``url`` its files are published at ('' for none)
+    and the ``profile`` whose runs it holds."""
+
+    url: str = ""
+    profile: str = "full"
+
+    def __post_init__(self):
+        if not self.url:
+            return
+        if not re.fullmatch(r"https?://[^\s\"'\\]+", self.url):  # it goes into the install cell as a string
+            raise ValueError(
+                "nclab.runs.url must be the http(s) address of the pack's files, e.g. "
+                f"https://github.com/OWNER/NAME/releases/download/runs-full, or '' for none; got {self.url!r}"
+            )
+        from ..config import PROFILES  # torch comes with it: only when a pack is named
+
+        if self.profile not in PROFILES:
+            raise ValueError(f"nclab.runs.profile must be one of {sorted(PROFILES)}, got {self.profile!r}")
+
+
+def run_pack(config: str | Path = "_config.yml") -> RunPack:
+    """The run pack named by ``nclab: runs: url, profile`` in the book's ``config`` (profile ``full`` unless
+    named); ``RunPack()``, no pack, when the config names none or an empty url."""
+    path = Path(config)
+    nclab = _config(path).get("nclab")
+    entry = nclab.get("runs") if isinstance(nclab, dict) else None
+    if entry is None:
+        return RunPack()
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: nclab.runs must hold url and profile, e.g. {{url: https://…, profile: full}}")
+    return RunPack(str(entry.get("url") or "").strip(), str(entry.get("profile", "full")))
+
+
+def _pack_lines(pack: RunPack) -> tuple[str, str]:
+    """(the install cell's comment line, its Colab lines) that set ``NCLAB_RUNS_URL``; empty without a pack."""
+    if not pack.url:
+        return "", ""
+    comment = (
+        f"\n# At the {pack.profile} profile (NCLAB_PROFILE={pack.profile}, set before this cell), a missing run is"
+        "\n# downloaded from the instructor's run pack instead of trained."
+    )
+    lines = f'''
+    import importlib
+
+    importlib.invalidate_caches()  # nclab was installed just now, in this process
+    from nclab.config import get_profile
+
+    if get_profile().name == "{pack.profile}":  # the instructor's runs: downloaded instead of trained
+        os.environ.setdefault("NCLAB_RUNS_URL", "{pack.url}")'''
+    return comment, lines
+
+
+def install_cell(repo: Repository, pack: RunPack | None = None) -> str:
+    """The source of every notebook's first code cell (tagged ``remove-cell``: not shown on the site); with
+    ``pack`` (a url), at the pack's profile it sets ``NCLAB_RUNS_URL`` to the pack's address."""
+    comment, lines = _pack_lines(pack or RunPack())
     return f'''# Colab only: install nclab from the course repository (elsewhere `make` has installed it
 # already), and keep checkpoints on Google Drive so that a disconnect, or another notebook, reuses them.
 # To keep them in this runtime only (lost when it ends), first run
-# `import os; os.environ["NCLAB_NO_DRIVE"] = "1"`.
+# `import os; os.environ["NCLAB_NO_DRIVE"] = "1"`.{comment}
 import os
 import sys
 
@@ -116,7 +179,7 @@ if "google.colab" in sys.modules:
             drive.mount("/content/drive")
             os.environ.setdefault("NCLAB_CACHE", "{DRIVE_CACHE}")
         except Exception as error:  # refused or failed: go on, checkpoints in the runtime only
-            print(f"Google Drive not mounted ({{error}}): checkpoints stay in this runtime and end with it.")'''
+            print(f"Google Drive not mounted ({{error}}): checkpoints stay in this runtime and end with it."){lines}'''
 
 
 def badge(repo: Repository, folder: str, filename: str) -> str:
@@ -127,8 +190,8 @@ def badge(repo: Repository, folder: str, filename: str) -> str:
     )
 
 
-def _synced(path: Path, repo: Repository) -> nbformat.NotebookNode:
-    """The notebook at ``path`` with its badge and install cell made from ``repo``."""
+def _synced(path: Path, repo: Repository, pack: RunPack) -> nbformat.NotebookNode:
+    """The notebook at ``path`` with its badge and install cell made from ``repo`` and ``pack``."""
     notebook = nbformat.read(path, as_version=4)
     if len(notebook.cells) < 2 or notebook.cells[0].cell_type != "markdown" or notebook.cells[1].cell_type != "code":
         raise ValueError(
@@ -138,29 +201,34 @@ def _synced(path: Path, repo: Repository) -> nbformat.NotebookNode:
     if not _BADGE.search(title.source):
         raise ValueError(f"{path.name}: its first cell has no Colab badge to update")
     title.source = _BADGE.sub(lambda _: badge(repo, "notebooks", path.name), title.source)
-    notebook.cells[1].source = install_cell(repo)
+    notebook.cells[1].source = install_cell(repo, pack)
     return notebook
 
 
-def sync_notebooks(source_dir: str | Path = "notebooks", repo: Repository | None = None) -> list[str]:
-    """Rewrite the badge and install cell of every notebook in ``source_dir`` from ``repo`` (default: the
-    one in ``_config.yml``); returns the names of the notebooks that changed."""
-    repo = repo or repository()
+def sync_notebooks(
+    source_dir: str | Path = "notebooks", repo: Repository | None = None, pack: RunPack | None = None
+) -> list[str]:
+    """Rewrite the badge and install cell of every notebook in ``source_dir`` from ``repo`` and ``pack``
+    (default: those in ``_config.yml``); returns the names of the notebooks that changed."""
+    repo, pack = repo or repository(), pack or run_pack()
     changed = []
     for path in sorted(Path(source_dir).glob("*.ipynb")):
-        text = nbformat.writes(_synced(path, repo)) + "\n"
+        text = nbformat.writes(_synced(path, repo, pack)) + "\n"
         if path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
             changed.append(path.name)
     return changed
 
 
-def stale_notebooks(source_dir: str | Path = "notebooks", repo: Repository | None = None) -> list[str]:
-    """Names of the notebooks whose badge or install cell differ from ``repo``'s (default: ``_config.yml``)."""
-    repo = repo or repository()
+def stale_notebooks(
+    source_dir: str | Path = "notebooks", repo: Repository | None = None, pack: RunPack | None = None
+) -> list[str]:
+    """Names of the notebooks whose badge or install cell differ from those of ``repo`` and ``pack``
+    (default: those in ``_config.yml``)."""
+    repo, pack = repo or repository(), pack or run_pack()
     stale = []
     for path in sorted(Path(source_dir).glob("*.ipynb")):
-        synced = _synced(path, repo)
+        synced = _synced(path, repo, pack)
         current = nbformat.read(path, as_version=4)
         if [c.source for c in synced.cells[:2]] != [c.source for c in current.cells[:2]]:
             stale.append(path.name)
