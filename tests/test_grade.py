@@ -425,11 +425,13 @@ except OSError as error:
 """
     nbformat.write(new_notebook(cells=[new_code_cell(HONEST_09)]), folder / "a_honest.ipynb")
     nbformat.write(new_notebook(cells=[new_code_cell(attack), new_code_cell(HONEST_09)]), folder / "b_attacker.ipynb")
-    done = _grade_09(folder, out)
+    done = _grade_09(folder, out, "--allow-reference")  # its Python subprocess is flagged: the points are kept
     assert done.returncode == 0, done.stderr
     time.sleep(6)  # the daemon, had it survived, would have rewritten the CSV by now
     rows = grade.read_scores(out).set_index("student")
     assert list(rows.index) == ["a_honest", "b_attacker"]
+    assert "dynamic access to nclab" in rows.loc["b_attacker", "reaches_key"]
+    assert rows.loc["a_honest", "reaches_key"] == ""
     assert rows.loc["a_honest", "09_bounds_points"] == rows.loc["b_attacker", "09_bounds_points"] == 2
     assert rows.loc["b_attacker", "status"] == "ok"
     assert subprocess.run(["pgrep", "-f", "forged"], capture_output=True).returncode == 1  # no survivor
