@@ -56,14 +56,14 @@ def test_a_group_bounds_memory_and_processes_and_leaves_nothing():
     assert status == "memory" and "1 GiB" in reason and peak <= 2**30
     status, forked, _ = isolated.run_bounded(_bomb, bound=BOUND, seconds=60)
     assert status == "ok" and forked < BOUND.processes  # each fork failed past pids.max, and all were killed
-    assert not [path for folder in cgroup.parents().values() for path in folder.glob(f"{isolated.GROUP_PREFIX}*")]
+    assert not [path for folder in cgroup.parents().values() for path in folder.glob(f"{cgroup.GROUP_PREFIX}*")]
 
 
 @pytest.mark.skipif(bool(GROUPS), reason=f"needs control groups: {GROUPS}")
 def test_a_group_left_by_a_dead_grader_is_removed_and_a_failed_group_falls_back(monkeypatch):
     dead = 2**22 + 12345  # above any PID this machine hands out
-    stale = cgroup.create(f"{isolated.GROUP_PREFIX}{dead}-left", BOUND)
-    assert cgroup.remove_stale(isolated.GROUP_PREFIX) >= 1
+    stale = cgroup.create(f"{cgroup.GROUP_PREFIX}{dead}-left", BOUND)
+    assert cgroup.remove_stale() >= 1
     assert not any(folder.exists() for folder in stale.folders.values())
 
     def refuse(name, bound):

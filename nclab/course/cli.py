@@ -50,14 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument(
         "--regime", action="append", choices=["A", "B"], help="train only this regime of notebooks 01-04 (repeatable)"
     )
-    train.add_argument(
-        "--method",
-        action="append",
-        choices=["control", "ncfal", "spa", "design"],
-        help="run only the notebook of this method: control 05, ncfal 06, spa 07, design 08 (repeatable)",
-    )
-    train.add_argument("--notebook", action="append", help="run only the notebook numbered NN (repeatable)")
-    train.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default: notebooks)")
+    _notebook_options(train, "run only the notebook numbered NN", "run only the notebook of this method")
 
     runs = commands.add_parser("runs", help="pack the trained runs of a profile for the students to download")
     runs.add_argument("action", choices=["pack"])
@@ -65,17 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     runs.add_argument(
         "--profile", default=None, help="smoke, quick or full (default: $NCLAB_PROFILE, else quick/smoke)"
     )
-    runs.add_argument(
-        "--notebook", action="append", help="only the runs notebook NN loads (it is run headless; repeatable)"
-    )
-    runs.add_argument(
-        "--method",
-        action="append",
-        choices=["control", "ncfal", "spa", "design"],
-        help="only the runs of this method's notebook: control 05, ncfal 06, spa 07, design 08 (repeatable)",
+    _notebook_options(
+        runs, "only the runs notebook NN loads (it is run headless)", "only the runs of this method's notebook"
     )
     runs.add_argument("--features", action="store_true", help="include each run's cached features")
-    runs.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default: notebooks)")
 
     site = commands.add_parser("site", help="stage the student site's source, or check a built site for solutions")
     site.add_argument("action", choices=["student", "check"])
@@ -214,6 +200,19 @@ def _release(args) -> int:
     repo = student_repository(args.config)
     print(f"release written to {out}: push it to https://github.com/{repo.slug} (branch {repo.branch}).")
     return 0
+
+
+def _notebook_options(parser: argparse.ArgumentParser, notebook: str, method: str) -> None:
+    """--notebook, --method and --notebooks: which of the course's notebooks a command runs (``nclab train``,
+    ``nclab runs pack``); the methods are those of ``prepare.METHOD_NOTEBOOKS`` (not imported here: torch)."""
+    parser.add_argument("--notebook", action="append", help=f"{notebook} (repeatable)")
+    parser.add_argument(
+        "--method",
+        action="append",
+        choices=["control", "ncfal", "spa", "design"],
+        help=f"{method}: control 05, ncfal 06, spa 07, design 08 (repeatable)",
+    )
+    parser.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default: notebooks)")
 
 
 def _gradebook(args) -> int:

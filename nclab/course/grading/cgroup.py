@@ -33,20 +33,26 @@ HEADROOM = 64  # processes and threads the grading process keeps for itself, wha
 
 @dataclass(frozen=True)
 class Bound:
-    """What one submission may hold at once, over all its processes. A smoke-profile submission peaks at
-    about 1.3 GiB (the grader's reading process with torch, the kernel with torch and a small CNN)."""
+    """What one submission may hold at once, over all its processes: its grading process, the kernel with
+    torch and whatever the kernel starts (the ``memory_peak_gib`` column of the CSV gives each one's peak)."""
 
     memory_bytes: int = 6 * 2**30
     processes: int = 512  # processes and threads (pids.max counts both)
 
 
+def _memberships() -> list[tuple[str, str]]:
+    """(controllers, path) of each hierarchy this process is in, as /proc/self/cgroup lists them ("" for
+    v2's unified one); [] where it cannot be read."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    return [tuple(line.split(":", 2)[1:]) for line in lines if line.count(":") >= 2]
+
+
 def _own(controller: str) -> str | None:
     """This process's group in ``controller``'s v1 hierarchy ("" for v2's unified one), or None."""
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if controllers.split(",") == [controller] or (controller == "" and controllers == ""):
-            return path
-    return None
+    return next((path for controllers, path in _memberships() if controllers.split(",") == [controller]), None)
 
 
 def _v2_root() -> Path | None:
@@ -155,8 +161,7 @@ def leaf_procs_files(leaf: str) -> list[str]:
     ``grader`` leaf of a submission's group ([] otherwise): the sandbox's launcher joins the ``kernel`` leaf,
     so that a fork bomb meets the kernel's own ``pids.max`` and the grading process keeps its threads."""
     files = []
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
+    for controllers, path in _memberships():
         if not path.endswith(f"/{GRADER}") or controllers not in ("", "memory", "pids"):
             continue
         hierarchy = (_v2_root() or ROOT) if controllers == "" else ROOT / controllers
@@ -167,11 +172,7 @@ def leaf_procs_files(leaf: str) -> list[str]:
 def in_submission_group() -> bool:
     """Whether this process runs in a group made by the grader (whose ``pids.max`` then bounds the
     submission's processes, so the sandbox needs no per-user process limit shared by concurrent graders)."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return False
-    return any(f"/{GROUP_PREFIX}" in line.split(":", 2)[2] for line in lines if line.count(":") >= 2)
+    return any(f"/{GROUP_PREFIX}" in path for _, path in _memberships())
 
 
 def parents() -> dict[str, Path]:
@@ -183,15 +184,20 @@ def parents() -> dict[str, Path]:
     return _v1_folders() or {}
 
 
-def remove_stale(prefix: str) -> int:
-    """Remove the groups named ``prefix<pid>-…`` whose grader (``pid``) is gone (a grader killed with its
-    machine leaves its last group behind), killing what is left in them; returns how many."""
+def _named(name: str) -> Group:
+    """The group ``name`` in :func:`parents` (made or not)."""
+    return Group({controller: folder / name for controller, folder in parents().items()}, 2 if _v2_root() else 1)
+
+
+def remove_stale() -> int:
+    """Remove the groups named ``GROUP_PREFIX<pid>-…`` whose grader (``pid``) is gone (a grader killed with
+    its machine leaves its last group behind), killing what is left in them; returns how many."""
     removed = 0
-    for name in {path.name for folder in parents().values() for path in folder.glob(f"{prefix}*")}:
-        pid = name.removeprefix(prefix).split("-")[0]
+    for name in {path.name for folder in parents().values() for path in folder.glob(f"{GROUP_PREFIX}*")}:
+        pid = name.removeprefix(GROUP_PREFIX).split("-")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
             with contextlib.suppress(OSError, RuntimeError):
-                Group({c: folder / name for c, folder in parents().items()}, 2 if _v2_root() else 1).close()
+                _named(name).close()
                 removed += 1
     return removed
 
@@ -202,22 +208,20 @@ def create(name: str, bound: Bound) -> Group:
     ``kernel`` (for the sandbox, ``HEADROOM`` processes fewer). RuntimeError, saying why, where it cannot."""
     if reason := unavailable_reason():
         raise RuntimeError(f"no control group for the submission: {reason}")
-    folders = {controller: parent / name for controller, parent in parents().items()}
-    version = 2 if _v2_root() is not None else 1
-    group = Group(folders, version)
-    if version == 2:
+    group = _named(name)
+    if group.version == 2:
         settings = {"memory.max": bound.memory_bytes, "memory.swap.max": 0, "pids.max": bound.processes}
     else:
         settings = {"memory.limit_in_bytes": bound.memory_bytes, "pids.max": bound.processes}
         settings |= {"memory.memsw.limit_in_bytes": bound.memory_bytes}  # no swapping past the bound either
     try:
-        for folder in set(folders.values()):
+        for folder in set(group.folders.values()):
             folder.mkdir(mode=0o700)
         for setting, value in settings.items():
             path = group.folders["pids" if setting.startswith("pids") else "memory"] / setting
             if path.exists():
                 path.write_text(str(value))
-        if version == 2:  # processes live only in leaves; the leaves get the controllers
+        if group.version == 2:  # processes live only in leaves; the leaves get the controllers
             (group.folders["pids"] / "cgroup.subtree_control").write_text("+memory +pids")
         for leaf in (GRADER, KERNEL):
             for folder in set(group.folders.values()):

@@ -11,13 +11,12 @@ the maximum. Nothing is guessed: an empty hand grade stops the export and names 
 from __future__ import annotations
 
 import math
-import unicodedata
 from pathlib import Path
 
 import pandas as pd
 
 from ... import exercises
-from .scores import read_scores, unescaped, write_csv
+from .scores import read_scores, student_read_back, write_csv
 
 __all__ = ["LMS", "gradebook", "write_gradebook"]
 
@@ -81,7 +80,7 @@ def gradebook(
         raise ValueError(f"{lms} matches students by {', '.join(LMS[lms])}, not {id_column!r}")
     frame = read_scores(scores)
     if "student" in frame:  # as the grader wrote them, before a formula was neutralised
-        frame["student"] = frame["student"].map(lambda student: unicodedata.normalize("NFC", unescaped(student)))
+        frame["student"] = frame["student"].map(student_read_back)
     needed = {"student", "total", "max"}
     if not needed <= set(frame.columns):
         raise ValueError(f"{scores} is not a CSV written by `nclab grade` (it lacks {', '.join(needed)})")

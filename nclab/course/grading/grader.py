@@ -136,7 +136,7 @@ def grade(
         progress(f"WARNING: grading without a sandbox ({reason}): the students' code runs as you")
     lock = alone_without_groups(unsafe)  # held until this run ends (refused while another grader holds it)
     if cgroup.unavailable_reason() is None:
-        cgroup.remove_stale(cgroup.GROUP_PREFIX)  # the last group of a grader killed with its machine
+        cgroup.remove_stale()  # the last group of a grader killed with its machine
     paths = sorted(entry for entry in Path(submissions).iterdir() if entry.name.endswith(".ipynb"))
     if not paths:
         raise FileNotFoundError(f"No submissions (*.ipynb) in {submissions}.")

@@ -5,14 +5,13 @@ that process that grows, is bounded, and is killed, and the grading run goes on 
 
 The grading process is a fork of the grader: it inherits the grader's code and state as they are, joins its
 group before doing anything else, and sends back one row (pickled) through a pipe. Where the machine has no
-control group, the fallback is an address-space limit on the grading process alone (the kernel keeps its own
-per-process limits, ``sandbox.Limits``).
+control group, the fallback is an address-space limit on the grading process, which its kernel inherits (the
+kernel's own per-process limits, ``sandbox.Limits``, are capped at it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import pickle
@@ -28,13 +27,9 @@ from pathlib import Path
 from . import cgroup, sandbox
 from .submissions import first_line
 
-__all__ = ["run_bounded", "alone_without_groups", "GROUP_PREFIX"]
+__all__ = ["run_bounded", "alone_without_groups"]
 
-GROUP_PREFIX = cgroup.GROUP_PREFIX
 MAX_REPLY_BYTES = 64 * 2**20  # one row, pickled, is a few kilobytes
-_grader = 0  # the grader's PID, as the grading process sees it before it runs
-_libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_PDEATHSIG = 1
 
 
 def _bound_self(bound: cgroup.Bound) -> None:
@@ -45,13 +40,13 @@ def _bound_self(bound: cgroup.Bound) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _child(function: Callable, args: tuple, kwargs: dict, group: cgroup.Group | None, bound, reply: int) -> None:
+def _child(function: Callable, args: tuple, kwargs: dict, group: cgroup.Group | None, bound, reply: int, grader: int):
     """The grading process: join the group, run, send the pickled outcome, exit without cleanup handlers.
-    It dies with the grader (a grader killed mid-run leaves no grading behind)."""
+    It dies with the grader (PID ``grader``: a grader killed mid-run leaves no grading behind)."""
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != _grader:  # the grader died before the line above
+        sandbox._prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != grader:  # the grader died before the line above
             os._exit(70)
         if group is not None:
             group.add(os.getpid())
@@ -107,11 +102,10 @@ def run_bounded(
     the memory bound), "timeout" (still running after ``seconds``), "killed" (it died, e.g. by a signal) or
     "error" (it raised; the reason names the exception). Every process left in the group is killed before
     this returns, and a Ctrl-C here kills them too before it is raised."""
-    global _grader
-    group, bound, _grader = None, bound or cgroup.Bound(), os.getpid()
+    group, bound, grader = None, bound or cgroup.Bound(), os.getpid()
     if cgroup.unavailable_reason() is None:
         try:
-            group = cgroup.create(f"{GROUP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}", bound)
+            group = cgroup.create(f"{cgroup.GROUP_PREFIX}{grader}-{secrets.token_hex(4)}", bound)
         except RuntimeError:  # this submission falls back on the address-space limit; the next one tries again
             group = None
     token = secrets.token_hex(8)  # an unsafe kernel's processes carry it: killed below when there is no group
@@ -121,7 +115,7 @@ def run_bounded(
         if pid == 0:
             os.close(reply)
             os.environ[sandbox.RUN_TOKEN] = token
-            _child(function, args, kwargs, group, bound, write_end)
+            _child(function, args, kwargs, group, bound, write_end, grader)
         os.close(write_end)
         try:
             data, late, status = _read_reply(reply, pid, time.monotonic() + seconds)

@@ -169,11 +169,8 @@ def execute(notebook, questions, nonce, timeout, total_timeout, seconds_per_chec
 
     cache = config.cache_dir()
     # the data sets, read-only, where NCLAB_DATA puts them outside the cache (a run's data is part of its key)
-    data = (
-        [folder]
-        if (folder := config.data_dir()).is_dir() and not folder.resolve().is_relative_to(cache.resolve())
-        else []
-    )
+    data = config.data_dir()
+    data = [data] if data.is_dir() and not data.resolve().is_relative_to(cache.resolve()) else []
     with (
         tempfile.TemporaryFile() as kernel_log,
         tempfile.TemporaryDirectory(prefix="nclab-grade-") as workdir,

@@ -164,6 +164,11 @@ def unescaped(text: str) -> str:
     return text[1:] if text.startswith("'") and text[1:2] and text[1] in FORMULA_START else text
 
 
+def student_read_back(text) -> str:
+    """A student id read back from the CSV as :func:`student_id` wrote it: unescaped, NFC."""
+    return unicodedata.normalize("NFC", unescaped(str(text)))
+
+
 def hand_grades(out: Path, hand: list[str]) -> dict[tuple[str, str], tuple[str, str]]:
     """{(student, question): (points, the answer they grade)} that the instructor typed into an earlier
     ``out`` (the hand-graded ``*_points`` columns), so that rerunning the grader (a late submission) never
@@ -175,7 +180,7 @@ def hand_grades(out: Path, hand: list[str]) -> dict[tuple[str, str], tuple[str, 
         raise ValueError(f"{out} has no student column: not a CSV of the grader's; choose another --out")
     typed = {}
     for _, line in earlier.iterrows():
-        student = unicodedata.normalize("NFC", unescaped(str(line["student"])))
+        student = student_read_back(line["student"])
         for q in hand:
             points = str(line.get(f"{q}_points", "")).strip()
             if points:

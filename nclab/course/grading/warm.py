@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 from ... import __version__
 from ...config import cache_dir
@@ -54,15 +55,9 @@ def _warm(notebook, profile: str, progress, mark: Path) -> bool:
         )
         return False
     progress(f"warming the cache: running {instructor.name} once ({profile} profile) before the first submission")
-    began, before = time.perf_counter(), os.environ.get("NCLAB_PROFILE")
-    os.environ["NCLAB_PROFILE"] = profile  # inherited by the kernel below
-    try:
+    began = time.perf_counter()
+    with mock.patch.dict(os.environ, NCLAB_PROFILE=profile):  # inherited by the kernel below, then restored
         execute_notebook(instructor, timeout=None)
-    finally:
-        if before is None:
-            os.environ.pop("NCLAB_PROFILE", None)
-        else:
-            os.environ["NCLAB_PROFILE"] = before
     mark.write_text(f"{instructor}\n")
     progress(f"cache warm ({time.perf_counter() - began:.0f} s): its runs load in every submission's sandbox")
     return True
